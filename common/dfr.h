@@ -1,0 +1,425 @@
+/*
+ * dfr.h: libdfr, Twisted-style asynchronous primitives for libevent programs.
+ *
+ * Deferred (a result that arrives later, with a chain of callbacks and
+ * errbacks), DeferredLock, DeferredSemaphore, DeferredQueue and gather.
+ *
+ * Threading: every object, and the chain runner behind them, belongs to the
+ * thread that uses it; nothing here is thread-safe. Different threads may use
+ * libdfr independently (the runner's state is per thread).
+ *
+ * Errors: functions return 0 or a negative errno value; constructors return
+ * NULL and set errno. The library never exits and never prints, except the
+ * default unhandled-failure reporter (see dfr_set_unhandled_cb).
+ *
+ * When callbacks run (the "trampoline" rule): firing a deferred, or adding a
+ * callback to one that has already fired, runs its chain synchronously inside
+ * that call, unless a chain is already running on this thread (that is, the
+ * call is made from inside a callback). Then the work is queued and runs right
+ * after the current callback returns, before the outermost call returns. So
+ * stack depth is constant whatever the number of chained deferreds or queued
+ * waiters, and a callback never runs re-entrantly inside another callback.
+ */
+#ifndef DFR_H
+#define DFR_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct event_base;
+
+/* Failure codes used by the library (positive errno values). */
+#define DFR_ECANCELED ECANCELED /* the deferred was cancelled */
+#define DFR_ETIMEDOUT ETIMEDOUT /* a timeout expired */
+#define DFR_ECLOSED ESHUTDOWN	/* the lock, semaphore or queue was closed */
+#define DFR_EOVERFLOW ENOBUFS	/* queue full: put had nowhere to go */
+#define DFR_EUNDERFLOW EAGAIN	/* queue backlog full: get cannot wait */
+#define DFR_ECYCLE ELOOP	/* a callback chained a deferred to itself */
+
+/* Release function for a value held by a deferred; NULL means "not owned". */
+typedef void (*dfr_free_cb)(void *value);
+
+/* ------------------------------------------------------------------------ */
+/* Failures                                                                  */
+
+/*
+ * A failure: an error code (a positive errno value or the application's own)
+ * and a human message. Owned by exactly one deferred at a time, or by
+ * whoever took it with dfr_take_failure().
+ */
+struct dfr_failure {
+	int code;
+	char *message; /* never NULL; freed with the failure */
+	long index;    /* dfr_gather: index of the failed member, else -1 */
+};
+
+/* Create a failure with a printf-style message; NULL and errno on ENOMEM. */
+struct dfr_failure *dfr_failure_new(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Free a failure taken with dfr_take_failure(); NULL is ignored. */
+void dfr_failure_free(struct dfr_failure *f);
+
+/*
+ * Called when a deferred whose final result is an unhandled failure is
+ * freed (Twisted's "Unhandled error in Deferred"). The failure is owned by
+ * the library and valid only during the call. The default reporter writes
+ * one line to stderr; set NULL to restore it. dfr_unhandled_count() counts
+ * every report since the process started.
+ */
+typedef void (*dfr_unhandled_cb)(const struct dfr_failure *f, void *arg);
+void dfr_set_unhandled_cb(dfr_unhandled_cb cb, void *arg);
+uint64_t dfr_unhandled_count(void);
+
+/* ------------------------------------------------------------------------ */
+/* Deferred                                                                  */
+
+struct dfr;
+
+/*
+ * A callback or errback. It sees the current result of d through
+ * dfr_failed(), dfr_value() and dfr_failure(), and may change it:
+ * dfr_set_value() (an errback that does this recovers), dfr_set_failure(),
+ * dfr_take_value()/dfr_take_failure(), or dfr_wait() to pause the chain until
+ * another deferred fires. Doing nothing passes the result on unchanged.
+ * The chain runner holds a reference on d while the callback runs, so the
+ * callback may drop the caller's last reference.
+ */
+typedef void (*dfr_cb)(struct dfr *d, void *arg);
+
+/*
+ * A canceller: called at most once, when an unfired deferred is cancelled.
+ * It may fire d (a value or a failure), which then wins over the
+ * cancellation error; if it leaves d unfired, d fails with DFR_ECANCELED.
+ */
+typedef void (*dfr_canceller_cb)(struct dfr *d, void *arg);
+
+/*
+ * Create an unfired deferred with an optional canceller. The caller holds
+ * one reference. NULL and errno=ENOMEM on failure.
+ */
+struct dfr *dfr_new(dfr_canceller_cb canceller, void *arg);
+
+/* A deferred already fired with value (owned by it, released with free_cb). */
+struct dfr *dfr_succeed(void *value, dfr_free_cb free_cb);
+
+/* A deferred already failed with code and a printf-style message. */
+struct dfr *dfr_fail(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Take another reference to d; returns d. */
+struct dfr *dfr_ref(struct dfr *d);
+
+/*
+ * Drop a reference. The last one frees d, its value (through its free
+ * callback) and its failure; an unhandled failure is reported first. If d's
+ * chain is running or d is waited on by another deferred, freeing is put off
+ * until the runner is done with it. An unfired deferred with pending
+ * callbacks freed this way never fires them.
+ */
+void dfr_unref(struct dfr *d);
+
+/*
+ * Fire d with a value, which d owns from then on (free_cb releases it; NULL
+ * if d should not own it). Returns 0, or -EALREADY if d has already fired (the
+ * caller keeps value). After a cancel, the first late dfr_callback() or
+ * dfr_errback() is accepted and discarded (value released) and returns 0.
+ */
+int dfr_callback(struct dfr *d, void *value, dfr_free_cb free_cb);
+
+/* Fail d with code and a printf-style message; returns as dfr_callback(). */
+int dfr_errback(struct dfr *d, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Fail d with failure f, which d takes in every case (on -EALREADY it is
+ * freed). Returns as dfr_callback().
+ */
+int dfr_errback_failure(struct dfr *d, struct dfr_failure *f);
+
+/*
+ * Append a (callback, errback) pair to d's chain; either may be NULL (the
+ * result passes through). If d has fired, the pair runs synchronously inside
+ * this call (see the trampoline rule). Returns 0 or -ENOMEM (the callbacks
+ * will never be called).
+ */
+int dfr_add_callbacks(struct dfr *d, dfr_cb cb, dfr_cb eb, void *arg);
+int dfr_add_callback(struct dfr *d, dfr_cb cb, void *arg);
+int dfr_add_errback(struct dfr *d, dfr_cb eb, void *arg);
+/* Same function as callback and errback (Twisted's addBoth). */
+int dfr_add_both(struct dfr *d, dfr_cb fn, void *arg);
+
+/*
+ * Cancel d. Unfired: its canceller runs (at most once in d's life), and if
+ * d is still unfired afterwards it fails with DFR_ECANCELED. If d's chain is
+ * paused on an inner deferred (dfr_wait), the cancel goes to the inner one.
+ * Fired: nothing happens. Repeated cancels do nothing more.
+ */
+void dfr_cancel(struct dfr *d);
+
+/*
+ * Cancel d after tv unless it fires first; when it does fire first the timer
+ * is removed. On expiry d is cancelled; if that leaves a DFR_ECANCELED
+ * failure it becomes DFR_ETIMEDOUT, or on_timeout (if not NULL) runs in its
+ * place as an errback that may set any result. A canceller's own value or
+ * other failure is kept. The timer runs on base. Returns 0, -EALREADY if d
+ * has fired, -EBUSY if d has a timeout already, or -ENOMEM.
+ */
+int dfr_set_timeout(struct dfr *d, struct event_base *base,
+    const struct timeval *tv, dfr_cb on_timeout, void *arg);
+
+/* Whether d has fired (with a value or a failure). */
+int dfr_fired(const struct dfr *d);
+
+/* Whether d's current result is a failure (0 if unfired). */
+int dfr_failed(const struct dfr *d);
+
+/* Whether d's chain is paused waiting for an inner deferred. */
+int dfr_paused(const struct dfr *d);
+
+/* d's current value (NULL if unfired or failed); d keeps ownership. */
+void *dfr_value(const struct dfr *d);
+
+/* d's current failure (NULL if none); d keeps ownership. */
+const struct dfr_failure *dfr_failure(const struct dfr *d);
+
+/* The failure's code, or 0 if d has no failure. */
+int dfr_failure_code(const struct dfr *d);
+
+/*
+ * For callbacks: replace d's result with a value (the previous value is
+ * released, a previous failure freed: an errback recovers this way).
+ */
+void dfr_set_value(struct dfr *d, void *value, dfr_free_cb free_cb);
+
+/* For callbacks: replace d's result with a new failure (ENOMEM-safe). */
+void dfr_set_failure(struct dfr *d, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* For callbacks: as dfr_set_failure() with a failure d takes over. */
+void dfr_set_failure_obj(struct dfr *d, struct dfr_failure *f);
+
+/*
+ * For callbacks: take d's value; the caller owns it and must release it.
+ * d's result becomes NULL (not owned).
+ */
+void *dfr_take_value(struct dfr *d);
+
+/*
+ * For callbacks: take d's failure (the caller frees it with
+ * dfr_failure_free()); d recovers with a NULL value.
+ */
+struct dfr_failure *dfr_take_failure(struct dfr *d);
+
+/*
+ * For callbacks (chaining, Twisted's "return a Deferred"): pause d's chain
+ * until inner fires, then continue with inner's result, which moves into d
+ * (inner is left with a NULL value). Takes over the caller's reference to
+ * inner. Waiting on d itself, or on a deferred already waited on, fails d's
+ * chain with DFR_ECYCLE. Depth of chaining has no stack cost.
+ */
+void dfr_wait(struct dfr *d, struct dfr *inner);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics for lock, semaphore and queue (always on, O(1) to keep)       */
+
+struct dfr_stats {
+	uint64_t waiting;	  /* waiters now */
+	uint64_t max_waiting;	  /* most waiters at once */
+	uint64_t acquisitions;	  /* acquires (or gets) that fired with success */
+	uint64_t contended;	  /* of those, how many had to wait */
+	uint64_t cancelled;	  /* waiters removed by cancel or timeout */
+	uint64_t wait_total_ns;	  /* total time waiters waited */
+	uint64_t wait_max_ns;	  /* longest wait */
+	uint64_t hold_total_ns;	  /* total time between acquire and release */
+	uint64_t hold_max_ns;	  /* longest hold */
+	uint64_t held;		  /* tokens held now (lock: 0 or 1) */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Lock and semaphore                                                        */
+
+struct dfr_lock;
+struct dfr_sem;
+
+/*
+ * The work run under a lock or semaphore: returns a deferred carrying its
+ * result (the caller of run gets that result); the library takes the
+ * reference. Returning NULL counts as a failure with errno's code.
+ */
+typedef struct dfr *(*dfr_run_cb)(void *arg);
+
+/* Create an unlocked lock; NULL and errno=ENOMEM on failure. */
+struct dfr_lock *dfr_lock_new(void);
+
+/*
+ * Free a lock. Waiters still queued fail with DFR_ECLOSED first (as by
+ * dfr_lock_close). The lock must not be used afterwards; deferreds already
+ * handed out stay valid.
+ */
+void dfr_lock_free(struct dfr_lock *l);
+
+/*
+ * Acquire: a deferred (caller's reference) that fires with the lock pointer
+ * as its (unowned) value once the caller holds the lock: at once if free,
+ * else after every earlier waiter (strict FIFO, no queue jumping).
+ * Cancelling a waiting acquire removes it in O(1) and fails it with
+ * DFR_ECANCELED. After close, fails with DFR_ECLOSED. NULL/ENOMEM.
+ */
+struct dfr *dfr_lock_acquire(struct dfr_lock *l);
+
+/*
+ * Release: hand the lock to the oldest waiter (it stays locked), or unlock.
+ * Returns 0, or -EPERM if the lock is not held (also in release builds).
+ */
+int dfr_lock_release(struct dfr_lock *l);
+
+/*
+ * Run fn(arg) holding the lock and release it when fn's deferred fires,
+ * with a value or a failure. The returned deferred (caller's reference)
+ * carries fn's result or failure.
+ *
+ * Cancelling it while waiting for the lock removes the waiter; fn never
+ * runs. Cancelling it while fn's work is pending forwards the cancel to
+ * fn's deferred, but the lock is released only when that deferred has
+ * actually fired (unlike Twisted, which releases at once): the next waiter
+ * never overlaps work that is still running. The caller's deferred fires
+ * at that same moment, with whatever fn's deferred ended with.
+ */
+struct dfr *dfr_lock_run(struct dfr_lock *l, dfr_run_cb fn, void *arg);
+
+/* Whether the lock is held. */
+int dfr_lock_locked(const struct dfr_lock *l);
+
+/* Number of waiting acquires. */
+size_t dfr_lock_waiting(const struct dfr_lock *l);
+
+/*
+ * Close: every waiter fails with DFR_ECLOSED, as does every later acquire
+ * or run. The holder may still release. Idempotent.
+ */
+void dfr_lock_close(struct dfr_lock *l);
+
+/* Copy the lock's statistics into st. */
+void dfr_lock_stats(const struct dfr_lock *l, struct dfr_stats *st);
+
+/* Create a semaphore with tokens >= 1; NULL and errno=EINVAL or ENOMEM. */
+struct dfr_sem *dfr_sem_new(unsigned int tokens);
+
+/* Free a semaphore, failing its waiters with DFR_ECLOSED first. */
+void dfr_sem_free(struct dfr_sem *s);
+
+/* Acquire one token (as dfr_lock_acquire; fires with the sem pointer). */
+struct dfr *dfr_sem_acquire(struct dfr_sem *s);
+
+/*
+ * Acquire n tokens at once (1 <= n <= limit, else a failed deferred with
+ * EINVAL). FIFO: a large request at the head blocks later small ones.
+ */
+struct dfr *dfr_sem_acquire_many(struct dfr_sem *s, unsigned int n);
+
+/* Release one token; -EPERM if that would exceed the limit. */
+int dfr_sem_release(struct dfr_sem *s);
+
+/* Release n tokens; -EPERM (nothing released) if that exceeds the limit. */
+int dfr_sem_release_many(struct dfr_sem *s, unsigned int n);
+
+/* Run fn holding one token (as dfr_lock_run). */
+struct dfr *dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg);
+
+/* Tokens free now, the limit, and waiting acquires. */
+unsigned int dfr_sem_tokens(const struct dfr_sem *s);
+unsigned int dfr_sem_limit(const struct dfr_sem *s);
+size_t dfr_sem_waiting(const struct dfr_sem *s);
+
+/* Close, as dfr_lock_close(). */
+void dfr_sem_close(struct dfr_sem *s);
+
+/* Copy the semaphore's statistics into st. */
+void dfr_sem_stats(const struct dfr_sem *s, struct dfr_stats *st);
+
+/* ------------------------------------------------------------------------ */
+/* Queue                                                                     */
+
+struct dfr_queue;
+
+/* Unbounded size or backlog. */
+#define DFR_UNBOUNDED ((size_t)-1)
+
+/*
+ * Create a queue holding at most size items and at most backlog waiting
+ * gets (DFR_UNBOUNDED for no limit; 0 is allowed for both). NULL/ENOMEM.
+ */
+struct dfr_queue *dfr_queue_new(size_t size, size_t backlog);
+
+/*
+ * Free a queue: waiting gets fail with DFR_ECLOSED, stored items are
+ * released with their free callbacks.
+ */
+void dfr_queue_free(struct dfr_queue *q);
+
+/*
+ * Put an item: to the oldest waiting get (its callbacks run synchronously,
+ * see the trampoline rule), else stored if size allows. Returns 0 (the queue
+ * or the getter owns item), -DFR_EOVERFLOW if full, -DFR_ECLOSED after close
+ * (the caller keeps item on error), or -ENOMEM.
+ */
+int dfr_queue_put(struct dfr_queue *q, void *item, dfr_free_cb free_cb);
+
+/*
+ * Get: a deferred (caller's reference) that fires with the oldest item,
+ * which it then owns: at once if one is stored, else when put. If the
+ * backlog is full it fails at once with DFR_EUNDERFLOW; after close (with
+ * nothing stored) with DFR_ECLOSED. Cancelling a waiting get removes it in
+ * O(1); an item is never lost to a cancelled get.
+ */
+struct dfr *dfr_queue_get(struct dfr_queue *q);
+
+/* Items stored, and gets waiting. */
+size_t dfr_queue_size(const struct dfr_queue *q);
+size_t dfr_queue_waiting(const struct dfr_queue *q);
+
+/*
+ * Close: waiting gets fail with DFR_ECLOSED; later puts fail; later gets
+ * still drain stored items, then fail with DFR_ECLOSED. Idempotent.
+ */
+void dfr_queue_close(struct dfr_queue *q);
+
+/* Statistics: waiting getters, item wait times (put to get). */
+void dfr_queue_stats(const struct dfr_queue *q, struct dfr_stats *st);
+
+/* ------------------------------------------------------------------------ */
+/* gather (Twisted's gatherResults / DeferredList)                          */
+
+/* The value of a successful gather: n values in the order of the inputs. */
+struct dfr_gather_result {
+	size_t n;
+	void **values; /* values[i] is member i's value, owned by the result */
+};
+
+/* gather flags */
+#define DFR_GATHER_CONSUME_ERRORS 0x1 /* members' failures are handled */
+
+/*
+ * Fire when all of ds[0..n-1] have fired. Success: the value is a struct
+ * dfr_gather_result (owned by the deferred; members' values are moved into
+ * it, with their free callbacks). First failure: the deferred fails at once
+ * with that failure's code, its message prefixed by the member's index,
+ * and failure->index set to that index. With
+ * DFR_GATHER_CONSUME_ERRORS, members' failures are marked handled (not
+ * reported when freed). Cancelling the gather cancels every unfired
+ * member. Takes over the caller's reference to each member. n == 0 fires at
+ * once with an empty result.
+ */
+struct dfr *dfr_gather(struct dfr **ds, size_t n, int flags);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DFR_H */
