@@ -1,0 +1,39 @@
+/*
+ * util.h: what both daemons share: OpenBSD-style logging and option parsing.
+ * Private to lockstep's daemons (not installed).
+ */
+#ifndef UTIL_H
+#define UTIL_H
+
+#include <stdarg.h>
+#include <stdint.h>
+
+/* log.c */
+enum log_level { LOG_LEVEL_ERROR = 0, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+/* Start logging to stderr as name (the program name, used as prefix). */
+void log_init(const char *name, enum log_level level);
+/* Set the level from a word (error, warn, info, debug); -1 if unknown. */
+int log_set_level_name(const char *word);
+enum log_level log_get_level(void);
+/* Route libevent's own messages into this log. */
+void log_route_libevent(void);
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_vlog(enum log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* Log an error with strerror(errno) appended, and exit 1. */
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* Log an error and exit 1. */
+void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* parse.c */
+/*
+ * Parse a duration such as "250ms", "1s", "1.5s", "2m" or "0" into
+ * milliseconds. Returns 0, or -1 with a reason in *why (static text).
+ */
+int parse_duration_ms(const char *s, uint64_t *ms, const char **why);
+/* Parse a decimal integer in [min, max]; 0 or -1 with *why set. */
+int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out, const char **why);
+
+#endif /* UTIL_H */
