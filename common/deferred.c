@@ -1,0 +1,733 @@
+/*
+ * deferred.c: the Deferred, its failures, and the per-thread chain runner.
+ *
+ * The runner is a trampoline: a deferred whose chain has work to do is put on
+ * this thread's run queue, and only the outermost caller drains the queue, in
+ * a loop. A callback that fires another deferred, chains one (dfr_wait) or
+ * hands a lock over therefore never grows the stack: the new work waits in
+ * the queue until the current callback returns.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dfr-int.h"
+
+/* This thread's run queue. */
+struct dfr_runq {
+	struct dfr *head;
+	struct dfr *tail;
+	struct dfr *current; /* whose chain runs now */
+	unsigned int depth;  /* > 0: someone up the stack drains the queue */
+};
+static __thread struct dfr_runq runq;
+
+static dfr_unhandled_cb unhandled_cb;
+static void *unhandled_arg;
+static uint64_t unhandled_count;
+
+/* The failure used when there is no memory for a real one. */
+static struct dfr_failure oom_failure = { ENOMEM, (char *)"out of memory", -1 };
+
+static void drain(void);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t
+dfr__now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Failures                                                                  */
+
+static struct dfr_failure *
+failure_vnew(int code, const char *fmt, va_list ap)
+{
+	struct dfr_failure *f;
+	va_list ap2;
+	int len;
+
+	va_copy(ap2, ap);
+	len = vsnprintf(NULL, 0, fmt, ap2);
+	va_end(ap2);
+	if (len < 0)
+		len = 0;
+	f = malloc(sizeof *f + (size_t)len + 1);
+	if (f == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	f->code = code;
+	f->index = -1;
+	f->message = (char *)(f + 1);
+	vsnprintf(f->message, (size_t)len + 1, fmt, ap);
+	return f;
+}
+
+/* Create a failure with a printf-style message. */
+struct dfr_failure *
+dfr_failure_new(int code, const char *fmt, ...)
+{
+	struct dfr_failure *f;
+	va_list ap;
+
+	va_start(ap, fmt);
+	f = failure_vnew(code, fmt, ap);
+	va_end(ap);
+	return f;
+}
+
+/* Free a failure; the shared out-of-memory failure is never freed. */
+void
+dfr_failure_free(struct dfr_failure *f)
+{
+	if (f != NULL && f != &oom_failure)
+		free(f);
+}
+
+/* The shared failure for when allocating one fails. */
+struct dfr_failure *
+dfr__failure_oom(void)
+{
+	return &oom_failure;
+}
+
+/* Install the unhandled-failure reporter (NULL: the default one). */
+void
+dfr_set_unhandled_cb(dfr_unhandled_cb cb, void *arg)
+{
+	unhandled_cb = cb;
+	unhandled_arg = arg;
+}
+
+/* Number of unhandled failures reported so far. */
+uint64_t
+dfr_unhandled_count(void)
+{
+	return __atomic_load_n(&unhandled_count, __ATOMIC_RELAXED);
+}
+
+static void
+report_unhandled(const struct dfr_failure *f)
+{
+	__atomic_fetch_add(&unhandled_count, 1, __ATOMIC_RELAXED);
+	if (unhandled_cb != NULL)
+		unhandled_cb(f, unhandled_arg);
+	else
+		fprintf(stderr, "libdfr: unhandled failure in deferred: %s (code %d)\n",
+		    f->message, f->code);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                                */
+
+/* Create an unfired deferred. */
+struct dfr *
+dfr_new(dfr_canceller_cb canceller, void *arg)
+{
+	struct dfr *d;
+
+	d = malloc(sizeof *d);
+	if (d == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	d->refs = 1;
+	d->flags = 0;
+	d->caplog = 0;
+	d->unused = 0;
+	d->r.v.value = NULL;
+	d->r.v.free_cb = NULL;
+	d->canceller = canceller;
+	d->carg = arg;
+	d->cbs = &d->cb0;
+	d->ncbs = 0;
+	d->pos = 0;
+	d->inner = NULL;
+	d->outer = NULL;
+	return d;
+}
+
+/* A deferred already fired with a value. */
+struct dfr *
+dfr_succeed(void *value, dfr_free_cb free_cb)
+{
+	struct dfr *d;
+
+	d = dfr_new(NULL, NULL);
+	if (d == NULL)
+		return NULL;
+	d->r.v.value = value;
+	d->r.v.free_cb = free_cb;
+	d->flags = DFR_F_FIRED;
+	return d;
+}
+
+/* A deferred already failed. */
+struct dfr *
+dfr_fail(int code, const char *fmt, ...)
+{
+	struct dfr_failure *f;
+	struct dfr *d;
+	va_list ap;
+
+	d = dfr_new(NULL, NULL);
+	if (d == NULL)
+		return NULL;
+	va_start(ap, fmt);
+	f = failure_vnew(code, fmt, ap);
+	va_end(ap);
+	d->r.failure = f != NULL ? f : &oom_failure;
+	d->flags = DFR_F_FIRED | DFR_F_FAILED;
+	return d;
+}
+
+/* Take a reference. */
+struct dfr *
+dfr_ref(struct dfr *d)
+{
+	d->refs++;
+	return d;
+}
+
+/* Drop the result held by d (value released, failure freed). */
+static void
+result_clear(struct dfr *d)
+{
+	if (!(d->flags & DFR_F_FIRED)) {
+		d->r.v.value = NULL;
+		d->r.v.free_cb = NULL;
+		return;
+	}
+	if (d->flags & DFR_F_FAILED) {
+		struct dfr_failure *f = d->r.failure;
+
+		d->r.failure = NULL;
+		d->flags &= (uint16_t)~(DFR_F_FAILED | DFR_F_HANDLED);
+		dfr_failure_free(f);
+	} else if (d->r.v.free_cb != NULL) {
+		dfr_free_cb fcb = d->r.v.free_cb;
+		void *value = d->r.v.value;
+
+		d->r.v.free_cb = NULL;
+		fcb(value);
+	}
+	d->r.v.value = NULL;
+	d->r.v.free_cb = NULL;
+}
+
+/* Free d, whose last reference is gone. */
+static void
+destroy(struct dfr *d)
+{
+	uint32_t i;
+
+	/* A waiting acquire or get leaves its list (its canceller only unlinks). */
+	if (d->flags & DFR_F_WAITER) {
+		d->flags |= DFR_F_DYING;
+		d->canceller(d, d->carg);
+	}
+	/* Timers armed by dfr_set_timeout live in the chain until they run. */
+	if (d->flags & DFR_F_TIMEOUT) {
+		for (i = d->pos; i < d->ncbs; i++)
+			if (d->cbs[i].cb == dfr__timeout_done)
+				dfr__timeout_discard(d->cbs[i].arg);
+	}
+	if ((d->flags & (DFR_F_FIRED | DFR_F_FAILED | DFR_F_HANDLED)) ==
+	    (DFR_F_FIRED | DFR_F_FAILED))
+		report_unhandled(d->r.failure);
+	result_clear(d);
+	if (d->cbs != &d->cb0)
+		free(d->cbs);
+	free(d);
+}
+
+/*
+ * Drop a reference. A paused deferred freed this way lets go of the inner
+ * one it waits for, in a loop so that freeing a long chain has no depth.
+ */
+void
+dfr_unref(struct dfr *d)
+{
+	while (d != NULL && --d->refs == 0) {
+		struct dfr *next = d->inner;
+
+		if (next != NULL) {
+			next->outer = NULL;
+			d->inner = NULL;
+		}
+		destroy(d);
+		d = next;
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* The runner                                                                */
+
+/* Let go of a finished chain's storage. */
+static void
+chain_reset(struct dfr *d)
+{
+	d->pos = 0;
+	d->ncbs = 0;
+	if (d->cbs != &d->cb0) {
+		free(d->cbs);
+		d->cbs = &d->cb0;
+		d->caplog = 0;
+	}
+}
+
+/* Put d on the run queue if its chain has work; drain unless nested. */
+static void
+schedule(struct dfr *d)
+{
+	if (d->flags & DFR_F_QUEUED || d == runq.current || d->inner != NULL)
+		return;
+	if (d->pos == d->ncbs && d->outer == NULL)
+		return;
+	d->flags |= DFR_F_QUEUED;
+	d->refs++;
+	d->link.tqe_next = NULL;
+	if (runq.tail != NULL)
+		runq.tail->link.tqe_next = d;
+	else
+		runq.head = d;
+	runq.tail = d;
+	if (runq.depth == 0)
+		drain();
+}
+
+/* inner's chain is done: its result moves into the deferred waiting on it. */
+static void
+resume_outer(struct dfr *inner)
+{
+	struct dfr *o = inner->outer;
+	const uint16_t moved = DFR_F_FAILED | DFR_F_HANDLED;
+
+	inner->outer = NULL;
+	o->inner = NULL;
+	o->flags = (uint16_t)((o->flags & ~moved) | (inner->flags & moved));
+	o->r = inner->r;
+	inner->flags &= (uint16_t)~moved;
+	inner->r.v.value = NULL;
+	inner->r.v.free_cb = NULL;
+	schedule(o);
+	dfr_unref(inner); /* the reference o held */
+}
+
+/* Run d's pending callbacks until the end of the chain or a pause. */
+static void
+run_chain(struct dfr *d)
+{
+	while (d->inner == NULL && d->pos < d->ncbs) {
+		struct dfr_cbent *e = &d->cbs[d->pos++];
+		dfr_cb fn = (d->flags & DFR_F_FAILED) ? e->eb : e->cb;
+		void *arg = e->arg;
+
+		if (fn != NULL)
+			fn(d, arg);
+	}
+	if (d->inner != NULL)
+		return;
+	chain_reset(d);
+	if (d->outer != NULL)
+		resume_outer(d);
+}
+
+/* Run queued chains until none is left. Only the outermost caller does. */
+static void
+drain(void)
+{
+	struct dfr *d;
+
+	runq.depth++;
+	while ((d = runq.head) != NULL) {
+		runq.head = d->link.tqe_next;
+		if (runq.head == NULL)
+			runq.tail = NULL;
+		d->flags &= (uint16_t)~DFR_F_QUEUED;
+		runq.current = d;
+		run_chain(d);
+		runq.current = NULL;
+		dfr_unref(d);
+	}
+	runq.depth--;
+}
+
+/* Queue, rather than run, what is fired until dfr__batch_end(). */
+void
+dfr__batch_begin(void)
+{
+	runq.depth++;
+}
+
+/* End a batch; the outermost end runs what was queued. */
+void
+dfr__batch_end(void)
+{
+	if (--runq.depth == 0 && runq.head != NULL)
+		drain();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Firing                                                                    */
+
+/* Fire an unfired d with a value. */
+void
+dfr__fire_value(struct dfr *d, void *value, dfr_free_cb free_cb)
+{
+	d->r.v.value = value;
+	d->r.v.free_cb = free_cb;
+	d->flags = (uint16_t)((d->flags & ~(DFR_F_FAILED | DFR_F_HANDLED)) | DFR_F_FIRED);
+	schedule(d);
+}
+
+static void
+fire_failure_obj(struct dfr *d, struct dfr_failure *f)
+{
+	d->r.failure = f != NULL ? f : &oom_failure;
+	d->flags = (uint16_t)((d->flags & ~DFR_F_HANDLED) | DFR_F_FIRED | DFR_F_FAILED);
+	schedule(d);
+}
+
+/* Fire an unfired d with a new failure. */
+void
+dfr__fire_failure(struct dfr *d, int code, const char *fmt, ...)
+{
+	struct dfr_failure *f;
+	va_list ap;
+
+	va_start(ap, fmt);
+	f = failure_vnew(code, fmt, ap);
+	va_end(ap);
+	fire_failure_obj(d, f);
+}
+
+/* Whether a fire of an already fired d is swallowed (after a cancel). */
+static int
+late_fire(struct dfr *d)
+{
+	if (d->flags & DFR_F_SWALLOW) {
+		d->flags &= (uint16_t)~DFR_F_SWALLOW;
+		return 0;
+	}
+	return -EALREADY;
+}
+
+/* Fire d with a value. */
+int
+dfr_callback(struct dfr *d, void *value, dfr_free_cb free_cb)
+{
+	int rc;
+
+	if (d->flags & DFR_F_FIRED) {
+		rc = late_fire(d);
+		if (rc == 0 && free_cb != NULL)
+			free_cb(value);
+		return rc;
+	}
+	dfr__fire_value(d, value, free_cb);
+	return 0;
+}
+
+/* Fail d with a new failure. */
+int
+dfr_errback(struct dfr *d, int code, const char *fmt, ...)
+{
+	struct dfr_failure *f;
+	va_list ap;
+
+	if (d->flags & DFR_F_FIRED)
+		return late_fire(d);
+	va_start(ap, fmt);
+	f = failure_vnew(code, fmt, ap);
+	va_end(ap);
+	fire_failure_obj(d, f);
+	return 0;
+}
+
+/* Fail d with f, which d takes in every case. */
+int
+dfr_errback_failure(struct dfr *d, struct dfr_failure *f)
+{
+	if (d->flags & DFR_F_FIRED) {
+		dfr_failure_free(f);
+		return late_fire(d);
+	}
+	fire_failure_obj(d, f);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Callbacks                                                                 */
+
+/* Append a pair to d's chain; runs it now if d has fired (trampoline rule). */
+int
+dfr_add_callbacks(struct dfr *d, dfr_cb cb, dfr_cb eb, void *arg)
+{
+	struct dfr_cbent *e;
+
+	if (d->cbs == &d->cb0) {
+		if (d->ncbs == 1) {
+			e = malloc(4 * sizeof *e);
+			if (e == NULL)
+				return -ENOMEM;
+			e[0] = d->cb0;
+			d->cbs = e;
+			d->caplog = 2;
+		}
+	} else if (d->ncbs == (uint32_t)1 << d->caplog) {
+		if (d->caplog >= 31)
+			return -ENOMEM;
+		e = realloc(d->cbs, ((size_t)2 << d->caplog) * sizeof *e);
+		if (e == NULL)
+			return -ENOMEM;
+		d->cbs = e;
+		d->caplog++;
+	}
+	e = &d->cbs[d->ncbs++];
+	e->cb = cb;
+	e->eb = eb;
+	e->arg = arg;
+	if (d->flags & DFR_F_FIRED)
+		schedule(d);
+	return 0;
+}
+
+int
+dfr_add_callback(struct dfr *d, dfr_cb cb, void *arg)
+{
+	return dfr_add_callbacks(d, cb, NULL, arg);
+}
+
+int
+dfr_add_errback(struct dfr *d, dfr_cb eb, void *arg)
+{
+	return dfr_add_callbacks(d, NULL, eb, arg);
+}
+
+int
+dfr_add_both(struct dfr *d, dfr_cb fn, void *arg)
+{
+	return dfr_add_callbacks(d, fn, fn, arg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Cancellation                                                              */
+
+/* Cancel d (see dfr.h); a paused chain forwards the cancel to its inner. */
+void
+dfr_cancel(struct dfr *d)
+{
+	int soft = 0;
+
+	/* Walk down to the deferred that is actually waited for, in a loop. */
+	while ((d->flags & DFR_F_FIRED) && d->inner != NULL) {
+		if (d->flags & DFR_F_SOFTFWD)
+			soft = 1;
+		d = d->inner;
+	}
+	if (d->flags & (DFR_F_FIRED | DFR_F_CANCELLED))
+		return;
+	if (soft) {
+		dfr__soft_cancel(d);
+		return;
+	}
+	d->refs++;
+	d->flags |= DFR_F_CANCELLED;
+	if (d->canceller != NULL && !(d->flags & DFR_F_CANCELLER_CALLED)) {
+		d->flags |= DFR_F_CANCELLER_CALLED;
+		d->canceller(d, d->carg);
+	}
+	if (!(d->flags & (DFR_F_FIRED | DFR_F_NOFIAT))) {
+		d->flags |= DFR_F_SWALLOW;
+		dfr__fire_failure(d, DFR_ECANCELED, "cancelled");
+	}
+	dfr_unref(d);
+}
+
+/*
+ * Ask d's canceller to stop the work, without failing d by fiat: d fires
+ * when the work says so (used by run() so a lock is never released early).
+ */
+void
+dfr__soft_cancel(struct dfr *d)
+{
+	if (d->flags & (DFR_F_FIRED | DFR_F_CANCELLER_CALLED) || d->canceller == NULL)
+		return;
+	d->refs++;
+	d->flags |= DFR_F_CANCELLER_CALLED;
+	d->canceller(d, d->carg);
+	dfr_unref(d);
+}
+
+/* For cancellers: d will be fired later by its owner, not by the cancel. */
+void
+dfr__cancel_later(struct dfr *d)
+{
+	d->flags |= DFR_F_NOFIAT;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Results                                                                   */
+
+int
+dfr_fired(const struct dfr *d)
+{
+	return (d->flags & DFR_F_FIRED) != 0;
+}
+
+int
+dfr_failed(const struct dfr *d)
+{
+	return (d->flags & (DFR_F_FIRED | DFR_F_FAILED)) == (DFR_F_FIRED | DFR_F_FAILED);
+}
+
+int
+dfr_paused(const struct dfr *d)
+{
+	return d->inner != NULL;
+}
+
+void *
+dfr_value(const struct dfr *d)
+{
+	if ((d->flags & (DFR_F_FIRED | DFR_F_FAILED)) != DFR_F_FIRED)
+		return NULL;
+	return d->r.v.value;
+}
+
+const struct dfr_failure *
+dfr_failure(const struct dfr *d)
+{
+	return dfr_failed(d) ? d->r.failure : NULL;
+}
+
+int
+dfr_failure_code(const struct dfr *d)
+{
+	return dfr_failed(d) ? d->r.failure->code : 0;
+}
+
+/* Replace d's result with a value (an errback recovers this way). */
+void
+dfr_set_value(struct dfr *d, void *value, dfr_free_cb free_cb)
+{
+	if (!(d->flags & DFR_F_FIRED)) {
+		dfr__fire_value(d, value, free_cb);
+		return;
+	}
+	result_clear(d);
+	d->r.v.value = value;
+	d->r.v.free_cb = free_cb;
+}
+
+/* Replace d's result with failure f (NULL: out of memory). */
+void
+dfr_set_failure_obj(struct dfr *d, struct dfr_failure *f)
+{
+	if (!(d->flags & DFR_F_FIRED)) {
+		fire_failure_obj(d, f);
+		return;
+	}
+	result_clear(d);
+	d->r.failure = f != NULL ? f : &oom_failure;
+	d->flags |= DFR_F_FAILED;
+}
+
+/* Replace d's result with a new failure. */
+void
+dfr_set_failure(struct dfr *d, int code, const char *fmt, ...)
+{
+	struct dfr_failure *f;
+	va_list ap;
+
+	va_start(ap, fmt);
+	f = failure_vnew(code, fmt, ap);
+	va_end(ap);
+	dfr_set_failure_obj(d, f);
+}
+
+/* Take d's value and its release function; d is left with NULL. */
+void *
+dfr__take_value(struct dfr *d, dfr_free_cb *free_cb)
+{
+	void *value;
+
+	if ((d->flags & (DFR_F_FIRED | DFR_F_FAILED)) != DFR_F_FIRED) {
+		*free_cb = NULL;
+		return NULL;
+	}
+	value = d->r.v.value;
+	*free_cb = d->r.v.free_cb;
+	d->r.v.value = NULL;
+	d->r.v.free_cb = NULL;
+	return value;
+}
+
+/* Take d's value; the caller releases it. */
+void *
+dfr_take_value(struct dfr *d)
+{
+	dfr_free_cb fcb;
+
+	return dfr__take_value(d, &fcb);
+}
+
+/* Take d's failure; d recovers with NULL. */
+struct dfr_failure *
+dfr_take_failure(struct dfr *d)
+{
+	struct dfr_failure *f;
+
+	if (!dfr_failed(d))
+		return NULL;
+	f = d->r.failure;
+	d->r.v.value = NULL;
+	d->r.v.free_cb = NULL;
+	d->flags &= (uint16_t)~(DFR_F_FAILED | DFR_F_HANDLED);
+	return f;
+}
+
+/* Mark d's current failure as handled: it is not reported at free. */
+void
+dfr__set_handled(struct dfr *d)
+{
+	if (dfr_failed(d))
+		d->flags |= DFR_F_HANDLED;
+}
+
+/* Pause d's chain until inner fires; d then continues with inner's result. */
+void
+dfr_wait(struct dfr *d, struct dfr *inner)
+{
+	struct dfr *x;
+
+	if (inner == NULL) {
+		dfr_set_failure(d, EINVAL, "dfr_wait: no deferred to wait for");
+		return;
+	}
+	for (x = inner; x != NULL; x = x->inner)
+		if (x == d)
+			break;
+	if (x != NULL || inner->outer != NULL || d->inner != NULL) {
+		dfr_unref(inner);
+		dfr_set_failure(d, DFR_ECYCLE,
+		    "dfr_wait: deferred chained to itself or already chained");
+		return;
+	}
+	result_clear(d);
+	d->inner = inner;
+	inner->outer = d;
+	if (inner->flags & DFR_F_FIRED)
+		schedule(inner);
+}

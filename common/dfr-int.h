@@ -1,0 +1,99 @@
+/*
+ * dfr-int.h: libdfr internals shared by its modules (not installed).
+ */
+#ifndef DFR_INT_H
+#define DFR_INT_H
+
+#include <sys/queue.h>
+
+#include <stdint.h>
+#include <time.h>
+
+#include "dfr.h"
+
+/* One (callback, errback) pair of a chain. */
+struct dfr_cbent {
+	dfr_cb cb;
+	dfr_cb eb;
+	void *arg;
+};
+
+/* Deferred flags. */
+#define DFR_F_FIRED 0x0001	    /* has a result */
+#define DFR_F_FAILED 0x0002	    /* the result is a failure */
+#define DFR_F_CANCELLED 0x0004	    /* dfr_cancel() was called while unfired */
+#define DFR_F_SWALLOW 0x0008	    /* failed by cancel: eat one late fire */
+#define DFR_F_CANCELLER_CALLED 0x0010 /* the canceller ran (at most once) */
+#define DFR_F_QUEUED 0x0020	    /* on this thread's run queue */
+#define DFR_F_WAITER 0x0040	    /* in a lock/semaphore/queue waiter list */
+#define DFR_F_DYING 0x0080	    /* being freed: a waiter canceller unlinks only */
+#define DFR_F_SOFTFWD 0x0100	    /* forward cancel to inner's canceller only */
+#define DFR_F_TIMEOUT 0x0200	    /* a timeout is armed */
+#define DFR_F_HANDLED 0x0400	    /* the failure is not reported at free */
+#define DFR_F_NOFIAT 0x0800	    /* canceller promised to fire d later */
+
+/*
+ * A deferred. 112 bytes on LP64, so that a waiting acquire costs one
+ * 120-byte malloc chunk including its first callback pair.
+ */
+struct dfr {
+	/* Run queue link, or a waiter list's link: a waiter is never queued. */
+	TAILQ_ENTRY(dfr) link;
+	uint32_t refs;
+	uint16_t flags;
+	uint8_t caplog; /* capacity of cbs is 1 << caplog when not cb0 */
+	uint8_t unused;
+	union {
+		struct {
+			void *value;
+			dfr_free_cb free_cb;
+		} v;			   /* fired with a value */
+		struct dfr_failure *failure; /* fired with a failure */
+		struct {
+			uint64_t since_ns; /* when the wait began */
+			unsigned int n;	   /* tokens wanted */
+		} w;			   /* unfired waiter (lock, sem, queue) */
+	} r;
+	dfr_canceller_cb canceller;
+	void *carg;
+	struct dfr_cbent *cbs; /* &cb0 or a heap array */
+	uint32_t ncbs;	       /* pairs in cbs */
+	uint32_t pos;	       /* next pair to run */
+	struct dfr *inner;     /* paused: waiting for this one */
+	struct dfr *outer;     /* this one waits for us */
+	struct dfr_cbent cb0;  /* storage for the first pair */
+};
+
+TAILQ_HEAD(dfr_list, dfr);
+
+/* A semaphore; a lock is one with a single token (lock.c). */
+struct dfr_sem {
+	struct dfr_list waiters;
+	unsigned int limit;
+	unsigned int tokens;   /* free now */
+	unsigned int runs;     /* run() states alive (they point here) */
+	int closed;
+	int freed;	       /* dfr_sem_free() called while runs > 0 */
+	uint64_t tick_ns;      /* last change of held tokens (hold integral) */
+	uint64_t hold_since_ns; /* when the last token was taken (lock) */
+	struct dfr_stats st;
+};
+
+/* deferred.c */
+uint64_t dfr__now_ns(void);
+void dfr__batch_begin(void);
+void dfr__batch_end(void);
+void dfr__fire_value(struct dfr *d, void *value, dfr_free_cb free_cb);
+void dfr__fire_failure(struct dfr *d, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void dfr__soft_cancel(struct dfr *d);
+void *dfr__take_value(struct dfr *d, dfr_free_cb *free_cb);
+void dfr__set_handled(struct dfr *d);
+void dfr__cancel_later(struct dfr *d);
+struct dfr_failure *dfr__failure_oom(void);
+
+/* evtimer.c */
+void dfr__timeout_done(struct dfr *d, void *arg);
+void dfr__timeout_discard(void *arg);
+
+#endif /* DFR_INT_H */

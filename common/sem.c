@@ -1,0 +1,368 @@
+/*
+ * sem.c: DeferredSemaphore, and the code the lock shares (a lock is a
+ * semaphore with one token, see lock.c).
+ *
+ * Waiters are unfired deferreds in an intrusive list (through their run-queue
+ * link, unused while they wait), so cancelling any of them is O(1). Hand-off
+ * fires waiters inside a batch: their callbacks run from the chain runner's
+ * loop, never from inside release(), so a million waiters whose work
+ * completes synchronously cost no stack.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dfr-int.h"
+
+/* State of one run(): what to call, and whether it holds its token. */
+struct sem_run {
+	struct dfr_sem *s;
+	dfr_run_cb fn;
+	void *arg;
+	uint64_t since_ns; /* when the token was taken */
+	int started;
+};
+
+/* Account for held tokens changing (hold time as an integral, exact in sum). */
+static void
+sem_hold_tick(struct dfr_sem *s, uint64_t now)
+{
+	s->st.hold_total_ns += (uint64_t)(s->limit - s->tokens) * (now - s->tick_ns);
+	s->tick_ns = now;
+}
+
+/* Take n tokens now. */
+static void
+sem_take(struct dfr_sem *s, unsigned int n, uint64_t now)
+{
+	sem_hold_tick(s, now);
+	s->tokens -= n;
+	s->st.held = s->limit - s->tokens;
+	s->st.acquisitions++;
+	s->hold_since_ns = now;
+}
+
+/* Create a semaphore with tokens >= 1. */
+struct dfr_sem *
+dfr_sem_new(unsigned int tokens)
+{
+	struct dfr_sem *s;
+
+	if (tokens < 1) {
+		errno = EINVAL;
+		return NULL;
+	}
+	s = calloc(1, sizeof *s);
+	if (s == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	TAILQ_INIT(&s->waiters);
+	s->limit = tokens;
+	s->tokens = tokens;
+	s->tick_ns = dfr__now_ns();
+	return s;
+}
+
+/* Free a semaphore; runs still in progress keep it until they release. */
+void
+dfr_sem_free(struct dfr_sem *s)
+{
+	if (s == NULL)
+		return;
+	dfr_sem_close(s);
+	if (s->runs > 0)
+		s->freed = 1;
+	else
+		free(s);
+}
+
+/* A run() state is done with s. */
+static void
+run_free(struct sem_run *r)
+{
+	struct dfr_sem *s = r->s;
+
+	free(r);
+	if (--s->runs == 0 && s->freed)
+		free(s);
+}
+
+/* Unlink a waiter (for cancel, close, grant and free). */
+static void
+sem_unlink(struct dfr_sem *s, struct dfr *d)
+{
+	TAILQ_REMOVE(&s->waiters, d, link);
+	d->flags &= (uint16_t)~DFR_F_WAITER;
+	s->st.waiting--;
+}
+
+/* Canceller of a waiting acquire: leave the list (the cancel fails it). */
+static void
+sem_cancel_acquire(struct dfr *d, void *arg)
+{
+	struct dfr_sem *s = arg;
+
+	if (!(d->flags & DFR_F_WAITER))
+		return;
+	sem_unlink(s, d);
+	s->st.cancelled++;
+}
+
+/* Canceller of a run() that waits for its token. */
+static void
+sem_cancel_run(struct dfr *d, void *arg)
+{
+	struct sem_run *r = arg;
+
+	sem_cancel_acquire(d, r->s);
+	if (d->flags & DFR_F_DYING)
+		run_free(r); /* freed unfired: run_done will never run */
+}
+
+/* Queue d as a waiter for n tokens. */
+static void
+sem_enqueue(struct dfr_sem *s, struct dfr *d, unsigned int n, uint64_t now)
+{
+	d->r.w.since_ns = now;
+	d->r.w.n = n;
+	d->flags |= DFR_F_WAITER;
+	TAILQ_INSERT_TAIL(&s->waiters, d, link);
+	if (++s->st.waiting > s->st.max_waiting)
+		s->st.max_waiting = s->st.waiting;
+}
+
+/* Acquire n tokens. */
+struct dfr *
+dfr_sem_acquire_many(struct dfr_sem *s, unsigned int n)
+{
+	struct dfr *d;
+	uint64_t now;
+
+	if (s->closed)
+		return dfr_fail(DFR_ECLOSED, "closed");
+	if (n < 1 || n > s->limit)
+		return dfr_fail(EINVAL, "cannot acquire %u of %u tokens", n, s->limit);
+	now = dfr__now_ns();
+	if (TAILQ_EMPTY(&s->waiters) && s->tokens >= n) {
+		d = dfr_succeed(s, NULL);
+		if (d != NULL)
+			sem_take(s, n, now);
+		return d;
+	}
+	d = dfr_new(sem_cancel_acquire, s);
+	if (d != NULL)
+		sem_enqueue(s, d, n, now);
+	return d;
+}
+
+/* Acquire one token. */
+struct dfr *
+dfr_sem_acquire(struct dfr_sem *s)
+{
+	return dfr_sem_acquire_many(s, 1);
+}
+
+/* Hand free tokens to the oldest waiters that fit, strictly in order. */
+static void
+sem_grant(struct dfr_sem *s, uint64_t now)
+{
+	struct dfr *d;
+	uint64_t waited;
+
+	dfr__batch_begin();
+	while ((d = TAILQ_FIRST(&s->waiters)) != NULL && d->r.w.n <= s->tokens) {
+		waited = now - d->r.w.since_ns;
+		sem_unlink(s, d);
+		sem_take(s, d->r.w.n, now);
+		s->st.contended++;
+		s->st.wait_total_ns += waited;
+		if (waited > s->st.wait_max_ns)
+			s->st.wait_max_ns = waited;
+		dfr__fire_value(d, s, NULL); /* its chain runs at batch end */
+	}
+	dfr__batch_end();
+}
+
+/* Release n tokens and hand them on. */
+int
+dfr_sem_release_many(struct dfr_sem *s, unsigned int n)
+{
+	uint64_t now;
+
+	if (n == 0 || n > s->limit - s->tokens)
+		return -EPERM;
+	now = dfr__now_ns();
+	sem_hold_tick(s, now);
+	if (s->limit == 1 && now - s->hold_since_ns > s->st.hold_max_ns)
+		s->st.hold_max_ns = now - s->hold_since_ns;
+	s->tokens += n;
+	s->st.held = s->limit - s->tokens;
+	if (!TAILQ_EMPTY(&s->waiters))
+		sem_grant(s, now);
+	return 0;
+}
+
+/* Release one token. */
+int
+dfr_sem_release(struct dfr_sem *s)
+{
+	return dfr_sem_release_many(s, 1);
+}
+
+/* run(): fn's deferred fired; release, then the caller's callbacks go on. */
+static void
+run_done(struct dfr *d, void *arg)
+{
+	struct sem_run *r = arg;
+	uint64_t held;
+
+	d->flags &= (uint16_t)~DFR_F_SOFTFWD;
+	if (!r->started) { /* cancelled or closed while waiting */
+		run_free(r);
+		return;
+	}
+	held = dfr__now_ns() - r->since_ns;
+	if (held > r->s->st.hold_max_ns)
+		r->s->st.hold_max_ns = held;
+	dfr_sem_release(r->s);
+	run_free(r);
+	dfr_unref(d); /* run_start's reference; the runner still holds d */
+}
+
+/* Make d, whose chain holds run_done, follow fn's deferred work. */
+static void
+run_follow(struct dfr *d, struct dfr *work)
+{
+	dfr_ref(d); /* kept until run_done: the token depends on d's chain */
+	if (work == NULL) {
+		dfr_set_failure(d, errno != 0 ? errno : EINVAL,
+		    "run: the function returned no deferred");
+		return;
+	}
+	/* A cancel asks fn's work to stop; it does not fail it by fiat. */
+	d->flags |= DFR_F_SOFTFWD;
+	dfr_wait(d, work);
+}
+
+/* run(): the waiter got its token; call fn. */
+static void
+run_start(struct dfr *d, void *arg)
+{
+	struct sem_run *r = arg;
+
+	r->started = 1;
+	r->since_ns = dfr__now_ns();
+	errno = 0;
+	run_follow(d, r->fn(r->arg));
+}
+
+/* Run fn holding one token. */
+struct dfr *
+dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
+{
+	struct sem_run *r;
+	struct dfr *d, *work;
+	uint64_t now;
+	int uncontended;
+
+	if (s->closed)
+		return dfr_fail(DFR_ECLOSED, "closed");
+	now = dfr__now_ns();
+	uncontended = TAILQ_EMPTY(&s->waiters) && s->tokens >= 1;
+	work = NULL;
+	if (uncontended) {
+		/*
+		 * Fast path: take the token and call fn now. If its deferred
+		 * has fired already, release at once and hand that deferred
+		 * back: nothing to allocate.
+		 */
+		sem_take(s, 1, now);
+		errno = 0;
+		work = fn(arg);
+		if (work != NULL && (work->flags & DFR_F_FIRED) && work->inner == NULL &&
+		    work->pos == work->ncbs && !(work->flags & DFR_F_QUEUED)) {
+			dfr_sem_release(s);
+			return work;
+		}
+		if (work == NULL) {
+			int code = errno != 0 ? errno : EINVAL;
+
+			dfr_sem_release(s);
+			return dfr_fail(code, "run: the function returned no deferred");
+		}
+	}
+	r = malloc(sizeof *r);
+	d = r != NULL ? dfr_new(uncontended ? NULL : sem_cancel_run, r) : NULL;
+	if (d == NULL || dfr_add_callbacks(d, uncontended ? NULL : run_start, run_done, r) < 0) {
+		free(r);
+		if (d != NULL)
+			dfr_unref(d);
+		if (work != NULL) {
+			/* Out of memory: nothing can follow the work; give back the token. */
+			dfr_unref(work);
+			dfr_sem_release(s);
+		}
+		errno = ENOMEM;
+		return NULL;
+	}
+	r->s = s;
+	r->fn = fn;
+	r->arg = arg;
+	r->since_ns = now;
+	r->started = uncontended;
+	s->runs++;
+	if (uncontended) {
+		d->flags |= DFR_F_FIRED; /* with the token, as a fired acquire */
+		run_follow(d, work);
+	} else {
+		sem_enqueue(s, d, 1, now);
+	}
+	return d;
+}
+
+/* Tokens free now. */
+unsigned int
+dfr_sem_tokens(const struct dfr_sem *s)
+{
+	return s->tokens;
+}
+
+/* The number of tokens the semaphore was created with. */
+unsigned int
+dfr_sem_limit(const struct dfr_sem *s)
+{
+	return s->limit;
+}
+
+/* Waiting acquires (and runs). */
+size_t
+dfr_sem_waiting(const struct dfr_sem *s)
+{
+	return (size_t)s->st.waiting;
+}
+
+/* Fail every waiter with DFR_ECLOSED, and every later acquire. */
+void
+dfr_sem_close(struct dfr_sem *s)
+{
+	struct dfr *d;
+
+	s->closed = 1;
+	dfr__batch_begin();
+	while ((d = TAILQ_FIRST(&s->waiters)) != NULL) {
+		sem_unlink(s, d);
+		dfr__fire_failure(d, DFR_ECLOSED, "closed");
+	}
+	dfr__batch_end();
+}
+
+/* Copy the statistics, bringing the hold integral up to now. */
+void
+dfr_sem_stats(const struct dfr_sem *s, struct dfr_stats *st)
+{
+	*st = s->st;
+	st->hold_total_ns += (uint64_t)(s->limit - s->tokens) * (dfr__now_ns() - s->tick_ns);
+}
