@@ -1,0 +1,214 @@
+/*
+ * api.c: the HTTP API, one handler per route; the table at the end is the
+ * whole routing (adding a route is adding a row).
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <microhttpd.h>
+
+#include "server.h"
+#include "store.h"
+#include "util.h"
+
+/* Start a /record-count request of r->client: count it in flight, then record and delay it. */
+static void
+api_record_start(struct req *r)
+{
+	if ((r->seqs = calloc(r->nvalues, sizeof *r->seqs)) == NULL ||
+	    (r->dups = calloc(r->nvalues, sizeof *r->dups)) == NULL) {
+		http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+		return;
+	}
+	r->cs = metrics_client(r->client);
+	metrics_request_start(r->cs);
+	r->counted = 1;
+	delay_record(r);
+}
+
+/* GET /record-count?value=N[&client=ID] */
+static void
+api_record_get(struct req *r)
+{
+	struct input_error err;
+	uint64_t value;
+
+	if (input_record_query(r->query, strlen(r->query), r->client, &value, &err) != 0) {
+		r->client[0] = '\0';
+		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
+		return;
+	}
+	if ((r->values = malloc(sizeof *r->values)) == NULL) {
+		http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+		return;
+	}
+	r->values[0] = value;
+	r->nvalues = 1;
+	api_record_start(r);
+}
+
+/* POST /record-count with {"client": "ID", "values": [N, ...]} */
+static void
+api_record_post(struct req *r)
+{
+	struct input_error err;
+
+	r->is_post = 1;
+	if (r->query[0] != '\0') {
+		http_error(r, MHD_HTTP_BAD_REQUEST, "unknown_parameter",
+		    "POST /record-count takes its values in a JSON body, not in the query");
+		return;
+	}
+	if (input_record_body(r->body ? r->body : "", r->body_len, r->client, &r->values, &r->nvalues,
+	    &err) != 0) {
+		r->client[0] = '\0';
+		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
+		return;
+	}
+	api_record_start(r);
+}
+
+/* The answer of a /record-count request whose records are committed (or failed). */
+void
+api_record_answer(struct req *r)
+{
+	json_t *recs;
+	size_t i;
+
+	if (r->failed) {
+		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error",
+		    "the record could not be stored; nothing was recorded, retry later");
+		return;
+	}
+	if (!r->is_post) {
+		http_answer(r, MHD_HTTP_OK, json_pack("{sI ss sI sb}", "value", (json_int_t)r->values[0],
+		    "client", r->client, "seq", (json_int_t)r->seqs[0], "duplicate", r->dups[0]));
+		return;
+	}
+	recs = json_array();
+	for (i = 0; i < r->nvalues; i++)
+		json_array_append_new(recs, json_pack("{sI sI sb}", "value", (json_int_t)r->values[i], "seq",
+		    (json_int_t)r->seqs[i], "duplicate", r->dups[i]));
+	http_answer(r, MHD_HTTP_OK, json_pack("{ss so}", "client", r->client, "records", recs));
+}
+
+/* Add one record to a /records page. */
+static void
+api_records_cb(int64_t seq, const char *client, uint64_t value, double at, void *arg)
+{
+	json_array_append_new(arg, json_pack("{sI ss sI sf}", "seq", (json_int_t)seq, "client", client, "value",
+	    (json_int_t)value, "at", at));
+}
+
+/* GET /records?client=ID&after=SEQ&limit=L */
+static void
+api_records(struct req *r)
+{
+	static const char *const allowed[] = { "client", "after", "limit", NULL };
+	struct input_query q;
+	struct input_error err;
+	const char *client, *s, *why;
+	uint64_t after = 0, limit = DEFAULT_RECORDS_PAGE;
+	json_t *recs, *next;
+	size_t n;
+
+	if (input_query_parse(r->query, strlen(r->query), &q, &err) != 0 ||
+	    input_query_check(&q, allowed, &err) != 0) {
+		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
+		goto out;
+	}
+	client = input_query_get(&q, "client");
+	if (client != NULL && input_client(client) != 0) {
+		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_client",
+		    "client: must be 1..128 characters of [A-Za-z0-9._:-]");
+		goto out;
+	}
+	if ((s = input_query_get(&q, "after")) != NULL && parse_uint(s, 0, INT64_MAX, &after, &why) != 0) {
+		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_after", "after: must be a seq, 0..9223372036854775807");
+		goto out;
+	}
+	if ((s = input_query_get(&q, "limit")) != NULL &&
+	    parse_uint(s, 1, LIMIT_RECORDS_PAGE, &limit, &why) != 0) {
+		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_limit", "limit: must be 1..%d", LIMIT_RECORDS_PAGE);
+		goto out;
+	}
+	delay_flush();                  /* show only committed records */
+	recs = json_array();
+	if (store_records(db, client, (int64_t)after, (unsigned)limit, api_records_cb, recs) != 0) {
+		json_decref(recs);
+		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error", "cannot read records: %s",
+		    store_error(db));
+		goto out;
+	}
+	n = json_array_size(recs);
+	if (n == limit)
+		next = json_integer(json_integer_value(json_object_get(json_array_get(recs, n - 1), "seq")));
+	else
+		next = json_null();
+	http_answer(r, MHD_HTTP_OK, json_pack("{so so}", "records", recs, "next_after", next));
+out:
+	input_query_free(&q);
+}
+
+/* GET /clients/ID */
+static void
+api_clients(struct req *r)
+{
+	const char *id = r->path + strlen("/clients/");
+	uint64_t last = 0, recorded = 0;
+
+	if (input_client(id) != 0) {
+		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_client",
+		    "client: the id in /clients/ID must be 1..128 characters of [A-Za-z0-9._:-]");
+		return;
+	}
+	delay_flush();
+	if (store_client(db, id, &last, &recorded) != 0) {
+		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error", "cannot read client: %s",
+		    store_error(db));
+		return;
+	}
+	http_answer(r, MHD_HTTP_OK, json_pack("{ss sI sI}", "client", id, "last_value", (json_int_t)last,
+	    "recorded", (json_int_t)recorded));
+}
+
+/* GET /stats */
+static void
+api_stats(struct req *r)
+{
+	http_answer(r, MHD_HTTP_OK, metrics_stats_json());
+}
+
+/* GET /healthz */
+static void
+api_healthz(struct req *r)
+{
+	if (shutting_down)
+		http_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, json_pack("{ss}", "status", "stopping"));
+	else
+		http_answer(r, MHD_HTTP_OK, json_pack("{ss}", "status", "ok"));
+}
+
+/* GET /metrics */
+static void
+api_metrics(struct req *r)
+{
+	char *text;
+	size_t len;
+
+	text = metrics_prometheus(&len);
+	http_answer_text(r, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+const struct route_entry api_routes[] = {
+	{ "GET", "/record-count", 0, ROUTE_RECORD_COUNT, api_record_get },
+	{ "POST", "/record-count", 0, ROUTE_RECORD_COUNT, api_record_post },
+	{ "GET", "/records", 0, ROUTE_RECORDS, api_records },
+	{ "GET", "/clients/", 1, ROUTE_CLIENTS, api_clients },
+	{ "GET", "/stats", 0, ROUTE_STATS, api_stats },
+	{ "GET", "/healthz", 0, ROUTE_HEALTHZ, api_healthz },
+	{ "GET", "/metrics", 0, ROUTE_METRICS, api_metrics },
+};
+const size_t api_nroutes = sizeof api_routes / sizeof api_routes[0];

@@ -1,0 +1,224 @@
+/*
+ * delay.c: holding /record-count answers until their latency has passed and
+ * their records are committed.
+ *
+ * Records are written into one open transaction as they arrive; a commit
+ * event, activated behind the I/O being processed, commits everything that
+ * arrived in this loop pass at once (group commit). Each request is a
+ * suspended connection with a timer counted from its arrival; requests that
+ * are both due and committed are resumed together once per loop pass, since
+ * libmicrohttpd walks its suspended list on every resume.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "server.h"
+#include "store.h"
+#include "util.h"
+
+uint64_t delay_suspended;
+
+static TAILQ_HEAD(, req) delay_batch = TAILQ_HEAD_INITIALIZER(delay_batch);
+static TAILQ_HEAD(, req) delay_ready = TAILQ_HEAD_INITIALIZER(delay_ready);
+static size_t delay_batch_records;
+static struct event *delay_commit_ev;
+static struct event *delay_resume_ev;
+static uint64_t delay_rng;
+
+/* Queue r to be resumed in this loop pass if it is both due and committed. */
+static void
+delay_check(struct req *r)
+{
+	if (!r->due || !r->committed || r->in_ready)
+		return;
+	TAILQ_INSERT_TAIL(&delay_ready, r, ready_entry);
+	r->in_ready = 1;
+	event_active(delay_resume_ev, EV_TIMEOUT, 0);
+}
+
+/* Commit the open batch and release its requests. */
+static void
+delay_commit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct req *r;
+	uint64_t t0;
+	int ok;
+
+	if (!store_in_batch(db) && TAILQ_EMPTY(&delay_batch))
+		return;
+	t0 = now_mono_ms();
+	ok = store_commit(db) == 0;
+	if (ok)
+		metrics_commit((double)(now_mono_ms() - t0) / 1000.0, delay_batch_records);
+	else {
+		log_warnx("commit of %zu records failed: %s", delay_batch_records, store_error(db));
+		main_load_stats();
+	}
+	delay_batch_records = 0;
+	while ((r = TAILQ_FIRST(&delay_batch)) != NULL) {
+		TAILQ_REMOVE(&delay_batch, r, batch_entry);
+		r->in_batch = 0;
+		r->committed = 1;
+		if (!ok)
+			r->failed = 1;
+		delay_check(r);
+	}
+}
+
+/* A request's latency has passed. */
+static void
+delay_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct req *r = arg;
+
+	r->due = 1;
+	delay_check(r);
+}
+
+/* Resume every request that is ready, then let libmicrohttpd send them. */
+static void
+delay_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct req *r;
+
+	while ((r = TAILQ_FIRST(&delay_ready)) != NULL) {
+		TAILQ_REMOVE(&delay_ready, r, ready_entry);
+		r->in_ready = 0;
+		api_record_answer(r);
+		if (r->suspended) {
+			r->suspended = 0;
+			delay_suspended--;
+			MHD_resume_connection(r->conn);
+		}
+	}
+	http_run();
+}
+
+/* The next pseudo-random number (xorshift64*), for jitter. */
+static uint64_t
+delay_random(void)
+{
+	delay_rng ^= delay_rng >> 12;
+	delay_rng ^= delay_rng << 25;
+	delay_rng ^= delay_rng >> 27;
+	return delay_rng * 2685821657736338717ULL;
+}
+
+/* This request's latency in ms: the configured one, +/- jitter, capped. */
+static uint64_t
+delay_latency(void)
+{
+	int64_t ms = (int64_t)cfg.latency_ms;
+
+	if (cfg.jitter_ms > 0)
+		ms += (int64_t)(delay_random() % (2 * cfg.jitter_ms + 1)) - (int64_t)cfg.jitter_ms;
+	if (ms < 0)
+		ms = 0;
+	if (cfg.max_latency_ms > 0 && (uint64_t)ms > cfg.max_latency_ms)
+		ms = (int64_t)cfg.max_latency_ms;
+	return (uint64_t)ms;
+}
+
+/* Create the loop events. */
+int
+delay_init(void)
+{
+	delay_rng = now_mono_ms() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ULL;
+	delay_commit_ev = event_new(ev_base, -1, 0, delay_commit_cb, NULL);
+	delay_resume_ev = event_new(ev_base, -1, 0, delay_resume_cb, NULL);
+	return delay_commit_ev && delay_resume_ev ? 0 : -1;
+}
+
+/* Free the loop events. */
+void
+delay_free(void)
+{
+	if (delay_commit_ev != NULL)
+		event_free(delay_commit_ev);
+	if (delay_resume_ev != NULL)
+		event_free(delay_resume_ev);
+	delay_commit_ev = delay_resume_ev = NULL;
+}
+
+/* Record r's values, suspend its connection, and arm its timer. */
+void
+delay_record(struct req *r)
+{
+	struct timeval tv;
+	uint64_t lat, now, due;
+	size_t i;
+	int dup;
+
+	for (i = 0; i < r->nvalues && !r->failed; i++) {
+		if (store_record(db, r->client, r->values[i], &r->seqs[i], &dup) != 0) {
+			log_warnx("cannot record %s=%llu: %s", r->client, (unsigned long long)r->values[i],
+			    store_error(db));
+			r->failed = 1;
+			break;
+		}
+		r->dups[i] = (unsigned char)dup;
+		if (dup)
+			metrics_duplicate();
+		else
+			metrics_recorded(r->cs, r->values[i]);
+	}
+	delay_batch_records += i;
+	MHD_suspend_connection(r->conn);
+	r->suspended = 1;
+	delay_suspended++;
+	if (store_in_batch(db)) {
+		TAILQ_INSERT_TAIL(&delay_batch, r, batch_entry);
+		r->in_batch = 1;
+		if (!event_pending(delay_commit_ev, EV_TIMEOUT, NULL))
+			event_active(delay_commit_ev, EV_TIMEOUT, 0);
+	} else
+		r->committed = 1;
+	lat = delay_latency();
+	now = now_mono_ms();
+	due = r->arrival_ms + lat;
+	if (due <= now) {
+		r->due = 1;
+		delay_check(r);
+		return;
+	}
+	if ((r->timer = evtimer_new(ev_base, delay_timer_cb, r)) == NULL)
+		fatalx("out of memory for a timer");
+	tv.tv_sec = (time_t)((due - now) / 1000);
+	tv.tv_usec = (suseconds_t)(((due - now) % 1000) * 1000);
+	evtimer_add(r->timer, &tv);
+}
+
+/* r is going away: drop its timer and list entries. */
+void
+delay_forget(struct req *r)
+{
+	if (r->timer != NULL) {
+		event_free(r->timer);
+		r->timer = NULL;
+	}
+	if (r->in_batch) {
+		TAILQ_REMOVE(&delay_batch, r, batch_entry);
+		r->in_batch = 0;
+	}
+	if (r->in_ready) {
+		TAILQ_REMOVE(&delay_ready, r, ready_entry);
+		r->in_ready = 0;
+	}
+	if (r->suspended) {
+		r->suspended = 0;
+		delay_suspended--;
+	}
+}
+
+/* Commit the open batch now. */
+void
+delay_flush(void)
+{
+	if (store_in_batch(db))
+		delay_commit_cb(-1, 0, NULL);
+}

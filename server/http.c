@@ -1,0 +1,463 @@
+/*
+ * http.c: libmicrohttpd glued to the libevent loop, request lifetimes, routing
+ * through the table in api.c, limits and the access log.
+ *
+ * libmicrohttpd runs in external epoll mode: its epoll fd is one libevent read
+ * event and MHD_get_timeout() drives one libevent timer, so no thread is parked
+ * per request. Delayed requests are suspended connections (delay.c).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "server.h"
+#include "util.h"
+
+const char *const route_names[ROUTE_COUNT] = { "/record-count", "/records", "/clients", "/stats", "/healthz",
+	"/metrics", "other" };
+
+uint64_t http_requests_open;
+
+static struct MHD_Daemon *http_daemon;
+static struct event *http_epoll_ev;
+static struct event *http_timer_ev;
+static int http_quiesced;
+
+/* Re-arm the timer from libmicrohttpd's next timeout. */
+static void
+http_reschedule(void)
+{
+	MHD_UNSIGNED_LONG_LONG ms;
+	struct timeval tv;
+
+	if (MHD_get_timeout(http_daemon, &ms) == MHD_YES) {
+		tv.tv_sec = (time_t)(ms / 1000);
+		tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
+		evtimer_add(http_timer_ev, &tv);
+	} else
+		evtimer_del(http_timer_ev);
+}
+
+/* Run libmicrohttpd once and re-arm its timer. */
+void
+http_run(void)
+{
+	if (http_daemon == NULL)
+		return;
+	MHD_run(http_daemon);
+	http_reschedule();
+}
+
+/* libmicrohttpd's epoll fd is readable, or its timer expired. */
+static void
+http_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	http_run();
+}
+
+/* libmicrohttpd's own messages go into our log (without their newline). */
+static void
+http_log_cb(void *arg, const char *fmt, va_list ap)
+{
+	char buf[1024];
+	size_t n;
+
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	n = strlen(buf);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	log_warnx("libmicrohttpd: %s", buf);
+}
+
+/* A request line arrived: allocate its state and note its arrival time. */
+static void *
+http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
+{
+	struct req *r;
+	const char *q;
+	size_t plen;
+
+	if ((r = calloc(1, sizeof *r)) == NULL)
+		return NULL;
+	r->conn = conn;
+	r->arrival_ms = now_mono_ms();
+	r->arrival_wall = now_wall();
+	r->route = ROUTE_OTHER;
+	r->uri_len = strlen(uri);
+	q = strchr(uri, '?');
+	plen = q ? (size_t)(q - uri) : r->uri_len;
+	if ((r->uri = strdup(uri)) == NULL || (r->path = strndup(uri, plen)) == NULL) {
+		free(r->uri);
+		free(r);
+		return NULL;
+	}
+	r->query = q ? r->uri + plen + 1 : "";
+	http_requests_open++;
+	return r;
+}
+
+/* Build a response from a malloc'd buffer with Content-Type. */
+static void
+http_set(struct req *r, unsigned status, const char *type, char *text, size_t len)
+{
+	if (r->resp != NULL)
+		MHD_destroy_response(r->resp);
+	r->resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+	if (r->resp == NULL) {
+		free(text);
+		return;
+	}
+	MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	if (shutting_down)
+		MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	r->status = status;
+}
+
+/* Prepare a JSON answer; the reference to body is stolen. */
+void
+http_answer(struct req *r, unsigned status, json_t *body)
+{
+	char *text;
+	size_t len;
+
+	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (text == NULL) {
+		log_warnx("out of memory building a response");
+		return;
+	}
+	len = strlen(text);
+	if ((text = realloc(text, len + 2)) == NULL)
+		return;
+	text[len++] = '\n';
+	text[len] = '\0';
+	http_set(r, status, "application/json", text, len);
+}
+
+/* Prepare a JSON error answer. */
+void
+http_error(struct req *r, unsigned status, const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (status >= 400 && status < 500)
+		metrics_rejected();
+	http_answer(r, status, json_pack("{ss ss}", "error", code, "message", msg));
+}
+
+/* Prepare a plain-text answer. */
+void
+http_answer_text(struct req *r, unsigned status, const char *type, char *text, size_t len)
+{
+	http_set(r, status, type, text, len);
+}
+
+/* Write the access-log line of r (one line, values listed). */
+static void
+http_access_log(struct req *r, double end)
+{
+	char *line, *p;
+	size_t i, cap;
+
+	cap = 256 + strlen(r->path) + r->nvalues * 21;
+	if ((line = malloc(cap)) == NULL)
+		return;
+	p = line;
+	p += snprintf(p, cap, "access method=%s path=%s status=%u client=%s values=", r->method ? r->method : "-",
+	    r->path, r->status, r->client[0] ? r->client : "-");
+	for (i = 0; i < r->nvalues; i++)
+		p += snprintf(p, cap - (size_t)(p - line), "%s%llu", i ? "," : "", (unsigned long long)r->values[i]);
+	if (r->nvalues == 0)
+		*p++ = '-';
+	snprintf(p, cap - (size_t)(p - line), " start=%.6f end=%.6f", r->arrival_wall, end);
+	/* Written directly: log.c's line buffer would cut a long list of values. */
+	fprintf(stderr, "record-countd: %s\n", line);
+	free(line);
+}
+
+/* Leave the in-flight count once (answered, or the connection went away). */
+static void
+http_leave(struct req *r)
+{
+	if (r->counted) {
+		r->counted = 0;
+		metrics_request_end(r->cs);
+	}
+}
+
+/* Queue r's prepared response now; the request is answered. */
+static enum MHD_Result
+http_send(struct req *r)
+{
+	enum MHD_Result ret;
+	double end;
+
+	if (r->resp == NULL) {
+		r->answered = 1;
+		http_leave(r);
+		return MHD_NO;
+	}
+	ret = MHD_queue_response(r->conn, r->status, r->resp);
+	MHD_destroy_response(r->resp);
+	r->resp = NULL;
+	r->answered = 1;
+	end = now_wall();
+	metrics_response(r->route, r->status, (double)(now_mono_ms() - r->arrival_ms) / 1000.0);
+	http_leave(r);
+	if (cfg.access_log && log_get_level() >= LOG_LEVEL_INFO)
+		http_access_log(r, end);
+	return ret;
+}
+
+/* Sum the length of the request's header lines. */
+static enum MHD_Result
+http_header_size_cb(void *arg, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	size_t *sum = arg;
+
+	*sum += strlen(key) + (value ? strlen(value) : 0) + 4;
+	return MHD_YES;
+}
+
+/* Find r's route; answer 404 or 405 (with Allow) if there is none. */
+static const struct route_entry *
+http_route(struct req *r)
+{
+	const struct route_entry *e, *found = NULL;
+	char allow[64] = "";
+	size_t i;
+	int path_ok = 0;
+
+	for (i = 0; i < api_nroutes; i++) {
+		e = &api_routes[i];
+		if (e->prefix ? strncmp(r->path, e->path, strlen(e->path)) != 0 : strcmp(r->path, e->path) != 0)
+			continue;
+		path_ok = 1;
+		r->route = e->route;
+		if (strcmp(r->method, e->method) == 0 ||
+		    (strcmp(r->method, "HEAD") == 0 && strcmp(e->method, "GET") == 0)) {
+			found = e;
+			break;
+		}
+		if (strstr(allow, e->method) == NULL) {
+			if (allow[0] != '\0')
+				strcat(allow, ", ");
+			strcat(allow, e->method);
+			if (strcmp(e->method, "GET") == 0)
+				strcat(allow, ", HEAD");
+		}
+	}
+	if (found != NULL)
+		return found;
+	if (!path_ok)
+		http_error(r, MHD_HTTP_NOT_FOUND, "not_found",
+		    "no such path; try /record-count, /records, /clients/ID, /stats, /healthz or /metrics");
+	else {
+		http_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", "%s is not allowed here (allowed: %s)",
+		    r->method, allow);
+		if (r->resp != NULL)
+			MHD_add_response_header(r->resp, MHD_HTTP_HEADER_ALLOW, allow);
+	}
+	return NULL;
+}
+
+/* Checks made once the headers are in: size limits and routing. */
+static const struct route_entry *
+http_first(struct req *r)
+{
+	const struct route_entry *e;
+	const char *cl;
+	size_t hsize = 0;
+	unsigned long long n;
+	char *end;
+
+	if (r->uri_len > LIMIT_URL) {
+		http_error(r, MHD_HTTP_URI_TOO_LONG, "uri_too_long", "the request target is %zu bytes; the limit is %d",
+		    r->uri_len, LIMIT_URL);
+		return NULL;
+	}
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, http_header_size_cb, &hsize);
+	if (hsize > LIMIT_HEADERS) {
+		http_error(r, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large",
+		    "the request headers are %zu bytes; the limit is %d", hsize, LIMIT_HEADERS);
+		return NULL;
+	}
+	cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl != NULL) {
+		errno = 0;
+		n = strtoull(cl, &end, 10);
+		if (errno == 0 && *end == '\0' && n > LIMIT_BODY) {
+			http_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large",
+			    "the request body is %llu bytes; the limit is %d", n, LIMIT_BODY);
+			return NULL;
+		}
+	}
+	if ((e = http_route(r)) == NULL)
+		return NULL;
+	return e;
+}
+
+/* libmicrohttpd's request handler: called for the headers, each body chunk, the end, and after a resume. */
+static enum MHD_Result
+http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const char *method,
+    const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+	struct req *r = *con_cls;
+	const struct route_entry *e;
+	size_t i;
+
+	if (r == NULL)
+		return MHD_NO;
+	if (r->answered)
+		return MHD_NO;
+	if (r->resp != NULL && r->started == 2)
+		return http_send(r);    /* resumed, or answered before the body */
+	if (!r->started) {
+		r->started = 1;
+		r->method = method;
+		if (http_first(r) == NULL) {
+			r->started = 2;
+			return http_send(r);
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size != 0) {
+		if (r->body_len + *upload_data_size > LIMIT_BODY) {
+			if (r->resp == NULL)
+				http_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large",
+				    "the request body is over the limit of %d bytes", LIMIT_BODY);
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
+		if (r->body_len + *upload_data_size + 1 > r->body_cap) {
+			r->body_cap = (r->body_len + *upload_data_size + 1) * 2;
+			if (r->body_cap > LIMIT_BODY + 1)
+				r->body_cap = LIMIT_BODY + 1;
+			if ((r->body = realloc(r->body, r->body_cap)) == NULL)
+				return MHD_NO;
+		}
+		memcpy(r->body + r->body_len, upload_data, *upload_data_size);
+		r->body_len += *upload_data_size;
+		r->body[r->body_len] = '\0';
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	r->started = 2;
+	if (r->resp != NULL)
+		return http_send(r);    /* the body was too large */
+	for (i = 0; i < api_nroutes; i++) {
+		e = &api_routes[i];
+		if (e->route == r->route && (strcmp(e->method, method) == 0 ||
+		    (strcmp(method, "HEAD") == 0 && strcmp(e->method, "GET") == 0)))
+			break;
+	}
+	if (i == api_nroutes)
+		return MHD_NO;
+	api_routes[i].handler(r);
+	if (r->resp != NULL)
+		return http_send(r);
+	return MHD_YES;             /* suspended until its latency passes and its records are committed */
+}
+
+/* The request is over (response sent, or the connection failed). */
+static void
+http_completed_cb(void *arg, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	struct req *r = *con_cls;
+
+	if (r == NULL)
+		return;
+	*con_cls = NULL;
+	delay_forget(r);
+	http_leave(r);
+	if (r->resp != NULL)
+		MHD_destroy_response(r->resp);
+	free(r->values);
+	free(r->seqs);
+	free(r->dups);
+	free(r->body);
+	free(r->path);
+	free(r->uri);
+	free(r);
+	http_requests_open--;
+	if (shutting_down)
+		main_maybe_exit();
+}
+
+/* Start libmicrohttpd on the listening socket fd and hook it into the loop. */
+int
+http_start(int fd)
+{
+	const union MHD_DaemonInfo *info;
+	unsigned int timeout_s;
+
+	timeout_s = (unsigned int)((cfg.connection_timeout_ms + 999) / 1000);
+	http_daemon = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+	    http_access_cb, NULL,
+	    MHD_OPTION_EXTERNAL_LOGGER, http_log_cb, NULL,
+	    MHD_OPTION_LISTEN_SOCKET, fd,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg.max_connections,
+	    MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_MEMORY_LIMIT,
+	    MHD_OPTION_URI_LOG_CALLBACK, http_uri_cb, NULL,
+	    MHD_OPTION_NOTIFY_COMPLETED, http_completed_cb, NULL,
+	    MHD_OPTION_END);
+	if (http_daemon == NULL) {
+		log_warnx("cannot start libmicrohttpd on the listening socket");
+		return -1;
+	}
+	info = MHD_get_daemon_info(http_daemon, MHD_DAEMON_INFO_EPOLL_FD);
+	if (info == NULL) {
+		log_warnx("libmicrohttpd has no epoll fd");
+		return -1;
+	}
+	http_epoll_ev = event_new(ev_base, info->epoll_fd, EV_READ | EV_PERSIST, http_event_cb, NULL);
+	http_timer_ev = evtimer_new(ev_base, http_event_cb, NULL);
+	if (http_epoll_ev == NULL || http_timer_ev == NULL || event_add(http_epoll_ev, NULL) != 0) {
+		log_warnx("cannot add libmicrohttpd's events to the loop");
+		return -1;
+	}
+	http_reschedule();
+	return 0;
+}
+
+/* Stop accepting: the listening socket leaves libmicrohttpd and is closed. */
+void
+http_quiesce(void)
+{
+	MHD_socket fd;
+
+	if (http_daemon == NULL || http_quiesced)
+		return;
+	http_quiesced = 1;
+	fd = MHD_quiesce_daemon(http_daemon);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+	http_run();
+}
+
+/* Stop libmicrohttpd; every request must be answered (none suspended). */
+void
+http_stop(void)
+{
+	if (http_daemon == NULL)
+		return;
+	if (http_epoll_ev != NULL)
+		event_free(http_epoll_ev);
+	if (http_timer_ev != NULL)
+		event_free(http_timer_ev);
+	http_epoll_ev = http_timer_ev = NULL;
+	MHD_stop_daemon(http_daemon);
+	http_daemon = NULL;
+}

@@ -1,0 +1,347 @@
+/*
+ * metrics.c: per-client statistics (/stats) and Prometheus metrics (/metrics).
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+#include "util.h"
+
+static const double metrics_latency_bounds[] = { 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5,
+	10 };
+#define NLAT (sizeof metrics_latency_bounds / sizeof metrics_latency_bounds[0])
+static const double metrics_commit_bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1 };
+#define NCOMMIT (sizeof metrics_commit_bounds / sizeof metrics_commit_bounds[0])
+
+static struct {
+	struct client_stats **table;
+	size_t size;
+	size_t count;
+	uint64_t recorded;            /* records in the store */
+	uint64_t recorded_here;       /* stored by this process */
+	uint64_t duplicates;
+	uint64_t rejected;
+	uint64_t in_flight;
+	uint64_t max_in_flight;
+	uint64_t requests[ROUTE_COUNT][600];
+	uint64_t lat_buckets[ROUTE_COUNT][NLAT + 1];
+	double lat_sum[ROUTE_COUNT];
+	uint64_t lat_count[ROUTE_COUNT];
+	uint64_t commit_buckets[NCOMMIT + 1];
+	double commit_sum;
+	uint64_t commits;
+	uint64_t committed_records;
+} m;
+
+/* FNV-1a of a string. */
+static size_t
+metrics_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	while (*s != '\0')
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return (size_t)h;
+}
+
+/* Double the table when it gets full. */
+static void
+metrics_grow(void)
+{
+	struct client_stats **t, *cs, *next;
+	size_t i, size = m.size ? m.size * 2 : 64, h;
+
+	if ((t = calloc(size, sizeof *t)) == NULL)
+		fatal("calloc");
+	for (i = 0; i < m.size; i++) {
+		for (cs = m.table[i]; cs != NULL; cs = next) {
+			next = cs->next;
+			h = metrics_hash(cs->id) & (size - 1);
+			cs->next = t[h];
+			t[h] = cs;
+		}
+	}
+	free(m.table);
+	m.table = t;
+	m.size = size;
+}
+
+/* A client's stats if known. */
+struct client_stats *
+metrics_client_find(const char *id)
+{
+	struct client_stats *cs;
+
+	if (m.size == 0)
+		return NULL;
+	for (cs = m.table[metrics_hash(id) & (m.size - 1)]; cs != NULL; cs = cs->next)
+		if (strcmp(cs->id, id) == 0)
+			return cs;
+	return NULL;
+}
+
+/* A client's stats, created if new. */
+struct client_stats *
+metrics_client(const char *id)
+{
+	struct client_stats *cs;
+	size_t h;
+
+	if ((cs = metrics_client_find(id)) != NULL)
+		return cs;
+	if (m.count >= m.size / 2 * 1 + m.size / 4)
+		metrics_grow();
+	if ((cs = calloc(1, sizeof *cs)) == NULL || (cs->id = strdup(id)) == NULL)
+		fatal("calloc");
+	h = metrics_hash(id) & (m.size - 1);
+	cs->next = m.table[h];
+	m.table[h] = cs;
+	m.count++;
+	return cs;
+}
+
+/* A /record-count request of cs entered the server. */
+void
+metrics_request_start(struct client_stats *cs)
+{
+	if (++m.in_flight > m.max_in_flight)
+		m.max_in_flight = m.in_flight;
+	if (++cs->in_flight > cs->max_in_flight)
+		cs->max_in_flight = cs->in_flight;
+}
+
+/* A /record-count request of cs was answered. */
+void
+metrics_request_end(struct client_stats *cs)
+{
+	m.in_flight--;
+	cs->in_flight--;
+}
+
+/* One new record. */
+void
+metrics_recorded(struct client_stats *cs, uint64_t value)
+{
+	m.recorded++;
+	m.recorded_here++;
+	cs->recorded++;
+	if (value < cs->last_value)
+		cs->out_of_order++;
+	else
+		cs->last_value = value;
+}
+
+/* A client's summary from the store. */
+void
+metrics_loaded(const char *id, uint64_t last_value, uint64_t recorded)
+{
+	struct client_stats *cs = metrics_client(id);
+
+	cs->last_value = last_value;
+	cs->recorded = recorded;
+	m.recorded += recorded;
+}
+
+/* One duplicate record. */
+void
+metrics_duplicate(void)
+{
+	m.duplicates++;
+}
+
+/* One rejected request (4xx). */
+void
+metrics_rejected(void)
+{
+	m.rejected++;
+}
+
+/* Put x in the right bucket of a histogram. */
+static void
+metrics_observe(uint64_t *buckets, const double *bounds, size_t n, double x)
+{
+	size_t i;
+
+	for (i = 0; i < n && x > bounds[i]; i++)
+		;
+	buckets[i]++;
+}
+
+/* One response queued. */
+void
+metrics_response(int route, unsigned status, double seconds)
+{
+	if (status < 600)
+		m.requests[route][status]++;
+	metrics_observe(m.lat_buckets[route], metrics_latency_bounds, NLAT, seconds);
+	m.lat_sum[route] += seconds;
+	m.lat_count[route]++;
+}
+
+/* One commit of records took seconds. */
+void
+metrics_commit(double seconds, size_t records)
+{
+	metrics_observe(m.commit_buckets, metrics_commit_bounds, NCOMMIT, seconds);
+	m.commit_sum += seconds;
+	m.commits++;
+	m.committed_records += records;
+}
+
+/* Forget recorded/last_value of every client (before reloading them from the store). */
+void
+metrics_reset_records(void)
+{
+	struct client_stats *cs;
+	size_t i;
+
+	m.recorded = 0;
+	for (i = 0; i < m.size; i++)
+		for (cs = m.table[i]; cs != NULL; cs = cs->next)
+			cs->recorded = cs->last_value = 0;
+}
+
+/* The /stats document. */
+json_t *
+metrics_stats_json(void)
+{
+	json_t *clients = json_object(), *o;
+	struct client_stats *cs;
+	size_t i;
+
+	for (i = 0; i < m.size; i++) {
+		for (cs = m.table[i]; cs != NULL; cs = cs->next) {
+			json_object_set_new(clients, cs->id, json_pack("{sI sI sI sI sI}",
+			    "recorded", (json_int_t)cs->recorded, "last_value", (json_int_t)cs->last_value,
+			    "in_flight", (json_int_t)cs->in_flight, "max_in_flight", (json_int_t)cs->max_in_flight,
+			    "out_of_order", (json_int_t)cs->out_of_order));
+		}
+	}
+	o = json_pack("{sI sI sI sI sI so}", "recorded", (json_int_t)m.recorded, "duplicates",
+	    (json_int_t)m.duplicates, "rejected", (json_int_t)m.rejected, "in_flight", (json_int_t)m.in_flight,
+	    "max_in_flight", (json_int_t)m.max_in_flight, "clients", clients);
+	return o;
+}
+
+/* A growing text buffer. */
+struct metrics_buf {
+	char *s;
+	size_t len;
+	size_t cap;
+};
+
+/* Append formatted text. */
+static void __attribute__((format(printf, 2, 3)))
+metrics_printf(struct metrics_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+		if (n >= 0 && (size_t)n < b->cap - b->len) {
+			b->len += (size_t)n;
+			return;
+		}
+		b->cap = b->cap * 2 + (size_t)n + 64;
+		if ((b->s = realloc(b->s, b->cap)) == NULL)
+			fatal("realloc");
+	}
+}
+
+/* The /metrics document in Prometheus text format 0.0.4. */
+char *
+metrics_prometheus(size_t *len)
+{
+	struct metrics_buf b = { NULL, 0, 0 };
+	size_t r, i;
+	unsigned s;
+	uint64_t cum;
+
+	b.cap = 8192;
+	if ((b.s = malloc(b.cap)) == NULL)
+		fatal("malloc");
+	metrics_printf(&b, "# HELP record_countd_requests_total HTTP requests answered, by route and status.\n"
+	    "# TYPE record_countd_requests_total counter\n");
+	for (r = 0; r < ROUTE_COUNT; r++)
+		for (s = 100; s < 600; s++)
+			if (m.requests[r][s] != 0)
+				metrics_printf(&b, "record_countd_requests_total{route=\"%s\",status=\"%u\"} %llu\n",
+				    route_names[r], s, (unsigned long long)m.requests[r][s]);
+	metrics_printf(&b, "# HELP record_countd_request_duration_seconds Time from arrival to response, by route.\n"
+	    "# TYPE record_countd_request_duration_seconds histogram\n");
+	for (r = 0; r < ROUTE_COUNT; r++) {
+		if (m.lat_count[r] == 0)
+			continue;
+		for (i = 0, cum = 0; i < NLAT; i++) {
+			cum += m.lat_buckets[r][i];
+			metrics_printf(&b, "record_countd_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+			    route_names[r], metrics_latency_bounds[i], (unsigned long long)cum);
+		}
+		metrics_printf(&b, "record_countd_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
+		    "record_countd_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+		    "record_countd_request_duration_seconds_count{route=\"%s\"} %llu\n", route_names[r],
+		    (unsigned long long)m.lat_count[r], route_names[r], m.lat_sum[r], route_names[r],
+		    (unsigned long long)m.lat_count[r]);
+	}
+	metrics_printf(&b, "# HELP record_countd_in_flight Record requests between arrival and response.\n"
+	    "# TYPE record_countd_in_flight gauge\nrecord_countd_in_flight %llu\n"
+	    "# HELP record_countd_max_in_flight Highest record_countd_in_flight since start.\n"
+	    "# TYPE record_countd_max_in_flight gauge\nrecord_countd_max_in_flight %llu\n"
+	    "# HELP record_countd_suspended_connections Connections waiting for their latency or commit.\n"
+	    "# TYPE record_countd_suspended_connections gauge\nrecord_countd_suspended_connections %llu\n"
+	    "# HELP record_countd_records Records in the database.\n"
+	    "# TYPE record_countd_records gauge\nrecord_countd_records %llu\n"
+	    "# HELP record_countd_records_total Records stored by this process.\n"
+	    "# TYPE record_countd_records_total counter\nrecord_countd_records_total %llu\n"
+	    "# HELP record_countd_duplicates_total Records already stored (idempotent retries).\n"
+	    "# TYPE record_countd_duplicates_total counter\nrecord_countd_duplicates_total %llu\n"
+	    "# HELP record_countd_rejected_total Requests answered with a 4xx error.\n"
+	    "# TYPE record_countd_rejected_total counter\nrecord_countd_rejected_total %llu\n"
+	    "# HELP record_countd_clients Clients known.\n"
+	    "# TYPE record_countd_clients gauge\nrecord_countd_clients %llu\n",
+	    (unsigned long long)m.in_flight, (unsigned long long)m.max_in_flight,
+	    (unsigned long long)delay_suspended, (unsigned long long)m.recorded,
+	    (unsigned long long)m.recorded_here, (unsigned long long)m.duplicates,
+	    (unsigned long long)m.rejected, (unsigned long long)m.count);
+	metrics_printf(&b, "# HELP record_countd_db_commit_seconds Time of one group commit.\n"
+	    "# TYPE record_countd_db_commit_seconds histogram\n");
+	for (i = 0, cum = 0; i < NCOMMIT; i++) {
+		cum += m.commit_buckets[i];
+		metrics_printf(&b, "record_countd_db_commit_seconds_bucket{le=\"%g\"} %llu\n", metrics_commit_bounds[i],
+		    (unsigned long long)cum);
+	}
+	metrics_printf(&b, "record_countd_db_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
+	    "record_countd_db_commit_seconds_sum %.6f\nrecord_countd_db_commit_seconds_count %llu\n"
+	    "# HELP record_countd_db_committed_records_total Records written by group commits.\n"
+	    "# TYPE record_countd_db_committed_records_total counter\nrecord_countd_db_committed_records_total %llu\n",
+	    (unsigned long long)m.commits, m.commit_sum, (unsigned long long)m.commits,
+	    (unsigned long long)m.committed_records);
+	*len = b.len;
+	return b.s;
+}
+
+/* Free every client entry. */
+void
+metrics_free(void)
+{
+	struct client_stats *cs, *next;
+	size_t i;
+
+	for (i = 0; i < m.size; i++) {
+		for (cs = m.table[i]; cs != NULL; cs = next) {
+			next = cs->next;
+			free(cs->id);
+			free(cs);
+		}
+	}
+	free(m.table);
+	m.table = NULL;
+	m.size = m.count = 0;
+}

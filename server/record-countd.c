@@ -1,0 +1,454 @@
+/*
+ * record-countd.c: main, options, signals, systemd integration.
+ */
+#include "config.h"
+
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <systemd/sd-daemon.h>
+
+#include "server.h"
+#include "store.h"
+#include "util.h"
+
+#define EXIT_USAGE 2
+
+struct config cfg = {
+	.listen = "127.0.0.1:8080",
+	.latency_ms = 100,
+	.jitter_ms = 0,
+	.max_latency_ms = 0,
+	.db = NULL,
+	.durability_full = 1,
+	.max_connections = 16384,
+	.connection_timeout_ms = 60000,
+	.access_log = 0,
+};
+struct event_base *ev_base;
+struct store *db;
+int shutting_down;
+
+static struct event *main_watchdog_ev;
+static char *main_db_default;
+
+/* Wall-clock seconds. */
+double
+now_wall(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Monotonic milliseconds. */
+uint64_t
+now_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Print usage to f. */
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: record-countd [options]\n"
+	    "Record counter values over HTTP with artificial latency, durably and idempotently.\n"
+	    "\n"
+	    "Options (each also settable in the environment variable shown; options win):\n"
+	    "  -l, --listen ADDR:PORT      listen address (default 127.0.0.1:8080; [::1]:8080 for IPv6);\n"
+	    "                              ignored when systemd passes sockets   RECORD_COUNTD_LISTEN\n"
+	    "  -L, --latency DURATION      delay before each /record-count answer, from arrival\n"
+	    "                              (default 100ms; e.g. 0, 250ms, 1s, 1.5s)  RECORD_COUNTD_LATENCY\n"
+	    "  -j, --jitter DURATION       uniform +/- jitter on the latency (default 0)  RECORD_COUNTD_JITTER\n"
+	    "  -M, --max-latency DURATION  cap on latency plus jitter (default: no cap)  RECORD_COUNTD_MAX_LATENCY\n"
+	    "  -d, --db PATH               SQLite database (default $STATE_DIRECTORY/records.db when\n"
+	    "                              STATE_DIRECTORY is set, else ./record-countd.db)  RECORD_COUNTD_DB\n"
+	    "  -D, --durability full|normal  full: an acknowledged record survives power loss (fsync per\n"
+	    "                              group commit); normal: it survives a crash (default full)\n"
+	    "                              RECORD_COUNTD_DURABILITY\n"
+	    "  -c, --max-connections N     concurrent connections (default 16384)  RECORD_COUNTD_MAX_CONNECTIONS\n"
+	    "  -t, --connection-timeout DURATION  close idle connections after this (default 60s; 0: never)\n"
+	    "                              RECORD_COUNTD_CONNECTION_TIMEOUT\n"
+	    "  -a, --access-log            one info line per request (off by default)  RECORD_COUNTD_ACCESS_LOG=1\n"
+	    "  -v, --log-level LEVEL       error, warn, info or debug (default info)  RECORD_COUNTD_LOG_LEVEL\n"
+	    "  -V, --version               print the version and exit\n"
+	    "  -h, --help                  print this help and exit\n"
+	    "\n"
+	    "Limits (each answered with a JSON error):\n"
+	    "  request target (path and query) %d bytes: 414; all headers %d bytes: 431 (past %d bytes\n"
+	    "  together libmicrohttpd answers 414/431 itself); body %d bytes: 413; values per POST %d;\n"
+	    "  client id 1..%d characters of [A-Za-z0-9._:-]; values 1..9223372036854775807; /records\n"
+	    "  limit 1..%d (default %d).\n"
+	    "\n"
+	    "API: GET /record-count?value=N[&client=ID], POST /record-count {\"client\":ID,\"values\":[...]},\n"
+	    "GET /records?client=ID&after=SEQ&limit=L, GET /clients/ID, GET /stats, GET /healthz, GET /metrics.\n"
+	    "SIGTERM or SIGINT: stop accepting, answer every request in flight, exit 0; a second one exits at once.\n",
+	    LIMIT_URL, LIMIT_HEADERS, MHD_MEMORY_LIMIT, LIMIT_BODY, LIMIT_VALUES, LIMIT_CLIENT, LIMIT_RECORDS_PAGE,
+	    DEFAULT_RECORDS_PAGE);
+}
+
+/* Report a bad option value and exit with the usage status. */
+static void __attribute__((noreturn))
+usage_error(const char *what, const char *value, const char *why)
+{
+	fprintf(stderr, "record-countd: %s: \"%s\" %s\n", what, value, why);
+	exit(EXIT_USAGE);
+}
+
+/* Apply one option (from the command line or the environment). */
+static void
+main_option(int ch, const char *what, const char *arg)
+{
+	const char *why;
+	uint64_t v;
+
+	switch (ch) {
+	case 'l':
+		cfg.listen = arg;
+		break;
+	case 'L':
+		if (parse_duration_ms(arg, &cfg.latency_ms, &why) != 0)
+			usage_error(what, arg, why);
+		break;
+	case 'j':
+		if (parse_duration_ms(arg, &cfg.jitter_ms, &why) != 0)
+			usage_error(what, arg, why);
+		break;
+	case 'M':
+		if (parse_duration_ms(arg, &cfg.max_latency_ms, &why) != 0)
+			usage_error(what, arg, why);
+		break;
+	case 'd':
+		if (arg[0] == '\0')
+			usage_error(what, arg, "is not a path");
+		cfg.db = arg;
+		break;
+	case 'D':
+		if (strcmp(arg, "full") == 0)
+			cfg.durability_full = 1;
+		else if (strcmp(arg, "normal") == 0)
+			cfg.durability_full = 0;
+		else
+			usage_error(what, arg, "is not a durability (full or normal)");
+		break;
+	case 'c':
+		if (parse_uint(arg, 1, 1000000, &v, &why) != 0)
+			usage_error(what, arg, "is not a number of connections (1..1000000)");
+		cfg.max_connections = v;
+		break;
+	case 't':
+		if (parse_duration_ms(arg, &cfg.connection_timeout_ms, &why) != 0)
+			usage_error(what, arg, why);
+		break;
+	case 'a':
+		if (arg == NULL || strcmp(arg, "1") == 0 || strcmp(arg, "yes") == 0 || strcmp(arg, "true") == 0)
+			cfg.access_log = 1;
+		else if (strcmp(arg, "0") == 0 || strcmp(arg, "no") == 0 || strcmp(arg, "false") == 0)
+			cfg.access_log = 0;
+		else
+			usage_error(what, arg, "is not a boolean (1 or 0)");
+		break;
+	case 'v':
+		if (log_set_level_name(arg) != 0)
+			usage_error(what, arg, "is not a log level (error, warn, info, debug)");
+		break;
+	}
+}
+
+static const struct option main_longopts[] = {
+	{ "listen", required_argument, NULL, 'l' },
+	{ "latency", required_argument, NULL, 'L' },
+	{ "jitter", required_argument, NULL, 'j' },
+	{ "max-latency", required_argument, NULL, 'M' },
+	{ "db", required_argument, NULL, 'd' },
+	{ "durability", required_argument, NULL, 'D' },
+	{ "max-connections", required_argument, NULL, 'c' },
+	{ "connection-timeout", required_argument, NULL, 't' },
+	{ "access-log", no_argument, NULL, 'a' },
+	{ "log-level", required_argument, NULL, 'v' },
+	{ "version", no_argument, NULL, 'V' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* Read options from the environment, then the command line. */
+static void
+main_options(int argc, char **argv)
+{
+	static const struct { int ch; const char *env; } envs[] = {
+		{ 'l', "RECORD_COUNTD_LISTEN" }, { 'L', "RECORD_COUNTD_LATENCY" },
+		{ 'j', "RECORD_COUNTD_JITTER" }, { 'M', "RECORD_COUNTD_MAX_LATENCY" },
+		{ 'd', "RECORD_COUNTD_DB" }, { 'D', "RECORD_COUNTD_DURABILITY" },
+		{ 'c', "RECORD_COUNTD_MAX_CONNECTIONS" }, { 't', "RECORD_COUNTD_CONNECTION_TIMEOUT" },
+		{ 'a', "RECORD_COUNTD_ACCESS_LOG" }, { 'v', "RECORD_COUNTD_LOG_LEVEL" },
+	};
+	const struct option *o;
+	const char *v;
+	char what[64];
+	size_t i;
+	int ch;
+
+	for (i = 0; i < sizeof envs / sizeof envs[0]; i++)
+		if ((v = getenv(envs[i].env)) != NULL && v[0] != '\0')
+			main_option(envs[i].ch, envs[i].env, v);
+	while ((ch = getopt_long(argc, argv, "l:L:j:M:d:D:c:t:av:Vh", main_longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'V':
+			printf("record-countd (lockstep) %s\n", PACKAGE_VERSION);
+			exit(0);
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case '?':
+			fprintf(stderr, "record-countd: see --help for the options\n");
+			exit(EXIT_USAGE);
+		default:
+			for (o = main_longopts; o->name != NULL && o->val != ch; o++)
+				;
+			snprintf(what, sizeof what, "--%s", o->name ? o->name : "?");
+			main_option(ch, what, optarg);
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "record-countd: unexpected argument \"%s\"; see --help\n", argv[optind]);
+		exit(EXIT_USAGE);
+	}
+	if (cfg.db == NULL) {
+		if ((v = getenv("STATE_DIRECTORY")) != NULL && v[0] != '\0') {
+			/* systemd may pass several directories separated by ':'; use the first. */
+			size_t n = strcspn(v, ":");
+			if (asprintf(&main_db_default, "%.*s/records.db", (int)n, v) < 0)
+				fatal("asprintf");
+			cfg.db = main_db_default;
+		} else
+			cfg.db = "./record-countd.db";
+	}
+}
+
+/* Open a listening socket on ADDR:PORT ([v6]:PORT); exits with a clear error. */
+static int
+main_listen(const char *spec)
+{
+	struct addrinfo hints, *res;
+	char host[256];
+	const char *port, *colon;
+	size_t hlen;
+	int fd, one = 1, rc;
+
+	if (spec[0] == '[') {
+		colon = strstr(spec, "]:");
+		if (colon == NULL)
+			usage_error("--listen", spec, "is not ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)");
+		hlen = (size_t)(colon - spec - 1);
+		port = colon + 2;
+		if (hlen >= sizeof host)
+			usage_error("--listen", spec, "has too long a host");
+		memcpy(host, spec + 1, hlen);
+	} else {
+		colon = strrchr(spec, ':');
+		if (colon == NULL || strchr(spec, ':') != colon)
+			usage_error("--listen", spec, "is not ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)");
+		hlen = (size_t)(colon - spec);
+		port = colon + 1;
+		if (hlen >= sizeof host)
+			usage_error("--listen", spec, "has too long a host");
+		memcpy(host, spec, hlen);
+	}
+	host[hlen] = '\0';
+	if (port[0] == '\0' || strspn(port, "0123456789") != strlen(port) || atoi(port) > 65535)
+		usage_error("--listen", spec, "has no valid port (0..65535)");
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo(hlen == 0 || strcmp(host, "*") == 0 ? NULL : host, port, &hints, &res);
+	if (rc != 0)
+		usage_error("--listen", spec, gai_strerror(rc));
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		fatal("--listen %s: socket", spec);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(fd, res->ai_addr, res->ai_addrlen) != 0)
+		fatal("--listen %s: bind", spec);
+	if (listen(fd, 4096) != 0)
+		fatal("--listen %s: listen", spec);
+	freeaddrinfo(res);
+	return fd;
+}
+
+/* The socket passed by systemd, made non-blocking, or -1 if none. */
+static int
+main_systemd_socket(void)
+{
+	char **names = NULL;
+	int n, fd, flags, i;
+
+	n = sd_listen_fds_with_names(1, &names);
+	if (n < 0) {
+		errno = -n;
+		log_warn("sd_listen_fds_with_names");
+		return -1;
+	}
+	if (n == 0)
+		return -1;
+	fd = SD_LISTEN_FDS_START;
+	if (n > 1)
+		log_warnx("systemd passed %d sockets; serving on the first (%s) only", n, names ? names[0] : "?");
+	for (i = 1; i < n; i++)
+		close(SD_LISTEN_FDS_START + i);
+	if (names != NULL) {
+		for (i = 0; i < n; i++)
+			free(names[i]);
+		free(names);
+	}
+	if ((flags = fcntl(fd, F_GETFL)) == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
+		fatal("socket from systemd: fcntl");
+	return fd;
+}
+
+/* Raise the soft limit on open files to the hard limit, so many connections fit. */
+static void
+main_rlimit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_warn("setrlimit(RLIMIT_NOFILE)");
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < cfg.max_connections + 64)
+		log_warnx("open files limit %llu is below --max-connections %llu; connections beyond it will fail",
+		    (unsigned long long)rl.rlim_cur, (unsigned long long)cfg.max_connections);
+}
+
+/* Load one client's stored summary into the stats. */
+static void
+main_load_cb(const char *client, uint64_t last_value, uint64_t recorded, void *arg)
+{
+	metrics_loaded(client, last_value, recorded);
+}
+
+/* Rebuild per-client stats from the store. */
+void
+main_load_stats(void)
+{
+	metrics_reset_records();
+	if (store_clients(db, main_load_cb, NULL) != 0)
+		log_warnx("cannot read client summaries: %s", store_error(db));
+}
+
+/* Leave the loop once shutting down and nothing is in flight. */
+void
+main_maybe_exit(void)
+{
+	if (shutting_down && http_requests_open == 0)
+		event_base_loopbreak(ev_base);
+}
+
+/* SIGTERM/SIGINT: the first stops accepting and drains, the second exits at once. */
+static void
+main_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	if (shutting_down) {
+		log_warnx("second signal: exiting now, %llu requests unanswered",
+		    (unsigned long long)http_requests_open);
+		_exit(1);
+	}
+	shutting_down = 1;
+	log_info("%s: stopping; answering %llu requests in flight", strsignal((int)sig),
+	    (unsigned long long)http_requests_open);
+	sd_notify(0, "STOPPING=1\nSTATUS=stopping, answering requests in flight");
+	http_quiesce();
+	main_maybe_exit();
+}
+
+/* Tell systemd's watchdog the loop is alive. */
+static void
+main_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	sd_notify(0, "WATCHDOG=1");
+}
+
+int
+main(int argc, char **argv)
+{
+	struct event *sigterm, *sigint;
+	char why[256];
+	uint64_t usec;
+	struct timeval tv;
+	int fd, activated = 0;
+
+	log_init("record-countd", LOG_LEVEL_INFO);
+	main_options(argc, argv);
+	signal(SIGPIPE, SIG_IGN);
+	log_route_libevent();
+	main_rlimit();
+
+	if ((db = store_open(cfg.db, cfg.durability_full, why)) == NULL)
+		fatalx("--db %s: %s", cfg.db, why);
+	main_load_stats();
+
+	if ((fd = main_systemd_socket()) != -1)
+		activated = 1;
+	else
+		fd = main_listen(cfg.listen);
+
+	if ((ev_base = event_base_new()) == NULL)
+		fatalx("cannot create the event loop");
+	if (delay_init() != 0 || http_start(fd) != 0)
+		fatalx("cannot start serving");
+	sigterm = evsignal_new(ev_base, SIGTERM, main_signal_cb, NULL);
+	sigint = evsignal_new(ev_base, SIGINT, main_signal_cb, NULL);
+	if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) != 0 || evsignal_add(sigint, NULL) != 0)
+		fatalx("cannot handle signals");
+	if (sd_watchdog_enabled(0, &usec) > 0) {
+		main_watchdog_ev = event_new(ev_base, -1, EV_PERSIST, main_watchdog_cb, NULL);
+		tv.tv_sec = (time_t)(usec / 2 / 1000000);
+		tv.tv_usec = (suseconds_t)(usec / 2 % 1000000);
+		event_add(main_watchdog_ev, &tv);
+	}
+
+	log_info("listening on %s, db %s (durability %s), latency %llums jitter %llums",
+	    activated ? "the socket from systemd" : cfg.listen, cfg.db, cfg.durability_full ? "full" : "normal",
+	    (unsigned long long)cfg.latency_ms, (unsigned long long)cfg.jitter_ms);
+	sd_notifyf(0, "READY=1\nSTATUS=serving on %s, latency %llums", activated ? "socket activation" : cfg.listen,
+	    (unsigned long long)cfg.latency_ms);
+
+	event_base_dispatch(ev_base);
+
+	delay_flush();
+	http_stop();
+	delay_free();
+	store_close(db);
+	metrics_free();
+	if (main_watchdog_ev != NULL)
+		event_free(main_watchdog_ev);
+	event_free(sigterm);
+	event_free(sigint);
+	event_base_free(ev_base);
+	free(main_db_default);
+	log_info("stopped");
+	return 0;
+}

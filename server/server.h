@@ -1,0 +1,223 @@
+/*
+ * server.h: record-countd's private header, one section per module.
+ *
+ * One libevent loop drives everything: libmicrohttpd runs in external epoll
+ * mode, delayed requests are suspended connections resumed from timers, and
+ * records are written by group commit before any of their answers go out.
+ */
+#ifndef SERVER_H
+#define SERVER_H
+
+#include <sys/queue.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+struct MHD_Connection;
+struct MHD_Response;
+
+/* Limits, documented in --help; each has a JSON error. */
+#define LIMIT_URL 4096            /* request target (path and query), bytes: 414 */
+#define LIMIT_HEADERS 8192        /* all header lines together, bytes: 431 */
+#define LIMIT_BODY 65536          /* request body, bytes: 413 */
+#define LIMIT_VALUES 1000         /* values in one POST: 400 */
+#define LIMIT_CLIENT 128          /* client id length: 400 */
+#define LIMIT_RECORDS_PAGE 1000   /* /records?limit=: 400 above it */
+#define DEFAULT_RECORDS_PAGE 100
+#define MHD_MEMORY_LIMIT 32768    /* libmicrohttpd's per-connection buffer */
+
+/* record-countd.c */
+struct config {
+	const char *listen;
+	uint64_t latency_ms;
+	uint64_t jitter_ms;
+	uint64_t max_latency_ms;      /* 0: no cap */
+	const char *db;
+	int durability_full;
+	uint64_t max_connections;
+	uint64_t connection_timeout_ms;
+	int access_log;
+};
+extern struct config cfg;
+extern struct event_base *ev_base;
+/* Wall-clock time in seconds, microsecond precision. */
+double now_wall(void);
+/* Monotonic time in milliseconds. */
+uint64_t now_mono_ms(void);
+/* Called when the last in-flight request is answered during shutdown. */
+void main_maybe_exit(void);
+extern int shutting_down;
+struct store;
+/* The record store, open for the daemon's lifetime. */
+extern struct store *db;
+/* Rebuild per-client stats from the store (at start, and after a failed commit). */
+void main_load_stats(void);
+
+/* input.c: strict parsing of what clients send; no I/O, fuzzed. */
+#define INPUT_MAX_KV 16
+struct input_kv {
+	char *key;
+	char *value;
+};
+struct input_query {
+	char *buf;                    /* owned: decoded keys and values */
+	struct input_kv kv[INPUT_MAX_KV];
+	size_t n;
+};
+struct input_error {
+	const char *code;             /* e.g. "invalid_value" (static) */
+	char message[256];
+};
+/* Split and percent-decode a query string (without '?'); q->buf is freed by input_query_free. */
+int input_query_parse(const char *qs, size_t len, struct input_query *q, struct input_error *err);
+void input_query_free(struct input_query *q);
+/* The value of key, or NULL; -1 via err if key is not in allowed (NULL-terminated) list or repeated. */
+int input_query_check(const struct input_query *q, const char *const *allowed, struct input_error *err);
+const char *input_query_get(const struct input_query *q, const char *key);
+/* A record value: decimal 1..9223372036854775807, no sign, spaces or leading zeros. */
+int input_value(const char *s, uint64_t *out);
+/* A client id: 1..128 of [A-Za-z0-9._:-]. */
+int input_client(const char *s);
+/* GET /record-count's query: fills client (LIMIT_CLIENT + 1 bytes) and value. */
+int input_record_query(const char *qs, size_t len, char *client, uint64_t *value, struct input_error *err);
+/* POST /record-count's body; *values is malloc'd (caller frees) with *n entries. */
+int input_record_body(const char *body, size_t len, char *client, uint64_t **values, size_t *n,
+    struct input_error *err);
+
+/* store-sqlite.c (see store.h) */
+
+/* metrics.c */
+struct client_stats {
+	char *id;
+	uint64_t recorded;
+	uint64_t last_value;
+	uint64_t in_flight;
+	uint64_t max_in_flight;
+	uint64_t out_of_order;
+	struct client_stats *next;    /* hash chain */
+};
+/* The stats of client id, created if new (never freed before exit). */
+struct client_stats *metrics_client(const char *id);
+/* A client's stats if known, else NULL. */
+struct client_stats *metrics_client_find(const char *id);
+void metrics_request_start(struct client_stats *cs);
+void metrics_request_end(struct client_stats *cs);
+/* One record was stored (not a duplicate). */
+void metrics_recorded(struct client_stats *cs, uint64_t value);
+/* A client's stored summary, loaded at start. */
+void metrics_loaded(const char *id, uint64_t last_value, uint64_t recorded);
+void metrics_duplicate(void);
+void metrics_rejected(void);
+/* One response queued: route index, status, seconds since arrival. */
+void metrics_response(int route, unsigned status, double seconds);
+void metrics_commit(double seconds, size_t records);
+/* Forget per-client recorded/last_value (after a failed commit, before a reload). */
+void metrics_reset_records(void);
+json_t *metrics_stats_json(void);
+/* Prometheus text; malloc'd, caller frees. */
+char *metrics_prometheus(size_t *len);
+void metrics_free(void);
+
+/* http.c */
+enum route_id {
+	ROUTE_RECORD_COUNT,
+	ROUTE_RECORDS,
+	ROUTE_CLIENTS,
+	ROUTE_STATS,
+	ROUTE_HEALTHZ,
+	ROUTE_METRICS,
+	ROUTE_OTHER,                  /* unknown path, errors before routing */
+	ROUTE_COUNT
+};
+extern const char *const route_names[ROUTE_COUNT];
+
+/* One request from arrival (URI seen) to completion; owned by http.c. */
+struct req {
+	struct MHD_Connection *conn;
+	char *uri;                    /* raw request target, copied */
+	size_t uri_len;
+	char *path;                   /* malloc'd, before '?' */
+	const char *query;            /* inside uri, after '?', or "" */
+	const char *method;
+	double arrival_wall;
+	uint64_t arrival_ms;
+	int route;
+	int started;
+	int answered;                 /* a response is queued or failed */
+	int counted;                  /* counted as in flight */
+
+	char *body;
+	size_t body_len;
+	size_t body_cap;
+
+	struct MHD_Response *resp;    /* prepared answer */
+	unsigned status;
+
+	/* /record-count */
+	char client[LIMIT_CLIENT + 1];
+	struct client_stats *cs;
+	uint64_t *values;
+	int64_t *seqs;
+	unsigned char *dups;
+	size_t nvalues;
+	int is_post;
+	struct event *timer;
+	int suspended;
+	int due;
+	int committed;
+	int failed;
+	TAILQ_ENTRY(req) batch_entry;
+	TAILQ_ENTRY(req) ready_entry;
+	int in_batch;
+	int in_ready;
+};
+
+/* Start serving on fd (listening, non-blocking); 0 or -1 with a logged reason. */
+int http_start(int fd);
+/* Stop accepting new connections (shutdown begins). */
+void http_quiesce(void);
+/* Stop the daemon (after every request is answered). */
+void http_stop(void);
+/* Run libmicrohttpd once and re-arm its timer. */
+void http_run(void);
+/* Prepare r's answer: status and a JSON body (reference stolen). */
+void http_answer(struct req *r, unsigned status, json_t *body);
+/* Prepare a JSON error answer {"error": code, "message": ...}. */
+void http_error(struct req *r, unsigned status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Prepare a plain-text answer (Prometheus). */
+void http_answer_text(struct req *r, unsigned status, const char *type, char *text, size_t len);
+/* Requests between arrival and their last callback. */
+extern uint64_t http_requests_open;
+
+/* api.c */
+typedef void (*api_handler_cb)(struct req *r);
+struct route_entry {
+	const char *method;           /* "GET", "POST" */
+	const char *path;             /* exact, or prefix ending in '/' */
+	int prefix;
+	int route;
+	api_handler_cb handler;
+};
+extern const struct route_entry api_routes[];
+extern const size_t api_nroutes;
+/* Build the answer of a /record-count request once its records are committed. */
+void api_record_answer(struct req *r);
+
+/* delay.c */
+/* Initialise the delay machinery (events on ev_base). */
+int delay_init(void);
+void delay_free(void);
+/* Record r's values in the open batch, suspend it, and answer it after latency and commit. */
+void delay_record(struct req *r);
+/* Forget r (its connection closed): cancel its timer and list entries. */
+void delay_forget(struct req *r);
+/* Requests suspended right now. */
+extern uint64_t delay_suspended;
+/* Commit the open batch now (shutdown). */
+void delay_flush(void);
+
+#endif /* SERVER_H */
