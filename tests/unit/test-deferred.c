@@ -1,0 +1,685 @@
+/*
+ * test-deferred.c: Deferred results, callbacks, chaining, cancellation,
+ * re-entrancy, ownership and unhandled-failure reporting.
+ */
+#include "config.h"
+
+#include <unistd.h>
+
+#include "unit.h"
+
+/* Callbacks that log their argument (an int) and the result they saw. */
+static struct unit_log lg;
+
+static void
+log_cb(struct dfr *d, void *arg)
+{
+	unit_log_add(&lg, (int)(intptr_t)arg);
+	(void)d;
+}
+
+static void
+log_eb(struct dfr *d, void *arg)
+{
+	unit_log_add(&lg, -(int)(intptr_t)arg);
+	(void)d;
+}
+
+static void
+add_one(struct dfr *d, void *arg)
+{
+	int *v = dfr_value(d);
+
+	(void)arg;
+	*v += 1;
+}
+
+static void
+fail_cb(struct dfr *d, void *arg)
+{
+	(void)arg;
+	dfr_set_failure(d, EIO, "broken %d", 7);
+}
+
+static void
+recover_eb(struct dfr *d, void *arg)
+{
+	struct dfr_failure *f = dfr_take_failure(d);
+
+	assert_non_null(f);
+	assert_int_equal(f->code, EIO);
+	assert_string_equal(f->message, "broken 7");
+	assert_int_equal(f->index, -1);
+	dfr_failure_free(f);
+	dfr_set_value(d, arg, NULL);
+}
+
+/* Callbacks run in order, each sees the result the previous left. */
+static void
+test_callbacks_in_order(void **state)
+{
+	struct dfr *d = dfr_new(NULL, NULL);
+
+	(void)state;
+	lg.n = 0;
+	assert_false(dfr_fired(d));
+	assert_null(dfr_value(d));
+	assert_int_equal(dfr_add_callback(d, add_one, NULL), 0);
+	assert_int_equal(dfr_add_callback(d, log_cb, (void *)1), 0);
+	assert_int_equal(dfr_add_callback(d, add_one, NULL), 0);
+	assert_int_equal(lg.n, 0); /* nothing runs before the fire */
+	assert_int_equal(dfr_callback(d, unit_int(40), unit_free_cb), 0);
+	assert_int_equal(lg.n, 1); /* ran synchronously inside dfr_callback */
+	assert_true(dfr_fired(d));
+	assert_false(dfr_failed(d));
+	assert_int_equal(*(int *)dfr_value(d), 42);
+	/* Added after firing: runs at once. */
+	assert_int_equal(dfr_add_callback(d, log_cb, (void *)2), 0);
+	assert_int_equal(lg.n, 2);
+	assert_int_equal(lg.v[1], 2);
+	dfr_unref(d);
+	assert_int_equal(unit_freed, 1);
+}
+
+/* Errors go to the next errback; an errback that recovers returns to callbacks. */
+static void
+test_errback_alternation(void **state)
+{
+	static int recovered = 5;
+	struct dfr *d = dfr_succeed(NULL, NULL);
+
+	(void)state;
+	lg.n = 0;
+	dfr_add_callbacks(d, fail_cb, NULL, NULL);
+	dfr_add_callbacks(d, log_cb, log_eb, (void *)1); /* errback: -1 */
+	dfr_add_callback(d, log_cb, (void *)2);		 /* skipped */
+	dfr_add_errback(d, recover_eb, &recovered);
+	dfr_add_errback(d, log_eb, (void *)3); /* skipped */
+	dfr_add_both(d, log_cb, (void *)4);
+	assert_int_equal(lg.n, 2);
+	assert_int_equal(lg.v[0], -1);
+	assert_int_equal(lg.v[1], 4);
+	assert_false(dfr_failed(d));
+	assert_ptr_equal(dfr_value(d), &recovered);
+	dfr_unref(d);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/* Firing twice is an error the API returns; the caller keeps the value. */
+static void
+test_fire_twice(void **state)
+{
+	struct dfr *d = dfr_new(NULL, NULL);
+	int *v = unit_int(1);
+	struct dfr_failure *f;
+
+	(void)state;
+	assert_int_equal(dfr_callback(d, unit_int(0), unit_free_cb), 0);
+	assert_int_equal(dfr_callback(d, v, unit_free_cb), -EALREADY);
+	assert_int_equal(dfr_errback(d, EIO, "x"), -EALREADY);
+	f = dfr_failure_new(EIO, "y");
+	assert_int_equal(dfr_errback_failure(d, f), -EALREADY); /* f freed */
+	assert_int_equal(unit_freed, 0);
+	free(v);
+	assert_int_equal(*(int *)dfr_value(d), 0);
+	dfr_unref(d);
+	assert_int_equal(unit_freed, 1);
+}
+
+/* dfr_succeed and dfr_fail; a failure nobody handled is reported at free. */
+static void
+test_unhandled_reported(void **state)
+{
+	struct dfr *d = dfr_fail(EPIPE, "pipe %s", "gone");
+
+	(void)state;
+	assert_true(dfr_fired(d));
+	assert_true(dfr_failed(d));
+	assert_int_equal(dfr_failure_code(d), EPIPE);
+	assert_string_equal(dfr_failure(d)->message, "pipe gone");
+	assert_null(dfr_value(d));
+	dfr_unref(d);
+	assert_int_equal(unit_unhandled, 1);
+	assert_int_equal(unit_unhandled_code, EPIPE);
+
+	/* An errback that passes the failure on does not handle it. */
+	d = dfr_new(NULL, NULL);
+	dfr_add_errback(d, log_eb, (void *)1);
+	dfr_errback(d, EIO, "late");
+	dfr_unref(d);
+	assert_int_equal(unit_unhandled, 2);
+
+	/* A taken failure is not reported. */
+	d = dfr_fail(EIO, "taken");
+	dfr_failure_free(dfr_take_failure(d));
+	assert_false(dfr_failed(d));
+	dfr_unref(d);
+	assert_int_equal(unit_unhandled, 2);
+}
+
+/* The default reporter writes one line to stderr. */
+static void
+test_default_reporter(void **state)
+{
+	char path[] = "/tmp/dfr-unit-XXXXXX";
+	char buf[256] = "";
+	uint64_t before = dfr_unhandled_count();
+	int fd = mkstemp(path), saved;
+	FILE *fp;
+
+	(void)state;
+	assert_true(fd >= 0);
+	fflush(stderr);
+	saved = dup(2);
+	dup2(fd, 2);
+	dfr_set_unhandled_cb(NULL, NULL);
+	dfr_unref(dfr_fail(ENOENT, "no such counter"));
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	assert_non_null(fgets(buf, sizeof buf, fp));
+	fclose(fp);
+	unlink(path);
+	assert_non_null(strstr(buf, "no such counter"));
+	assert_int_equal(dfr_unhandled_count(), before + 1);
+}
+
+/* Taking and replacing values releases them exactly once. */
+static void
+test_value_ownership(void **state)
+{
+	struct dfr *d = dfr_succeed(unit_int(1), unit_free_cb);
+	int *v;
+
+	(void)state;
+	dfr_set_value(d, unit_int(2), unit_free_cb); /* releases 1 */
+	assert_int_equal(unit_freed, 1);
+	v = dfr_take_value(d);
+	assert_int_equal(*v, 2);
+	assert_null(dfr_value(d));
+	free(v);
+	dfr_set_failure(d, EIO, "x");
+	dfr_set_failure_obj(d, dfr_failure_new(EBADF, "y")); /* frees x */
+	assert_int_equal(dfr_failure_code(d), EBADF);
+	dfr_set_value(d, unit_int(3), unit_free_cb); /* recovers */
+	dfr_unref(d);
+	assert_int_equal(unit_freed, 2);
+	assert_int_equal(unit_unhandled, 0);
+
+	/* A never fired deferred with callbacks, freed: they never run. */
+	lg.n = 0;
+	d = dfr_new(NULL, NULL);
+	dfr_add_both(d, log_cb, (void *)1);
+	dfr_unref(d);
+	assert_int_equal(lg.n, 0);
+}
+
+/* A callback added from inside a running callback runs after it returns. */
+static void
+adds_more(struct dfr *d, void *arg)
+{
+	unit_log_add(&lg, 1);
+	dfr_add_callback(d, log_cb, (void *)3);
+	unit_log_add(&lg, 2); /* the added one has not run yet */
+	(void)arg;
+}
+
+static void
+test_add_from_callback(void **state)
+{
+	struct dfr *d = dfr_new(NULL, NULL);
+
+	(void)state;
+	lg.n = 0;
+	dfr_add_callback(d, adds_more, NULL);
+	dfr_add_callback(d, log_cb, (void *)4);
+	dfr_callback(d, NULL, NULL);
+	assert_int_equal(lg.n, 4);
+	assert_int_equal(lg.v[0], 1);
+	assert_int_equal(lg.v[1], 2);
+	assert_int_equal(lg.v[2], 4); /* already in the chain before */
+	assert_int_equal(lg.v[3], 3); /* went to the end */
+	dfr_unref(d);
+}
+
+/* Firing another deferred inside a callback: it runs after the callback. */
+static struct dfr *other;
+
+static void
+fires_other(struct dfr *d, void *arg)
+{
+	unit_log_add(&lg, 1);
+	dfr_callback(other, NULL, NULL);
+	unit_log_add(&lg, 2); /* other's chain has not run yet */
+	(void)d;
+	(void)arg;
+}
+
+static void
+test_trampoline(void **state)
+{
+	struct dfr *d = dfr_new(NULL, NULL);
+
+	(void)state;
+	lg.n = 0;
+	other = dfr_new(NULL, NULL);
+	dfr_add_callback(other, log_cb, (void *)3);
+	dfr_add_callback(d, fires_other, NULL);
+	dfr_callback(d, NULL, NULL);
+	/* ... but before the outermost call returned. */
+	assert_int_equal(lg.n, 3);
+	assert_int_equal(lg.v[1], 2);
+	assert_int_equal(lg.v[2], 3);
+	dfr_unref(d);
+	dfr_unref(other);
+}
+
+/* Freeing a deferred inside its own callback: freed on the way out. */
+static void
+drops_self(struct dfr *d, void *arg)
+{
+	dfr_unref(d); /* the caller's last reference */
+	/* d is still valid until the runner lets go of it. */
+	assert_int_equal(*(int *)dfr_value(d), 9);
+	(void)arg;
+}
+
+static void
+test_free_in_own_callback(void **state)
+{
+	struct dfr *d = dfr_new(NULL, NULL);
+
+	(void)state;
+	lg.n = 0;
+	dfr_add_callback(d, drops_self, NULL);
+	dfr_add_callback(d, log_cb, (void *)1); /* still runs */
+	dfr_callback(d, unit_int(9), unit_free_cb);
+	assert_int_equal(lg.n, 1);
+	assert_int_equal(unit_freed, 1); /* freed by the runner */
+	/* Also when the callbacks run at add time. */
+	d = dfr_succeed(unit_int(9), unit_free_cb);
+	dfr_add_callback(d, drops_self, NULL);
+	assert_int_equal(unit_freed, 2);
+}
+
+/* Cancel with no canceller; late fires; repeated cancels. */
+static void
+test_cancel_no_canceller(void **state)
+{
+	struct dfr *d = dfr_new(NULL, NULL);
+
+	(void)state;
+	lg.n = 0;
+	dfr_add_callbacks(d, log_cb, log_eb, (void *)1);
+	dfr_cancel(d);
+	assert_int_equal(lg.n, 1);
+	assert_int_equal(lg.v[0], -1);
+	assert_int_equal(dfr_failure_code(d), DFR_ECANCELED);
+	dfr_cancel(d); /* nothing more */
+	assert_int_equal(lg.n, 1);
+	/* One late fire is swallowed (and its value released), a second is an error. */
+	assert_int_equal(dfr_callback(d, unit_int(1), unit_free_cb), 0);
+	assert_int_equal(unit_freed, 1);
+	assert_int_equal(dfr_errback(d, EIO, "late"), -EALREADY);
+	assert_int_equal(dfr_failure_code(d), DFR_ECANCELED);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/* A canceller runs exactly once, receives the deferred, and may fire it. */
+static int cancels;
+static struct dfr *cancelled_d;
+
+static void
+canceller_nothing(struct dfr *d, void *arg)
+{
+	cancels++;
+	cancelled_d = d;
+	(void)arg;
+}
+
+static void
+canceller_value(struct dfr *d, void *arg)
+{
+	cancels++;
+	dfr_callback(d, arg, NULL);
+}
+
+static void
+canceller_failure(struct dfr *d, void *arg)
+{
+	cancels++;
+	dfr_errback(d, ETIME, "stopped by canceller");
+	(void)arg;
+}
+
+static void
+test_canceller(void **state)
+{
+	static int won = 3;
+	struct dfr *d;
+
+	(void)state;
+	cancels = 0;
+	d = dfr_new(canceller_nothing, NULL);
+	dfr_cancel(d);
+	dfr_cancel(d);
+	assert_int_equal(cancels, 1);
+	assert_ptr_equal(cancelled_d, d);
+	assert_int_equal(dfr_failure_code(d), DFR_ECANCELED);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+
+	d = dfr_new(canceller_value, &won); /* success wins */
+	dfr_cancel(d);
+	assert_false(dfr_failed(d));
+	assert_ptr_equal(dfr_value(d), &won);
+	assert_int_equal(dfr_callback(d, NULL, NULL), -EALREADY);
+	dfr_unref(d);
+
+	d = dfr_new(canceller_failure, NULL); /* another failure wins */
+	dfr_cancel(d);
+	assert_int_equal(dfr_failure_code(d), ETIME);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+	assert_int_equal(cancels, 3);
+
+	/* Cancel after the fire: no effect, the canceller is not called. */
+	d = dfr_new(canceller_nothing, NULL);
+	dfr_callback(d, &won, NULL);
+	dfr_cancel(d);
+	assert_int_equal(cancels, 3);
+	assert_ptr_equal(dfr_value(d), &won);
+	dfr_unref(d);
+}
+
+/* Cancelling from inside a callback of another deferred. */
+static void
+cancels_other(struct dfr *d, void *arg)
+{
+	dfr_cancel(arg);
+	unit_log_add(&lg, 1); /* the cancelled one's callbacks wait for us */
+	(void)d;
+}
+
+static void
+test_cancel_from_callback(void **state)
+{
+	struct dfr *a = dfr_new(NULL, NULL), *b = dfr_new(NULL, NULL);
+
+	(void)state;
+	lg.n = 0;
+	dfr_add_callback(a, cancels_other, b);
+	dfr_add_errback(b, log_eb, (void *)2);
+	dfr_callback(a, NULL, NULL);
+	assert_int_equal(lg.n, 2);
+	assert_int_equal(lg.v[0], 1);
+	assert_int_equal(lg.v[1], -2);
+	dfr_failure_free(dfr_take_failure(b));
+	dfr_unref(a);
+	dfr_unref(b);
+}
+
+/* Chaining: a callback waits for an inner deferred. */
+static struct dfr *inner;
+
+static void
+wait_inner(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_ref(inner));
+	(void)arg;
+}
+
+static void
+test_chaining(void **state)
+{
+	struct dfr *d = dfr_new(NULL, NULL);
+
+	(void)state;
+	lg.n = 0;
+	inner = dfr_new(NULL, NULL);
+	dfr_add_callback(d, wait_inner, NULL);
+	dfr_callback(d, unit_int(1), unit_free_cb);
+	assert_int_equal(unit_freed, 1); /* replaced by the wait */
+	assert_true(dfr_paused(d));
+	assert_true(dfr_fired(d));
+	/* Added to the middle deferred after chaining: run after inner fires. */
+	dfr_add_callback(d, log_cb, (void *)1);
+	dfr_add_callback(d, add_one, NULL);
+	dfr_add_callback(d, log_cb, (void *)2);
+	assert_int_equal(lg.n, 0);
+	dfr_callback(inner, unit_int(10), unit_free_cb);
+	assert_false(dfr_paused(d));
+	assert_int_equal(lg.n, 2);
+	assert_int_equal(lg.v[0], 1);
+	assert_int_equal(lg.v[1], 2);
+	assert_int_equal(*(int *)dfr_value(d), 11);
+	assert_null(dfr_value(inner)); /* the value moved */
+	dfr_unref(inner);
+	dfr_unref(d);
+	assert_int_equal(unit_freed, 2);
+
+	/* An inner that fired already, and a failing one. */
+	inner = dfr_fail(EIO, "inner failed");
+	d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(d, wait_inner, NULL);
+	assert_int_equal(dfr_failure_code(d), EIO);
+	assert_false(dfr_failed(inner));
+	dfr_unref(inner);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/* Cancelling a deferred paused on an inner one cancels the inner one. */
+static void
+test_cancel_forwarded(void **state)
+{
+	struct dfr *d = dfr_succeed(NULL, NULL);
+
+	(void)state;
+	cancels = 0;
+	inner = dfr_new(canceller_nothing, NULL);
+	dfr_add_callback(d, wait_inner, NULL);
+	assert_true(dfr_paused(d));
+	dfr_cancel(d);
+	assert_int_equal(cancels, 1);
+	assert_ptr_equal(cancelled_d, inner);
+	assert_false(dfr_paused(d));
+	assert_int_equal(dfr_failure_code(d), DFR_ECANCELED);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+	dfr_unref(inner);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+static void wait_next(struct dfr *d, void *arg);
+
+/* A deferred chained to itself, or chained twice, is an error, not a hang. */
+static void
+wait_self(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_ref(d));
+	(void)arg;
+}
+
+static void
+test_cycle(void **state)
+{
+	struct dfr *d = dfr_new(NULL, NULL), *e;
+
+	(void)state;
+	dfr_add_callback(d, wait_self, NULL);
+	dfr_callback(d, NULL, NULL);
+	assert_int_equal(dfr_failure_code(d), DFR_ECYCLE);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+
+	/* inner already waited on by d: e cannot wait on it too. */
+	inner = dfr_new(NULL, NULL);
+	d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(d, wait_inner, NULL);
+	e = dfr_succeed(NULL, NULL);
+	dfr_add_callback(e, wait_inner, NULL);
+	assert_int_equal(dfr_failure_code(e), DFR_ECYCLE);
+	dfr_failure_free(dfr_take_failure(e));
+	dfr_unref(e);
+	/* d waits on inner; inner waiting on d would be a cycle. */
+	dfr_add_callback(inner, wait_next, d);
+	dfr_callback(inner, NULL, NULL);
+	assert_false(dfr_paused(d));
+	assert_int_equal(dfr_failure_code(d), DFR_ECYCLE);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+	dfr_unref(inner);
+
+	/* A deferred freed while paused lets its inner one go. */
+	inner = dfr_new(NULL, NULL);
+	d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(d, wait_inner, NULL);
+	dfr_unref(d);
+	assert_int_equal(dfr_callback(inner, unit_int(1), unit_free_cb), 0);
+	dfr_unref(inner);
+	assert_int_equal(unit_freed, 1);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/* Long chains: N deferreds each paused on the next, resolved from the end. */
+struct chain {
+	size_t n;
+	size_t ran;
+	int cancel;
+	int drop;
+	struct dfr **ds;
+};
+
+static void
+wait_next(struct dfr *d, void *arg)
+{
+	struct dfr *next = arg;
+
+	unit_stack_note();
+	dfr_wait(d, dfr_ref(next));
+}
+
+static void
+count_end(struct dfr *d, void *arg)
+{
+	struct chain *c = arg;
+
+	unit_stack_note();
+	c->ran++;
+	(void)d;
+}
+
+static void
+chain_body(void *arg)
+{
+	struct chain *c = arg;
+	size_t i;
+
+	c->ds = malloc((c->n + 1) * sizeof *c->ds);
+	for (i = 0; i <= c->n; i++)
+		c->ds[i] = dfr_new(NULL, NULL);
+	for (i = 0; i < c->n; i++)
+		dfr_add_callback(c->ds[i], wait_next, c->ds[i + 1]);
+	dfr_add_both(c->ds[0], count_end, c);
+	/* d0 waits on d1, which waits on d2, ...: a pause chain n deep. */
+	for (i = 0; i < c->n; i++)
+		dfr_callback(c->ds[i], NULL, NULL);
+	if (c->drop) {
+		/* Free everything while paused: freeing walks the chain in a loop. */
+		for (i = 0; i <= c->n; i++)
+			dfr_unref(c->ds[i]);
+		free(c->ds);
+		return;
+	}
+	if (c->cancel)
+		dfr_cancel(c->ds[0]); /* forwarded down to d_n */
+	else
+		dfr_callback(c->ds[c->n], NULL, NULL);
+	for (i = 0; i <= c->n; i++) {
+		if (i == 0 && c->cancel)
+			dfr_failure_free(dfr_take_failure(c->ds[0]));
+		dfr_unref(c->ds[i]);
+	}
+	free(c->ds);
+}
+
+static void
+test_long_chain(void **state)
+{
+	struct chain small = { 1, 0, 0, 0, NULL }, big = { unit_n(), 0, 0, 0, NULL };
+	size_t d1, dn;
+
+	(void)state;
+	d1 = unit_run_small_stack(chain_body, &small);
+	dn = unit_run_small_stack(chain_body, &big);
+	assert_int_equal(small.ran, 1);
+	assert_int_equal(big.ran, 1);
+	print_message("# stack used: %zu bytes with 1 chained, %zu with %zu\n", d1, dn, big.n);
+	assert_true(dn <= d1 + 256);
+
+	big.cancel = 1;
+	big.ran = 0;
+	unit_run_small_stack(chain_body, &big);
+	assert_int_equal(big.ran, 1);
+	big.cancel = 0;
+	big.drop = 1;
+	big.ran = 0;
+	unit_run_small_stack(chain_body, &big);
+	assert_int_equal(big.ran, 0);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/* Many callbacks on one deferred, including ones returning fired deferreds. */
+static void
+wait_fired(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_succeed(arg, NULL));
+}
+
+static void
+test_many_callbacks(void **state)
+{
+	struct dfr *d = dfr_new(NULL, NULL);
+	size_t i, n = unit_n() / 10;
+	int x = 0;
+
+	(void)state;
+	for (i = 0; i < n; i++)
+		assert_int_equal(dfr_add_callback(d, wait_fired, &x), 0);
+	dfr_callback(d, NULL, NULL);
+	assert_ptr_equal(dfr_value(d), &x);
+	dfr_unref(d);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_callbacks_in_order, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_errback_alternation, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_fire_twice, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_unhandled_reported, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_default_reporter, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_value_ownership, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_add_from_callback, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_trampoline, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_free_in_own_callback, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_no_canceller, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_canceller, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_from_callback, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_chaining, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_forwarded, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_cycle, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_long_chain, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_many_callbacks, unit_setup, unit_teardown),
+	};
+
+	return cmocka_run_group_tests_name("deferred", tests, NULL, NULL);
+}
