@@ -119,7 +119,7 @@ sem_cancel_run(struct dfr *d, void *arg)
 
 	sem_cancel_acquire(d, r->s);
 	if (d->flags & DFR_F_DYING)
-		run_free(r); /* freed unfired: run_done will never run */
+		run_free(r); /* freed unfired: run_step will never run */
 }
 
 /* Queue d as a waiter for n tokens. */
@@ -229,10 +229,10 @@ run_done(struct dfr *d, void *arg)
 		r->s->st.hold_max_ns = held;
 	dfr_sem_release(r->s);
 	run_free(r);
-	dfr_unref(d); /* run_start's reference; the runner still holds d */
+	dfr_unref(d); /* run_follow's reference; the runner still holds d */
 }
 
-/* Make d, whose chain holds run_done, follow fn's deferred work. */
+/* Make d, whose chain holds run_step, follow fn's deferred work. */
 static void
 run_follow(struct dfr *d, struct dfr *work)
 {
@@ -247,14 +247,23 @@ run_follow(struct dfr *d, struct dfr *work)
 	dfr_wait(d, work);
 }
 
-/* run(): the waiter got its token; call fn. */
+/*
+ * run(): the only pair in the chain ahead of the caller's. First call (the
+ * waiter got its token): call fn and run this pair again when fn's deferred
+ * fires. Second call, or a failure before the start: give the token back.
+ */
 static void
-run_start(struct dfr *d, void *arg)
+run_step(struct dfr *d, void *arg)
 {
 	struct sem_run *r = arg;
 
+	if (r->started || dfr_failed(d)) {
+		run_done(d, r);
+		return;
+	}
 	r->started = 1;
 	r->since_ns = dfr__now_ns();
+	d->pos--; /* come back here once fn's deferred has fired */
 	errno = 0;
 	run_follow(d, r->fn(r->arg));
 }
@@ -296,7 +305,7 @@ dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 	}
 	r = malloc(sizeof *r);
 	d = r != NULL ? dfr_new(uncontended ? NULL : sem_cancel_run, r) : NULL;
-	if (d == NULL || dfr_add_callbacks(d, uncontended ? NULL : run_start, run_done, r) < 0) {
+	if (d == NULL || dfr_add_both(d, run_step, r) < 0) {
 		free(r);
 		if (d != NULL)
 			dfr_unref(d);

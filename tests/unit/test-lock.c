@@ -1,4 +1,710 @@
+/*
+ * test-lock.c: DeferredLock: acquire/release, FIFO hand-off, run(),
+ * cancellation, close, statistics, a million synchronous waiters, and the
+ * memory one waiting acquire costs.
+ */
 #include "config.h"
+
+#include <malloc.h>
+
 #include "unit.h"
-static void test_todo(void **s){(void)s;}
-int main(void){const struct CMUnitTest tests[]={cmocka_unit_test(test_todo)};return cmocka_run_group_tests_name("lock", tests, NULL, NULL);}
+
+static struct unit_log lg;
+
+static void
+log_cb(struct dfr *d, void *arg)
+{
+	unit_log_add(&lg, (int)(intptr_t)arg);
+	(void)d;
+}
+
+static void
+log_eb(struct dfr *d, void *arg)
+{
+	unit_log_add(&lg, -(int)(intptr_t)arg);
+	(void)d;
+}
+
+/* Acquiring a free lock fires at once; a second acquire waits. */
+static void
+test_acquire_release(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *a, *b;
+
+	(void)state;
+	assert_false(dfr_lock_locked(l));
+	a = dfr_lock_acquire(l);
+	assert_true(dfr_fired(a));
+	assert_ptr_equal(dfr_value(a), l);
+	assert_true(dfr_lock_locked(l));
+	b = dfr_lock_acquire(l);
+	assert_false(dfr_fired(b));
+	assert_int_equal(dfr_lock_waiting(l), 1);
+	/* Release with a waiter hands over: still locked. */
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_true(dfr_fired(b));
+	assert_true(dfr_lock_locked(l));
+	assert_int_equal(dfr_lock_waiting(l), 0);
+	/* The last release unlocks; one more is an error, also in release builds. */
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_false(dfr_lock_locked(l));
+	assert_int_equal(dfr_lock_release(l), -EPERM);
+	assert_false(dfr_lock_locked(l));
+	dfr_unref(a);
+	dfr_unref(b);
+	dfr_lock_free(l);
+}
+
+/* Waiters are served strictly first in, first out. */
+static void
+test_fifo(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *ds[6];
+	int i;
+
+	(void)state;
+	lg.n = 0;
+	for (i = 0; i < 6; i++) {
+		ds[i] = dfr_lock_acquire(l);
+		dfr_add_callback(ds[i], log_cb, (void *)(intptr_t)i);
+	}
+	for (i = 0; i < 6; i++)
+		assert_int_equal(dfr_lock_release(l), 0);
+	assert_int_equal(lg.n, 6);
+	for (i = 0; i < 6; i++) {
+		assert_int_equal(lg.v[i], i);
+		dfr_unref(ds[i]);
+	}
+	assert_false(dfr_lock_locked(l));
+	dfr_lock_free(l);
+}
+
+/* Cancelling a waiting acquire removes it; cancelling a fired one does nothing. */
+static void
+test_cancel_acquire(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *a = dfr_lock_acquire(l), *b = dfr_lock_acquire(l), *c = dfr_lock_acquire(l);
+	struct dfr_stats st;
+
+	(void)state;
+	lg.n = 0;
+	dfr_add_callbacks(b, log_cb, log_eb, (void *)2);
+	dfr_cancel(b);
+	assert_int_equal(lg.n, 1);
+	assert_int_equal(lg.v[0], -2);
+	assert_int_equal(dfr_failure_code(b), DFR_ECANCELED);
+	assert_int_equal(dfr_lock_waiting(l), 1);
+	assert_true(dfr_lock_locked(l));
+	dfr_cancel(a); /* fired: nothing happens */
+	assert_false(dfr_failed(a));
+	assert_true(dfr_lock_locked(l));
+	/* The release skips the cancelled waiter. */
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_true(dfr_fired(c));
+	assert_false(dfr_failed(c));
+	dfr_lock_stats(l, &st);
+	assert_int_equal(st.cancelled, 1);
+	assert_int_equal(st.acquisitions, 2);
+	assert_int_equal(st.contended, 1);
+	assert_int_equal(st.max_waiting, 2);
+	assert_int_equal(st.held, 1);
+	assert_int_equal(dfr_lock_release(l), 0);
+	dfr_failure_free(dfr_take_failure(b));
+	dfr_unref(a);
+	dfr_unref(b);
+	dfr_unref(c);
+	/* Dropping a waiting acquire leaves the queue too. */
+	a = dfr_lock_acquire(l);
+	b = dfr_lock_acquire(l);
+	assert_int_equal(dfr_lock_waiting(l), 1);
+	dfr_unref(b);
+	assert_int_equal(dfr_lock_waiting(l), 0);
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_false(dfr_lock_locked(l));
+	dfr_unref(a);
+	dfr_lock_free(l);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/* A waiter whose callback releases and re-acquires goes to the back. */
+static struct dfr_lock *lk;
+static struct dfr *again;
+
+static void
+release_reacquire(struct dfr *d, void *arg)
+{
+	unit_log_add(&lg, (int)(intptr_t)arg);
+	assert_int_equal(dfr_lock_release(lk), 0);
+	if (again == NULL) {
+		again = dfr_lock_acquire(lk);
+		dfr_add_callback(again, log_cb, (void *)9);
+	}
+	(void)d;
+}
+
+static void
+test_release_reacquire(void **state)
+{
+	struct dfr *a, *b, *c;
+
+	(void)state;
+	lg.n = 0;
+	again = NULL;
+	lk = dfr_lock_new();
+	a = dfr_lock_acquire(lk);
+	b = dfr_lock_acquire(lk);
+	c = dfr_lock_acquire(lk);
+	dfr_add_callback(b, release_reacquire, (void *)1);
+	dfr_add_callback(c, log_cb, (void *)2);
+	assert_int_equal(dfr_lock_release(lk), 0); /* to b, which releases to c */
+	assert_int_equal(lg.n, 2);
+	assert_int_equal(lg.v[0], 1);
+	assert_int_equal(lg.v[1], 2);
+	assert_false(dfr_fired(again)); /* behind c: no queue jumping */
+	assert_int_equal(dfr_lock_release(lk), 0);
+	assert_int_equal(lg.n, 3);
+	assert_int_equal(lg.v[2], 9);
+	assert_int_equal(dfr_lock_release(lk), 0);
+	assert_false(dfr_lock_locked(lk));
+	dfr_unref(a);
+	dfr_unref(b);
+	dfr_unref(c);
+	dfr_unref(again);
+	dfr_lock_free(lk);
+}
+
+/* A holder's callback cancels the next waiter. */
+static void
+cancel_next(struct dfr *d, void *arg)
+{
+	dfr_cancel(arg);
+	assert_int_equal(dfr_lock_release(lk), 0);
+	(void)d;
+}
+
+static void
+test_cancel_from_callback(void **state)
+{
+	struct dfr *a, *b, *c;
+
+	(void)state;
+	lk = dfr_lock_new();
+	a = dfr_lock_acquire(lk);
+	b = dfr_lock_acquire(lk);
+	c = dfr_lock_acquire(lk);
+	dfr_add_callback(a, cancel_next, b); /* runs now: a fired */
+	assert_int_equal(dfr_failure_code(b), DFR_ECANCELED);
+	assert_true(dfr_fired(c));
+	assert_false(dfr_failed(c));
+	assert_true(dfr_lock_locked(lk));
+	assert_int_equal(dfr_lock_release(lk), 0);
+	dfr_failure_free(dfr_take_failure(b));
+	dfr_unref(a);
+	dfr_unref(b);
+	dfr_unref(c);
+	dfr_lock_free(lk);
+}
+
+/* run(f): f runs at once when free; the lock is held until f's result fires. */
+static struct dfr *work;
+static int calls;
+
+static struct dfr *
+pending_work(void *arg)
+{
+	calls++;
+	(void)arg;
+	return dfr_ref(work);
+}
+
+static struct dfr *
+done_work(void *arg)
+{
+	calls++;
+	return dfr_succeed(arg, NULL);
+}
+
+static struct dfr *
+failed_work(void *arg)
+{
+	calls++;
+	(void)arg;
+	return dfr_fail(EIO, "work failed");
+}
+
+static struct dfr *
+null_work(void *arg)
+{
+	calls++;
+	(void)arg;
+	errno = EMFILE;
+	return NULL;
+}
+
+static void
+test_run(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r, *r2;
+	int x = 1, y = 2;
+
+	(void)state;
+	calls = 0;
+	/* f's result already fired: the lock is free again at once. */
+	r = dfr_lock_run(l, done_work, &x);
+	assert_int_equal(calls, 1);
+	assert_ptr_equal(dfr_value(r), &x);
+	assert_false(dfr_lock_locked(l));
+	dfr_unref(r);
+
+	/* f's result pending: held until it fires; run's deferred carries it. */
+	work = dfr_new(NULL, NULL);
+	r = dfr_lock_run(l, pending_work, NULL);
+	assert_int_equal(calls, 2);
+	assert_true(dfr_lock_locked(l));
+	assert_false(dfr_fired(r) && !dfr_paused(r));
+	r2 = dfr_lock_run(l, done_work, &y); /* waits */
+	assert_int_equal(calls, 2);
+	assert_int_equal(dfr_lock_waiting(l), 1);
+	dfr_callback(work, &x, NULL);
+	assert_ptr_equal(dfr_value(r), &x);
+	assert_int_equal(calls, 3); /* then the next run went */
+	assert_ptr_equal(dfr_value(r2), &y);
+	assert_false(dfr_lock_locked(l));
+	dfr_unref(work);
+	dfr_unref(r);
+	dfr_unref(r2);
+	dfr_lock_free(l);
+}
+
+/* run(f) where f fails, synchronously or later: released exactly once. */
+static void
+test_run_failure(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r, *a;
+	struct dfr_stats st;
+
+	(void)state;
+	r = dfr_lock_run(l, failed_work, NULL);
+	assert_int_equal(dfr_failure_code(r), EIO);
+	assert_false(dfr_lock_locked(l));
+	assert_int_equal(dfr_lock_release(l), -EPERM); /* not released twice */
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
+
+	r = dfr_lock_run(l, null_work, NULL);
+	assert_int_equal(dfr_failure_code(r), EMFILE);
+	assert_false(dfr_lock_locked(l));
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
+
+	a = dfr_lock_acquire(l);
+	work = dfr_new(NULL, NULL);
+	r = dfr_lock_run(l, pending_work, NULL); /* waits for a */
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_true(dfr_lock_locked(l));
+	dfr_errback(work, ENOSPC, "later");
+	assert_int_equal(dfr_failure_code(r), ENOSPC);
+	assert_false(dfr_lock_locked(l));
+	assert_int_equal(dfr_lock_release(l), -EPERM);
+	dfr_lock_stats(l, &st);
+	assert_int_equal(st.acquisitions, 4);
+	assert_int_equal(st.held, 0);
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
+	dfr_unref(a);
+	dfr_unref(work);
+	dfr_lock_free(l);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/* Cancelling a run that waits for the lock: f never runs. */
+static void
+test_run_cancel_waiting(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *a = dfr_lock_acquire(l), *r;
+
+	(void)state;
+	calls = 0;
+	r = dfr_lock_run(l, done_work, NULL);
+	dfr_cancel(r);
+	assert_int_equal(dfr_failure_code(r), DFR_ECANCELED);
+	assert_int_equal(dfr_lock_waiting(l), 0);
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_int_equal(calls, 0);
+	assert_false(dfr_lock_locked(l));
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
+	/* Dropped while waiting: also never runs, nothing leaks. */
+	a = dfr_lock_acquire(l);
+	dfr_unref(dfr_lock_run(l, done_work, NULL));
+	assert_int_equal(dfr_lock_waiting(l), 0);
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_int_equal(calls, 0);
+	dfr_unref(a);
+	dfr_lock_free(l);
+}
+
+/*
+ * Differ from Twisted: cancelling run() while f's work is pending never lets
+ * the next waiter in before that work has fired. The cancel reaches the
+ * work's canceller; the caller's deferred fires with the work's result.
+ */
+static int work_cancels;
+
+static void
+work_canceller(struct dfr *d, void *arg)
+{
+	work_cancels++; /* asks the work to stop; it stops later */
+	(void)d;
+	(void)arg;
+}
+
+static void
+test_run_cancel_pending(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r, *next;
+	int x = 5;
+
+	(void)state;
+	/* Work with a canceller that stops it later. */
+	work_cancels = 0;
+	work = dfr_new(work_canceller, NULL);
+	r = dfr_lock_run(l, pending_work, NULL);
+	next = dfr_lock_acquire(l);
+	dfr_cancel(r);
+	assert_int_equal(work_cancels, 1);
+	assert_true(dfr_paused(r));   /* no result yet */
+	assert_false(dfr_fired(next)); /* the work still runs: no entry */
+	assert_true(dfr_lock_locked(l));
+	dfr_errback(work, DFR_ECANCELED, "stopped");
+	assert_int_equal(dfr_failure_code(r), DFR_ECANCELED);
+	assert_true(dfr_fired(next));
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
+	dfr_unref(work);
+	assert_int_equal(dfr_lock_release(l), 0);
+	dfr_unref(next);
+
+	/* Work without a canceller: it finishes, and its result wins. */
+	work = dfr_new(NULL, NULL);
+	r = dfr_lock_run(l, pending_work, NULL);
+	next = dfr_lock_acquire(l);
+	dfr_cancel(r);
+	dfr_cancel(r);
+	assert_false(dfr_fired(work));
+	assert_false(dfr_fired(next));
+	dfr_unref(r); /* the caller even drops it: the lock still waits */
+	assert_true(dfr_lock_locked(l));
+	assert_int_equal(dfr_callback(work, &x, NULL), 0);
+	assert_true(dfr_fired(next));
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_false(dfr_lock_locked(l));
+	dfr_unref(next);
+	dfr_unref(work);
+	dfr_lock_free(l);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/* Close fails every waiter and every later acquire; the holder may release. */
+static void
+test_close(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *a = dfr_lock_acquire(l), *b = dfr_lock_acquire(l), *r, *c;
+
+	(void)state;
+	calls = 0;
+	r = dfr_lock_run(l, done_work, NULL);
+	dfr_lock_close(l);
+	dfr_lock_close(l); /* idempotent */
+	assert_int_equal(dfr_failure_code(b), DFR_ECLOSED);
+	assert_int_equal(dfr_failure_code(r), DFR_ECLOSED);
+	assert_int_equal(calls, 0);
+	c = dfr_lock_acquire(l);
+	assert_int_equal(dfr_failure_code(c), DFR_ECLOSED);
+	dfr_failure_free(dfr_take_failure(c));
+	dfr_unref(c);
+	c = dfr_lock_run(l, done_work, NULL);
+	assert_int_equal(dfr_failure_code(c), DFR_ECLOSED);
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_int_equal(dfr_lock_waiting(l), 0);
+	dfr_failure_free(dfr_take_failure(b));
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_failure_free(dfr_take_failure(c));
+	dfr_unref(a);
+	dfr_unref(b);
+	dfr_unref(r);
+	dfr_unref(c);
+	/* Free with waiters fails them first. */
+	dfr_lock_free(l);
+	l = dfr_lock_new();
+	a = dfr_lock_acquire(l);
+	b = dfr_lock_acquire(l);
+	dfr_lock_free(l);
+	assert_int_equal(dfr_failure_code(b), DFR_ECLOSED);
+	dfr_failure_free(dfr_take_failure(b));
+	dfr_unref(a);
+	dfr_unref(b);
+	/* Free while a run's work is pending: released safely when it fires. */
+	l = dfr_lock_new();
+	work = dfr_new(NULL, NULL);
+	r = dfr_lock_run(l, pending_work, NULL);
+	dfr_lock_free(l);
+	dfr_callback(work, NULL, NULL);
+	assert_true(dfr_fired(r) && !dfr_paused(r));
+	dfr_unref(r);
+	dfr_unref(work);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/* Statistics: counts, and wait and hold times on CLOCK_MONOTONIC. */
+static void
+test_stats(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *a = dfr_lock_acquire(l), *b = dfr_lock_acquire(l);
+	struct dfr_stats st;
+	struct timespec ts = { 0, 2000000 };
+
+	(void)state;
+	nanosleep(&ts, NULL); /* measured: this is what the stats must show */
+	dfr_lock_stats(l, &st);
+	assert_int_equal(st.waiting, 1);
+	assert_int_equal(st.held, 1);
+	assert_true(st.hold_total_ns >= 2000000);
+	dfr_lock_release(l);
+	dfr_lock_release(l);
+	dfr_lock_stats(l, &st);
+	assert_int_equal(st.waiting, 0);
+	assert_int_equal(st.max_waiting, 1);
+	assert_int_equal(st.acquisitions, 2);
+	assert_int_equal(st.contended, 1);
+	assert_int_equal(st.held, 0);
+	assert_true(st.wait_total_ns >= 2000000);
+	assert_true(st.wait_max_ns >= 2000000);
+	assert_true(st.hold_max_ns >= 2000000);
+	assert_true(st.hold_total_ns >= st.hold_max_ns);
+	dfr_unref(a);
+	dfr_unref(b);
+	dfr_lock_free(l);
+}
+
+/*
+ * Differ from Twisted (which fails at ~110): a million waiters whose
+ * critical sections complete synchronously all run, in order, with a
+ * 256 KiB stack.
+ */
+struct many {
+	size_t n;
+	size_t next;   /* order check */
+	size_t bad;    /* out of order */
+	int use_run;
+	struct dfr_lock *l;
+};
+
+static void
+sync_section(struct dfr *d, void *arg)
+{
+	struct many *m = arg;
+
+	unit_stack_note();
+	m->next++;
+	dfr_lock_release(m->l);
+	dfr_unref(d);
+}
+
+static struct dfr *
+sync_work(void *arg)
+{
+	struct many *m = arg;
+
+	unit_stack_note();
+	return dfr_succeed((void *)(uintptr_t)m->next++, NULL);
+}
+
+static void
+check_order(struct dfr *d, void *arg)
+{
+	struct many *m = arg;
+
+	(void)m;
+	dfr_unref(d);
+}
+
+static void
+many_body(void *arg)
+{
+	struct many *m = arg;
+	struct dfr *first, *d;
+	size_t i;
+
+	m->l = dfr_lock_new();
+	first = dfr_lock_acquire(m->l);
+	for (i = 0; i < m->n; i++) {
+		if (m->use_run) {
+			d = dfr_lock_run(m->l, sync_work, m);
+			dfr_add_callback(d, check_order, m);
+		} else {
+			d = dfr_lock_acquire(m->l);
+			dfr_add_callback(d, sync_section, m);
+		}
+	}
+	dfr_lock_release(m->l);
+	dfr_unref(first);
+	m->bad = dfr_lock_locked(m->l) || dfr_lock_waiting(m->l) != 0;
+	dfr_lock_free(m->l);
+}
+
+static void
+test_million_waiters(void **state)
+{
+	struct many m = { unit_n(), 0, 0, 0, NULL }, one = { 1, 0, 0, 0, NULL };
+	size_t d1, dn;
+
+	(void)state;
+	d1 = unit_run_small_stack(many_body, &one);
+	dn = unit_run_small_stack(many_body, &m);
+	assert_int_equal(m.next, m.n);
+	assert_int_equal(m.bad, 0);
+	assert_true(dn <= d1 + 256);
+	m.use_run = 1;
+	m.next = 0;
+	one.use_run = 1;
+	one.next = 0;
+	d1 = unit_run_small_stack(many_body, &one);
+	dn = unit_run_small_stack(many_body, &m);
+	print_message("# stack used by run(): %zu bytes with 1 waiter, %zu with %zu\n", d1, dn, m.n);
+	assert_int_equal(m.next, m.n);
+	assert_int_equal(m.bad, 0);
+	assert_true(dn <= d1 + 256);
+}
+
+/* FIFO order of a million runs, checked value by value. */
+static size_t expect;
+static size_t out_of_order;
+
+static void
+check_value(struct dfr *d, void *arg)
+{
+	if ((size_t)(uintptr_t)dfr_value(d) != expect++)
+		out_of_order++;
+	(void)arg;
+	dfr_unref(d);
+}
+
+static void
+order_body(void *arg)
+{
+	struct many *m = arg;
+	struct dfr *first, *d;
+	size_t i;
+
+	m->l = dfr_lock_new();
+	first = dfr_lock_acquire(m->l);
+	for (i = 0; i < m->n; i++) {
+		d = dfr_lock_run(m->l, sync_work, m);
+		dfr_add_callback(d, check_value, m);
+	}
+	dfr_lock_release(m->l);
+	dfr_unref(first);
+	dfr_lock_free(m->l);
+}
+
+static void
+test_million_fifo(void **state)
+{
+	struct many m = { unit_n(), 0, 0, 1, NULL };
+
+	(void)state;
+	expect = 0;
+	out_of_order = 0;
+	unit_run_small_stack(order_body, &m);
+	assert_int_equal(expect, m.n);
+	assert_int_equal(out_of_order, 0);
+}
+
+/* O(1) cancellation: a million waiters cancelled last to first. */
+static void
+test_cancel_million(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	size_t i, n = unit_n();
+	struct dfr **ds = malloc(n * sizeof *ds);
+	struct dfr *a = dfr_lock_acquire(l);
+	uint64_t t0, t1;
+	struct timespec ts;
+	struct dfr_stats st;
+
+	(void)state;
+	for (i = 0; i < n; i++)
+		ds[i] = dfr_lock_acquire(l);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t0 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	for (i = n; i-- > 0;) {
+		dfr_cancel(ds[i]);
+		dfr_failure_free(dfr_take_failure(ds[i]));
+		dfr_unref(ds[i]);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t1 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	print_message("# cancelled %zu waiters last-to-first in %.3f s\n", n, (double)(t1 - t0) / 1e9);
+	dfr_lock_stats(l, &st);
+	assert_int_equal(st.cancelled, n);
+	assert_int_equal(dfr_lock_waiting(l), 0);
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_false(dfr_lock_locked(l));
+	free(ds);
+	dfr_unref(a);
+	dfr_lock_free(l);
+}
+
+/* Heap cost of one waiting acquire, with its first callback: at most 128 bytes. */
+static void
+test_waiter_memory(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *a = dfr_lock_acquire(l), *w;
+	size_t bytes;
+
+	(void)state;
+	w = dfr_lock_acquire(l);
+	dfr_add_callback(w, log_cb, NULL); /* stored inline: no allocation */
+	bytes = malloc_usable_size(w);
+	print_message("# one waiting acquire: %zu bytes of heap\n", bytes);
+	assert_true(bytes <= 128);
+	dfr_unref(w);
+	dfr_unref(a);
+	dfr_lock_release(l);
+	dfr_lock_free(l);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_acquire_release, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_fifo, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_acquire, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_release_reacquire, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_from_callback, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_run, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_run_failure, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_run_cancel_waiting, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_close, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_stats, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_million_waiters, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_million_fifo, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_million, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_waiter_memory, unit_setup, unit_teardown),
+	};
+
+	return cmocka_run_group_tests_name("lock", tests, NULL, NULL);
+}
