@@ -53,10 +53,13 @@ BAD_CLIENTS = [
 ]
 
 RC_CASES = []
+# A %00 may be refused for the whole query ("bad percent-encoding") rather than for the field: both name the problem.
 for name, v in BAD_VALUES:
-    RC_CASES.append(("value-" + name, req("GET", "/record-count?value=%s&client=badin" % v), {400}, "value", ()))
+    RC_CASES.append(("value-" + name, req("GET", "/record-count?value=%s&client=badin" % v), {400},
+                     None if "nul" in name else "value", ()))
 for name, c in BAD_CLIENTS:
-    RC_CASES.append(("client-" + name, req("GET", "/record-count?value=7&client=%s" % c), {400}, "client", ()))
+    RC_CASES.append(("client-" + name, req("GET", "/record-count?value=7&client=%s" % c), {400},
+                     None if "nul" in name else "client", ()))
 RC_CASES += [
     ("value-missing", req("GET", "/record-count?client=badin"), {400}, "value", ()),
     ("value-repeated", req("GET", "/record-count?value=5&value=6&client=badin"), {400}, "value", ()),
@@ -100,7 +103,7 @@ RC_CASES += [
     ("post-client-space", post_json("/record-count", {"client": "a b", "values": [1]}), {400}, "client", ()),
     ("post-client-129", post_json("/record-count", {"client": "x" * 129, "values": [1]}), {400}, "client", ()),
     ("post-client-nul-escape", post_json("/record-count", b'{"client": "a\\u0000b", "values": [1]}'),
-     {400}, "client", ()),
+     {400}, None, ()),
     ("post-invalid-utf8", post_json("/record-count", b'{"client": "\xff\xfe", "values": [1]}'), {400}, None, ()),
     ("post-duplicate-keys", post_json("/record-count", b'{"client": "badin", "values": [1], "values": [2]}'),
      {400}, None, ()),
@@ -188,14 +191,23 @@ CD_CASES += [
 # ---------------------------------------------------------------- daemons shared by the module
 
 class Daemons:
+    """record-countd (always) and counterd (started on first use) shared by the module."""
+
     def __init__(self, workdir):
+        self.workdir = workdir
+        self._cd = None
         self.rc = harness.RecordCountd(workdir, ["--latency", "0ms"])
         self.rc.start()
-        self.cd = harness.Counterd(workdir, self.rc.url, ["--strategy", "locked"], client_id="bad")
-        self.cd.start()
-        # One real value on a counter and a client, so "unchanged" has something to compare.
-        assert self.cd.next("seen").status == 200
+        # One real value on a client, so "unchanged" has something to compare.
         assert pl.http(self.rc_addr, "GET", "/record-count?value=1&client=badin").status == 200
+
+    @property
+    def cd(self):
+        if self._cd is None:
+            self._cd = harness.Counterd(self.workdir, self.rc.url, ["--strategy", "locked"], client_id="bad")
+            self._cd.start()
+            assert self._cd.next("seen").status == 200
+        return self._cd
 
     @property
     def rc_addr(self):
@@ -209,9 +221,10 @@ class Daemons:
         return pl.get_json(self.cd.socket, "/counters"), pl.db_fingerprint(self.rc_addr)
 
     def stop(self):
-        for d in (self.cd, self.rc):
+        for d in (self._cd, self.rc):
             try:
-                d.stop()
+                if d:
+                    d.stop()
             except Exception:
                 pass
 
