@@ -1,4 +1,186 @@
+/*
+ * test-gather.c: gather (Twisted's gatherResults): order, first failure with
+ * its index, consume-errors, cancellation of every member.
+ */
 #include "config.h"
+
 #include "unit.h"
-static void test_todo(void **s){(void)s;}
-int main(void){const struct CMUnitTest tests[]={cmocka_unit_test(test_todo)};return cmocka_run_group_tests_name("gather", tests, NULL, NULL);}
+
+/* An empty set fires at once with an empty result. */
+static void
+test_empty(void **state)
+{
+	struct dfr *g = dfr_gather(NULL, 0, 0);
+	struct dfr_gather_result *res;
+
+	(void)state;
+	assert_true(dfr_fired(g));
+	res = dfr_value(g);
+	assert_non_null(res);
+	assert_int_equal(res->n, 0);
+	dfr_unref(g);
+}
+
+/* Results in input order, whatever the firing order; fired inputs count. */
+static void
+test_order(void **state)
+{
+	struct dfr *ds[3], *g;
+	struct dfr_gather_result *res;
+
+	(void)state;
+	ds[0] = dfr_new(NULL, NULL);
+	ds[1] = dfr_succeed(unit_int(1), unit_free_cb);
+	ds[2] = dfr_new(NULL, NULL);
+	g = dfr_gather(ds, 3, 0);
+	assert_false(dfr_fired(g));
+	dfr_callback(ds[2], unit_int(2), unit_free_cb);
+	assert_false(dfr_fired(g));
+	dfr_callback(ds[0], unit_int(0), unit_free_cb);
+	assert_true(dfr_fired(g));
+	res = dfr_value(g);
+	assert_int_equal(res->n, 3);
+	assert_int_equal(*(int *)res->values[0], 0);
+	assert_int_equal(*(int *)res->values[1], 1);
+	assert_int_equal(*(int *)res->values[2], 2);
+	assert_int_equal(unit_freed, 0);
+	dfr_unref(g); /* owns the values now */
+	assert_int_equal(unit_freed, 3);
+}
+
+/* First failure: fails with the member's code and index; others are reported. */
+static void
+test_first_failure(void **state)
+{
+	struct dfr *ds[3], *g;
+	const struct dfr_failure *f;
+
+	(void)state;
+	ds[0] = dfr_new(NULL, NULL);
+	ds[1] = dfr_new(NULL, NULL);
+	ds[2] = dfr_new(NULL, NULL);
+	g = dfr_gather(ds, 3, 0);
+	dfr_callback(ds[0], unit_int(0), unit_free_cb);
+	dfr_errback(ds[2], EIO, "disk");
+	assert_true(dfr_failed(g));
+	f = dfr_failure(g);
+	assert_int_equal(f->code, EIO);
+	assert_int_equal(f->index, 2);
+	assert_non_null(strstr(f->message, "2"));
+	assert_non_null(strstr(f->message, "disk"));
+	assert_int_equal(unit_unhandled, 1); /* the member's own failure */
+	dfr_errback(ds[1], EPIPE, "later"); /* after the gather fired */
+	assert_int_equal(unit_unhandled, 2);
+	dfr_failure_free(dfr_take_failure(g));
+	dfr_unref(g);
+	assert_int_equal(unit_freed, 1);
+}
+
+/* With consume-errors, members' failures are handled (not reported). */
+static void
+test_consume_errors(void **state)
+{
+	struct dfr *ds[2], *g;
+
+	(void)state;
+	ds[0] = dfr_new(NULL, NULL);
+	ds[1] = dfr_fail(ENOENT, "missing"); /* already failed */
+	g = dfr_gather(ds, 2, DFR_GATHER_CONSUME_ERRORS);
+	assert_int_equal(dfr_failure_code(g), ENOENT);
+	assert_int_equal(dfr_failure(g)->index, 1);
+	dfr_errback(ds[0], EIO, "also");
+	assert_int_equal(unit_unhandled, 0);
+	/* The gather's own failure is still reported if nobody handles it. */
+	dfr_unref(g);
+	assert_int_equal(unit_unhandled, 1);
+}
+
+/* Cancelling the gather cancels every member, even past a failing canceller. */
+static int cancels;
+
+static void
+canceller_fails(struct dfr *d, void *arg)
+{
+	cancels++;
+	dfr_errback(d, EBUSY, "cannot stop");
+	(void)arg;
+}
+
+static void
+canceller_plain(struct dfr *d, void *arg)
+{
+	cancels++;
+	(void)d;
+	(void)arg;
+}
+
+static void
+test_cancel(void **state)
+{
+	struct dfr *ds[3], *keep[3], *g;
+	int i;
+
+	(void)state;
+	cancels = 0;
+	ds[0] = dfr_new(canceller_fails, NULL);
+	ds[1] = dfr_new(canceller_plain, NULL);
+	ds[2] = dfr_new(canceller_plain, NULL);
+	for (i = 0; i < 3; i++)
+		keep[i] = dfr_ref(ds[i]);
+	g = dfr_gather(ds, 3, DFR_GATHER_CONSUME_ERRORS);
+	dfr_cancel(g);
+	assert_int_equal(cancels, 3);
+	assert_int_equal(dfr_failure_code(keep[0]), EBUSY);
+	assert_int_equal(dfr_failure_code(keep[1]), DFR_ECANCELED);
+	assert_int_equal(dfr_failure_code(keep[2]), DFR_ECANCELED);
+	/* The first member's failure decides the gather's. */
+	assert_int_equal(dfr_failure_code(g), EBUSY);
+	assert_int_equal(dfr_failure(g)->index, 0);
+	dfr_failure_free(dfr_take_failure(g));
+	dfr_unref(g);
+	for (i = 0; i < 3; i++)
+		dfr_unref(keep[i]);
+	assert_int_equal(unit_unhandled, 0);
+
+	/* Cancelling a gather that has fired does nothing. */
+	ds[0] = dfr_new(canceller_plain, NULL);
+	keep[0] = dfr_ref(ds[0]);
+	g = dfr_gather(ds, 1, 0);
+	dfr_callback(keep[0], NULL, NULL);
+	dfr_cancel(g);
+	assert_false(dfr_failed(g));
+	assert_int_equal(cancels, 3);
+	dfr_unref(g);
+	dfr_unref(keep[0]);
+}
+
+/* The gather dropped by its caller before its members fire: no leak. */
+static void
+test_dropped(void **state)
+{
+	struct dfr *ds[2], *keep;
+
+	(void)state;
+	ds[0] = dfr_new(NULL, NULL);
+	ds[1] = dfr_succeed(unit_int(1), unit_free_cb);
+	keep = dfr_ref(ds[0]);
+	dfr_unref(dfr_gather(ds, 2, 0));
+	dfr_callback(keep, unit_int(2), unit_free_cb);
+	assert_int_equal(unit_freed, 2);
+	dfr_unref(keep);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_empty, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_order, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_first_failure, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_consume_errors, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_cancel, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_dropped, unit_setup, unit_teardown),
+	};
+
+	return cmocka_run_group_tests_name("gather", tests, NULL, NULL);
+}
