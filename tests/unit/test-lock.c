@@ -340,6 +340,7 @@ test_run_cancel_waiting(void **state)
 	assert_false(dfr_lock_locked(l));
 	dfr_failure_free(dfr_take_failure(r));
 	dfr_unref(r);
+	dfr_unref(a);
 	/* Dropped while waiting: also never runs, nothing leaks. */
 	a = dfr_lock_acquire(l);
 	dfr_unref(dfr_lock_run(l, done_work, NULL));
