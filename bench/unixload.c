@@ -9,6 +9,10 @@
  *
  *   unixload -s SOCKET [-p PATH] -c CONCURRENCY -d SECONDS   closed loop
  *   unixload -s SOCKET [-p PATH] -c N -b                     burst: N at once
+ *
+ * -w GRACE (default 15 s): how long to wait for answers after the closed-loop
+ * deadline (a burst waits GRACE + 60 s); what is still unanswered then is
+ * reported as "unanswered" instead of hanging.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memmem */
@@ -43,6 +47,8 @@ static char request[512];
 static size_t request_len;
 static int burst;
 static double duration = 5;
+static double grace = 15; /* seconds to wait for answers after the deadline */
+static uint64_t unanswered;
 static double t_start, t_end, t_last;
 static int stopping;
 static int64_t *counts;
@@ -155,6 +161,38 @@ answered(struct conn *c, int status, const char *body, size_t len)
 		event_base_loopbreak(base);
 }
 
+/*
+ * Length of a complete chunked body starting at p (n bytes available), or
+ * -1 if more input is needed. The decoded body is copied to out (size n).
+ */
+static long
+chunked_length(const char *p, size_t n, char *out, size_t *outlen)
+{
+	size_t off = 0;
+
+	*outlen = 0;
+	for (;;) {
+		const char *eol = memmem(p + off, n - off, "\r\n", 2);
+		unsigned long sz;
+
+		if (eol == NULL)
+			return -1;
+		sz = strtoul(p + off, NULL, 16);
+		off = eol - p + 2;
+		if (sz == 0) {
+			/* No trailers expected: the last chunk ends with an empty line. */
+			if (n - off < 2)
+				return -1;
+			return off + 2;
+		}
+		if (n - off < sz + 2)
+			return -1;
+		memcpy(out + *outlen, p + off, sz);
+		*outlen += sz;
+		off += sz + 2;
+	}
+}
+
 /* Parse as many complete answers as the input holds. */
 static void
 conn_read_cb(struct bufferevent *bev, void *arg)
@@ -164,9 +202,9 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 
 	for (;;) {
 		struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
-		size_t hlen, blen = 0, total;
+		size_t hlen, blen = 0, total, avail;
 		char *head, *p;
-		int status;
+		int status, chunked = 0;
 
 		if (end.pos == -1)
 			return;
@@ -177,14 +215,34 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 			exit(1);
 		}
 		for (p = head; p < head + hlen; p++) {
-			if ((p == head || p[-1] == '\n') &&
-			    strncasecmp(p, "content-length:", 15) == 0) {
+			if (p != head && p[-1] != '\n')
+				continue;
+			if (strncasecmp(p, "content-length:", 15) == 0)
 				blen = strtoul(p + 15, NULL, 10);
-				break;
+			else if (strncasecmp(p, "transfer-encoding:", 18) == 0 &&
+			    memmem(p, head + hlen - p, "chunked", 7) != NULL)
+				chunked = 1;
+		}
+		avail = evbuffer_get_length(in);
+		if (chunked) {
+			char *body;
+			long clen;
+
+			head = (char *)evbuffer_pullup(in, -1);
+			if ((body = malloc(avail)) == NULL)
+				die("malloc");
+			clen = chunked_length(head + hlen, avail - hlen, body, &blen);
+			if (clen < 0) {
+				free(body);
+				return;
 			}
+			answered(c, status, body, blen);
+			free(body);
+			evbuffer_drain(in, hlen + clen);
+			continue;
 		}
 		total = hlen + blen;
-		if (evbuffer_get_length(in) < total)
+		if (avail < total)
 			return;
 		head = (char *)evbuffer_pullup(in, total);
 		answered(c, status, head + hlen, blen);
@@ -215,12 +273,25 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	conn_send(c);
 }
 
+/* Stop the loop when answers are overdue: they are counted as unanswered. */
+static void
+giveup_cb(evutil_socket_t fd, short what, void *arg)
+{
+	unanswered = outstanding;
+	event_base_loopbreak(base);
+}
+
 static void
 deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct event *giveup = arg;
+	struct timeval tv = { (time_t)grace, 0 };
+
 	stopping = 1;
 	if (outstanding == 0)
 		event_base_loopbreak(base);
+	else
+		evtimer_add(giveup, &tv);
 }
 
 static int
@@ -234,7 +305,7 @@ cmp_i64(const void *a, const void *b)
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: unixload -s SOCKET [-p PATH] -c CONCURRENCY (-d SECONDS | -b)\n");
+	fprintf(stderr, "usage: unixload -s SOCKET [-p PATH] [-w GRACE] -c CONCURRENCY (-d SECONDS | -b)\n");
 	exit(2);
 }
 
@@ -242,7 +313,7 @@ int
 main(int argc, char **argv)
 {
 	struct conn *conns;
-	struct event *deadline = NULL;
+	struct event *deadline = NULL, *giveup;
 	struct timeval tv;
 	uint64_t dups = 0;
 	double elapsed;
@@ -250,7 +321,7 @@ main(int argc, char **argv)
 	size_t i;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "s:p:c:d:b")) != -1) {
+	while ((ch = getopt(argc, argv, "s:p:c:d:bw:")) != -1) {
 		switch (ch) {
 		case 's':
 			sock_path = optarg;
@@ -267,11 +338,14 @@ main(int argc, char **argv)
 		case 'b':
 			burst = 1;
 			break;
+		case 'w':
+			grace = atof(optarg);
+			break;
 		default:
 			usage();
 		}
 	}
-	if (sock_path == NULL || conc < 1 || duration <= 0)
+	if (sock_path == NULL || conc < 1 || duration <= 0 || grace < 1)
 		usage();
 	request_len = snprintf(request, sizeof request,
 	    "POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n", path);
@@ -284,11 +358,17 @@ main(int argc, char **argv)
 
 	t_start = t_last = now();
 	t_end = t_start + duration;
+	giveup = evtimer_new(base, giveup_cb, NULL);
 	if (!burst) {
 		tv.tv_sec = (time_t)duration;
 		tv.tv_usec = (suseconds_t)((duration - tv.tv_sec) * 1e6);
-		deadline = evtimer_new(base, deadline_cb, NULL);
+		deadline = evtimer_new(base, deadline_cb, giveup);
 		evtimer_add(deadline, &tv);
+	} else {
+		/* A burst gets the grace period plus a minute to be answered. */
+		tv.tv_sec = (time_t)grace + 60;
+		tv.tv_usec = 0;
+		evtimer_add(giveup, &tv);
 	}
 	for (i = 0; i < (size_t)conc; i++)
 		conn_send(&conns[i]);
@@ -302,16 +382,17 @@ main(int argc, char **argv)
 	printf("{\"mode\": \"%s\", \"concurrency\": %ld, \"seconds\": %.4f, "
 	       "\"ok\": %" PRIu64 ", \"bad_status\": %" PRIu64 ", \"conn_errors\": %" PRIu64 ", "
 	       "\"per_s\": %.1f, \"mean_latency_ms\": %.3f, \"max_latency_ms\": %.3f, "
-	       "\"duplicates\": %" PRIu64 ", \"no_count\": %" PRIu64 ", "
+	       "\"duplicates\": %" PRIu64 ", \"no_count\": %" PRIu64 ", \"unanswered\": %" PRIu64 ", "
 	       "\"min_count\": %" PRId64 ", \"max_count\": %" PRId64 "}\n",
 	    burst ? "burst" : "closed-loop", conc, elapsed, ok, bad_status, conn_errors,
-	    ok / elapsed, ok ? lat_total / ok * 1e3 : 0.0, lat_max * 1e3, dups, no_count,
+	    ok / elapsed, ok ? lat_total / ok * 1e3 : 0.0, lat_max * 1e3, dups, no_count, unanswered,
 	    ncounts ? counts[0] : 0, ncounts ? counts[ncounts - 1] : 0);
 	for (i = 0; i < (size_t)conc; i++)
 		if (conns[i].bev != NULL)
 			bufferevent_free(conns[i].bev);
 	if (deadline != NULL)
 		event_free(deadline);
+	event_free(giveup);
 	event_base_free(base);
 	free(conns);
 	free(counts);
