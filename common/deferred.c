@@ -231,11 +231,6 @@ destroy(struct dfr *d)
 {
 	uint32_t i;
 
-	/* A waiting acquire or get leaves its list (its canceller only unlinks). */
-	if (d->flags & DFR_F_WAITER) {
-		d->flags |= DFR_F_DYING;
-		d->canceller(d, d->carg);
-	}
 	/* Timers armed by dfr_set_timeout live in the chain until they run. */
 	if (d->flags & DFR_F_TIMEOUT) {
 		for (i = d->pos; i < d->ncbs; i++)

@@ -158,7 +158,8 @@ int dfr_add_both(struct dfr *d, dfr_cb fn, void *arg);
 /*
  * Cancel d. Unfired: its canceller runs (at most once in d's life), and if
  * d is still unfired afterwards it fails with DFR_ECANCELED. If d's chain is
- * paused on an inner deferred (dfr_wait), the cancel goes to the inner one.
+ * paused on an inner deferred (dfr_wait), the cancel goes to the inner one
+ * (for the deferred of a lock or semaphore run(), see dfr_lock_run()).
  * Fired: nothing happens. Repeated cancels do nothing more.
  */
 void dfr_cancel(struct dfr *d);
@@ -168,8 +169,12 @@ void dfr_cancel(struct dfr *d);
  * is removed. On expiry d is cancelled; if that leaves a DFR_ECANCELED
  * failure it becomes DFR_ETIMEDOUT, or on_timeout (if not NULL) runs in its
  * place as an errback that may set any result. A canceller's own value or
- * other failure is kept. The timer runs on base. Returns 0, -EALREADY if d
- * has fired, -EBUSY if d has a timeout already, or -ENOMEM.
+ * other failure is kept. The timer runs on base. As in Twisted, this adds a
+ * pair to d's chain: callbacks added before dfr_set_timeout() see
+ * DFR_ECANCELED, those added after see DFR_ETIMEDOUT. d may also be paused
+ * on an inner deferred (a run() whose work is pending). Returns 0,
+ * -EALREADY if d has fired (and is not paused), -EBUSY if d has a timeout
+ * already, or -ENOMEM.
  */
 int dfr_set_timeout(struct dfr *d, struct event_base *base,
     const struct timeval *tv, dfr_cb on_timeout, void *arg);
@@ -229,6 +234,13 @@ void dfr_wait(struct dfr *d, struct dfr *inner);
 /* ------------------------------------------------------------------------ */
 /* Statistics for lock, semaphore and queue (always on, O(1) to keep)       */
 
+/*
+ * For a lock or semaphore, "hold" is the time tokens are held (hold_total_ns
+ * sums over all holders; hold_max_ns counts every hold of a lock, and the
+ * run()s of a semaphore with more tokens, whose plain releases cannot be
+ * matched to their acquires). For a queue, waiters are gets, "hold" is the
+ * time items stayed stored (put to get) and held is the items stored now.
+ */
 struct dfr_stats {
 	uint64_t waiting;	  /* waiters now */
 	uint64_t max_waiting;	  /* most waiters at once */
@@ -270,7 +282,10 @@ void dfr_lock_free(struct dfr_lock *l);
  * as its (unowned) value once the caller holds the lock: at once if free,
  * else after every earlier waiter (strict FIFO, no queue jumping).
  * Cancelling a waiting acquire removes it in O(1) and fails it with
- * DFR_ECANCELED. After close, fails with DFR_ECLOSED. NULL/ENOMEM.
+ * DFR_ECANCELED. The lock keeps a reference to a waiting acquire until it
+ * fires: dropping the caller's reference does not cancel the wait (its
+ * callbacks still run; use dfr_cancel()). After close, fails with
+ * DFR_ECLOSED. NULL/ENOMEM.
  */
 struct dfr *dfr_lock_acquire(struct dfr_lock *l);
 
@@ -283,14 +298,19 @@ int dfr_lock_release(struct dfr_lock *l);
 /*
  * Run fn(arg) holding the lock and release it when fn's deferred fires,
  * with a value or a failure. The returned deferred (caller's reference)
- * carries fn's result or failure.
+ * carries fn's result or failure. If the lock is free, fn runs inside this
+ * call, and if its deferred has already fired (with no callbacks pending),
+ * the lock is released at once and that very deferred is returned.
  *
  * Cancelling it while waiting for the lock removes the waiter; fn never
- * runs. Cancelling it while fn's work is pending forwards the cancel to
- * fn's deferred, but the lock is released only when that deferred has
- * actually fired (unlike Twisted, which releases at once): the next waiter
- * never overlaps work that is still running. The caller's deferred fires
- * at that same moment, with whatever fn's deferred ended with.
+ * runs. Cancelling it (or its timeout expiring) while fn's work is pending
+ * calls the canceller of fn's deferred, if it has one, but never fails that
+ * deferred by fiat: the lock is released only when fn's deferred actually
+ * fires, by its canceller or when the work ends (unlike Twisted, which
+ * releases at once and lets the next waiter overlap work still running).
+ * The caller's deferred fires at that same moment, with whatever fn's
+ * deferred ended with. Work whose deferred has no canceller simply runs to
+ * its end.
  */
 struct dfr *dfr_lock_run(struct dfr_lock *l, dfr_run_cb fn, void *arg);
 
@@ -377,7 +397,8 @@ int dfr_queue_put(struct dfr_queue *q, void *item, dfr_free_cb free_cb);
  * which it then owns: at once if one is stored, else when put. If the
  * backlog is full it fails at once with DFR_EUNDERFLOW; after close (with
  * nothing stored) with DFR_ECLOSED. Cancelling a waiting get removes it in
- * O(1); an item is never lost to a cancelled get.
+ * O(1); an item is never lost to a cancelled get. As with locks, the queue
+ * keeps a reference to a waiting get until it fires.
  */
 struct dfr *dfr_queue_get(struct dfr_queue *q);
 
@@ -391,7 +412,7 @@ size_t dfr_queue_waiting(const struct dfr_queue *q);
  */
 void dfr_queue_close(struct dfr_queue *q);
 
-/* Statistics: waiting getters, item wait times (put to get). */
+/* Statistics: waiting gets and their waits, items' storage times (hold). */
 void dfr_queue_stats(const struct dfr_queue *q, struct dfr_stats *st);
 
 /* ------------------------------------------------------------------------ */

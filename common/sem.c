@@ -99,7 +99,10 @@ sem_unlink(struct dfr_sem *s, struct dfr *d)
 	s->st.waiting--;
 }
 
-/* Canceller of a waiting acquire: leave the list (the cancel fails it). */
+/*
+ * Canceller of a waiting acquire: leave the list (the cancel then fails d).
+ * dfr_cancel() holds a reference, so dropping the list's is safe here.
+ */
 static void
 sem_cancel_acquire(struct dfr *d, void *arg)
 {
@@ -109,23 +112,26 @@ sem_cancel_acquire(struct dfr *d, void *arg)
 		return;
 	sem_unlink(s, d);
 	s->st.cancelled++;
+	dfr_unref(d);
 }
 
-/* Canceller of a run() that waits for its token. */
+/* Canceller of a run() that waits for its token (run_step frees r later). */
 static void
 sem_cancel_run(struct dfr *d, void *arg)
 {
 	struct sem_run *r = arg;
 
 	sem_cancel_acquire(d, r->s);
-	if (d->flags & DFR_F_DYING)
-		run_free(r); /* freed unfired: run_step will never run */
 }
 
-/* Queue d as a waiter for n tokens. */
+/*
+ * Queue d as a waiter for n tokens. The list holds a reference until d is
+ * fired: a caller may drop its own and still have its callbacks run.
+ */
 static void
 sem_enqueue(struct dfr_sem *s, struct dfr *d, unsigned int n, uint64_t now)
 {
+	dfr_ref(d);
 	d->r.w.since_ns = now;
 	d->r.w.n = n;
 	d->flags |= DFR_F_WAITER;
@@ -182,6 +188,7 @@ sem_grant(struct dfr_sem *s, uint64_t now)
 		if (waited > s->st.wait_max_ns)
 			s->st.wait_max_ns = waited;
 		dfr__fire_value(d, s, NULL); /* its chain runs at batch end */
+		dfr_unref(d);		     /* the list's reference */
 	}
 	dfr__batch_end();
 }
@@ -364,6 +371,7 @@ dfr_sem_close(struct dfr_sem *s)
 	while ((d = TAILQ_FIRST(&s->waiters)) != NULL) {
 		sem_unlink(s, d);
 		dfr__fire_failure(d, DFR_ECLOSED, "closed");
+		dfr_unref(d);
 	}
 	dfr__batch_end();
 }

@@ -116,12 +116,17 @@ test_cancel_acquire(void **state)
 	dfr_unref(a);
 	dfr_unref(b);
 	dfr_unref(c);
-	/* Dropping a waiting acquire leaves the queue too. */
+	/* A waiting acquire dropped by its caller stays queued; its callbacks run. */
+	lg.n = 0;
 	a = dfr_lock_acquire(l);
 	b = dfr_lock_acquire(l);
-	assert_int_equal(dfr_lock_waiting(l), 1);
+	dfr_add_callback(b, log_cb, (void *)3);
 	dfr_unref(b);
-	assert_int_equal(dfr_lock_waiting(l), 0);
+	assert_int_equal(dfr_lock_waiting(l), 1);
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_int_equal(lg.n, 1);
+	assert_int_equal(lg.v[0], 3);
+	assert_true(dfr_lock_locked(l));
 	assert_int_equal(dfr_lock_release(l), 0);
 	assert_false(dfr_lock_locked(l));
 	dfr_unref(a);
@@ -322,7 +327,7 @@ test_run_failure(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
-/* Cancelling a run that waits for the lock: f never runs. */
+/* Cancelling a run that waits for the lock: f never runs. Dropping it does not cancel. */
 static void
 test_run_cancel_waiting(void **state)
 {
@@ -341,12 +346,13 @@ test_run_cancel_waiting(void **state)
 	dfr_failure_free(dfr_take_failure(r));
 	dfr_unref(r);
 	dfr_unref(a);
-	/* Dropped while waiting: also never runs, nothing leaks. */
+	/* Dropped by its caller while waiting: it still runs in its turn. */
 	a = dfr_lock_acquire(l);
 	dfr_unref(dfr_lock_run(l, done_work, NULL));
-	assert_int_equal(dfr_lock_waiting(l), 0);
+	assert_int_equal(dfr_lock_waiting(l), 1);
 	assert_int_equal(dfr_lock_release(l), 0);
-	assert_int_equal(calls, 0);
+	assert_int_equal(calls, 1);
+	assert_false(dfr_lock_locked(l));
 	dfr_unref(a);
 	dfr_lock_free(l);
 }

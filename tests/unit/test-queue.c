@@ -143,15 +143,18 @@ test_cancel(void **state)
 	dfr_unref(a);
 	dfr_unref(b);
 	dfr_unref(c);
-	/* A waiting get dropped by its caller leaves the queue. */
 	assert_int_equal(unit_freed, 2); /* items 1 and 2, released with a and c */
 	a = dfr_queue_get(q);
 	assert_int_equal(*(int *)dfr_value(a), 3);
 	dfr_unref(a);
 	assert_int_equal(unit_freed, 3);
+	/* A waiting get dropped by its caller stays queued: it takes the next item. */
 	a = dfr_queue_get(q);
 	dfr_unref(a);
-	assert_int_equal(dfr_queue_waiting(q), 0);
+	assert_int_equal(dfr_queue_waiting(q), 1);
+	assert_int_equal(dfr_queue_put(q, unit_int(4), unit_free_cb), 0);
+	assert_int_equal(dfr_queue_size(q), 0);
+	assert_int_equal(unit_freed, 4); /* given to the dropped get, released with it */
 	dfr_queue_free(q);
 }
 

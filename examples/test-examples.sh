@@ -1,0 +1,33 @@
+#!/bin/bash
+# Run each example and check its output (TAP).
+ex=${TOP_BUILDDIR:-.}/examples
+n=0
+fail=0
+check() {	# check NAME EXPECTED
+	local name=$1 expected=$2 got
+	n=$((n + 1))
+	got=$("$ex/$name" 2>&1)
+	if [ "$got" = "$expected" ]; then
+		echo "ok $n - $name prints the expected output"
+	else
+		echo "not ok $n - $name prints the expected output"
+		echo "# expected:"; printf '%s\n' "$expected" | sed 's/^/#   /'
+		echo "# got:"; printf '%s\n' "$got" | sed 's/^/#   /'
+		fail=1
+	fi
+}
+echo "1..4"
+check counter-unsafe $'2 d1\n2 d2'
+check counter-locked $'1 d1\n2 d2'
+check counter-stateless $'1 d1\n2 d2'
+check queue-lock "job 1: recording
+job 1: recorded
+snapshot: 1 job(s) recorded, none in progress
+job 2: recording
+job 2: recorded
+job 3: recording
+job 3: recorded
+job 4: recording
+job 4: recorded
+queue closed and drained: consumer stops"
+exit 0
