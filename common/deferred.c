@@ -424,6 +424,8 @@ dfr_callback(struct dfr *d, void *value, dfr_free_cb free_cb)
 {
 	int rc;
 
+	if (d->flags & DFR_F_WAITER)
+		return -EBUSY;
 	if (d->flags & DFR_F_FIRED) {
 		rc = late_fire(d);
 		if (rc == 0 && free_cb != NULL)
@@ -441,6 +443,8 @@ dfr_errback(struct dfr *d, int code, const char *fmt, ...)
 	struct dfr_failure *f;
 	va_list ap;
 
+	if (d->flags & DFR_F_WAITER)
+		return -EBUSY;
 	if (d->flags & DFR_F_FIRED)
 		return late_fire(d);
 	va_start(ap, fmt);
@@ -454,7 +458,11 @@ dfr_errback(struct dfr *d, int code, const char *fmt, ...)
 int
 dfr_errback_failure(struct dfr *d, struct dfr_failure *f)
 {
-	if (d->flags & DFR_F_FIRED) {
+	if (d->flags & (DFR_F_FIRED | DFR_F_WAITER)) {
+		if (d->flags & DFR_F_WAITER) {
+			dfr_failure_free(f);
+			return -EBUSY;
+		}
 		dfr_failure_free(f);
 		return late_fire(d);
 	}

@@ -130,6 +130,8 @@ void dfr_unref(struct dfr *d);
  * if d should not own it). Returns 0, or -EALREADY if d has already fired (the
  * caller keeps value). After a cancel, the first late dfr_callback() or
  * dfr_errback() is accepted and discarded (value released) and returns 0.
+ * -EBUSY if d is a waiting acquire or get: only its lock, semaphore or queue
+ * fires it (cancel it instead).
  */
 int dfr_callback(struct dfr *d, void *value, dfr_free_cb free_cb);
 

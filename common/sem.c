@@ -299,7 +299,8 @@ dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 		errno = 0;
 		work = fn(arg);
 		if (work != NULL && (work->flags & DFR_F_FIRED) && work->inner == NULL &&
-		    work->pos == work->ncbs && !(work->flags & DFR_F_QUEUED)) {
+		    work->outer == NULL && work->pos == work->ncbs &&
+		    !(work->flags & DFR_F_QUEUED)) {
 			dfr_sem_release(s);
 			return work;
 		}

@@ -41,6 +41,8 @@ test_acquire_release(void **state)
 	b = dfr_lock_acquire(l);
 	assert_false(dfr_fired(b));
 	assert_int_equal(dfr_lock_waiting(l), 1);
+	assert_int_equal(dfr_callback(b, NULL, NULL), -EBUSY); /* only the lock fires it */
+	assert_int_equal(dfr_errback(b, EIO, "no"), -EBUSY);
 	/* Release with a waiter hands over: still locked. */
 	assert_int_equal(dfr_lock_release(l), 0);
 	assert_true(dfr_fired(b));
