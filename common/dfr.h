@@ -240,8 +240,9 @@ void dfr_wait(struct dfr *d, struct dfr *inner);
  * For a lock or semaphore, "hold" is the time tokens are held (hold_total_ns
  * sums over all holders; hold_max_ns counts every hold of a lock, and the
  * run()s of a semaphore with more tokens, whose plain releases cannot be
- * matched to their acquires). For a queue, waiters are gets, "hold" is the
- * time items stayed stored (put to get) and held is the items stored now.
+ * matched to their acquires). For a queue, waiters are gets (wait times are
+ * theirs), held is the items stored now, and hold times are not kept: that
+ * would cost two clock reads per item, more than the put and get themselves.
  */
 struct dfr_stats {
 	uint64_t waiting;	  /* waiters now */
@@ -414,7 +415,7 @@ size_t dfr_queue_waiting(const struct dfr_queue *q);
  */
 void dfr_queue_close(struct dfr_queue *q);
 
-/* Statistics: waiting gets and their waits, items' storage times (hold). */
+/* Statistics: waiting gets and their waits, items stored (see dfr_stats). */
 void dfr_queue_stats(const struct dfr_queue *q, struct dfr_stats *st);
 
 /* ------------------------------------------------------------------------ */

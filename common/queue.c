@@ -17,7 +17,6 @@
 struct dfr_qitem {
 	void *item;
 	dfr_free_cb free_cb;
-	uint64_t put_ns;
 };
 
 struct dfr_queue {
@@ -122,13 +121,12 @@ dfr_queue_put(struct dfr_queue *q, void *item, dfr_free_cb free_cb)
 {
 	struct dfr_qitem *it;
 	struct dfr *d;
-	uint64_t now, waited;
+	uint64_t waited;
 
 	if (q->closed)
 		return -DFR_ECLOSED;
-	now = dfr__now_ns();
 	if ((d = TAILQ_FIRST(&q->getters)) != NULL) {
-		waited = now - d->r.w.since_ns;
+		waited = dfr__now_ns() - d->r.w.since_ns;
 		queue_unlink(q, d);
 		q->st.acquisitions++;
 		q->st.contended++;
@@ -146,7 +144,6 @@ dfr_queue_put(struct dfr_queue *q, void *item, dfr_free_cb free_cb)
 	it = &q->ring[(q->head + q->count) & (q->cap - 1)];
 	it->item = item;
 	it->free_cb = free_cb;
-	it->put_ns = now;
 	q->count++;
 	q->st.held = q->count;
 	return 0;
@@ -158,22 +155,16 @@ dfr_queue_get(struct dfr_queue *q)
 {
 	struct dfr_qitem *it;
 	struct dfr *d;
-	uint64_t now, stored;
 
 	if (q->count > 0) {
 		it = &q->ring[q->head];
 		d = dfr_succeed(it->item, it->free_cb);
 		if (d == NULL)
 			return NULL; /* the item stays stored */
-		now = dfr__now_ns();
-		stored = now - it->put_ns;
 		q->head = (q->head + 1) & (q->cap - 1);
 		q->count--;
 		q->st.held = q->count;
 		q->st.acquisitions++;
-		q->st.hold_total_ns += stored;
-		if (stored > q->st.hold_max_ns)
-			q->st.hold_max_ns = stored;
 		return d;
 	}
 	if (q->closed)
