@@ -1,0 +1,568 @@
+/*
+ * api.c: counterd's HTTP+JSON API on its Unix socket (libevent evhttp).
+ *
+ * Routes are rows of a table {method, path pattern, handler}; "*" in a
+ * pattern is one counter name. A path that matches with another method is
+ * answered 405 with Allow; a malformed name 400; anything else 404. Every
+ * answer, errors included, is JSON (except /metrics, Prometheus text), save
+ * for the hard limits libevent enforces itself before we see a request.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "dfr.h"
+#include "util.h"
+#include "client.h"
+
+/* Libevent's own hard limits, above ours (it answers those in HTML). */
+#define API_HARD_HEADERS (64 * 1024)
+#define API_HARD_BODY (1024 * 1024)
+
+typedef void (*api_handler)(struct evhttp_request *req, const char *name);
+
+struct api_route {
+	enum evhttp_cmd_type ar_method;
+	const char *ar_method_name;
+	const char *ar_pattern;
+	api_handler ar_handler;
+};
+
+/* A next call waiting for its number. */
+struct api_wait {
+	struct evhttp_request *aw_req;
+	struct evhttp_connection *aw_evcon;
+	struct dfr *aw_d;
+	int aw_gone; /* the caller disconnected */
+	char aw_name[COUNTER_NAME_MAX + 1];
+};
+
+static struct api_config *api_cf;
+static struct evhttp *api_http;
+static struct evhttp_bound_socket *api_socket;
+static size_t api_npending;
+static int api_closed;
+static uint64_t api_requests, api_errors4xx;
+
+static void api_next(struct evhttp_request *, const char *);
+static void api_list(struct evhttp_request *, const char *);
+static void api_counter(struct evhttp_request *, const char *);
+static void api_stats(struct evhttp_request *, const char *);
+static void api_healthz(struct evhttp_request *, const char *);
+static void api_metrics(struct evhttp_request *, const char *);
+
+static const struct api_route api_routes[] = {
+	{ EVHTTP_REQ_POST, "POST", "/next", api_next },
+	{ EVHTTP_REQ_POST, "POST", "/counters/*/next", api_next },
+	{ EVHTTP_REQ_GET, "GET", "/counters", api_list },
+	{ EVHTTP_REQ_GET, "GET", "/counters/*", api_counter },
+	{ EVHTTP_REQ_GET, "GET", "/stats", api_stats },
+	{ EVHTTP_REQ_GET, "GET", "/healthz", api_healthz },
+	{ EVHTTP_REQ_GET, "GET", "/metrics", api_metrics },
+};
+
+/* Send a JSON body (taken over) with status. */
+static void
+api_reply_json(struct evhttp_request *req, int status, json_t *body)
+{
+	struct evbuffer *b = evbuffer_new();
+	char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+
+	json_decref(body);
+	if (b != NULL) {
+		if (text != NULL)
+			evbuffer_add_printf(b, "%s\n", text);
+		else
+			evbuffer_add_printf(b, "{\"error\": \"internal\", \"message\": \"out of memory\"}\n");
+	}
+	free(text);
+	if (status >= 400 && status < 500)
+		api_errors4xx++;
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	    "application/json");
+	if (api_closed)
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+	evhttp_send_reply(req, status, NULL, b);
+	if (b != NULL)
+		evbuffer_free(b);
+}
+
+/* Send {"error": word, "message": ...} with status. */
+static void api_error(struct evhttp_request *req, int status, const char *word, const char *fmt,
+    ...) __attribute__((format(printf, 4, 5)));
+static void
+api_error(struct evhttp_request *req, int status, const char *word, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	api_reply_json(req, status, json_pack("{s:s, s:s}", "error", word, "message", msg));
+}
+
+/* Map a failure code to an HTTP status and an error word. */
+static int
+api_failure_status(int code, const char **word)
+{
+	switch (code) {
+	case CD_EBACKLOG:
+		*word = "backlog_full";
+		return 503;
+	case CD_EWAIT:
+		*word = "wait_timeout";
+		return 503;
+	case CD_ESHUTDOWN:
+	case DFR_ECLOSED:
+		*word = "shutting_down";
+		return 503;
+	case CD_EUNAVAILABLE:
+		*word = "server_unreachable";
+		return 503;
+	case CD_ETIMEOUT:
+		*word = "record_timeout";
+		return 504;
+	case CD_EBADGATEWAY:
+		*word = "bad_gateway";
+		return 502;
+	case CD_ETOOMANY:
+		*word = "too_many_counters";
+		return 503;
+	case DFR_ECANCELED:
+		*word = "cancelled";
+		return 503;
+	default:
+		*word = "internal";
+		return 500;
+	}
+}
+
+/* The caller's connection closed while its next call waited. */
+static void
+api_close_cb(struct evhttp_connection *evcon, void *arg)
+{
+	struct api_wait *aw = arg;
+
+	aw->aw_gone = 1;
+	log_debug("caller of counter %s went away; cancelling", aw->aw_name);
+	dfr_cancel(aw->aw_d);
+}
+
+/* A next call has its number or its failure: answer it. */
+static void
+api_next_done_cb(struct dfr *d, void *arg)
+{
+	struct api_wait *aw = arg;
+	struct evhttp_request *req = aw->aw_req;
+
+	api_npending--;
+	if (!aw->aw_gone)
+		evhttp_connection_set_closecb(aw->aw_evcon, NULL, NULL);
+	if (dfr_failed(d)) {
+		struct dfr_failure *f = dfr_take_failure(d);
+		const char *word;
+		int status = api_failure_status(f->code, &word);
+
+		api_error(req, status, word, "%s", f->message);
+		dfr_failure_free(f);
+	} else {
+		int64_t *v = dfr_value(d);
+
+		api_reply_json(req, 200,
+		    json_pack("{s:s, s:I}", "counter", aw->aw_name, "count", (json_int_t)*v));
+	}
+	/* With the caller gone the request is detached: the reply just frees it. */
+	dfr_unref(aw->aw_d);
+	free(aw);
+}
+
+/* POST /next and POST /counters/NAME/next. */
+static void
+api_next(struct evhttp_request *req, const char *name)
+{
+	struct counter *c;
+	struct api_wait *aw;
+	struct dfr *d;
+
+	if (name[0] == '\0')
+		name = "default";
+	if ((c = counter_get(api_cf->counters, name, 1)) == NULL) {
+		if (errno == ENOSPC)
+			api_error(req, 503, "too_many_counters", "too many counters (at most 10000)");
+		else
+			api_error(req, 500, "internal", "out of memory");
+		return;
+	}
+	if ((aw = calloc(1, sizeof *aw)) == NULL || (d = counter_next(c)) == NULL) {
+		free(aw);
+		api_error(req, 500, "internal", "out of memory");
+		return;
+	}
+	aw->aw_req = req;
+	aw->aw_evcon = evhttp_request_get_connection(req);
+	aw->aw_d = d;
+	snprintf(aw->aw_name, sizeof aw->aw_name, "%s", name);
+	api_npending++;
+	evhttp_connection_set_closecb(aw->aw_evcon, api_close_cb, aw);
+	if (dfr_add_both(d, api_next_done_cb, aw) != 0) {
+		api_npending--;
+		evhttp_connection_set_closecb(aw->aw_evcon, NULL, NULL);
+		dfr_cancel(d);
+		dfr_unref(d);
+		free(aw);
+		api_error(req, 500, "internal", "out of memory");
+	}
+}
+
+/* One counter as JSON. */
+static json_t *
+api_counter_json(const struct counter *c)
+{
+	struct counter_stats st;
+
+	counter_get_stats(c, &st);
+	return json_pack("{s:s, s:I, s:I, s:I, s:b}", "counter", counter_name(c), "count",
+	    (json_int_t)st.count, "waiting", (json_int_t)st.waiting, "in_flight",
+	    (json_int_t)st.in_flight, "resumed", st.resumed);
+}
+
+/* GET /counters/NAME. */
+static void
+api_counter(struct evhttp_request *req, const char *name)
+{
+	struct counter *c = counter_get(api_cf->counters, name, 0);
+
+	if (c == NULL) {
+		api_error(req, 404, "not_found", "no counter named %s (counters exist once used)",
+		    name);
+		return;
+	}
+	api_reply_json(req, 200, api_counter_json(c));
+}
+
+/* GET /counters. */
+static void
+api_list(struct evhttp_request *req, const char *name)
+{
+	json_t *arr = json_array();
+	struct counter *c;
+
+	for (c = counter_first(); c != NULL; c = counter_after(c))
+		json_array_append_new(arr, api_counter_json(c));
+	api_reply_json(req, 200, json_pack("{s:o}", "counters", arr));
+}
+
+/* Milliseconds from nanoseconds, as a JSON real. */
+static double
+api_ms(uint64_t ns)
+{
+	return (double)ns / 1e6;
+}
+
+/* GET /stats. */
+static void
+api_stats(struct evhttp_request *req, const char *name)
+{
+	json_t *cs = json_object(), *root;
+	struct recorder_stats rs;
+	struct counter *c;
+
+	for (c = counter_first(); c != NULL; c = counter_after(c)) {
+		struct counter_stats st;
+		struct dfr_stats ls;
+
+		counter_get_stats(c, &st);
+		counter_lock_stats(c, &ls);
+		json_object_set_new(cs, counter_name(c),
+		    json_pack("{s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, "
+			      "s:I, s:f, s:f, s:f, s:f}}",
+			"count", (json_int_t)st.count, "resumed", st.resumed, "waiting",
+			(json_int_t)st.waiting, "in_flight", (json_int_t)st.in_flight, "handed_out",
+			(json_int_t)st.handed, "errors", (json_int_t)st.errors, "rejected",
+			(json_int_t)st.rejected, "wait_timeouts", (json_int_t)st.timeouts,
+			"cancelled", (json_int_t)st.cancelled, "batches", (json_int_t)st.batches,
+			"max_batch", (json_int_t)st.max_batch, "lock", "acquisitions",
+			(json_int_t)ls.acquisitions, "contended", (json_int_t)ls.contended,
+			"max_waiting", (json_int_t)ls.max_waiting, "cancelled",
+			(json_int_t)ls.cancelled, "wait_total_ms", api_ms(ls.wait_total_ns),
+			"wait_max_ms", api_ms(ls.wait_max_ns), "hold_total_ms",
+			api_ms(ls.hold_total_ns), "hold_max_ms", api_ms(ls.hold_max_ns)));
+	}
+	recorder_get_stats(api_cf->recorder, &rs);
+	root = json_pack("{s:s, s:s, s:s, s:I, s:I, s:i, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+			 "s:I, s:I, s:I}}",
+	    "strategy", strategy_name(api_cf->counters->strategy), "client_id",
+	    api_cf->counters->client_id, "server", api_cf->server_url, "batch_max",
+	    (json_int_t)api_cf->counters->batch_max, "backlog", (json_int_t)api_cf->counters->backlog,
+	    "uptime_s", counterd_uptime_s(), "counters", cs, "recorder", "requests",
+	    (json_int_t)rs.requests, "ok", (json_int_t)rs.ok, "failed", (json_int_t)rs.failed,
+	    "retries", (json_int_t)rs.retries, "eof_retries", (json_int_t)rs.eof_retries, "timeouts",
+	    (json_int_t)rs.timeouts, "values", (json_int_t)rs.values, "connections",
+	    (json_int_t)rs.connections, "queued", (json_int_t)rs.queued, "active",
+	    (json_int_t)rs.active);
+	api_reply_json(req, 200, root);
+}
+
+/* GET /healthz: 200 when record-countd answers, else 503 saying why. */
+static void
+api_healthz(struct evhttp_request *req, const char *name)
+{
+	int reach = recorder_reachable(api_cf->recorder);
+	const char *state = reach == 1 ? "reachable" : reach == 0 ? "unreachable" : "unknown";
+	int ok = reach == 1 && !counterd_stopping;
+
+	api_reply_json(req, ok ? 200 : 503,
+	    json_pack("{s:s, s:s, s:s, s:s, s:b}", "status",
+		counterd_stopping ? "stopping" : ok ? "ok" : "degraded", "server", api_cf->server_url,
+		"server_state", state, "last_error", recorder_last_error(api_cf->recorder), "stopping",
+		counterd_stopping));
+}
+
+/* Write a Prometheus label value (name characters need no escaping). */
+static void
+api_metric(struct evbuffer *b, const char *metric, const char *counter, double v)
+{
+	if (counter != NULL)
+		evbuffer_add_printf(b, "%s{counter=\"%s\"} %.9g\n", metric, counter, v);
+	else
+		evbuffer_add_printf(b, "%s %.9g\n", metric, v);
+}
+
+/* Write a metric's HELP and TYPE lines. */
+static void
+api_metric_head(struct evbuffer *b, const char *metric, const char *type, const char *help)
+{
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", metric, help, metric, type);
+}
+
+/* GET /metrics in Prometheus text format. */
+static void
+api_metrics(struct evhttp_request *req, const char *name)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} m[] = {
+		{ "counterd_next_total", "counter", "Numbers handed out." },
+		{ "counterd_next_errors_total", "counter", "next calls that failed." },
+		{ "counterd_backlog_rejected_total", "counter", "next calls refused: backlog full." },
+		{ "counterd_wait_timeouts_total", "counter", "next calls that waited too long." },
+		{ "counterd_cancelled_total", "counter", "next calls whose caller went away." },
+		{ "counterd_batches_total", "counter", "Record requests acknowledged." },
+		{ "counterd_waiting", "gauge", "next calls waiting." },
+		{ "counterd_in_flight", "gauge", "Values being recorded." },
+		{ "counterd_count", "gauge", "Last value of the counter." },
+		{ "counterd_lock_acquisitions_total", "counter", "Lock acquisitions." },
+		{ "counterd_lock_contended_total", "counter", "Lock acquisitions that waited." },
+		{ "counterd_lock_wait_seconds_total", "counter", "Time spent waiting for the lock." },
+		{ "counterd_lock_wait_seconds_max", "gauge", "Longest wait for the lock." },
+		{ "counterd_lock_hold_seconds_total", "counter", "Time the lock was held." },
+		{ "counterd_lock_hold_seconds_max", "gauge", "Longest hold of the lock." },
+	};
+	struct evbuffer *b = evbuffer_new();
+	struct recorder_stats rs;
+	struct counter *c;
+	size_t i;
+
+	if (b == NULL) {
+		api_error(req, 500, "internal", "out of memory");
+		return;
+	}
+	for (i = 0; i < sizeof m / sizeof m[0]; i++) {
+		api_metric_head(b, m[i].name, m[i].type, m[i].help);
+		for (c = counter_first(); c != NULL; c = counter_after(c)) {
+			struct counter_stats st;
+			struct dfr_stats ls;
+			double v[15];
+
+			counter_get_stats(c, &st);
+			counter_lock_stats(c, &ls);
+			v[0] = (double)st.handed;
+			v[1] = (double)st.errors;
+			v[2] = (double)st.rejected;
+			v[3] = (double)st.timeouts;
+			v[4] = (double)st.cancelled;
+			v[5] = (double)st.batches;
+			v[6] = (double)st.waiting;
+			v[7] = (double)st.in_flight;
+			v[8] = (double)st.count;
+			v[9] = (double)ls.acquisitions;
+			v[10] = (double)ls.contended;
+			v[11] = (double)ls.wait_total_ns / 1e9;
+			v[12] = (double)ls.wait_max_ns / 1e9;
+			v[13] = (double)ls.hold_total_ns / 1e9;
+			v[14] = (double)ls.hold_max_ns / 1e9;
+			api_metric(b, m[i].name, counter_name(c), v[i]);
+		}
+	}
+	recorder_get_stats(api_cf->recorder, &rs);
+	api_metric_head(b, "counterd_record_requests_total", "counter",
+	    "HTTP requests sent to record-countd.");
+	api_metric(b, "counterd_record_requests_total", NULL, (double)rs.requests);
+	api_metric_head(b, "counterd_record_retries_total", "counter",
+	    "Requests to record-countd retried after a backoff.");
+	api_metric(b, "counterd_record_retries_total", NULL, (double)rs.retries);
+	api_metric_head(b, "counterd_record_failures_total", "counter",
+	    "Operations that failed after every retry.");
+	api_metric(b, "counterd_record_failures_total", NULL, (double)rs.failed);
+	api_metric_head(b, "counterd_record_timeouts_total", "counter",
+	    "Requests to record-countd that timed out.");
+	api_metric(b, "counterd_record_timeouts_total", NULL, (double)rs.timeouts);
+	api_metric_head(b, "counterd_record_connections", "gauge",
+	    "Open connections to record-countd.");
+	api_metric(b, "counterd_record_connections", NULL, (double)rs.connections);
+	api_metric_head(b, "counterd_server_up", "gauge", "Whether record-countd answers.");
+	api_metric(b, "counterd_server_up", NULL, recorder_reachable(api_cf->recorder) == 1);
+	api_metric_head(b, "counterd_http_requests_total", "counter", "Requests on the socket.");
+	api_metric(b, "counterd_http_requests_total", NULL, (double)api_requests);
+	api_metric_head(b, "counterd_http_client_errors_total", "counter", "Answers with 4xx.");
+	api_metric(b, "counterd_http_client_errors_total", NULL, (double)api_errors4xx);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	    "text/plain; version=0.0.4");
+	evhttp_send_reply(req, 200, NULL, b);
+	evbuffer_free(b);
+}
+
+/* Total size of a request's headers. */
+static size_t
+api_headers_size(struct evhttp_request *req)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+	struct evkeyval *kv;
+	size_t n = 0;
+
+	TAILQ_FOREACH(kv, h, next)
+		n += strlen(kv->key) + strlen(kv->value) + 4;
+	return n;
+}
+
+/* Every request: check the limits, then route it. */
+static void
+api_request_cb(struct evhttp_request *req, void *arg)
+{
+	const char *uri = evhttp_request_get_uri(req);
+	enum evhttp_cmd_type method = evhttp_request_get_command(req);
+	char name[COUNTER_NAME_MAX + 1], allow[64] = "";
+	const struct api_route *hit = NULL;
+	int badname = 0;
+	size_t i;
+
+	api_requests++;
+	if (api_closed) {
+		api_error(req, 503, "shutting_down", "counterd is shutting down");
+		return;
+	}
+	if (uri == NULL || strlen(uri) > api_cf->max_uri) {
+		api_error(req, 414, "uri_too_long", "request target longer than %zu bytes",
+		    api_cf->max_uri);
+		return;
+	}
+	if (api_headers_size(req) > api_cf->max_headers) {
+		api_error(req, 431, "headers_too_large", "request headers larger than %zu bytes",
+		    api_cf->max_headers);
+		return;
+	}
+	if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > api_cf->max_body) {
+		api_error(req, 413, "body_too_large", "request body larger than %zu bytes",
+		    api_cf->max_body);
+		return;
+	}
+	for (i = 0; i < sizeof api_routes / sizeof api_routes[0]; i++) {
+		const struct api_route *r = &api_routes[i];
+
+		name[0] = '\0';
+		switch (route_match(uri, r->ar_pattern, name)) {
+		case ROUTE_NO:
+			continue;
+		case ROUTE_BADNAME:
+			badname = 1;
+			continue;
+		case ROUTE_YES:
+			break;
+		}
+		if (r->ar_method == method) {
+			hit = r;
+			break;
+		}
+		if (strstr(allow, r->ar_method_name) == NULL)
+			snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "%s%s",
+			    allow[0] ? ", " : "", r->ar_method_name);
+	}
+	if (hit != NULL) {
+		hit->ar_handler(req, name);
+		return;
+	}
+	if (badname) {
+		api_error(req, 400, "bad_name",
+		    "a counter name is 1 to %d characters of A-Z a-z 0-9 . _ -", COUNTER_NAME_MAX);
+		return;
+	}
+	if (allow[0] != '\0') {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+		api_error(req, 405, "method_not_allowed", "use %s here", allow);
+		return;
+	}
+	api_error(req, 404, "not_found", "no such endpoint");
+}
+
+/* Serve the API on the listening socket fd. */
+int
+api_start(struct api_config *cf, int fd)
+{
+	api_cf = cf;
+	if ((api_http = evhttp_new(cf->base)) == NULL) {
+		log_warnx("cannot create the HTTP server");
+		return -1;
+	}
+	evhttp_set_max_headers_size(api_http, API_HARD_HEADERS);
+	evhttp_set_max_body_size(api_http, API_HARD_BODY);
+	/* Every method reaches us, so that a wrong one is a 405, not a 501. */
+	evhttp_set_allowed_methods(api_http,
+	    EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+		EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+	/* Idle keep-alive connections are closed after a while. */
+	evhttp_set_timeout(api_http, 300);
+	evhttp_set_gencb(api_http, api_request_cb, NULL);
+	if ((api_socket = evhttp_accept_socket_with_handle(api_http, fd)) == NULL) {
+		log_warnx("cannot serve HTTP on the socket");
+		return -1;
+	}
+	return 0;
+}
+
+/* Stop accepting connections; later requests are answered 503. */
+void
+api_stop_accepting(void)
+{
+	api_closed = 1;
+	if (api_socket != NULL) {
+		evhttp_del_accept_socket(api_http, api_socket);
+		api_socket = NULL;
+	}
+}
+
+/* Requests waiting for an answer. */
+size_t
+api_pending(void)
+{
+	return api_npending;
+}
+
+/* Free the HTTP server (closes open connections). */
+void
+api_free(void)
+{
+	if (api_http != NULL)
+		evhttp_free(api_http);
+	api_http = NULL;
+}

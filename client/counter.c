@@ -1,0 +1,693 @@
+/*
+ * counter.c: one named counter and its strategy.
+ *
+ * locked: every next() is put on the counter's DeferredQueue and waits
+ * there (its wait is a deferred that a timeout or the caller's disconnect
+ * may cancel). Whoever holds the counter's DeferredLock drains up to
+ * --batch-max live waiters, gives them consecutive values, records them with
+ * one POST /record-count and answers them when it is acknowledged; only then
+ * is the lock released. So one request per counter is in flight, values are
+ * recorded in order, and a value is consumed only when acknowledged: on
+ * failure the same values are offered again to the next batch.
+ *
+ * stateless: each next() reserves a value at once and records it alone;
+ * records overlap and a failed record leaves a gap.
+ *
+ * unsafe: the seed's bug on purpose: the shared count is incremented,
+ * recorded, and read again after the record completes, so concurrent
+ * callers see the same number.
+ *
+ * The lock also guards resume: before the first value, the counter asks
+ * record-countd for the last value recorded for ID:NAME.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "dfr.h"
+#include "util.h"
+#include "client.h"
+
+#define COUNTER_BUCKETS 1024
+#define COUNTER_MAX 10000
+
+struct counter {
+	char c_name[COUNTER_NAME_MAX + 1];
+	char c_client[CLIENT_ID_MAX + 1];
+	const struct counter_config *c_cf;
+	struct dfr_lock *c_lock;
+	struct dfr_queue *c_queue; /* locked: waiting next calls */
+	int c_drain_pending;	   /* a batch run waits for the lock */
+	int c_resumed;
+	int c_stopping;
+	int64_t c_last; /* locked: last acknowledged; others: last reserved */
+	size_t c_waiting;
+	size_t c_in_flight;
+	struct counter_stats c_st;
+	TAILQ_ENTRY(counter) c_entry;
+	struct counter *c_hnext;
+};
+
+enum next_state { NR_WAITING, NR_FLIGHT, NR_DONE, NR_CANCELLED };
+
+/* One next() call on a locked counter. */
+struct next_req {
+	int nr_refs;
+	struct counter *nr_c;
+	struct dfr *nr_d;    /* the caller's result */
+	struct dfr *nr_wait; /* the wait for a batch; fired when drained */
+	enum next_state nr_state;
+};
+
+/* One batch of a locked counter, recorded with one request. */
+struct batch {
+	struct counter *b_c;
+	int64_t b_first;
+	size_t b_n;
+	struct next_req *b_reqs[];
+};
+
+/* One next() call on a stateless or unsafe counter. */
+struct solo_req {
+	struct counter *s_c;
+	int64_t s_value;
+	int s_flying;
+};
+
+TAILQ_HEAD(counter_list, counter);
+static struct counter_list counters = TAILQ_HEAD_INITIALIZER(counters);
+static struct counter *buckets[COUNTER_BUCKETS];
+static size_t ncounters;
+static int counters_stopping;
+
+static void counter_kick(struct counter *c);
+
+/* The name of a strategy. */
+const char *
+strategy_name(enum strategy s)
+{
+	switch (s) {
+	case STRATEGY_LOCKED:
+		return "locked";
+	case STRATEGY_STATELESS:
+		return "stateless";
+	case STRATEGY_UNSAFE:
+		return "unsafe";
+	}
+	return "?";
+}
+
+/* FNV-1a hash of a name. */
+static unsigned
+counter_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	while (*s != '\0')
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h % COUNTER_BUCKETS;
+}
+
+/* Look a counter up by name, creating it if asked. */
+struct counter *
+counter_get(const struct counter_config *cf, const char *name, int create)
+{
+	unsigned h = counter_hash(name);
+	struct counter *c;
+
+	for (c = buckets[h]; c != NULL; c = c->c_hnext) {
+		if (strcmp(c->c_name, name) == 0)
+			return c;
+	}
+	if (!create) {
+		errno = ENOENT;
+		return NULL;
+	}
+	if (ncounters >= COUNTER_MAX) {
+		errno = ENOSPC;
+		return NULL;
+	}
+	if ((c = calloc(1, sizeof *c)) == NULL)
+		return NULL;
+	c->c_lock = dfr_lock_new();
+	c->c_queue = dfr_queue_new(DFR_UNBOUNDED, 0);
+	if (c->c_lock == NULL || c->c_queue == NULL) {
+		if (c->c_lock != NULL)
+			dfr_lock_free(c->c_lock);
+		if (c->c_queue != NULL)
+			dfr_queue_free(c->c_queue);
+		free(c);
+		errno = ENOMEM;
+		return NULL;
+	}
+	snprintf(c->c_name, sizeof c->c_name, "%s", name);
+	snprintf(c->c_client, sizeof c->c_client, "%s:%s", cf->client_id, name);
+	c->c_cf = cf;
+	c->c_hnext = buckets[h];
+	buckets[h] = c;
+	TAILQ_INSERT_TAIL(&counters, c, c_entry);
+	ncounters++;
+	log_debug("counter %s created (recorded as %s)", c->c_name, c->c_client);
+	return c;
+}
+
+/* The first counter created. */
+struct counter *
+counter_first(void)
+{
+	return TAILQ_FIRST(&counters);
+}
+
+/* The counter created after c. */
+struct counter *
+counter_after(const struct counter *c)
+{
+	return TAILQ_NEXT(c, c_entry);
+}
+
+/* How many counters exist. */
+size_t
+counter_count(void)
+{
+	return ncounters;
+}
+
+/* The counter's name. */
+const char *
+counter_name(const struct counter *c)
+{
+	return c->c_name;
+}
+
+/* Copy the counter's statistics. */
+void
+counter_get_stats(const struct counter *c, struct counter_stats *st)
+{
+	*st = c->c_st;
+	st->count = c->c_last;
+	st->resumed = c->c_resumed;
+	st->waiting = c->c_cf->strategy == STRATEGY_LOCKED ? c->c_waiting :
+							     dfr_lock_waiting(c->c_lock);
+	st->in_flight = c->c_in_flight;
+}
+
+/* Copy the counter's lock statistics. */
+void
+counter_lock_stats(const struct counter *c, struct dfr_stats *st)
+{
+	dfr_lock_stats(c->c_lock, st);
+}
+
+/* A malloc'd copy of v for a deferred's value; NULL on ENOMEM. */
+static int64_t *
+counter_boxed(int64_t v)
+{
+	int64_t *p = malloc(sizeof *p);
+
+	if (p != NULL)
+		*p = v;
+	return p;
+}
+
+/* Fire d with value v (or an ENOMEM failure). */
+static void
+counter_answer(struct dfr *d, int64_t v)
+{
+	int64_t *p = counter_boxed(v);
+
+	if (p == NULL)
+		dfr_errback(d, ENOMEM, "out of memory");
+	else
+		dfr_callback(d, p, free);
+}
+
+/* Drop a reference to a next request. */
+static void
+next_req_unref(struct next_req *nr)
+{
+	if (--nr->nr_refs > 0)
+		return;
+	if (nr->nr_wait != NULL)
+		dfr_unref(nr->nr_wait);
+	dfr_unref(nr->nr_d);
+	free(nr);
+}
+
+/* The caller's deferred fired: its canceller can no longer run. */
+static void
+next_req_fired_cb(struct dfr *d, void *arg)
+{
+	next_req_unref(arg);
+}
+
+/* The caller cancelled (disconnect): leave the queue if still waiting. */
+static void
+next_req_cancel(struct dfr *d, void *arg)
+{
+	struct next_req *nr = arg;
+
+	if (nr->nr_state == NR_WAITING)
+		dfr_cancel(nr->nr_wait);
+	/* In flight: the value is being recorded; the caller just goes away. */
+}
+
+/* The wait ended without a batch: timeout, cancel or shutdown. */
+static void
+next_req_wait_failed_cb(struct dfr *wait, void *arg)
+{
+	struct next_req *nr = arg;
+	struct counter *c = nr->nr_c;
+	int code = dfr_failure_code(wait);
+
+	if (nr->nr_state == NR_WAITING) {
+		nr->nr_state = NR_CANCELLED;
+		c->c_waiting--;
+		c->c_st.errors++;
+		switch (code) {
+		case DFR_ETIMEDOUT:
+			c->c_st.timeouts++;
+			dfr_errback(nr->nr_d, CD_EWAIT,
+			    "waited longer than --wait-timeout (%" PRIu64 "ms) for counter %s",
+			    c->c_cf->wait_timeout_ms, c->c_name);
+			break;
+		case DFR_ECANCELED:
+			c->c_st.cancelled++;
+			dfr_errback(nr->nr_d, DFR_ECANCELED, "cancelled");
+			break;
+		default:
+			dfr_errback(nr->nr_d, code, "%s", dfr_failure(wait)->message);
+			break;
+		}
+	}
+	/* Handled: the wait's failure is not reported as unhandled. */
+	dfr_failure_free(dfr_take_failure(wait));
+}
+
+/* The batch was acknowledged: hand the values out. */
+static void
+batch_ok_cb(struct dfr *d, void *arg)
+{
+	struct batch *b = arg;
+	struct counter *c = b->b_c;
+	size_t i;
+
+	if (b->b_first + (int64_t)b->b_n - 1 > c->c_last)
+		c->c_last = b->b_first + (int64_t)b->b_n - 1;
+	c->c_st.batches++;
+	if (b->b_n > c->c_st.max_batch)
+		c->c_st.max_batch = b->b_n;
+	c->c_in_flight = 0;
+	for (i = 0; i < b->b_n; i++) {
+		b->b_reqs[i]->nr_state = NR_DONE;
+		c->c_st.handed++;
+		counter_answer(b->b_reqs[i]->nr_d, b->b_first + (int64_t)i);
+	}
+}
+
+/* The batch failed after the retries: its values stay unconsumed. */
+static void
+batch_fail_cb(struct dfr *d, void *arg)
+{
+	struct batch *b = arg;
+	struct counter *c = b->b_c;
+	struct dfr_failure *f = dfr_take_failure(d);
+	size_t i;
+
+	log_warnx("counter %s: recording %zu value(s) failed: %s", c->c_name, b->b_n,
+	    f != NULL ? f->message : "?");
+	c->c_in_flight = 0;
+	for (i = 0; i < b->b_n; i++) {
+		b->b_reqs[i]->nr_state = NR_DONE;
+		c->c_st.errors++;
+		dfr_errback(b->b_reqs[i]->nr_d, f != NULL ? f->code : CD_EUNAVAILABLE, "%s",
+		    f != NULL ? f->message : "recording failed");
+	}
+	dfr_failure_free(f);
+}
+
+/* Free a batch after it was answered. */
+static void
+batch_free_cb(struct dfr *d, void *arg)
+{
+	struct batch *b = arg;
+	size_t i;
+
+	for (i = 0; i < b->b_n; i++)
+		next_req_unref(b->b_reqs[i]);
+	free(b);
+}
+
+/* Resumed (if needed): record the batch and wait for the answer. */
+static void
+batch_record_cb(struct dfr *d, void *arg)
+{
+	struct batch *b = arg;
+	struct counter *c = b->b_c;
+	int64_t *last = dfr_value(d);
+	struct dfr *rd;
+
+	if (!c->c_resumed && last != NULL) {
+		c->c_last = *last;
+		c->c_resumed = 1;
+		log_info("counter %s resumes after %" PRId64, c->c_name, c->c_last);
+	}
+	b->b_first = c->c_last + 1;
+	rd = recorder_record(c->c_cf->recorder, c->c_client, b->b_first, b->b_n);
+	if (rd == NULL) {
+		dfr_set_failure(d, ENOMEM, "out of memory");
+		return;
+	}
+	dfr_wait(d, rd);
+}
+
+/* Holding the lock: drain waiting calls into one batch and record it. */
+static struct dfr *
+counter_batch_run(void *arg)
+{
+	struct counter *c = arg;
+	size_t max = c->c_cf->batch_max;
+	struct batch *b;
+	struct dfr *d;
+
+	c->c_drain_pending = 0;
+	if ((b = calloc(1, sizeof *b + max * sizeof b->b_reqs[0])) == NULL)
+		return dfr_fail(ENOMEM, "out of memory");
+	b->b_c = c;
+	while (b->b_n < max && dfr_queue_size(c->c_queue) > 0) {
+		struct dfr *g = dfr_queue_get(c->c_queue);
+		struct next_req *nr;
+
+		if (g == NULL)
+			break;
+		nr = dfr_value(g);
+		dfr_unref(g);
+		if (nr == NULL)
+			continue;
+		if (nr->nr_state != NR_WAITING) {
+			/* A cancelled call: dropped here, it never got a value. */
+			next_req_unref(nr);
+			continue;
+		}
+		nr->nr_state = NR_FLIGHT;
+		c->c_waiting--;
+		b->b_reqs[b->b_n++] = nr; /* takes over the queue's reference */
+		dfr_callback(nr->nr_wait, NULL, NULL);
+	}
+	if (c->c_waiting > 0)
+		counter_kick(c);
+	if (b->b_n == 0) {
+		free(b);
+		return dfr_succeed(NULL, NULL);
+	}
+	c->c_in_flight = b->b_n;
+	if (c->c_resumed)
+		d = dfr_succeed(NULL, NULL);
+	else
+		d = recorder_last_value(c->c_cf->recorder, c->c_client);
+	if (d == NULL) {
+		batch_fail_cb(NULL, b);
+		batch_free_cb(NULL, b);
+		return dfr_fail(ENOMEM, "out of memory");
+	}
+	dfr_add_callback(d, batch_record_cb, b);
+	dfr_add_callbacks(d, batch_ok_cb, batch_fail_cb, b);
+	dfr_add_both(d, batch_free_cb, b);
+	return d;
+}
+
+/* A batch run ended (or its wait for the lock failed at shutdown). */
+static void
+counter_batch_done_cb(struct dfr *d, void *arg)
+{
+	struct counter *c = arg;
+	struct dfr_failure *f = dfr_take_failure(d);
+
+	if (f != NULL) {
+		if (f->code != DFR_ECLOSED)
+			log_warnx("counter %s: batch: %s", c->c_name, f->message);
+		c->c_drain_pending = 0;
+		dfr_failure_free(f);
+	}
+}
+
+/* Make sure a batch run is on its way to the lock. */
+static void
+counter_kick(struct counter *c)
+{
+	struct dfr *rd;
+
+	if (c->c_drain_pending || c->c_stopping)
+		return;
+	c->c_drain_pending = 1;
+	rd = dfr_lock_run(c->c_lock, counter_batch_run, c);
+	if (rd == NULL) {
+		c->c_drain_pending = 0;
+		log_warnx("counter %s: out of memory", c->c_name);
+		return;
+	}
+	dfr_add_both(rd, counter_batch_done_cb, c);
+	dfr_unref(rd);
+}
+
+/* locked: queue a call for the next batch. */
+static struct dfr *
+counter_next_locked(struct counter *c)
+{
+	const struct counter_config *cf = c->c_cf;
+	struct next_req *nr;
+	struct timeval tv;
+	struct dfr *d;
+
+	if (c->c_waiting >= cf->backlog) {
+		c->c_st.errors++;
+		c->c_st.rejected++;
+		return dfr_fail(CD_EBACKLOG, "counter %s has %zu calls waiting (--backlog)", c->c_name,
+		    c->c_waiting);
+	}
+	if ((nr = calloc(1, sizeof *nr)) == NULL)
+		return NULL;
+	nr->nr_c = c;
+	nr->nr_refs = 2; /* the queue's and the caller's deferred's until it fires */
+	nr->nr_d = dfr_new(next_req_cancel, nr);
+	nr->nr_wait = dfr_new(NULL, NULL);
+	if (nr->nr_d == NULL || nr->nr_wait == NULL ||
+	    dfr_add_both(nr->nr_d, next_req_fired_cb, nr) != 0)
+		goto fail;
+	if (cf->wait_timeout_ms > 0) {
+		tv.tv_sec = (time_t)(cf->wait_timeout_ms / 1000);
+		tv.tv_usec = (suseconds_t)((cf->wait_timeout_ms % 1000) * 1000);
+		if (dfr_set_timeout(nr->nr_wait, cf->base, &tv, NULL, NULL) != 0)
+			goto fail;
+	}
+	/* After the timeout, so that an expiry is seen as DFR_ETIMEDOUT. */
+	if (dfr_add_errback(nr->nr_wait, next_req_wait_failed_cb, nr) != 0)
+		goto fail;
+	if (dfr_queue_put(c->c_queue, nr, NULL) != 0)
+		goto fail;
+	c->c_waiting++;
+	d = dfr_ref(nr->nr_d);
+	counter_kick(c);
+	return d;
+fail:
+	/* Nothing was queued; unfired deferreds freed never run their callbacks. */
+	if (nr->nr_wait != NULL)
+		dfr_unref(nr->nr_wait);
+	if (nr->nr_d != NULL)
+		dfr_unref(nr->nr_d);
+	free(nr);
+	errno = ENOMEM;
+	return NULL;
+}
+
+/* Under the lock: make sure the counter knows its last value. */
+static void
+counter_resumed_cb(struct dfr *d, void *arg)
+{
+	struct counter *c = arg;
+	int64_t *last = dfr_value(d);
+
+	if (!c->c_resumed && last != NULL) {
+		c->c_last = *last;
+		c->c_resumed = 1;
+		log_info("counter %s resumes after %" PRId64, c->c_name, c->c_last);
+	}
+}
+
+/* The work run under the lock to resume a stateless or unsafe counter. */
+static struct dfr *
+counter_resume_run(void *arg)
+{
+	struct counter *c = arg;
+	struct dfr *d;
+
+	if (c->c_resumed)
+		return dfr_succeed(NULL, NULL);
+	if ((d = recorder_last_value(c->c_cf->recorder, c->c_client)) == NULL)
+		return NULL;
+	dfr_add_callback(d, counter_resumed_cb, c);
+	return d;
+}
+
+/* stateless/unsafe: reserve a value and record it alone. */
+static void
+solo_go_cb(struct dfr *d, void *arg)
+{
+	struct solo_req *s = arg;
+	struct counter *c = s->s_c;
+	struct dfr *rd;
+
+	s->s_value = ++c->c_last;
+	s->s_flying = 1;
+	c->c_in_flight++;
+	if ((rd = recorder_record(c->c_cf->recorder, c->c_client, s->s_value, 1)) == NULL) {
+		dfr_set_failure(d, ENOMEM, "out of memory");
+		return;
+	}
+	dfr_wait(d, rd);
+}
+
+/* stateless/unsafe: the record was acknowledged. */
+static void
+solo_ok_cb(struct dfr *d, void *arg)
+{
+	struct solo_req *s = arg;
+	struct counter *c = s->s_c;
+	/* unsafe reads the shared count now, after the record: the seed's bug. */
+	int64_t v = c->c_cf->strategy == STRATEGY_UNSAFE ? c->c_last : s->s_value;
+	int64_t *p = counter_boxed(v);
+
+	c->c_in_flight--;
+	s->s_flying = 0;
+	c->c_st.handed++;
+	c->c_st.batches++;
+	c->c_st.max_batch = 1;
+	if (p == NULL)
+		dfr_set_failure(d, ENOMEM, "out of memory");
+	else
+		dfr_set_value(d, p, free);
+}
+
+/* stateless/unsafe: resume or record failed (a reserved value is a gap). */
+static void
+solo_fail_cb(struct dfr *d, void *arg)
+{
+	struct solo_req *s = arg;
+	struct counter *c = s->s_c;
+
+	if (s->s_flying) {
+		c->c_in_flight--;
+		s->s_flying = 0;
+	}
+	c->c_st.errors++;
+	if (dfr_failure_code(d) == DFR_ECLOSED)
+		dfr_set_failure(d, CD_ESHUTDOWN, "counterd is shutting down");
+}
+
+/* stateless/unsafe: free the call's state. */
+static void
+solo_free_cb(struct dfr *d, void *arg)
+{
+	free(arg);
+}
+
+/* stateless/unsafe next(). */
+static struct dfr *
+counter_next_solo(struct counter *c)
+{
+	struct solo_req *s;
+	struct dfr *d;
+
+	if (c->c_in_flight + dfr_lock_waiting(c->c_lock) >= c->c_cf->backlog) {
+		c->c_st.errors++;
+		c->c_st.rejected++;
+		return dfr_fail(CD_EBACKLOG, "counter %s has %zu calls in flight (--backlog)",
+		    c->c_name, c->c_in_flight);
+	}
+	if ((s = calloc(1, sizeof *s)) == NULL)
+		return NULL;
+	s->s_c = c;
+	if (c->c_resumed)
+		d = dfr_succeed(NULL, NULL);
+	else
+		d = dfr_lock_run(c->c_lock, counter_resume_run, c);
+	if (d == NULL) {
+		free(s);
+		return NULL;
+	}
+	dfr_add_callback(d, solo_go_cb, s);
+	dfr_add_callbacks(d, solo_ok_cb, solo_fail_cb, s);
+	dfr_add_both(d, solo_free_cb, s);
+	return d;
+}
+
+/* Ask for the next number; see client.h. */
+struct dfr *
+counter_next(struct counter *c)
+{
+	if (counters_stopping || c->c_stopping)
+		return dfr_fail(CD_ESHUTDOWN, "counterd is shutting down");
+	if (c->c_cf->strategy == STRATEGY_LOCKED)
+		return counter_next_locked(c);
+	return counter_next_solo(c);
+}
+
+/* Shutdown: fail every waiting call; in-flight records finish. */
+void
+counter_shutdown_all(void)
+{
+	struct counter *c;
+
+	counters_stopping = 1;
+	TAILQ_FOREACH(c, &counters, c_entry) {
+		c->c_stopping = 1;
+		while (dfr_queue_size(c->c_queue) > 0) {
+			struct dfr *g = dfr_queue_get(c->c_queue);
+			struct next_req *nr;
+
+			if (g == NULL)
+				break;
+			nr = dfr_value(g);
+			dfr_unref(g);
+			if (nr == NULL)
+				continue;
+			if (nr->nr_state == NR_WAITING)
+				dfr_errback(nr->nr_wait, CD_ESHUTDOWN, "counterd is shutting down");
+			next_req_unref(nr);
+		}
+		dfr_queue_close(c->c_queue);
+		dfr_lock_close(c->c_lock);
+	}
+}
+
+/* Values in flight and calls waiting, over every counter. */
+size_t
+counter_busy(void)
+{
+	struct counter *c;
+	size_t n = 0;
+
+	TAILQ_FOREACH(c, &counters, c_entry)
+		n += c->c_in_flight + c->c_waiting;
+	return n;
+}
+
+/* Free every counter. */
+void
+counter_free_all(void)
+{
+	struct counter *c;
+
+	while ((c = TAILQ_FIRST(&counters)) != NULL) {
+		TAILQ_REMOVE(&counters, c, c_entry);
+		dfr_queue_free(c->c_queue);
+		dfr_lock_free(c->c_lock);
+		free(c);
+	}
+	memset(buckets, 0, sizeof buckets);
+	ncounters = 0;
+}

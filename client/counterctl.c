@@ -1,0 +1,530 @@
+/*
+ * counterctl.c: the command-line client of counterd.
+ *
+ * Speaks HTTP/1.1 over counterd's Unix socket with plain blocking sockets,
+ * one keep-alive connection per worker thread for `next -c N`.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+/* Exit codes, documented in --help. */
+#define EX_OK 0
+#define EX_FAILED 1	 /* counterd answered with an error */
+#define EX_USAGE 2	 /* bad command line */
+#define EX_UNREACHABLE 3 /* counterd not reachable, or not speaking HTTP */
+
+#define MAX_ANSWER (4 * 1024 * 1024)
+
+static const char *sock_path;
+
+/* An answer from counterd. */
+struct answer {
+	int status;
+	char *body; /* NUL-terminated */
+	size_t len;
+};
+
+/* One connection to counterd. */
+struct conn {
+	int fd;
+	char buf[8192];
+	size_t have;
+};
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: counterctl [--socket PATH] COMMAND [ARGS]\n"
+	    "Talk to counterd over its Unix socket.\n"
+	    "\n"
+	    "Commands:\n"
+	    "  next [NAME] [-n COUNT] [-c CONCURRENCY]\n"
+	    "                 take COUNT numbers (default 1) from counter NAME (default: the\n"
+	    "                 counter named default), CONCURRENCY calls at a time (default 1);\n"
+	    "                 prints one number per line, in the order they arrive\n"
+	    "  get NAME       print the counter's last value\n"
+	    "  list           print each counter as NAME COUNT\n"
+	    "  stats          print counterd's statistics (JSON)\n"
+	    "  health         print counterd's health (JSON); fails if record-countd is unreachable\n"
+	    "\n"
+	    "Options:\n"
+	    "  -s, --socket PATH  counterd's socket (default $COUNTERD_SOCKET, else\n"
+	    "                     $RUNTIME_DIRECTORY/counterd.sock, else ./counterd.sock)\n"
+	    "  -h, --help         this text\n"
+	    "  -V, --version      the version\n"
+	    "\n"
+	    "Exit status: 0 success; 1 counterd answered with an error (e.g. 503 backlog full,\n"
+	    "record-countd unreachable); 2 usage error; 3 counterd is not reachable.\n");
+}
+
+/* Print "counterctl: ..." to stderr. */
+static void warnmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void
+warnmsg(const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "counterctl: %s\n", line);
+}
+
+/* Connect to counterd; -1 with a message on failure. */
+static int
+conn_open(struct conn *c)
+{
+	struct sockaddr_un sun;
+
+	c->have = 0;
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	if (strlen(sock_path) >= sizeof sun.sun_path) {
+		warnmsg("socket path %s is too long", sock_path);
+		return -1;
+	}
+	strcpy(sun.sun_path, sock_path);
+	if ((c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		warnmsg("socket: %s", strerror(errno));
+		return -1;
+	}
+	if (connect(c->fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
+		warnmsg("cannot connect to %s: %s (is counterd running?)", sock_path,
+		    strerror(errno));
+		close(c->fd);
+		c->fd = -1;
+		return -1;
+	}
+	return 0;
+}
+
+static void
+conn_close(struct conn *c)
+{
+	if (c->fd != -1)
+		close(c->fd);
+	c->fd = -1;
+	c->have = 0;
+}
+
+/* Read more bytes into c->buf; 0 on EOF, -1 on error. */
+static ssize_t
+conn_fill(struct conn *c)
+{
+	ssize_t n;
+
+	if (c->have == sizeof c->buf)
+		return -1;
+	do
+		n = read(c->fd, c->buf + c->have, sizeof c->buf - c->have);
+	while (n == -1 && errno == EINTR);
+	if (n > 0)
+		c->have += (size_t)n;
+	return n;
+}
+
+/*
+ * Send one request and read the answer. Returns 0, or -1 (message printed)
+ * when counterd cannot be reached or does not speak HTTP.
+ */
+static int
+conn_call(struct conn *c, const char *method, const char *path, struct answer *a)
+{
+	char req[1024], *end, *p;
+	size_t reqlen, hdrlen, clen = 0, off;
+	int retried = 0, close_after = 0;
+	ssize_t n;
+
+	memset(a, 0, sizeof *a);
+again:
+	if (c->fd == -1 && conn_open(c) != 0)
+		return -1;
+	reqlen = (size_t)snprintf(req, sizeof req,
+	    "%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nAccept: application/json\r\n\r\n",
+	    method, path);
+	for (off = 0; off < reqlen; off += (size_t)n) {
+		n = send(c->fd, req + off, reqlen - off, MSG_NOSIGNAL);
+		if (n == -1 && errno == EINTR) {
+			n = 0;
+			continue;
+		}
+		if (n == -1) {
+			conn_close(c);
+			if (!retried++)
+				goto again; /* an idle keep-alive connection closed */
+			warnmsg("cannot send to %s: %s", sock_path, strerror(errno));
+			return -1;
+		}
+	}
+	/* Headers. */
+	for (;;) {
+		c->buf[c->have < sizeof c->buf ? c->have : sizeof c->buf - 1] = '\0';
+		if (c->have > 0 && memmem(c->buf, c->have, "\r\n\r\n", 4) != NULL)
+			break;
+		n = conn_fill(c);
+		if (n <= 0) {
+			int fresh = c->have == 0 && n == 0;
+
+			conn_close(c);
+			if (fresh && !retried++)
+				goto again;
+			warnmsg("counterd at %s closed the connection without an answer", sock_path);
+			return -1;
+		}
+	}
+	end = memmem(c->buf, c->have, "\r\n\r\n", 4);
+	hdrlen = (size_t)(end - c->buf) + 4;
+	*end = '\0';
+	if (sscanf(c->buf, "HTTP/1.%*d %d", &a->status) != 1) {
+		warnmsg("counterd at %s does not speak HTTP", sock_path);
+		conn_close(c);
+		return -1;
+	}
+	for (p = strstr(c->buf, "\r\n"); p != NULL; p = strstr(p + 2, "\r\n")) {
+		if (strncasecmp(p + 2, "Content-Length:", 15) == 0)
+			clen = strtoul(p + 17, NULL, 10);
+		else if (strncasecmp(p + 2, "Connection: close", 17) == 0)
+			close_after = 1;
+	}
+	if (clen > MAX_ANSWER) {
+		warnmsg("answer from counterd too large");
+		conn_close(c);
+		return -1;
+	}
+	if ((a->body = malloc(clen + 1)) == NULL) {
+		warnmsg("out of memory");
+		exit(EX_FAILED);
+	}
+	off = c->have - hdrlen < clen ? c->have - hdrlen : clen;
+	memcpy(a->body, c->buf + hdrlen, off);
+	memmove(c->buf, c->buf + hdrlen + off, c->have - hdrlen - off);
+	c->have -= hdrlen + off;
+	while (off < clen) {
+		do
+			n = read(c->fd, a->body + off, clen - off);
+		while (n == -1 && errno == EINTR);
+		if (n <= 0) {
+			warnmsg("counterd at %s closed the connection mid-answer", sock_path);
+			free(a->body);
+			a->body = NULL;
+			conn_close(c);
+			return -1;
+		}
+		off += (size_t)n;
+	}
+	a->body[clen] = '\0';
+	a->len = clen;
+	if (close_after)
+		conn_close(c);
+	return 0;
+}
+
+/* Print counterd's error answer as one line. */
+static void
+report_error(const char *what, const struct answer *a)
+{
+	json_t *j = json_loads(a->body, 0, NULL);
+	const char *word = json_string_value(json_object_get(j, "error"));
+	const char *msg = json_string_value(json_object_get(j, "message"));
+
+	if (word != NULL)
+		warnmsg("%s: %d %s: %s", what, a->status, word, msg != NULL ? msg : "");
+	else
+		warnmsg("%s: counterd answered %d", what, a->status);
+	json_decref(j);
+}
+
+/* Call once; on success return the parsed JSON body, else exit. */
+static json_t *
+call_json(const char *what, const char *method, const char *path, int *status)
+{
+	struct conn c = { .fd = -1 };
+	struct answer a;
+	json_t *j;
+
+	if (conn_call(&c, method, path, &a) != 0)
+		exit(EX_UNREACHABLE);
+	conn_close(&c);
+	*status = a.status;
+	if (a.status < 200 || a.status > 299) {
+		report_error(what, &a);
+		if (strcmp(what, "health") != 0) {
+			free(a.body);
+			exit(EX_FAILED);
+		}
+	}
+	if ((j = json_loads(a.body, 0, NULL)) == NULL) {
+		warnmsg("%s: counterd's answer is not JSON", what);
+		free(a.body);
+		exit(EX_UNREACHABLE);
+	}
+	free(a.body);
+	return j;
+}
+
+/* State shared by the workers of `next`. */
+struct next_job {
+	char path[128];
+	long count;
+	long taken;
+	int failed;	 /* counterd answered an error */
+	int unreachable; /* counterd could not be reached */
+	pthread_mutex_t mu;
+};
+
+/* One worker: take numbers until the job is done or something failed. */
+static void *
+next_worker(void *arg)
+{
+	struct next_job *job = arg;
+	struct conn c = { .fd = -1 };
+	struct answer a;
+
+	for (;;) {
+		json_t *j;
+
+		pthread_mutex_lock(&job->mu);
+		if (job->taken >= job->count || job->failed || job->unreachable) {
+			pthread_mutex_unlock(&job->mu);
+			break;
+		}
+		job->taken++;
+		pthread_mutex_unlock(&job->mu);
+		if (conn_call(&c, "POST", job->path, &a) != 0) {
+			pthread_mutex_lock(&job->mu);
+			job->unreachable = 1;
+			pthread_mutex_unlock(&job->mu);
+			break;
+		}
+		j = a.status == 200 ? json_loads(a.body, 0, NULL) : NULL;
+		pthread_mutex_lock(&job->mu);
+		if (a.status != 200) {
+			if (!job->failed)
+				report_error("next", &a);
+			job->failed = 1;
+		} else if (!json_is_integer(json_object_get(j, "count"))) {
+			warnmsg("next: counterd's answer lacks a count");
+			job->unreachable = 1;
+		} else {
+			printf("%" JSON_INTEGER_FORMAT "\n", json_integer_value(json_object_get(j, "count")));
+			fflush(stdout);
+		}
+		pthread_mutex_unlock(&job->mu);
+		json_decref(j);
+		free(a.body);
+	}
+	conn_close(&c);
+	return NULL;
+}
+
+/* Whether s is a valid counter name. */
+static int
+name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n >= 1 && n <= 64 &&
+	    strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+/* Parse a positive count option. */
+static long
+count_arg(const char *opt, const char *s, long max)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || end == s || v < 1 || v > max) {
+		warnmsg("%s: \"%s\" is not a number from 1 to %ld", opt, s, max);
+		exit(EX_USAGE);
+	}
+	return v;
+}
+
+/* counterctl next [NAME] [-n COUNT] [-c CONCURRENCY] */
+static int
+cmd_next(int argc, char **argv)
+{
+	struct next_job job;
+	const char *name = NULL;
+	long conc = 1, i;
+	pthread_t *th;
+	int k;
+
+	memset(&job, 0, sizeof job);
+	job.count = 1;
+	for (k = 1; k < argc; k++) {
+		if (strcmp(argv[k], "-n") == 0 || strcmp(argv[k], "--count") == 0) {
+			if (++k == argc) {
+				warnmsg("next: -n needs a COUNT");
+				return EX_USAGE;
+			}
+			job.count = count_arg("-n", argv[k], 100000000L);
+		} else if (strcmp(argv[k], "-c") == 0 || strcmp(argv[k], "--concurrency") == 0) {
+			if (++k == argc) {
+				warnmsg("next: -c needs a CONCURRENCY");
+				return EX_USAGE;
+			}
+			conc = count_arg("-c", argv[k], 1024);
+		} else if (argv[k][0] == '-') {
+			warnmsg("next: unknown option %s (see counterctl --help)", argv[k]);
+			return EX_USAGE;
+		} else if (name == NULL) {
+			name = argv[k];
+		} else {
+			warnmsg("next: unexpected argument %s", argv[k]);
+			return EX_USAGE;
+		}
+	}
+	if (name != NULL && !name_ok(name)) {
+		warnmsg("next: \"%s\" is not a counter name (1 to 64 of A-Z a-z 0-9 . _ -)", name);
+		return EX_USAGE;
+	}
+	if (name == NULL)
+		snprintf(job.path, sizeof job.path, "/next");
+	else
+		snprintf(job.path, sizeof job.path, "/counters/%s/next", name);
+	if (conc > job.count)
+		conc = job.count;
+	pthread_mutex_init(&job.mu, NULL);
+	if (conc == 1) {
+		next_worker(&job);
+	} else {
+		if ((th = calloc((size_t)conc, sizeof *th)) == NULL) {
+			warnmsg("out of memory");
+			return EX_FAILED;
+		}
+		for (i = 0; i < conc; i++) {
+			if (pthread_create(&th[i], NULL, next_worker, &job) != 0) {
+				warnmsg("cannot start a thread");
+				exit(EX_FAILED);
+			}
+		}
+		for (i = 0; i < conc; i++)
+			pthread_join(th[i], NULL);
+		free(th);
+	}
+	pthread_mutex_destroy(&job.mu);
+	if (job.unreachable)
+		return EX_UNREACHABLE;
+	return job.failed ? EX_FAILED : EX_OK;
+}
+
+int
+main(int argc, char **argv)
+{
+	char defsock[4096];
+	const char *env;
+	json_t *j;
+	int k = 1, status;
+
+	signal(SIGPIPE, SIG_IGN);
+	while (k < argc && argv[k][0] == '-') {
+		if (strcmp(argv[k], "-h") == 0 || strcmp(argv[k], "--help") == 0) {
+			usage(stdout);
+			return EX_OK;
+		} else if (strcmp(argv[k], "-V") == 0 || strcmp(argv[k], "--version") == 0) {
+			printf("counterctl %s\n", PACKAGE_VERSION);
+			return EX_OK;
+		} else if (strcmp(argv[k], "-s") == 0 || strcmp(argv[k], "--socket") == 0) {
+			if (++k == argc) {
+				warnmsg("--socket needs a PATH");
+				return EX_USAGE;
+			}
+			sock_path = argv[k++];
+		} else if (strncmp(argv[k], "--socket=", 9) == 0) {
+			sock_path = argv[k++] + 9;
+		} else {
+			warnmsg("unknown option %s (see counterctl --help)", argv[k]);
+			return EX_USAGE;
+		}
+	}
+	if (k == argc) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (sock_path == NULL) {
+		if ((env = getenv("COUNTERD_SOCKET")) != NULL && *env != '\0')
+			sock_path = env;
+		else if ((env = getenv("RUNTIME_DIRECTORY")) != NULL && *env != '\0') {
+			snprintf(defsock, sizeof defsock, "%.*s/counterd.sock", (int)strcspn(env, ":"),
+			    env);
+			sock_path = defsock;
+		} else
+			sock_path = "./counterd.sock";
+	}
+	argc -= k;
+	argv += k;
+	if (strcmp(argv[0], "next") == 0)
+		return cmd_next(argc, argv);
+	if (strcmp(argv[0], "get") == 0) {
+		char path[128];
+
+		if (argc != 2) {
+			warnmsg("usage: counterctl get NAME");
+			return EX_USAGE;
+		}
+		if (!name_ok(argv[1])) {
+			warnmsg("get: \"%s\" is not a counter name (1 to 64 of A-Z a-z 0-9 . _ -)",
+			    argv[1]);
+			return EX_USAGE;
+		}
+		snprintf(path, sizeof path, "/counters/%s", argv[1]);
+		j = call_json("get", "GET", path, &status);
+		printf("%" JSON_INTEGER_FORMAT "\n", json_integer_value(json_object_get(j, "count")));
+		json_decref(j);
+		return EX_OK;
+	}
+	if (strcmp(argv[0], "list") == 0) {
+		json_t *arr, *c;
+		size_t i;
+
+		if (argc != 1) {
+			warnmsg("usage: counterctl list");
+			return EX_USAGE;
+		}
+		j = call_json("list", "GET", "/counters", &status);
+		arr = json_object_get(j, "counters");
+		json_array_foreach(arr, i, c)
+			printf("%s %" JSON_INTEGER_FORMAT "\n",
+			    json_string_value(json_object_get(c, "counter")),
+			    json_integer_value(json_object_get(c, "count")));
+		json_decref(j);
+		return EX_OK;
+	}
+	if (strcmp(argv[0], "stats") == 0 || strcmp(argv[0], "health") == 0) {
+		const char *path = argv[0][0] == 's' ? "/stats" : "/healthz";
+		char *text;
+
+		if (argc != 1) {
+			warnmsg("usage: counterctl %s", argv[0]);
+			return EX_USAGE;
+		}
+		j = call_json(argv[0], "GET", path, &status);
+		text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		if (text != NULL)
+			printf("%s\n", text);
+		free(text);
+		json_decref(j);
+		return status == 200 ? EX_OK : EX_FAILED;
+	}
+	warnmsg("unknown command \"%s\" (use next, get, list, stats or health)", argv[0]);
+	return EX_USAGE;
+}
