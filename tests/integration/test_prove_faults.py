@@ -203,24 +203,20 @@ def small_disk(tmp_path):
 
 
 def _fill(path):
-    """Write a filler file until the filesystem says ENOSPC."""
+    """Write a filler file (unbuffered) until the filesystem says ENOSPC; returns its path."""
     f = os.path.join(path, "filler")
-    block = b"\0" * 65536
-    with open(f, "wb") as fh:
-        try:
-            while True:
-                fh.write(block)
-                fh.flush()
-        except OSError as e:
-            assert e.errno == errno.ENOSPC, e
-    # Smaller blocks take the last free pages.
-    with open(f, "ab") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 512)
-                fh.flush()
-        except OSError as e:
-            assert e.errno == errno.ENOSPC, e
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (65536, 4096, 512):
+            block = b"\0" * size
+            try:
+                while True:
+                    os.write(fd, block)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+    finally:
+        os.close(fd)
     return f
 
 
@@ -229,8 +225,9 @@ def test_disk_full_commits_fail_cleanly(rig, small_disk):
     acknowledged that is not stored; after space returns everything recovers and survives a SIGKILL restart."""
     r = rig(rc_kw={"db": os.path.join(small_disk, "records.db")})
     r.start()
-    filler = _fill(small_disk)
+    filler = os.path.join(small_disk, "filler")
     try:
+        _fill(small_disk)
         t = time.monotonic()
         # record-countd itself must answer a clear error, not crash and not acknowledge.
         direct = None
