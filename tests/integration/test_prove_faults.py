@@ -167,19 +167,21 @@ def test_counterd_sigkill_restart_nothing_lost(rig):
 
 
 def test_record_countd_stalled_past_record_timeout(rig):
-    """SIGSTOP record-countd for three record timeouts, then SIGCONT; twice. Requests it parked still land later."""
+    """SIGSTOP record-countd for five record timeouts (longer than the 3 attempts counterd makes), then SIGCONT;
+    twice. Calls meanwhile fail with a JSON 503/504; requests record-countd had parked still land later."""
     r = rig()
     r.start()
     for i in range(2):
         r.run_for(rnd.uniform(0.3, 0.8))
         r.rc.signal(signal.SIGSTOP)
         try:
-            time.sleep(3 * RECORD_TIMEOUT_MS / 1000.0)
+            time.sleep(5 * RECORD_TIMEOUT_MS / 1000.0)
         finally:
             r.rc.signal(signal.SIGCONT)
     with r.load.lock:
         failed = [o for o in r.load.outcomes if o.status in (503, 504)]
-    assert failed, "seed %d: stalling record-countd past --record-timeout made no call fail (504 expected)" % SEED
+    assert failed, ("seed %d: stalling record-countd past --record-timeout x (--retries + 1) made no call fail "
+                    "(503/504 expected)" % SEED)
     r.finish()
 
 
