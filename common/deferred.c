@@ -35,6 +35,7 @@ static uint64_t unhandled_count;
 static struct dfr_failure oom_failure = { ENOMEM, (char *)"out of memory", -1 };
 
 static void drain(void);
+static void schedule(struct dfr *d);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t
@@ -229,7 +230,24 @@ result_clear(struct dfr *d)
 static void
 destroy(struct dfr *d)
 {
+	struct dfr *o = d->outer;
 	uint32_t i;
+
+	/*
+	 * Freed unfired while a deferred waits for it: nothing can fire it
+	 * now, so the waiting one goes on with a failure instead of hanging.
+	 */
+	if (o != NULL) {
+		struct dfr_failure *f = dfr_failure_new(EPIPE,
+		    "the deferred this chain waited for was freed before it fired");
+
+		d->outer = NULL;
+		o->inner = NULL;
+		o->r.failure = f != NULL ? f : &oom_failure;
+		o->flags = (uint16_t)((o->flags & ~DFR_F_HANDLED) | DFR_F_FAILED);
+		schedule(o);
+		dfr_unref(o); /* the reference d held */
+	}
 
 	/* Timers armed by dfr_set_timeout live in the chain until they run. */
 	if (d->flags & DFR_F_TIMEOUT) {
@@ -247,22 +265,14 @@ destroy(struct dfr *d)
 }
 
 /*
- * Drop a reference. A paused deferred freed this way lets go of the inner
- * one it waits for, in a loop so that freeing a long chain has no depth.
+ * Drop a reference. A paused deferred is never freed here: the deferred it
+ * waits for holds a reference to it until it resumes it.
  */
 void
 dfr_unref(struct dfr *d)
 {
-	while (d != NULL && --d->refs == 0) {
-		struct dfr *next = d->inner;
-
-		if (next != NULL) {
-			next->outer = NULL;
-			d->inner = NULL;
-		}
+	if (d != NULL && --d->refs == 0)
 		destroy(d);
-		d = next;
-	}
 }
 
 /* ------------------------------------------------------------------------ */
@@ -316,7 +326,7 @@ resume_outer(struct dfr *inner)
 	inner->r.v.value = NULL;
 	inner->r.v.free_cb = NULL;
 	schedule(o);
-	dfr_unref(inner); /* the reference o held */
+	dfr_unref(o); /* the reference inner held */
 }
 
 /* Run d's pending callbacks until the end of the chain or a pause. */
@@ -728,9 +738,15 @@ dfr_wait(struct dfr *d, struct dfr *inner)
 		    "dfr_wait: deferred chained to itself or already chained");
 		return;
 	}
+	/*
+	 * Ownership runs from the event source up: whoever will fire inner
+	 * holds it, and inner holds d until it resumes d. So a caller may drop
+	 * a paused deferred and its chain still goes on.
+	 */
 	result_clear(d);
 	d->inner = inner;
-	inner->outer = d;
+	inner->outer = dfr_ref(d);
 	if (inner->flags & DFR_F_FIRED)
 		schedule(inner);
+	dfr_unref(inner); /* the caller's reference, taken over */
 }

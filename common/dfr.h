@@ -118,10 +118,12 @@ struct dfr *dfr_ref(struct dfr *d);
 
 /*
  * Drop a reference. The last one frees d, its value (through its free
- * callback) and its failure; an unhandled failure is reported first. If d's
- * chain is running or d is waited on by another deferred, freeing is put off
- * until the runner is done with it. An unfired deferred with pending
- * callbacks freed this way never fires them.
+ * callback) and its failure; an unhandled failure is reported first. While
+ * d's chain runs, or is paused waiting for another deferred (dfr_wait),
+ * that runner or that deferred holds its own reference, so dropping yours
+ * never stops the chain. An unfired deferred with pending callbacks freed
+ * this way never fires them; if another deferred waited for it, that one
+ * goes on with an EPIPE failure.
  */
 void dfr_unref(struct dfr *d);
 
@@ -228,8 +230,11 @@ struct dfr_failure *dfr_take_failure(struct dfr *d);
  * For callbacks (chaining, Twisted's "return a Deferred"): pause d's chain
  * until inner fires, then continue with inner's result, which moves into d
  * (inner is left with a NULL value). Takes over the caller's reference to
- * inner. Waiting on d itself, or on a deferred already waited on, fails d's
- * chain with DFR_ECYCLE. Depth of chaining has no stack cost.
+ * inner; from then on inner holds a reference to d until it resumes it (so
+ * whoever will fire inner must hold inner: if inner is freed unfired, d goes
+ * on with an EPIPE failure). Waiting on d itself, or on a deferred already
+ * waited on, fails d's chain with DFR_ECYCLE. Depth of chaining has no
+ * stack cost.
  */
 void dfr_wait(struct dfr *d, struct dfr *inner);
 

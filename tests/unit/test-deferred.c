@@ -537,14 +537,29 @@ test_cycle(void **state)
 	dfr_unref(d);
 	dfr_unref(inner);
 
-	/* A deferred freed while paused lets its inner one go. */
+	/* A paused deferred dropped by its caller: its chain still goes on. */
+	lg.n = 0;
 	inner = dfr_new(NULL, NULL);
 	d = dfr_succeed(NULL, NULL);
 	dfr_add_callback(d, wait_inner, NULL);
+	dfr_add_callback(d, log_cb, (void *)5);
 	dfr_unref(d);
+	assert_int_equal(lg.n, 0);
 	assert_int_equal(dfr_callback(inner, unit_int(1), unit_free_cb), 0);
+	assert_int_equal(lg.n, 1);
+	assert_int_equal(unit_freed, 1); /* moved into d, released with it */
 	dfr_unref(inner);
-	assert_int_equal(unit_freed, 1);
+
+	/* The inner one freed unfired: the waiting chain goes on with EPIPE. */
+	inner = dfr_new(NULL, NULL);
+	d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(d, wait_inner, NULL);
+	assert_true(dfr_paused(d));
+	dfr_unref(inner);
+	assert_false(dfr_paused(d));
+	assert_int_equal(dfr_failure_code(d), EPIPE);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
 	assert_int_equal(unit_unhandled, 0);
 }
 
@@ -555,6 +570,7 @@ struct chain {
 	int cancel;
 	int drop;
 	struct dfr **ds;
+	int code; /* d0's final failure */
 };
 
 static void
@@ -573,7 +589,8 @@ count_end(struct dfr *d, void *arg)
 
 	unit_stack_note();
 	c->ran++;
-	(void)d;
+	c->code = dfr_failure_code(d);
+	dfr_failure_free(dfr_take_failure(d));
 }
 
 static void
@@ -592,7 +609,11 @@ chain_body(void *arg)
 	for (i = 0; i < c->n; i++)
 		dfr_callback(c->ds[i], NULL, NULL);
 	if (c->drop) {
-		/* Free everything while paused: freeing walks the chain in a loop. */
+		/*
+		 * Drop every reference while paused: each deferred is held by
+		 * the next; when the last, unfired, goes, the whole chain goes on
+		 * with EPIPE (through the runner, no depth) and is freed.
+		 */
 		for (i = 0; i <= c->n; i++)
 			dfr_unref(c->ds[i]);
 		free(c->ds);
@@ -613,7 +634,7 @@ chain_body(void *arg)
 static void
 test_long_chain(void **state)
 {
-	struct chain small = { 1, 0, 0, 0, NULL }, big = { unit_n(), 0, 0, 0, NULL };
+	struct chain small = { 1, 0, 0, 0, NULL, 0 }, big = { unit_n(), 0, 0, 0, NULL, 0 };
 	size_t d1, dn;
 
 	(void)state;
@@ -624,15 +645,18 @@ test_long_chain(void **state)
 	print_message("# stack used: %zu bytes with 1 chained, %zu with %zu\n", d1, dn, big.n);
 	assert_true(dn <= d1 + 256);
 
+	assert_int_equal(big.code, 0);
 	big.cancel = 1;
 	big.ran = 0;
 	unit_run_small_stack(chain_body, &big);
 	assert_int_equal(big.ran, 1);
+	assert_int_equal(big.code, DFR_ECANCELED);
 	big.cancel = 0;
 	big.drop = 1;
 	big.ran = 0;
 	unit_run_small_stack(chain_body, &big);
-	assert_int_equal(big.ran, 0);
+	assert_int_equal(big.ran, 1);
+	assert_int_equal(big.code, EPIPE);
 	assert_int_equal(unit_unhandled, 0);
 }
 
