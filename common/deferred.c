@@ -635,6 +635,11 @@ dfr_failure_code(const struct dfr *d)
 void
 dfr_set_value(struct dfr *d, void *value, dfr_free_cb free_cb)
 {
+	if (d->flags & DFR_F_WAITER) { /* misuse: only its owner fires a waiter */
+		if (free_cb != NULL)
+			free_cb(value);
+		return;
+	}
 	if (!(d->flags & DFR_F_FIRED)) {
 		dfr__fire_value(d, value, free_cb);
 		return;
@@ -648,6 +653,10 @@ dfr_set_value(struct dfr *d, void *value, dfr_free_cb free_cb)
 void
 dfr_set_failure_obj(struct dfr *d, struct dfr_failure *f)
 {
+	if (d->flags & DFR_F_WAITER) {
+		dfr_failure_free(f);
+		return;
+	}
 	if (!(d->flags & DFR_F_FIRED)) {
 		fire_failure_obj(d, f);
 		return;

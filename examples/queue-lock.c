@@ -86,7 +86,7 @@ consume_next(void)
 
 	/* Callbacks run at once if a job is stored (the runner keeps the stack flat). */
 	dfr_add_callbacks(d, got_job, no_more_jobs, NULL);
-	dfr_unref(d); /* the chain keeps d alive while it runs */
+	dfr_unref(d); /* the queue, or the runner, keeps d until its callbacks ran */
 }
 
 /* Another user of the lock: it must never see a job half-done. */
