@@ -2,7 +2,8 @@
 """Soak: sustained load with a periodic fault, watching RSS and open fds of both daemons (issue 6, part 4).
 
 record-countd + a locked and a stateless counterd, callers on several counters for SOAK_SECONDS (default 180). Every
-SOAK_FAULT_EVERY seconds (default 15) a fault: record-countd is stalled with SIGSTOP for three record timeouts (both
+SOAK_FAULT_EVERY seconds (default 15) a fault: record-countd is stalled with SIGSTOP for five record timeouts
+(longer than counterd's three attempts, so calls fail meanwhile) (both
 daemons keep their process, so their figures stay comparable); once, at a third of the run, record-countd is SIGKILLed and
 restarted. Every second it samples VmRSS (/proc/PID/status) and the number of open fds (/proc/PID/fd).
 
@@ -110,7 +111,7 @@ def main():
                 rc_base_after_restart = idle_figures(load, {"record-countd": rc})["record-countd"]
             elif time.monotonic() >= next_fault:
                 rc.signal(signal.SIGSTOP)
-                time.sleep(3 * RECORD_TIMEOUT_MS / 1000.0)
+                time.sleep(5 * RECORD_TIMEOUT_MS / 1000.0)
                 rc.signal(signal.SIGCONT)
                 faults += 1
                 next_fault = time.monotonic() + FAULT_EVERY
@@ -124,7 +125,8 @@ def main():
                 k, b[0], end[k][0], b[1], end[k][1], max([s[k][0] for s in samples if k in s] or [0])))
         outcomes = load.outcomes
         ok_calls = sum(1 for o in outcomes if o.status == 200)
-        print("# %d calls, %d succeeded, %d faults, %.0f calls/s" % (len(outcomes), ok_calls, faults,
+        print("# %d calls, %d succeeded, %d failed, %d faults, %.0f calls/s" % (len(outcomes), ok_calls,
+                                                                                len(outcomes) - ok_calls, faults,
                                                                      len(outcomes) / max(1.0, SECONDS)))
         for k, d in daemons.items():
             tap.check(d.proc.poll() is None, "%s alive at the end" % k, d.read_log()[-2000:] if d.proc.poll()
