@@ -244,3 +244,14 @@ def test_readme_example(readme_daemons, example):
         lineno, cmd, p.returncode, real, p.stdout[-2000:], p.stderr[-2000:])
     assert p.stdout.strip() or "-o " in cmd or ">" in cmd, "README.md:%d `%s` printed nothing" % (lineno, cmd)
     assert rc.proc.poll() is None and cd.proc.poll() is None, "a daemon died running README.md:%d" % lineno
+    # An example that answers an error must be one the README shows as an error (its code in an output block).
+    for line in p.stdout.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "error" in doc:
+            with open(os.path.join(TOP_SRCDIR, "README.md")) as f:
+                shown = f.read()
+            assert '"error":"%s"' % doc["error"] in shown.replace('": "', '":"'), (
+                "README.md:%d `%s` answered an error the README does not show: %s" % (lineno, cmd, line))
