@@ -35,6 +35,12 @@ def post_json(target, body):
     return req("POST", target, jbody(body), {"Content-Type": "application/json"})
 
 
+def sized_body(n):
+    """A JSON object with client, values and padding, exactly n bytes long."""
+    head, tail = b'{"client": "badin", "values": [1], "pad": "', b'"}'
+    return head + b"A" * (n - len(head) - len(tail)) + tail
+
+
 # ---------------------------------------------------------------- record-countd's table
 # (id, request bytes, accepted statuses, field the JSON error must name or None, flags)
 
@@ -140,12 +146,15 @@ RC_CASES += [
      b"\r\n\r\n{}", {400, 413}, None, (CUT, "any-body")),
     ("bad-chunk-size", b"POST /record-count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n{}\r\n"
      b"0\r\n\r\n", {400}, None, (CUT, "any-body")),
-    ("oversized-url", req("GET", "/record-count?value=1&client=badin&pad=" + "A" * 100000), {414}, None,
-     (CUT, "any-body")),
-    ("oversized-header", req("GET", "/healthz", headers={"X-Big": "B" * 100000}), {431, 413}, None,
-     (CUT, "any-body")),
+    # Limits (README: 413 body over 65,536 bytes, 414 target over 4,096, 431 headers over 8,192), answered in JSON.
+    ("url-4097", req("GET", "/record-count?value=1&client=badin&pad=" + "A" * (4097 - 39)), {414}, None, ()),
+    ("oversized-url", req("GET", "/record-count?value=1&client=badin&pad=" + "A" * 100000), {414}, None, (CUT,)),
+    ("headers-8193", req("GET", "/healthz", headers={"X-Big": "B" * 8193}), {431}, None, ()),
+    ("oversized-header", req("GET", "/healthz", headers={"X-Big": "B" * 100000}), {431}, None, (CUT,)),
     ("many-headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(5000)) +
-     b"\r\n", {431, 413}, None, (CUT, "any-body")),
+     b"\r\n", {431}, None, (CUT, "any-body")),   # past libmicrohttpd's memory pool: its own HTML 431 is fine
+    ("body-65537", post_json("/record-count", sized_body(65537)),
+     {413}, None, ()),
 ]
 
 
