@@ -397,6 +397,30 @@ test_canceller(void **state)
 	dfr_unref(d);
 }
 
+/* A canceller that cancels again (re-entrant): still called once. */
+static void
+canceller_recancel(struct dfr *d, void *arg)
+{
+	cancels++;
+	dfr_cancel(d);
+	assert_false(dfr_fired(d)); /* the inner cancel did nothing */
+	(void)arg;
+}
+
+static void
+test_cancel_reentrant(void **state)
+{
+	struct dfr *d = dfr_new(canceller_recancel, NULL);
+
+	(void)state;
+	cancels = 0;
+	dfr_cancel(d);
+	assert_int_equal(cancels, 1);
+	assert_int_equal(dfr_failure_code(d), DFR_ECANCELED);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+}
+
 /* Cancelling from inside a callback of another deferred. */
 static void
 cancels_other(struct dfr *d, void *arg)
@@ -697,6 +721,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_free_in_own_callback, unit_setup, unit_teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_no_canceller, unit_setup, unit_teardown),
 		cmocka_unit_test_setup_teardown(test_canceller, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_reentrant, unit_setup, unit_teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_from_callback, unit_setup, unit_teardown),
 		cmocka_unit_test_setup_teardown(test_chaining, unit_setup, unit_teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_forwarded, unit_setup, unit_teardown),

@@ -154,6 +154,35 @@ test_run(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/* Cancelling a semaphore run() whose work is pending: its token stays taken. */
+static void
+test_run_cancel_pending(void **state)
+{
+	struct dfr_sem *s = dfr_sem_new(1);
+	struct dfr *r, *next;
+	struct dfr_stats st;
+	int x = 4;
+
+	(void)state;
+	nstarted = 0;
+	r = dfr_sem_run(s, start_work, NULL);
+	next = dfr_sem_acquire(s);
+	dfr_cancel(r); /* no canceller on the work: it runs on */
+	assert_false(dfr_fired(next));
+	assert_int_equal(dfr_sem_tokens(s), 0);
+	dfr_callback(works[0], &x, NULL);
+	assert_ptr_equal(dfr_value(r), &x); /* the work's own result */
+	assert_true(dfr_fired(next));
+	dfr_sem_stats(s, &st);
+	assert_int_equal(st.acquisitions, 2);
+	assert_true(st.hold_max_ns > 0);
+	assert_int_equal(dfr_sem_release(s), 0);
+	dfr_unref(r);
+	dfr_unref(next);
+	dfr_unref(works[0]);
+	dfr_sem_free(s);
+}
+
 /* close(): every waiter fails, later acquires fail, holders may release. */
 static void
 test_close(void **state)
@@ -240,6 +269,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_tokens, unit_setup, unit_teardown),
 		cmocka_unit_test_setup_teardown(test_acquire_many, unit_setup, unit_teardown),
 		cmocka_unit_test_setup_teardown(test_run, unit_setup, unit_teardown),
+		cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup, unit_teardown),
 		cmocka_unit_test_setup_teardown(test_close, unit_setup, unit_teardown),
 		cmocka_unit_test_setup_teardown(test_million_waiters, unit_setup, unit_teardown),
 	};
