@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -43,7 +44,8 @@ struct api_wait {
 	struct evhttp_request *aw_req;
 	struct evhttp_connection *aw_evcon;
 	struct dfr *aw_d;
-	int aw_gone; /* the caller disconnected */
+	struct event *aw_ev; /* watches the caller's socket for a hang-up */
+	int aw_gone;	     /* libevent freed the caller's connection */
 	char aw_name[COUNTER_NAME_MAX + 1];
 };
 
@@ -159,6 +161,20 @@ api_close_cb(struct evhttp_connection *evcon, void *arg)
 	dfr_cancel(aw->aw_d);
 }
 
+/*
+ * The caller hung up while its call waits. libevent 2.1 stops reading a
+ * connection while its request is handled, so we watch the socket for a
+ * hang-up ourselves (EV_CLOSED: EPOLLRDHUP), without reading from it.
+ */
+static void
+api_hangup_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct api_wait *aw = arg;
+
+	log_debug("caller of counter %s hung up; cancelling", aw->aw_name);
+	dfr_cancel(aw->aw_d);
+}
+
 /* A next call has its number or its failure: answer it. */
 static void
 api_next_done_cb(struct dfr *d, void *arg)
@@ -167,6 +183,8 @@ api_next_done_cb(struct dfr *d, void *arg)
 	struct evhttp_request *req = aw->aw_req;
 
 	api_npending--;
+	if (aw->aw_ev != NULL)
+		event_free(aw->aw_ev);
 	if (!aw->aw_gone)
 		evhttp_connection_set_closecb(aw->aw_evcon, NULL, NULL);
 	if (dfr_failed(d)) {
@@ -215,7 +233,18 @@ api_next(struct evhttp_request *req, const char *name)
 	snprintf(aw->aw_name, sizeof aw->aw_name, "%s", name);
 	api_npending++;
 	evhttp_connection_set_closecb(aw->aw_evcon, api_close_cb, aw);
+	if (!dfr_fired(d) && (event_base_get_features(api_cf->base) & EV_FEATURE_EARLY_CLOSE)) {
+		evutil_socket_t fd = bufferevent_getfd(evhttp_connection_get_bufferevent(aw->aw_evcon));
+
+		aw->aw_ev = fd != -1 ? event_new(api_cf->base, fd, EV_CLOSED, api_hangup_cb, aw) : NULL;
+		if (aw->aw_ev != NULL && event_add(aw->aw_ev, NULL) != 0) {
+			event_free(aw->aw_ev);
+			aw->aw_ev = NULL;
+		}
+	}
 	if (dfr_add_both(d, api_next_done_cb, aw) != 0) {
+		if (aw->aw_ev != NULL)
+			event_free(aw->aw_ev);
 		api_npending--;
 		evhttp_connection_set_closecb(aw->aw_evcon, NULL, NULL);
 		dfr_cancel(d);
