@@ -1,0 +1,96 @@
+"""counterd: coalescing, backlog, wait timeout and caller disconnect on a locked counter."""
+import socket
+import threading
+import time
+
+from test_client_helpers import many_next, poll, server_client_stats, server_records
+
+
+def test_thousand_concurrent_coalesced(record_countd, counterd):
+    rc = record_countd("--latency", "20ms")
+    cd = counterd(rc.url, "--batch-max", "64")
+    got = many_next(cd.socket, "c", 1000)
+    assert all(s == 200 for s, _ in got), [g for g in got if g[0] != 200][:3]
+    values = sorted(j["count"] for _, j in got)
+    assert values == list(range(1, 1001)), "every caller gets a unique number, no gap"
+    assert server_records(rc, "test:c") == list(range(1, 1001)), "recorded exactly 1..1000, in order"
+    st = server_client_stats(rc, "test:c")
+    assert st["max_in_flight"] == 1 and st["out_of_order"] == 0 and st["recorded"] == 1000
+    cs = cd.get("/stats").json()["counters"]["c"]
+    assert cs["max_batch"] <= 64 and cs["max_batch"] > 1, cs
+    assert cs["batches"] < 100, "calls were coalesced into few round trips: %r" % cs
+
+
+def start_in_thread(fn, *args):
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", fn(*args)))
+    t.start()
+    return t, box
+
+
+def test_backlog_full_fails_at_once(record_countd, counterd):
+    rc = record_countd("--latency", "400ms")
+    cd = counterd(rc.url, "--batch-max", "1", "--backlog", "2")
+    first = start_in_thread(cd.next, "q")
+    poll(lambda: cd.get("/counters/q").status == 200 and cd.get("/counters/q").json()["in_flight"] == 1)
+    waiting = [start_in_thread(cd.next, "q") for _ in range(2)]
+    poll(lambda: cd.get("/counters/q").json()["waiting"] == 2)
+    t0 = time.monotonic()
+    r = cd.next("q")
+    assert time.monotonic() - t0 < 0.3, "a full backlog fails at once"
+    assert r.status == 503 and r.json()["error"] == "backlog_full", r
+    for t, box in [first] + waiting:
+        t.join(10)
+    assert sorted(box["r"].json()["count"] for _, box in [first] + waiting) == [1, 2, 3]
+    assert server_records(rc, "test:q") == [1, 2, 3]
+
+
+def test_wait_timeout_fails_and_consumes_nothing(record_countd, counterd):
+    rc = record_countd("--latency", "500ms")
+    cd = counterd(rc.url, "--batch-max", "1", "--wait-timeout", "150ms")
+    first = start_in_thread(cd.next, "w")
+    poll(lambda: cd.get("/counters/w").status == 200 and cd.get("/counters/w").json()["in_flight"] == 1)
+    t0 = time.monotonic()
+    r = cd.next("w")
+    took = time.monotonic() - t0
+    assert r.status == 503 and r.json()["error"] == "wait_timeout", r
+    assert 0.1 <= took < 0.45, took
+    first[0].join(10)
+    assert first[1]["r"].json()["count"] == 1
+    assert cd.next("w").json()["count"] == 2, "the timed-out call consumed no number"
+    assert server_records(rc, "test:w") == [1, 2]
+    assert cd.get("/stats").json()["counters"]["w"]["wait_timeouts"] == 1
+
+
+def test_caller_disconnect_cancels_the_wait(record_countd, counterd):
+    rc = record_countd("--latency", "400ms")
+    cd = counterd(rc.url, "--batch-max", "1")
+    first = start_in_thread(cd.next, "d")
+    poll(lambda: cd.get("/counters/d").status == 200 and cd.get("/counters/d").json()["in_flight"] == 1)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(cd.socket)
+    s.sendall(b"POST /counters/d/next HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+    poll(lambda: cd.get("/counters/d").json()["waiting"] == 1)
+    s.close()
+    poll(lambda: cd.get("/counters/d").json()["waiting"] == 0, timeout=0.35)
+    first[0].join(10)
+    assert first[1]["r"].json()["count"] == 1
+    assert cd.next("d").json()["count"] == 2, "the abandoned call consumed no number"
+    assert server_records(rc, "test:d") == [1, 2]
+    assert cd.get("/stats").json()["counters"]["d"]["cancelled"] == 1
+
+
+def test_stats_and_metrics_show_lock_times(record_countd, counterd):
+    rc = record_countd("--latency", "30ms")
+    cd = counterd(rc.url, "--batch-max", "1")
+    many_next(cd.socket, "m", 5)
+    lock = cd.get("/stats").json()["counters"]["m"]["lock"]
+    assert lock["acquisitions"] >= 5 and lock["contended"] >= 1
+    assert lock["hold_total_ms"] >= 5 * 30 * 0.9 and lock["wait_total_ms"] > 0
+    m = cd.get("/metrics")
+    assert m.status == 200 and m.headers["content-type"].startswith("text/plain")
+    text = m.body.decode()
+    assert 'counterd_next_total{counter="m"} 5' in text
+    assert "# TYPE counterd_lock_wait_seconds_total counter" in text
+    line = [l for l in text.splitlines() if l.startswith('counterd_lock_hold_seconds_total{counter="m"}')][0]
+    assert float(line.split()[1]) >= 0.13
