@@ -311,7 +311,7 @@ recorder_error_name(int error)
 	case EVREQ_HTTP_DATA_TOO_LONG:
 		return "answer too long";
 	default:
-		return "connection failed";
+		return "connection refused or failed";
 	}
 }
 
@@ -439,7 +439,7 @@ recorder_send(struct rec_op *op, struct rec_conn *conn)
 
 	conn->rc_busy = 1;
 	op->ro_conn = conn;
-	op->ro_error = 0;
+	op->ro_error = -1; /* libevent reports a refused connect without an error */
 	op->ro_attempt++;
 	r->r_st.requests++;
 	if ((req = evhttp_request_new(recorder_done_cb, op)) == NULL)

@@ -1,0 +1,107 @@
+"""counterd under faults: server down at start, record-countd killed mid-run, counterd restarts, SIGTERM."""
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import harness
+from test_client_helpers import dead_url, many_next, poll, server_client_stats, server_records
+
+
+def test_server_down_at_start_then_up(record_countd, counterd):
+    url = dead_url()
+    cd = counterd(url, "--retries", "1", "--backoff", "10ms")
+    h = poll(lambda: (lambda r: r if r.json()["server_state"] == "unreachable" else None)(cd.get("/healthz")))
+    assert h.status == 503 and h.json()["status"] == "degraded"
+    t0 = time.monotonic()
+    r = cd.next("s")
+    assert r.status == 503 and r.json()["error"] == "server_unreachable", r
+    assert "record-countd" in r.json()["message"]
+    assert time.monotonic() - t0 < 2
+    rc = record_countd("--latency", "0", port=int(url.rsplit(":", 1)[1]))
+    poll(lambda: cd.get("/healthz").status == 200, timeout=15)
+    assert cd.next("s").json()["count"] == 1, "the failed call consumed no number"
+    assert server_records(rc, "test:s") == [1]
+
+
+def test_record_countd_kill9_and_restart_mid_run(record_countd, counterd):
+    rc = record_countd("--latency", "10ms")
+    cd = counterd(rc.url, "--batch-max", "8", "--retries", "2", "--backoff", "20ms", "--record-timeout", "500ms")
+    got, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set():
+            got.extend(many_next(cd.socket, "k", 10))
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        poll(lambda: len(got) >= 50)
+        rc.kill()
+        time.sleep(0.3)  # the outage (fault injection, not a readiness wait)
+        rc.start()
+        n = len(got)
+        poll(lambda: len(got) >= n + 50 and any(s == 200 for s, _ in got[n:]))
+    finally:
+        stop.set()
+        t.join(30)
+    ok = [j["count"] for s, j in got if s == 200]
+    failed = [j for s, j in got if s != 200]
+    assert len(ok) == len(set(ok)), "no number handed out twice"
+    assert all(j["error"] in ("server_unreachable", "record_timeout") for j in failed), failed[:3]
+    recs = server_records(rc, "test:k")
+    assert recs == list(range(1, len(recs) + 1)), "records are exactly 1..M, no gap, no duplicate, in order"
+    assert set(ok) <= set(recs), "every number handed out was recorded"
+    st = server_client_stats(rc, "test:k")
+    assert st["max_in_flight"] == 1 and st["out_of_order"] == 0
+
+
+def test_counterd_restart_resumes(record_countd, counterd):
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    assert [cd.next("r").json()["count"] for _ in range(3)] == [1, 2, 3]
+    cd.restart()
+    assert cd.next("r").json()["count"] == 4
+    cd.kill()  # a crash leaves the socket file behind
+    assert os.path.exists(cd.socket)
+    cd.start()
+    assert cd.next("r").json()["count"] == 5
+    assert server_records(rc, "test:r") == [1, 2, 3, 4, 5]
+
+
+def test_stateless_restart_resumes(record_countd, counterd):
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url, "--strategy", "stateless")
+    assert sorted(j["count"] for _, j in many_next(cd.socket, "x", 5)) == [1, 2, 3, 4, 5]
+    cd.restart()
+    assert cd.next("x").json()["count"] == 6
+
+
+def test_refuses_a_live_socket(record_countd, counterd, tmp_path):
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    p = subprocess.run([harness.COUNTERD, "--server", rc.url, "--socket", cd.socket, "--client-id", "x"],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode == 1
+    assert "another counterd is already listening" in p.stderr
+    assert cd.get("/healthz").status == 200, "the live daemon keeps its socket"
+
+
+def test_sigterm_finishes_in_flight_and_answers_waiters(record_countd, counterd):
+    rc = record_countd("--latency", "400ms")
+    cd = counterd(rc.url, "--batch-max", "1")
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", many_next(cd.socket, "t", 4)))
+    t.start()
+    poll(lambda: cd.get("/counters/t").status == 200 and cd.get("/counters/t").json()["waiting"] == 3)
+    cd.signal(signal.SIGTERM)
+    assert cd.proc.wait(10) == 0
+    t.join(10)
+    got = box["r"]
+    ok = [j["count"] for s, j in got if s == 200]
+    assert ok == [1], got
+    assert sorted(j["error"] for s, j in got if s != 200) == ["shutting_down"] * 3
+    assert server_records(rc, "test:t") == [1]
+    assert not os.path.exists(cd.socket), "the socket file is removed on exit"
+    assert "stopping" in cd.read_log()
