@@ -50,6 +50,9 @@ dfr__now_ns(void)
 /* ------------------------------------------------------------------------ */
 /* Failures                                                                  */
 
+static struct dfr_failure *failure_vnew(int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
 static struct dfr_failure *
 failure_vnew(int code, const char *fmt, va_list ap)
 {
