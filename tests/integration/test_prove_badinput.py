@@ -9,6 +9,7 @@ import json
 import os
 import select
 import socket
+import subprocess
 import sys
 import time
 
@@ -414,3 +415,36 @@ def test_record_countd_connection_limit_and_idle_timeout(tmp_path):
         _close_all(socks)
         code = rc.stop()
     assert code == 0, "record-countd exit status %s after SIGTERM:\n%s" % (code, rc.read_log()[-2000:])
+
+
+# ---------------------------------------------------------------- counterctl
+
+CTL_CASES = [
+    ("no-daemon", ["--socket", "/nonexistent/counterd.sock", "next"], 3, "cannot connect"),
+    ("bad-name-space", ["next", "a b"], 2, "a b"),
+    ("bad-name-colon", ["next", "a:b"], 2, "a:b"),
+    ("bad-name-65", ["next", "n" * 65], 2, "n" * 65),
+    ("count-zero", ["next", "x", "-n", "0"], 2, "-n"),
+    ("count-word", ["next", "x", "-n", "abc"], 2, "-n"),
+    ("count-negative", ["next", "x", "-n", "-1"], 2, "-n"),
+    ("count-overflow", ["next", "x", "-n", "99999999999999999999999"], 2, "-n"),
+    ("concurrency-zero", ["next", "x", "-c", "0"], 2, "-c"),
+    ("unknown-command", ["frob"], 2, "frob"),
+    ("get-without-name", ["get"], 2, ""),
+]
+
+
+@pytest.mark.parametrize("case", CTL_CASES, ids=[c[0] for c in CTL_CASES])
+def test_counterctl_rejects(daemons, case):
+    """counterctl: a script can rely on the exit status (2 usage, 3 daemon unreachable) and one clear line."""
+    what, args, code, needle = case
+    before = daemons.cd_state()
+    if "--socket" not in args:
+        args = ["--socket", daemons.cd.socket] + args
+    p = subprocess.run([harness.COUNTERCTL] + args, capture_output=True, text=True, timeout=30)
+    assert p.returncode == code, "counterctl %s: exit %d, want %d; stderr: %s" % (what, p.returncode, code, p.stderr)
+    err = p.stderr.strip().splitlines()
+    assert err and err[0].startswith("counterctl"), "counterctl %s: no error message: %r" % (what, p.stderr)
+    assert needle in err[0], "counterctl %s: the message does not name %r: %r" % (what, needle, err[0])
+    assert not p.stdout.strip(), "counterctl %s printed a result: %r" % (what, p.stdout)
+    assert daemons.cd_state() == before, "counterctl %s consumed a number" % what
