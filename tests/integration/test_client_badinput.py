@@ -1,0 +1,105 @@
+"""counterd's socket API against bad input: every answer is a 4xx and the daemon keeps serving."""
+import json
+
+import pytest
+
+from test_client_helpers import poll, raw_bytes, raw_http
+
+
+@pytest.fixture
+def cd(record_countd, counterd):
+    rc = record_countd("--latency", "0")
+    d = counterd(rc.url)
+    yield d
+    # Whatever came before, the daemon still serves and still counts.
+    poll(lambda: d.get("/healthz").status == 200)
+    assert d.next("after").status == 200
+    assert d.proc.poll() is None
+
+
+def assert_json_error(r, status, word=None):
+    assert r.status == status, r
+    j = r.json() if hasattr(r, "json") else json.loads(r[2])
+    assert set(j) == {"error", "message"} and j["message"], j
+    if word:
+        assert j["error"] == word
+
+
+@pytest.mark.parametrize("path", [
+    "/counters/b@d/next", "/counters/%s/next" % ("a" * 65), "/counters/sp%20ace/next",
+    "/counters/%2e%2e/next", "/counters/b@d", "/counters/caf%C3%A9/next",
+])
+def test_bad_names_are_400(cd, path):
+    assert_json_error(cd.post(path), 400, "bad_name")
+
+
+def test_longest_name_is_fine(cd):
+    name = "A-z_0.9" + "x" * 57
+    assert len(name) == 64
+    assert cd.next(name).json() == {"counter": name, "count": 1}
+
+
+@pytest.mark.parametrize("method,path,allow", [
+    ("GET", "/next", "POST"), ("GET", "/counters/x/next", "POST"), ("DELETE", "/counters/x", "GET"),
+    ("POST", "/stats", "GET"), ("PUT", "/healthz", "GET"), ("POST", "/metrics", "GET"), ("PATCH", "/counters", "GET"),
+])
+def test_wrong_method_is_405_with_allow(cd, method, path, allow):
+    st, hd, body = raw_http(cd.socket, method, path)
+    assert st == 405 and hd["allow"] == allow
+    assert json.loads(body)["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("path", ["/", "/nope", "/counters/x/next/more", "/counters//next", "/nextx", "/counters/x/nex"])
+def test_unknown_path_is_404(cd, path):
+    assert_json_error(cd.post(path), 404, "not_found")
+
+
+def test_unknown_counter_is_404(cd):
+    assert_json_error(cd.get("/counters/never"), 404, "not_found")
+
+
+def test_oversized_target_is_414(cd):
+    st, _, body = raw_http(cd.socket, "GET", "/stats?" + "x" * 2000)
+    assert st == 414 and json.loads(body)["error"] == "uri_too_long"
+
+
+def test_oversized_headers_are_431(cd):
+    st, _, body = raw_http(cd.socket, "GET", "/stats", headers={"X-Big": "y" * 9000})
+    assert st == 431 and json.loads(body)["error"] == "headers_too_large"
+
+
+def test_oversized_body_is_413(cd):
+    st, _, body = raw_http(cd.socket, "POST", "/next", body=b"z" * 5000)
+    assert st == 413 and json.loads(body)["error"] == "body_too_large"
+    assert cd.get("/counters/default").status == 404, "nothing was counted"
+
+
+def test_huge_headers_beyond_libevent_limit_are_4xx(cd):
+    r = raw_http(cd.socket, "GET", "/stats", headers={"X-Huge": "h" * 70000})
+    assert r is None or 400 <= r[0] < 500
+
+
+def test_huge_body_beyond_libevent_limit_is_4xx(cd):
+    r = raw_http(cd.socket, "POST", "/next", body=b"b" * (2 * 1024 * 1024))
+    assert r is None or 400 <= r[0] < 500
+    assert cd.get("/counters/default").status == 404
+
+
+@pytest.mark.parametrize("data", [
+    b"\x00\xff\x13garbage\r\n\r\n", b"GET\r\n\r\n", b"FOO /next HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /next HTTP/9.9\r\n\r\n", b"POST /next HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+    b"POST /next HTTP/1.1\r\nBad Header Line\r\n\r\n", b"\r\n" * 1000, b"A" * 100000,
+])
+def test_garbage_bytes_get_4xx_or_close(cd, data):
+    r = raw_bytes(cd.socket, data, timeout=10)
+    assert r is None or 400 <= r[0] < 500, r
+    assert cd.get("/counters/default").status == 404, "garbage never counts"
+
+
+def test_client_hangs_up_mid_request(cd):
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(cd.socket)
+    s.sendall(b"POST /counters/h/next HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    s.close()
+    assert cd.get("/counters/h").status == 404
