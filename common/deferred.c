@@ -32,7 +32,7 @@ static void *unhandled_arg;
 static uint64_t unhandled_count;
 
 /* The failure used when there is no memory for a real one. */
-static struct dfr_failure oom_failure = { ENOMEM, (char *)"out of memory", -1 };
+static struct dfr_failure oom_failure = {ENOMEM, (char *)"out of memory", -1};
 
 static void drain(void);
 static void schedule(struct dfr *d);
@@ -127,8 +127,9 @@ report_unhandled(const struct dfr_failure *f)
 	if (unhandled_cb != NULL)
 		unhandled_cb(f, unhandled_arg);
 	else
-		fprintf(stderr, "libdfr: unhandled failure in deferred: %s (code %d)\n",
-		    f->message, f->code);
+		fprintf(stderr,
+			"libdfr: unhandled failure in deferred: %s (code %d)\n",
+			f->message, f->code);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -216,7 +217,7 @@ result_clear(struct dfr *d)
 		struct dfr_failure *f = d->r.failure;
 
 		d->r.failure = NULL;
-		d->flags &= (uint16_t)~(DFR_F_FAILED | DFR_F_HANDLED);
+		d->flags &= (uint16_t) ~(DFR_F_FAILED | DFR_F_HANDLED);
 		dfr_failure_free(f);
 	} else if (d->r.v.free_cb != NULL) {
 		dfr_free_cb fcb = d->r.v.free_cb;
@@ -241,13 +242,15 @@ destroy(struct dfr *d)
 	 * now, so the waiting one goes on with a failure instead of hanging.
 	 */
 	if (o != NULL) {
-		struct dfr_failure *f = dfr_failure_new(EPIPE,
-		    "the deferred this chain waited for was freed before it fired");
+		struct dfr_failure *f =
+		    dfr_failure_new(EPIPE, "the deferred this chain waited for "
+					   "was freed before it fired");
 
 		d->outer = NULL;
 		o->inner = NULL;
 		o->r.failure = f != NULL ? f : &oom_failure;
-		o->flags = (uint16_t)((o->flags & ~DFR_F_HANDLED) | DFR_F_FAILED);
+		o->flags =
+		    (uint16_t)((o->flags & ~DFR_F_HANDLED) | DFR_F_FAILED);
 		schedule(o);
 		dfr_unref(o); /* the reference d held */
 	}
@@ -395,7 +398,8 @@ dfr__fire_value(struct dfr *d, void *value, dfr_free_cb free_cb)
 {
 	d->r.v.value = value;
 	d->r.v.free_cb = free_cb;
-	d->flags = (uint16_t)((d->flags & ~(DFR_F_FAILED | DFR_F_HANDLED)) | DFR_F_FIRED);
+	d->flags = (uint16_t)((d->flags & ~(DFR_F_FAILED | DFR_F_HANDLED)) |
+			      DFR_F_FIRED);
 	schedule(d);
 }
 
@@ -403,7 +407,8 @@ static void
 fire_failure_obj(struct dfr *d, struct dfr_failure *f)
 {
 	d->r.failure = f != NULL ? f : &oom_failure;
-	d->flags = (uint16_t)((d->flags & ~DFR_F_HANDLED) | DFR_F_FIRED | DFR_F_FAILED);
+	d->flags = (uint16_t)((d->flags & ~DFR_F_HANDLED) | DFR_F_FIRED |
+			      DFR_F_FAILED);
 	schedule(d);
 }
 
@@ -578,7 +583,8 @@ dfr_cancel(struct dfr *d)
 void
 dfr__soft_cancel(struct dfr *d)
 {
-	if (d->flags & (DFR_F_FIRED | DFR_F_CANCELLER_CALLED) || d->canceller == NULL)
+	if (d->flags & (DFR_F_FIRED | DFR_F_CANCELLER_CALLED) ||
+	    d->canceller == NULL)
 		return;
 	d->refs++;
 	d->flags |= DFR_F_CANCELLER_CALLED;
@@ -605,7 +611,8 @@ dfr_fired(const struct dfr *d)
 int
 dfr_failed(const struct dfr *d)
 {
-	return (d->flags & (DFR_F_FIRED | DFR_F_FAILED)) == (DFR_F_FIRED | DFR_F_FAILED);
+	return (d->flags & (DFR_F_FIRED | DFR_F_FAILED)) ==
+	       (DFR_F_FIRED | DFR_F_FAILED);
 }
 
 int
@@ -638,7 +645,8 @@ dfr_failure_code(const struct dfr *d)
 void
 dfr_set_value(struct dfr *d, void *value, dfr_free_cb free_cb)
 {
-	if (d->flags & DFR_F_WAITER) { /* misuse: only its owner fires a waiter */
+	if (d->flags &
+	    DFR_F_WAITER) { /* misuse: only its owner fires a waiter */
 		if (free_cb != NULL)
 			free_cb(value);
 		return;
@@ -719,7 +727,7 @@ dfr_take_failure(struct dfr *d)
 	f = d->r.failure;
 	d->r.v.value = NULL;
 	d->r.v.free_cb = NULL;
-	d->flags &= (uint16_t)~(DFR_F_FAILED | DFR_F_HANDLED);
+	d->flags &= (uint16_t) ~(DFR_F_FAILED | DFR_F_HANDLED);
 	return f;
 }
 
@@ -746,7 +754,8 @@ dfr_wait(struct dfr *d, struct dfr *inner)
 			break;
 	if (x != NULL || inner->outer != NULL || d->inner != NULL) {
 		dfr_unref(inner);
-		dfr_set_failure(d, DFR_ECYCLE,
+		dfr_set_failure(
+		    d, DFR_ECYCLE,
 		    "dfr_wait: deferred chained to itself or already chained");
 		return;
 	}

@@ -19,17 +19,17 @@ struct dfr_cbent {
 };
 
 /* Deferred flags. */
-#define DFR_F_FIRED 0x0001	    /* has a result */
-#define DFR_F_FAILED 0x0002	    /* the result is a failure */
-#define DFR_F_CANCELLED 0x0004	    /* dfr_cancel() was called while unfired */
-#define DFR_F_SWALLOW 0x0008	    /* failed by cancel: eat one late fire */
+#define DFR_F_FIRED 0x0001     /* has a result */
+#define DFR_F_FAILED 0x0002    /* the result is a failure */
+#define DFR_F_CANCELLED 0x0004 /* dfr_cancel() was called while unfired */
+#define DFR_F_SWALLOW 0x0008   /* failed by cancel: eat one late fire */
 #define DFR_F_CANCELLER_CALLED 0x0010 /* the canceller ran (at most once) */
-#define DFR_F_QUEUED 0x0020	    /* on this thread's run queue */
-#define DFR_F_WAITER 0x0040	    /* in a waiter list (which holds a reference) */
-#define DFR_F_SOFTFWD 0x0100	    /* forward cancel to inner's canceller only */
-#define DFR_F_TIMEOUT 0x0200	    /* a timeout is armed */
-#define DFR_F_HANDLED 0x0400	    /* the failure is not reported at free */
-#define DFR_F_NOFIAT 0x0800	    /* canceller promised to fire d later */
+#define DFR_F_QUEUED 0x0020	      /* on this thread's run queue */
+#define DFR_F_WAITER 0x0040  /* in a waiter list (which holds a reference) */
+#define DFR_F_SOFTFWD 0x0100 /* forward cancel to inner's canceller only */
+#define DFR_F_TIMEOUT 0x0200 /* a timeout is armed */
+#define DFR_F_HANDLED 0x0400 /* the failure is not reported at free */
+#define DFR_F_NOFIAT 0x0800  /* canceller promised to fire d later */
 
 /*
  * A deferred. 112 bytes on LP64, so that a waiting acquire costs one
@@ -46,12 +46,12 @@ struct dfr {
 		struct {
 			void *value;
 			dfr_free_cb free_cb;
-		} v;			   /* fired with a value */
+		} v;			     /* fired with a value */
 		struct dfr_failure *failure; /* fired with a failure */
 		struct {
 			uint64_t since_ns; /* when the wait began */
 			unsigned int n;	   /* tokens wanted */
-		} w;			   /* unfired waiter (lock, sem, queue) */
+		} w; /* unfired waiter (lock, sem, queue) */
 	} r;
 	dfr_canceller_cb canceller;
 	void *carg;
@@ -69,11 +69,11 @@ TAILQ_HEAD(dfr_list, dfr);
 struct dfr_sem {
 	struct dfr_list waiters;
 	unsigned int limit;
-	unsigned int tokens;   /* free now */
-	unsigned int runs;     /* run() states alive (they point here) */
+	unsigned int tokens; /* free now */
+	unsigned int runs;   /* run() states alive (they point here) */
 	int closed;
-	int freed;	       /* dfr_sem_free() called while runs > 0 */
-	uint64_t tick_ns;      /* last change of held tokens (hold integral) */
+	int freed;		/* dfr_sem_free() called while runs > 0 */
+	uint64_t tick_ns;	/* last change of held tokens (hold integral) */
 	uint64_t hold_since_ns; /* when the last token was taken (lock) */
 	struct dfr_stats st;
 };

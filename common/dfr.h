@@ -181,7 +181,7 @@ void dfr_cancel(struct dfr *d);
  * already, or -ENOMEM.
  */
 int dfr_set_timeout(struct dfr *d, struct event_base *base,
-    const struct timeval *tv, dfr_cb on_timeout, void *arg);
+		    const struct timeval *tv, dfr_cb on_timeout, void *arg);
 
 /* Whether d has fired (with a value or a failure). */
 int dfr_fired(const struct dfr *d);
@@ -250,16 +250,16 @@ void dfr_wait(struct dfr *d, struct dfr *inner);
  * would cost two clock reads per item, more than the put and get themselves.
  */
 struct dfr_stats {
-	uint64_t waiting;	  /* waiters now */
-	uint64_t max_waiting;	  /* most waiters at once */
-	uint64_t acquisitions;	  /* acquires (or gets) that fired with success */
-	uint64_t contended;	  /* of those, how many had to wait */
-	uint64_t cancelled;	  /* waiters removed by cancel or timeout */
-	uint64_t wait_total_ns;	  /* total time waiters waited */
-	uint64_t wait_max_ns;	  /* longest wait */
-	uint64_t hold_total_ns;	  /* total time between acquire and release */
-	uint64_t hold_max_ns;	  /* longest hold */
-	uint64_t held;		  /* tokens held now (lock: 0 or 1) */
+	uint64_t waiting;	/* waiters now */
+	uint64_t max_waiting;	/* most waiters at once */
+	uint64_t acquisitions;	/* acquires (or gets) that fired with success */
+	uint64_t contended;	/* of those, how many had to wait */
+	uint64_t cancelled;	/* waiters removed by cancel or timeout */
+	uint64_t wait_total_ns; /* total time waiters waited */
+	uint64_t wait_max_ns;	/* longest wait */
+	uint64_t hold_total_ns; /* total time between acquire and release */
+	uint64_t hold_max_ns;	/* longest hold */
+	uint64_t held;		/* tokens held now (lock: 0 or 1) */
 };
 
 /* ------------------------------------------------------------------------ */

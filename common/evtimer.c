@@ -33,11 +33,13 @@ timeout_expire(evutil_socket_t fd, short what, void *arg)
 	struct dfr *d = dfr_ref(t->d);
 
 	t->expired = 1;
-	dfr_cancel(d); /* may run the chain up to dfr__timeout_done, freeing t */
+	dfr_cancel(
+	    d); /* may run the chain up to dfr__timeout_done, freeing t */
 	dfr_unref(d);
 }
 
-/* The chain reached the timeout's pair: remove the timer, convert the cancel. */
+/* The chain reached the timeout's pair: remove the timer, convert the cancel.
+ */
 void
 dfr__timeout_done(struct dfr *d, void *arg)
 {
@@ -70,7 +72,7 @@ dfr__timeout_discard(void *arg)
 /* Cancel d after tv unless it fires first. */
 int
 dfr_set_timeout(struct dfr *d, struct event_base *base,
-    const struct timeval *tv, dfr_cb on_timeout, void *arg)
+		const struct timeval *tv, dfr_cb on_timeout, void *arg)
 {
 	struct dfr_timeout *t;
 	int rc;
@@ -99,7 +101,8 @@ dfr_set_timeout(struct dfr *d, struct event_base *base,
 	}
 	d->flags |= DFR_F_TIMEOUT;
 	if (evtimer_add(t->ev, tv) < 0) {
-		/* Leave the pair in the chain (it frees t), but as a no-op timer. */
+		/* Leave the pair in the chain (it frees t), but as a no-op
+		 * timer. */
 		return -EINVAL;
 	}
 	return 0;

@@ -20,12 +20,12 @@ struct gather_member {
 };
 
 struct gather {
-	struct dfr *out;	  /* the gather's deferred, referenced until it fires */
+	struct dfr *out; /* the gather's deferred, referenced until it fires */
 	struct dfr_gather_result *res;
-	dfr_free_cb *free_cbs;	  /* release functions of res->values */
-	size_t pending;		  /* members whose callback has not run */
-	size_t left;		  /* members still needed for success */
-	size_t n;		  /* members */
+	dfr_free_cb *free_cbs; /* release functions of res->values */
+	size_t pending;	       /* members whose callback has not run */
+	size_t left;	       /* members still needed for success */
+	size_t n;	       /* members */
 	int flags;
 	int failed;
 	struct gather_member m[]; /* one per member */
@@ -51,9 +51,11 @@ gather_result_new(size_t n)
 {
 	struct dfr_gather_result *res;
 
-	if (n > (SIZE_MAX - sizeof *res) / (sizeof(void *) + sizeof(dfr_free_cb)))
+	if (n >
+	    (SIZE_MAX - sizeof *res) / (sizeof(void *) + sizeof(dfr_free_cb)))
 		return NULL;
-	res = calloc(1, sizeof *res + n * (sizeof(void *) + sizeof(dfr_free_cb)));
+	res =
+	    calloc(1, sizeof *res + n * (sizeof(void *) + sizeof(dfr_free_cb)));
 	if (res == NULL)
 		return NULL;
 	res->n = n;
@@ -99,15 +101,17 @@ gather_member_cb(struct dfr *d, void *arg)
 			dfr__set_handled(d);
 		if (!g->failed && g->out != NULL) {
 			g->failed = 1;
-			f = dfr_failure_new(dfr_failure(d)->code, "member %zu: %s", m->index,
-			    dfr_failure(d)->message);
+			f = dfr_failure_new(dfr_failure(d)->code,
+					    "member %zu: %s", m->index,
+					    dfr_failure(d)->message);
 			if (f != NULL)
 				f->index = (long)m->index;
 			dfr_errback_failure(g->out, f);
 			gather_fire_done(g);
 		}
 	} else if (!g->failed && g->out != NULL) {
-		g->res->values[m->index] = dfr__take_value(d, &g->free_cbs[m->index]);
+		g->res->values[m->index] =
+		    dfr__take_value(d, &g->free_cbs[m->index]);
 		if (--g->left == 0) {
 			res = g->res;
 			g->res = NULL;
@@ -189,7 +193,8 @@ dfr_gather(struct dfr **ds, size_t n, int flags)
 				struct dfr_failure *f;
 
 				g->failed = 1;
-				f = dfr_failure_new(ENOMEM, "member %zu: out of memory", i);
+				f = dfr_failure_new(
+				    ENOMEM, "member %zu: out of memory", i);
 				if (f != NULL)
 					f->index = (long)i;
 				dfr_errback_failure(out, f);

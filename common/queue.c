@@ -106,7 +106,8 @@ queue_grow(struct dfr_queue *q)
 	first = q->cap - q->head < q->count ? q->cap - q->head : q->count;
 	if (q->count > 0) {
 		memcpy(ring, q->ring + q->head, first * sizeof *ring);
-		memcpy(ring + first, q->ring, (q->count - first) * sizeof *ring);
+		memcpy(ring + first, q->ring,
+		       (q->count - first) * sizeof *ring);
 	}
 	free(q->ring);
 	q->ring = ring;
@@ -170,8 +171,9 @@ dfr_queue_get(struct dfr_queue *q)
 	if (q->closed)
 		return dfr_fail(DFR_ECLOSED, "queue closed");
 	if (q->st.waiting >= q->backlog)
-		return dfr_fail(DFR_EUNDERFLOW, "queue underflow: %zu gets already waiting",
-		    (size_t)q->st.waiting);
+		return dfr_fail(DFR_EUNDERFLOW,
+				"queue underflow: %zu gets already waiting",
+				(size_t)q->st.waiting);
 	d = dfr_new(queue_cancel_get, q);
 	if (d == NULL)
 		return NULL;

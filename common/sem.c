@@ -29,7 +29,8 @@ struct sem_run {
 static void
 sem_hold_tick(struct dfr_sem *s, uint64_t now)
 {
-	s->st.hold_total_ns += (uint64_t)(s->limit - s->tokens) * (now - s->tick_ns);
+	s->st.hold_total_ns +=
+	    (uint64_t)(s->limit - s->tokens) * (now - s->tick_ns);
 	s->tick_ns = now;
 }
 
@@ -150,7 +151,8 @@ dfr_sem_acquire_many(struct dfr_sem *s, unsigned int n)
 	if (s->closed)
 		return dfr_fail(DFR_ECLOSED, "closed");
 	if (n < 1 || n > s->limit)
-		return dfr_fail(EINVAL, "cannot acquire %u of %u tokens", n, s->limit);
+		return dfr_fail(EINVAL, "cannot acquire %u of %u tokens", n,
+				s->limit);
 	now = dfr__now_ns();
 	if (TAILQ_EMPTY(&s->waiters) && s->tokens >= n) {
 		d = dfr_succeed(s, NULL);
@@ -179,7 +181,8 @@ sem_grant(struct dfr_sem *s, uint64_t now)
 	uint64_t waited;
 
 	dfr__batch_begin();
-	while ((d = TAILQ_FIRST(&s->waiters)) != NULL && d->r.w.n <= s->tokens) {
+	while ((d = TAILQ_FIRST(&s->waiters)) != NULL &&
+	       d->r.w.n <= s->tokens) {
 		waited = now - d->r.w.since_ns;
 		sem_unlink(s, d);
 		sem_take(s, d->r.w.n, now);
@@ -246,7 +249,7 @@ run_follow(struct dfr *d, struct dfr *work)
 	dfr_ref(d); /* kept until run_done: the token depends on d's chain */
 	if (work == NULL) {
 		dfr_set_failure(d, errno != 0 ? errno : EINVAL,
-		    "run: the function returned no deferred");
+				"run: the function returned no deferred");
 		return;
 	}
 	/* A cancel asks fn's work to stop; it does not fail it by fiat. */
@@ -298,9 +301,9 @@ dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 		sem_take(s, 1, now);
 		errno = 0;
 		work = fn(arg);
-		if (work != NULL && (work->flags & DFR_F_FIRED) && work->inner == NULL &&
-		    work->outer == NULL && work->pos == work->ncbs &&
-		    !(work->flags & DFR_F_QUEUED)) {
+		if (work != NULL && (work->flags & DFR_F_FIRED) &&
+		    work->inner == NULL && work->outer == NULL &&
+		    work->pos == work->ncbs && !(work->flags & DFR_F_QUEUED)) {
 			dfr_sem_release(s);
 			return work;
 		}
@@ -308,7 +311,8 @@ dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 			int code = errno != 0 ? errno : EINVAL;
 
 			dfr_sem_release(s);
-			return dfr_fail(code, "run: the function returned no deferred");
+			return dfr_fail(
+			    code, "run: the function returned no deferred");
 		}
 	}
 	r = malloc(sizeof *r);
@@ -318,7 +322,8 @@ dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 		if (d != NULL)
 			dfr_unref(d);
 		if (work != NULL) {
-			/* Out of memory: nothing can follow the work; give back the token. */
+			/* Out of memory: nothing can follow the work; give back
+			 * the token. */
 			dfr_unref(work);
 			dfr_sem_release(s);
 		}
@@ -332,7 +337,8 @@ dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 	r->started = uncontended;
 	s->runs++;
 	if (uncontended) {
-		d->flags |= DFR_F_FIRED; /* with the token, as a fired acquire */
+		d->flags |=
+		    DFR_F_FIRED; /* with the token, as a fired acquire */
 		run_follow(d, work);
 	} else {
 		sem_enqueue(s, d, 1, now);
@@ -382,5 +388,6 @@ void
 dfr_sem_stats(const struct dfr_sem *s, struct dfr_stats *st)
 {
 	*st = s->st;
-	st->hold_total_ns += (uint64_t)(s->limit - s->tokens) * (dfr__now_ns() - s->tick_ns);
+	st->hold_total_ns +=
+	    (uint64_t)(s->limit - s->tokens) * (dfr__now_ns() - s->tick_ns);
 }

@@ -58,7 +58,7 @@ print_result(struct dfr *d, void *arg)
 int
 main(void)
 {
-	struct counter c = { event_base_new(), dfr_lock_new(), 0 };
+	struct counter c = {event_base_new(), dfr_lock_new(), 0};
 	struct dfr *d1, *d2;
 
 	d1 = counter_next(&c);

@@ -49,7 +49,7 @@ print_result(struct dfr *d, void *arg)
 int
 main(void)
 {
-	struct counter c = { event_base_new(), 0 };
+	struct counter c = {event_base_new(), 0};
 	struct dfr *d1, *d2;
 
 	/* Two callers ask before either record has completed. */

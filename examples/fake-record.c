@@ -30,7 +30,7 @@ fake_record_done(evutil_socket_t fd, short what, void *arg)
 struct dfr *
 fake_record(struct event_base *base, int value)
 {
-	static const struct timeval latency = { 0, FAKE_RECORD_MS * 1000 };
+	static const struct timeval latency = {0, FAKE_RECORD_MS * 1000};
 	struct fake_call *c = malloc(sizeof *c);
 
 	(void)value; /* a real server would store it */

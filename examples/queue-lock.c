@@ -84,9 +84,11 @@ consume_next(void)
 {
 	struct dfr *d = dfr_queue_get(app.jobs);
 
-	/* Callbacks run at once if a job is stored (the runner keeps the stack flat). */
+	/* Callbacks run at once if a job is stored (the runner keeps the stack
+	 * flat). */
 	dfr_add_callbacks(d, got_job, no_more_jobs, NULL);
-	dfr_unref(d); /* the queue, or the runner, keeps d until its callbacks ran */
+	dfr_unref(
+	    d); /* the queue, or the runner, keeps d until its callbacks ran */
 }
 
 /* Another user of the lock: it must never see a job half-done. */
@@ -95,7 +97,8 @@ take_snapshot(void *arg)
 {
 	(void)arg;
 	printf("snapshot: %d job(s) recorded, %s\n", app.recorded,
-	    app.in_progress ? "one IN PROGRESS (broken exclusion!)" : "none in progress");
+	       app.in_progress ? "one IN PROGRESS (broken exclusion!)"
+			       : "none in progress");
 	return dfr_succeed(NULL, NULL);
 }
 
@@ -112,7 +115,8 @@ main(void)
 	dfr_queue_close(app.jobs); /* no more puts; stored jobs still drain */
 
 	consume_next(); /* job 1 takes the lock now */
-	dfr_unref(dfr_lock_run(app.lock, take_snapshot, NULL)); /* waits for job 1 */
+	dfr_unref(
+	    dfr_lock_run(app.lock, take_snapshot, NULL)); /* waits for job 1 */
 
 	event_base_dispatch(app.base);
 	dfr_queue_free(app.jobs);

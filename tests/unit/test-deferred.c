@@ -81,7 +81,8 @@ test_callbacks_in_order(void **state)
 	assert_int_equal(unit_freed, 1);
 }
 
-/* Errors go to the next errback; an errback that recovers returns to callbacks. */
+/* Errors go to the next errback; an errback that recovers returns to callbacks.
+ */
 static void
 test_errback_alternation(void **state)
 {
@@ -320,7 +321,8 @@ test_cancel_no_canceller(void **state)
 	assert_int_equal(dfr_failure_code(d), DFR_ECANCELED);
 	dfr_cancel(d); /* nothing more */
 	assert_int_equal(lg.n, 1);
-	/* One late fire is swallowed (and its value released), a second is an error. */
+	/* One late fire is swallowed (and its value released), a second is an
+	 * error. */
 	assert_int_equal(dfr_callback(d, unit_int(1), unit_free_cb), 0);
 	assert_int_equal(unit_freed, 1);
 	assert_int_equal(dfr_errback(d, EIO, "late"), -EALREADY);
@@ -471,7 +473,8 @@ test_chaining(void **state)
 	assert_int_equal(unit_freed, 1); /* replaced by the wait */
 	assert_true(dfr_paused(d));
 	assert_true(dfr_fired(d));
-	/* Added to the middle deferred after chaining: run after inner fires. */
+	/* Added to the middle deferred after chaining: run after inner fires.
+	 */
 	dfr_add_callback(d, log_cb, (void *)1);
 	dfr_add_callback(d, add_one, NULL);
 	dfr_add_callback(d, log_cb, (void *)2);
@@ -635,8 +638,8 @@ chain_body(void *arg)
 	if (c->drop) {
 		/*
 		 * Drop every reference while paused: each deferred is held by
-		 * the next; when the last, unfired, goes, the whole chain goes on
-		 * with EPIPE (through the runner, no depth) and is freed.
+		 * the next; when the last, unfired, goes, the whole chain goes
+		 * on with EPIPE (through the runner, no depth) and is freed.
 		 */
 		for (i = 0; i <= c->n; i++)
 			dfr_unref(c->ds[i]);
@@ -658,7 +661,8 @@ chain_body(void *arg)
 static void
 test_long_chain(void **state)
 {
-	struct chain small = { 1, 0, 0, 0, NULL, 0 }, big = { unit_n(), 0, 0, 0, NULL, 0 };
+	struct chain small = {1, 0, 0, 0, NULL, 0},
+		     big = {unit_n(), 0, 0, 0, NULL, 0};
 	size_t d1, dn;
 
 	(void)state;
@@ -666,7 +670,8 @@ test_long_chain(void **state)
 	dn = unit_run_small_stack(chain_body, &big);
 	assert_int_equal(small.ran, 1);
 	assert_int_equal(big.ran, 1);
-	print_message("# stack used: %zu bytes with 1 chained, %zu with %zu\n", d1, dn, big.n);
+	print_message("# stack used: %zu bytes with 1 chained, %zu with %zu\n",
+		      d1, dn, big.n);
 	assert_true(dn <= d1 + 256);
 
 	assert_int_equal(big.code, 0);
@@ -710,24 +715,42 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_callbacks_in_order, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_errback_alternation, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_fire_twice, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_unhandled_reported, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_default_reporter, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_value_ownership, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_add_from_callback, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_trampoline, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_free_in_own_callback, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_cancel_no_canceller, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_canceller, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_cancel_reentrant, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_cancel_from_callback, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_chaining, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_cancel_forwarded, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_cycle, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_long_chain, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_many_callbacks, unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_callbacks_in_order, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_errback_alternation,
+					    unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_fire_twice, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_unhandled_reported, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_default_reporter, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_value_ownership, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_add_from_callback, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_trampoline, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_free_in_own_callback,
+					    unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_no_canceller,
+					    unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_canceller, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_reentrant, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_from_callback,
+					    unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_chaining, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_forwarded, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cycle, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_long_chain, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_many_callbacks, unit_setup,
+					    unit_teardown),
 	};
 
 	return cmocka_run_group_tests_name("deferred", tests, NULL, NULL);

@@ -48,7 +48,8 @@ test_order(void **state)
 	assert_int_equal(unit_freed, 3);
 }
 
-/* First failure: fails with the member's code and index; others are reported. */
+/* First failure: fails with the member's code and index; others are reported.
+ */
 static void
 test_first_failure(void **state)
 {
@@ -69,7 +70,7 @@ test_first_failure(void **state)
 	assert_non_null(strstr(f->message, "2"));
 	assert_non_null(strstr(f->message, "disk"));
 	assert_int_equal(unit_unhandled, 1); /* the member's own failure */
-	dfr_errback(ds[1], EPIPE, "later"); /* after the gather fired */
+	dfr_errback(ds[1], EPIPE, "later");  /* after the gather fired */
 	assert_int_equal(unit_unhandled, 2);
 	dfr_failure_free(dfr_take_failure(g));
 	dfr_unref(g);
@@ -174,12 +175,18 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_empty, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_order, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_first_failure, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_consume_errors, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_cancel, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_dropped, unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_empty, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_order, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_first_failure, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_consume_errors, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_dropped, unit_setup,
+					    unit_teardown),
 	};
 
 	return cmocka_run_group_tests_name("gather", tests, NULL, NULL);

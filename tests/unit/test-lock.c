@@ -41,14 +41,16 @@ test_acquire_release(void **state)
 	b = dfr_lock_acquire(l);
 	assert_false(dfr_fired(b));
 	assert_int_equal(dfr_lock_waiting(l), 1);
-	assert_int_equal(dfr_callback(b, NULL, NULL), -EBUSY); /* only the lock fires it */
+	assert_int_equal(dfr_callback(b, NULL, NULL),
+			 -EBUSY); /* only the lock fires it */
 	assert_int_equal(dfr_errback(b, EIO, "no"), -EBUSY);
 	/* Release with a waiter hands over: still locked. */
 	assert_int_equal(dfr_lock_release(l), 0);
 	assert_true(dfr_fired(b));
 	assert_true(dfr_lock_locked(l));
 	assert_int_equal(dfr_lock_waiting(l), 0);
-	/* The last release unlocks; one more is an error, also in release builds. */
+	/* The last release unlocks; one more is an error, also in release
+	 * builds. */
 	assert_int_equal(dfr_lock_release(l), 0);
 	assert_false(dfr_lock_locked(l));
 	assert_int_equal(dfr_lock_release(l), -EPERM);
@@ -83,12 +85,14 @@ test_fifo(void **state)
 	dfr_lock_free(l);
 }
 
-/* Cancelling a waiting acquire removes it; cancelling a fired one does nothing. */
+/* Cancelling a waiting acquire removes it; cancelling a fired one does nothing.
+ */
 static void
 test_cancel_acquire(void **state)
 {
 	struct dfr_lock *l = dfr_lock_new();
-	struct dfr *a = dfr_lock_acquire(l), *b = dfr_lock_acquire(l), *c = dfr_lock_acquire(l);
+	struct dfr *a = dfr_lock_acquire(l), *b = dfr_lock_acquire(l),
+		   *c = dfr_lock_acquire(l);
 	struct dfr_stats st;
 
 	(void)state;
@@ -118,7 +122,8 @@ test_cancel_acquire(void **state)
 	dfr_unref(a);
 	dfr_unref(b);
 	dfr_unref(c);
-	/* A waiting acquire dropped by its caller stays queued; its callbacks run. */
+	/* A waiting acquire dropped by its caller stays queued; its callbacks
+	 * run. */
 	lg.n = 0;
 	a = dfr_lock_acquire(l);
 	b = dfr_lock_acquire(l);
@@ -166,7 +171,8 @@ test_release_reacquire(void **state)
 	c = dfr_lock_acquire(lk);
 	dfr_add_callback(b, release_reacquire, (void *)1);
 	dfr_add_callback(c, log_cb, (void *)2);
-	assert_int_equal(dfr_lock_release(lk), 0); /* to b, which releases to c */
+	assert_int_equal(dfr_lock_release(lk),
+			 0); /* to b, which releases to c */
 	assert_int_equal(lg.n, 2);
 	assert_int_equal(lg.v[0], 1);
 	assert_int_equal(lg.v[1], 2);
@@ -267,7 +273,8 @@ test_run(void **state)
 	assert_false(dfr_lock_locked(l));
 	dfr_unref(r);
 
-	/* f's result pending: held until it fires; run's deferred carries it. */
+	/* f's result pending: held until it fires; run's deferred carries it.
+	 */
 	work = dfr_new(NULL, NULL);
 	r = dfr_lock_run(l, pending_work, NULL);
 	assert_int_equal(calls, 2);
@@ -329,7 +336,8 @@ test_run_failure(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
-/* Cancelling a run that waits for the lock: f never runs. Dropping it does not cancel. */
+/* Cancelling a run that waits for the lock: f never runs. Dropping it does not
+ * cancel. */
 static void
 test_run_cancel_waiting(void **state)
 {
@@ -389,7 +397,7 @@ test_run_cancel_pending(void **state)
 	next = dfr_lock_acquire(l);
 	dfr_cancel(r);
 	assert_int_equal(work_cancels, 1);
-	assert_true(dfr_paused(r));   /* no result yet */
+	assert_true(dfr_paused(r));    /* no result yet */
 	assert_false(dfr_fired(next)); /* the work still runs: no entry */
 	assert_true(dfr_lock_locked(l));
 	dfr_errback(work, DFR_ECANCELED, "stopped");
@@ -480,7 +488,7 @@ test_stats(void **state)
 	struct dfr_lock *l = dfr_lock_new();
 	struct dfr *a = dfr_lock_acquire(l), *b = dfr_lock_acquire(l);
 	struct dfr_stats st;
-	struct timespec ts = { 0, 2000000 };
+	struct timespec ts = {0, 2000000};
 
 	(void)state;
 	nanosleep(&ts, NULL); /* measured: this is what the stats must show */
@@ -512,8 +520,8 @@ test_stats(void **state)
  */
 struct many {
 	size_t n;
-	size_t next;   /* order check */
-	size_t bad;    /* out of order */
+	size_t next; /* order check */
+	size_t bad;  /* out of order */
 	int use_run;
 	struct dfr_lock *l;
 };
@@ -574,7 +582,7 @@ many_body(void *arg)
 static void
 test_million_waiters(void **state)
 {
-	struct many m = { unit_n(), 0, 0, 0, NULL }, one = { 1, 0, 0, 0, NULL };
+	struct many m = {unit_n(), 0, 0, 0, NULL}, one = {1, 0, 0, 0, NULL};
 	size_t d1, dn;
 
 	(void)state;
@@ -589,7 +597,9 @@ test_million_waiters(void **state)
 	one.next = 0;
 	d1 = unit_run_small_stack(many_body, &one);
 	dn = unit_run_small_stack(many_body, &m);
-	print_message("# stack used by run(): %zu bytes with 1 waiter, %zu with %zu\n", d1, dn, m.n);
+	print_message(
+	    "# stack used by run(): %zu bytes with 1 waiter, %zu with %zu\n",
+	    d1, dn, m.n);
 	assert_int_equal(m.next, m.n);
 	assert_int_equal(m.bad, 0);
 	assert_true(dn <= d1 + 256);
@@ -629,7 +639,7 @@ order_body(void *arg)
 static void
 test_million_fifo(void **state)
 {
-	struct many m = { unit_n(), 0, 0, 1, NULL };
+	struct many m = {unit_n(), 0, 0, 1, NULL};
 
 	(void)state;
 	expect = 0;
@@ -663,7 +673,8 @@ test_cancel_million(void **state)
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	t1 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-	print_message("# cancelled %zu waiters last-to-first in %.3f s\n", n, (double)(t1 - t0) / 1e9);
+	print_message("# cancelled %zu waiters last-to-first in %.3f s\n", n,
+		      (double)(t1 - t0) / 1e9);
 	dfr_lock_stats(l, &st);
 	assert_int_equal(st.cancelled, n);
 	assert_int_equal(dfr_lock_waiting(l), 0);
@@ -674,7 +685,8 @@ test_cancel_million(void **state)
 	dfr_lock_free(l);
 }
 
-/* Heap cost of one waiting acquire, with its first callback: at most 128 bytes. */
+/* Heap cost of one waiting acquire, with its first callback: at most 128 bytes.
+ */
 static void
 test_waiter_memory(void **state)
 {
@@ -698,21 +710,36 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_acquire_release, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_fifo, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_cancel_acquire, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_release_reacquire, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_cancel_from_callback, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_run, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_run_failure, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_run_cancel_waiting, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_close, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_stats, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_million_waiters, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_million_fifo, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_cancel_million, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_waiter_memory, unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_acquire_release, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_fifo, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_acquire, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_release_reacquire, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_from_callback,
+					    unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_failure, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_waiting, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_stats, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_million_waiters, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_million_fifo, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_million, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_waiter_memory, unit_setup,
+					    unit_teardown),
 	};
 
 	return cmocka_run_group_tests_name("lock", tests, NULL, NULL);

@@ -38,14 +38,16 @@ test_backlog(void **state)
 	assert_int_equal(dfr_queue_put(q, unit_int(2), unit_free_cb), 0);
 	assert_int_equal(*(int *)dfr_value(g[0]), 1);
 	assert_int_equal(*(int *)dfr_value(g[1]), 2);
-	/* Further puts are stored; beyond size they fail, the caller keeps the item. */
+	/* Further puts are stored; beyond size they fail, the caller keeps the
+	 * item. */
 	assert_int_equal(dfr_queue_put(q, unit_int(3), unit_free_cb), 0);
 	assert_int_equal(dfr_queue_put(q, unit_int(4), unit_free_cb), 0);
 	v = unit_int(5);
 	assert_int_equal(dfr_queue_put(q, v, unit_free_cb), -DFR_EOVERFLOW);
 	free(v);
 	assert_int_equal(dfr_queue_size(q), 2);
-	/* Gets on stored items fire at once, in FIFO order; the get owns the item. */
+	/* Gets on stored items fire at once, in FIFO order; the get owns the
+	 * item. */
 	g[2] = dfr_queue_get(q);
 	assert_int_equal(*(int *)dfr_value(g[2]), 3);
 	dfr_unref(g[2]);
@@ -69,14 +71,16 @@ test_unbounded(void **state)
 
 	(void)state;
 	for (i = 0; i < 1000; i++)
-		assert_int_equal(dfr_queue_put(q, unit_int(i), unit_free_cb), 0);
+		assert_int_equal(dfr_queue_put(q, unit_int(i), unit_free_cb),
+				 0);
 	for (i = 0; i < 500; i++) {
 		d = dfr_queue_get(q);
 		assert_int_equal(*(int *)dfr_value(d), i);
 		dfr_unref(d);
 	}
 	for (i = 1000; i < 1100; i++) /* wraps around the ring */
-		assert_int_equal(dfr_queue_put(q, unit_int(i), unit_free_cb), 0);
+		assert_int_equal(dfr_queue_put(q, unit_int(i), unit_free_cb),
+				 0);
 	for (i = 500; i < 600; i++) {
 		d = dfr_queue_get(q);
 		assert_int_equal(*(int *)dfr_value(d), i);
@@ -87,7 +91,8 @@ test_unbounded(void **state)
 	assert_int_equal(unit_freed, 1100);
 }
 
-/* size 0: put fails unless a getter waits; backlog 0: get fails unless stored. */
+/* size 0: put fails unless a getter waits; backlog 0: get fails unless stored.
+ */
 static void
 test_zero(void **state)
 {
@@ -143,18 +148,21 @@ test_cancel(void **state)
 	dfr_unref(a);
 	dfr_unref(b);
 	dfr_unref(c);
-	assert_int_equal(unit_freed, 2); /* items 1 and 2, released with a and c */
+	assert_int_equal(unit_freed,
+			 2); /* items 1 and 2, released with a and c */
 	a = dfr_queue_get(q);
 	assert_int_equal(*(int *)dfr_value(a), 3);
 	dfr_unref(a);
 	assert_int_equal(unit_freed, 3);
-	/* A waiting get dropped by its caller stays queued: it takes the next item. */
+	/* A waiting get dropped by its caller stays queued: it takes the next
+	 * item. */
 	a = dfr_queue_get(q);
 	dfr_unref(a);
 	assert_int_equal(dfr_queue_waiting(q), 1);
 	assert_int_equal(dfr_queue_put(q, unit_int(4), unit_free_cb), 0);
 	assert_int_equal(dfr_queue_size(q), 0);
-	assert_int_equal(unit_freed, 4); /* given to the dropped get, released with it */
+	assert_int_equal(unit_freed,
+			 4); /* given to the dropped get, released with it */
 	dfr_queue_free(q);
 }
 
@@ -272,7 +280,7 @@ static void
 test_stats(void **state)
 {
 	struct dfr_queue *q = dfr_queue_new(DFR_UNBOUNDED, DFR_UNBOUNDED);
-	struct timespec ts = { 0, 2000000 };
+	struct timespec ts = {0, 2000000};
 	struct dfr_stats st;
 	struct dfr *g;
 	int x;
@@ -295,7 +303,8 @@ test_stats(void **state)
 	dfr_queue_free(q);
 }
 
-/* Differ: a get -> callback -> get consumer loop over a million stored items. */
+/* Differ: a get -> callback -> get consumer loop over a million stored items.
+ */
 struct consumer {
 	size_t n;
 	size_t got;
@@ -336,7 +345,7 @@ consumer_body(void *arg)
 static void
 test_million_consumer(void **state)
 {
-	struct consumer c = { unit_n(), 0, 0, NULL }, one = { 1, 0, 0, NULL };
+	struct consumer c = {unit_n(), 0, 0, NULL}, one = {1, 0, 0, NULL};
 	size_t d1, dn;
 
 	(void)state;
@@ -352,15 +361,24 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_backlog, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_unbounded, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_zero, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_cancel, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_put_during_cancel, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_getter_puts, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_close, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_stats, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_million_consumer, unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_backlog, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_unbounded, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_zero, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_put_during_cancel, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_getter_puts, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_stats, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_million_consumer, unit_setup,
+					    unit_teardown),
 	};
 
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);

@@ -95,7 +95,8 @@ test_acquire_many(void **state)
 	small = dfr_sem_acquire(s); /* one token is free, but big is first */
 	assert_false(dfr_fired(big));
 	assert_false(dfr_fired(small));
-	assert_int_equal(dfr_sem_release_many(s, 4), -EPERM); /* nothing released */
+	assert_int_equal(dfr_sem_release_many(s, 4),
+			 -EPERM); /* nothing released */
 	assert_int_equal(dfr_sem_tokens(s), 1);
 	assert_int_equal(dfr_sem_release_many(s, 3), 0); /* both fit now */
 	assert_true(dfr_fired(big));
@@ -250,7 +251,7 @@ many_body(void *arg)
 static void
 test_million_waiters(void **state)
 {
-	struct many m = { unit_n(), 0, 0, NULL }, one = { 1, 0, 0, NULL };
+	struct many m = {unit_n(), 0, 0, NULL}, one = {1, 0, 0, NULL};
 	size_t d1, dn;
 
 	(void)state;
@@ -265,13 +266,20 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_new_invalid, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_tokens, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_acquire_many, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_run, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_close, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_million_waiters, unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_new_invalid, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_tokens, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_acquire_many, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_million_waiters, unit_setup,
+					    unit_teardown),
 	};
 
 	return cmocka_run_group_tests_name("sem", tests, NULL, NULL);

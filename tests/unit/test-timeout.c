@@ -7,8 +7,8 @@
 
 #include "unit.h"
 
-static const struct timeval short_tv = { 0, 20000 }; /* 20 ms */
-static const struct timeval long_tv = { 30, 0 };     /* never reached */
+static const struct timeval short_tv = {0, 20000}; /* 20 ms */
+static const struct timeval long_tv = {30, 0};	   /* never reached */
 
 static int
 timers(struct event_base *base)
@@ -35,10 +35,12 @@ test_expires(void **state)
 	(void)state;
 	dfr_add_errback(d, record_before, NULL);
 	assert_int_equal(dfr_set_timeout(d, base, &short_tv, NULL, NULL), 0);
-	assert_int_equal(dfr_set_timeout(d, base, &short_tv, NULL, NULL), -EBUSY);
+	assert_int_equal(dfr_set_timeout(d, base, &short_tv, NULL, NULL),
+			 -EBUSY);
 	assert_int_equal(timers(base), 1);
 	event_base_dispatch(base);
-	assert_int_equal(seen_code[0], DFR_ECANCELED); /* added before the timeout */
+	assert_int_equal(seen_code[0],
+			 DFR_ECANCELED); /* added before the timeout */
 	assert_int_equal(dfr_failure_code(d), DFR_ETIMEDOUT);
 	assert_int_equal(timers(base), 0);
 	dfr_failure_free(dfr_take_failure(d));
@@ -83,7 +85,8 @@ test_fired_first(void **state)
 	dfr_callback(d, &x, NULL);
 	assert_int_equal(timers(base), 0);
 	assert_ptr_equal(dfr_value(d), &x);
-	assert_int_equal(dfr_set_timeout(d, base, &long_tv, NULL, NULL), -EALREADY);
+	assert_int_equal(dfr_set_timeout(d, base, &long_tv, NULL, NULL),
+			 -EALREADY);
 	dfr_unref(d);
 
 	d = dfr_new(NULL, NULL);
@@ -190,7 +193,7 @@ stop_now(evutil_socket_t fd, short what, void *arg)
 static void
 work_canceller(struct dfr *d, void *arg)
 {
-	static const struct timeval later = { 0, 10000 };
+	static const struct timeval later = {0, 10000};
 
 	/* The work stops a little later, as real I/O would. */
 	evtimer_add(stop_ev, &later);
@@ -221,7 +224,7 @@ test_run_timeout(void **state)
 	event_base_loop(base, EVLOOP_ONCE); /* the timeout */
 	assert_true(dfr_paused(r));
 	assert_false(dfr_fired(next)); /* the work still runs */
-	event_base_dispatch(base); /* the work stops */
+	event_base_dispatch(base);     /* the work stops */
 	assert_int_equal(dfr_failure_code(r), DFR_ETIMEDOUT);
 	assert_true(dfr_fired(next));
 	dfr_lock_release(l);
@@ -239,12 +242,18 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_expires, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_custom_handler, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_fired_first, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_canceller_kept, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_lock_wait_timeout, unit_setup, unit_teardown),
-		cmocka_unit_test_setup_teardown(test_run_timeout, unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_expires, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_custom_handler, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_fired_first, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_canceller_kept, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_lock_wait_timeout, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_timeout, unit_setup,
+					    unit_teardown),
 	};
 
 	return cmocka_run_group_tests_name("timeout", tests, NULL, NULL);

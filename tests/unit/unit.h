@@ -18,7 +18,8 @@
 
 #include "dfr.h"
 
-/* Size of the big tests: DFR_TEST_N, default 1,000,000 (smaller under valgrind). */
+/* Size of the big tests: DFR_TEST_N, default 1,000,000 (smaller under
+ * valgrind). */
 static inline size_t
 unit_n(void)
 {
@@ -93,8 +94,7 @@ unit_log_add(struct unit_log *l, int v)
 
 /* Lowest stack address seen by unit_stack_note() (stack grows down). */
 static __thread uintptr_t unit_stack_low;
-static void __attribute__((noinline, unused))
-unit_stack_note(void)
+static void __attribute__((noinline, unused)) unit_stack_note(void)
 {
 	volatile char c = 0;
 	uintptr_t p = (uintptr_t)&c;
@@ -104,7 +104,8 @@ unit_stack_note(void)
 	(void)c;
 }
 
-/* Run fn(arg) on a thread with a 256 KiB stack; returns the stack depth seen. */
+/* Run fn(arg) on a thread with a 256 KiB stack; returns the stack depth seen.
+ */
 struct unit_small {
 	void (*fn)(void *);
 	void *arg;
@@ -129,7 +130,7 @@ unit_small_main(void *p)
 static inline size_t
 unit_run_small_stack(void (*fn)(void *), void *arg)
 {
-	struct unit_small s = { fn, arg, 0, 0 };
+	struct unit_small s = {fn, arg, 0, 0};
 	pthread_attr_t attr;
 	pthread_t t;
 
