@@ -1,0 +1,82 @@
+"""counterctl against a real counterd: output a script can parse, exit codes, one-line errors; counterd's CLI."""
+import json
+import subprocess
+
+import harness
+from test_client_helpers import dead_url, server_records
+
+
+def run(*args, timeout=60):
+    return subprocess.run([harness.COUNTERCTL] + list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def test_next_prints_numbers(record_countd, counterd):
+    rc = record_countd("--latency", "10ms")
+    cd = counterd(rc.url)
+    p = cd.ctl("next", "jobs")
+    assert p.returncode == 0 and p.stdout == "1\n" and p.stderr == ""
+    p = cd.ctl("next", "jobs", "-n", "50", "-c", "8")
+    assert p.returncode == 0, p.stderr
+    assert sorted(int(x) for x in p.stdout.split()) == list(range(2, 52))
+    assert cd.ctl("next").stdout == "1\n", "no NAME is the counter named default"
+    assert server_records(rc, "test:jobs") == list(range(1, 52))
+
+
+def test_get_list_stats_health(record_countd, counterd):
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    cd.ctl("next", "a", "-n", "3")
+    cd.ctl("next", "b")
+    assert cd.ctl("get", "a").stdout == "3\n"
+    assert cd.ctl("list").stdout == "a 3\nb 1\n"
+    p = cd.ctl("stats")
+    assert p.returncode == 0 and json.loads(p.stdout)["counters"]["a"]["handed_out"] == 3
+    p = cd.ctl("health")
+    assert p.returncode == 0 and json.loads(p.stdout)["status"] == "ok"
+
+
+def test_daemon_not_running_is_one_clear_line(tmp_path):
+    sock = str(tmp_path / "none.sock")
+    p = run("--socket", sock, "next")
+    assert p.returncode == 3
+    assert p.stdout == ""
+    assert p.stderr == "counterctl: cannot connect to %s: No such file or directory (is counterd running?)\n" % sock
+
+
+def test_server_side_error_is_exit_1(counterd):
+    cd = counterd(dead_url(), "--retries", "0")
+    p = cd.ctl("next", "x")
+    assert p.returncode == 1
+    assert p.stderr.startswith("counterctl: next: 503 server_unreachable: ")
+    assert len(p.stderr.splitlines()) == 1
+    p = cd.ctl("get", "nothing")
+    assert p.returncode == 1 and "404 not_found" in p.stderr
+    p = cd.ctl("health")
+    assert p.returncode == 1
+
+
+def test_usage_errors_are_exit_2(tmp_path):
+    sock = str(tmp_path / "x.sock")
+    for args in (["bogus"], ["next", "b@d"], ["next", "a", "-n", "0"], ["next", "a", "-c"], ["get"],
+                 ["--frobnicate"], []):
+        p = run("--socket", sock, *args) if args else run()
+        assert p.returncode == 2, (args, p)
+        assert p.stderr, args
+
+
+def test_help_and_version():
+    p = run("--help")
+    assert p.returncode == 0 and "Exit status" in p.stdout and "3 counterd is not reachable" in p.stdout
+    assert run("--version").stdout.startswith("counterctl ")
+    p = subprocess.run([harness.COUNTERD, "--help"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0 and "unsafe" in p.stdout and "ON PURPOSE" in p.stdout and "--batch-max" in p.stdout
+    assert subprocess.run([harness.COUNTERD, "--version"], capture_output=True, text=True).stdout.startswith("counterd ")
+
+
+def test_counterd_rejects_bad_options(tmp_path):
+    sock = str(tmp_path / "x.sock")
+    for args, msg in ((["--strategy", "fast"], "--strategy"), (["--wait-timeout", "10x"], "not a duration"),
+                      (["--server", "ftp://x"], "--server"), (["--client-id", "a b"], "--client-id"),
+                      (["--batch-max", "0"], "--batch-max"), (["--log-level", "loud"], "--log-level")):
+        p = subprocess.run([harness.COUNTERD, "--socket", sock] + args, capture_output=True, text=True, timeout=10)
+        assert p.returncode != 0 and msg in p.stderr, (args, p.stderr)
