@@ -281,7 +281,8 @@ struct dfr_lock *dfr_lock_new(void);
 /*
  * Free a lock. Waiters still queued fail with DFR_ECLOSED first (as by
  * dfr_lock_close). The lock must not be used afterwards; deferreds already
- * handed out stay valid.
+ * handed out stay valid, and a run() whose work is still pending finishes
+ * (the lock's memory goes when it has).
  */
 void dfr_lock_free(struct dfr_lock *l);
 
@@ -443,7 +444,8 @@ struct dfr_gather_result {
  * and failure->index set to that index. With
  * DFR_GATHER_CONSUME_ERRORS, members' failures are marked handled (not
  * reported when freed). Cancelling the gather cancels every unfired
- * member. Takes over the caller's reference to each member. n == 0 fires at
+ * member (all of them, whatever their cancellers do); the gather then ends
+ * as its members do: normally with the first member's DFR_ECANCELED. Takes over the caller's reference to each member. n == 0 fires at
  * once with an empty result.
  */
 struct dfr *dfr_gather(struct dfr **ds, size_t n, int flags);
