@@ -445,8 +445,9 @@ struct dfr_gather_result {
  * DFR_GATHER_CONSUME_ERRORS, members' failures are marked handled (not
  * reported when freed). Cancelling the gather cancels every unfired
  * member (all of them, whatever their cancellers do); the gather then ends
- * as its members do: normally with the first member's DFR_ECANCELED. Takes over the caller's reference to each member. n == 0 fires at
- * once with an empty result.
+ * as its members do: normally with the first member's DFR_ECANCELED.
+ * Takes over the caller's reference to each member. n == 0 fires at once
+ * with an empty result.
  */
 struct dfr *dfr_gather(struct dfr **ds, size_t n, int flags);
 
