@@ -202,7 +202,11 @@ shutdown_check_cb(evutil_socket_t fd, short what, void *arg)
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (api_pending() == 0 && recorder_busy(recorder) == 0) {
-		event_base_loopexit(base, NULL);
+		/* The last answers sit in output buffers: give the loop time to write them. */
+		struct timeval flush = { 0, 100 * 1000 };
+
+		event_del(ev_check);
+		event_base_loopexit(base, &flush);
 		return;
 	}
 	if (now.tv_sec - stop_started.tv_sec >= SHUTDOWN_GRACE_S) {
