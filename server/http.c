@@ -29,6 +29,7 @@ static struct MHD_Daemon *http_daemon;
 static struct event *http_epoll_ev;
 static struct event *http_timer_ev;
 static int http_quiesced;
+static int http_kick;
 
 /* Re-arm the timer from libmicrohttpd's next timeout. */
 static void
@@ -49,9 +50,21 @@ http_reschedule(void)
 void
 http_run(void)
 {
+	int i;
+
 	if (http_daemon == NULL)
 		return;
-	MHD_run(http_daemon);
+	/*
+	 * When libmicrohttpd gives up on a request by itself (it logs then),
+	 * it closes the connection only on its next run, which in epoll mode
+	 * may never come: run it again at once.
+	 */
+	for (i = 0; i < 4; i++) {
+		http_kick = 0;
+		MHD_run(http_daemon);
+		if (!http_kick)
+			break;
+	}
 	http_reschedule();
 }
 
@@ -74,13 +87,17 @@ http_log_cb(void *arg, const char *fmt, va_list ap)
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
 		buf[--n] = '\0';
 	log_warnx("libmicrohttpd: %s", buf);
+	http_kick = 1;
 }
+
+static void http_req_free(struct req *r);
 
 /* A request line arrived: allocate its state and note its arrival time. */
 static void *
 http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 {
-	struct req *r;
+	const union MHD_ConnectionInfo *info;
+	struct req *r, **slot;
 	const char *q;
 	size_t plen;
 
@@ -100,6 +117,13 @@ http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 	}
 	r->query = q ? r->uri + plen + 1 : "";
 	http_requests_open++;
+	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	if (info != NULL && info->socket_context != NULL) {
+		slot = info->socket_context;
+		if (*slot != NULL)
+			http_req_free(*slot);   /* the previous request was dropped by libmicrohttpd */
+		*slot = r;
+	}
 	return r;
 }
 
@@ -370,15 +394,16 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 	return MHD_YES;             /* suspended until its latency passes and its records are committed */
 }
 
-/* The request is over (response sent, or the connection failed). */
+/* Free r and everything it holds. */
 static void
-http_completed_cb(void *arg, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+http_req_free(struct req *r)
 {
-	struct req *r = *con_cls;
+	const union MHD_ConnectionInfo *info;
+	struct req **slot;
 
-	if (r == NULL)
-		return;
-	*con_cls = NULL;
+	info = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	if (info != NULL && (slot = info->socket_context) != NULL && *slot == r)
+		*slot = NULL;
 	delay_forget(r);
 	http_leave(r);
 	if (r->resp != NULL)
@@ -393,6 +418,42 @@ http_completed_cb(void *arg, struct MHD_Connection *conn, void **con_cls, enum M
 	http_requests_open--;
 	if (shutting_down)
 		main_maybe_exit();
+}
+
+/* The request is over (response sent, or the connection failed). */
+static void
+http_completed_cb(void *arg, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	struct req *r = *con_cls;
+
+	if (r == NULL)
+		return;
+	*con_cls = NULL;
+	http_req_free(r);
+}
+
+/*
+ * Connections carry a slot with their current request: libmicrohttpd does
+ * not report the end of a request it rejected by itself before our handler
+ * ran (say, too many query parameters for its pool), so such a request is
+ * freed when the next one arrives or the connection closes.
+ */
+static void
+http_connection_cb(void *arg, struct MHD_Connection *conn, void **socket_context,
+    enum MHD_ConnectionNotificationCode toe)
+{
+	struct req **slot;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		*socket_context = calloc(1, sizeof(struct req *));
+		return;
+	}
+	if ((slot = *socket_context) == NULL)
+		return;
+	if (*slot != NULL)
+		http_req_free(*slot);
+	free(slot);
+	*socket_context = NULL;
 }
 
 /* Start libmicrohttpd on the listening socket fd and hook it into the loop. */
@@ -412,6 +473,7 @@ http_start(int fd)
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_MEMORY_LIMIT,
 	    MHD_OPTION_URI_LOG_CALLBACK, http_uri_cb, NULL,
 	    MHD_OPTION_NOTIFY_COMPLETED, http_completed_cb, NULL,
+	    MHD_OPTION_NOTIFY_CONNECTION, http_connection_cb, NULL,
 	    MHD_OPTION_END);
 	if (http_daemon == NULL) {
 		log_warnx("cannot start libmicrohttpd on the listening socket");
