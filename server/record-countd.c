@@ -406,14 +406,14 @@ main(int argc, char **argv)
 	log_route_libevent();
 	main_rlimit();
 
-	if ((db = store_open(cfg.db, cfg.durability_full, why)) == NULL)
-		fatalx("--db %s: %s", cfg.db, why);
-	main_load_stats();
-
 	if ((fd = main_systemd_socket()) != -1)
 		activated = 1;
 	else
 		fd = main_listen(cfg.listen);
+
+	if ((db = store_open(cfg.db, cfg.durability_full, why)) == NULL)
+		fatalx("--db %s: %s", cfg.db, why);
+	main_load_stats();
 
 	if ((ev_base = event_base_new()) == NULL)
 		fatalx("cannot create the event loop");

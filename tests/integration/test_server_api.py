@@ -1,0 +1,379 @@
+"""record-countd: every endpoint, its answers and its errors, over real HTTP with a real SQLite file."""
+import os
+import subprocess
+
+import pytest
+
+from test_server_helpers import INT64_MAX, RECORD_COUNTD
+
+
+def is_error(r, status, code):
+    """r is a JSON error with this status and code, naming the problem in a message."""
+    assert r.status == status, r
+    assert r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert doc["error"] == code, doc
+    assert isinstance(doc["message"], str) and doc["message"]
+    return doc
+
+
+def test_get_records_a_value(record_countd):
+    d = record_countd("--latency", "0")
+    r = d.get("/record-count?value=1&client=alice")
+    assert r.status == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {"value": 1, "client": "alice", "seq": 1, "duplicate": False}
+
+
+def test_default_client_is_anonymous(record_countd):
+    d = record_countd("--latency", "0")
+    assert d.get("/record-count?value=7").json()["client"] == "anonymous"
+    assert d.get("/clients/anonymous").json() == {"client": "anonymous", "last_value": 7, "recorded": 1}
+
+
+def test_retry_is_idempotent(record_countd):
+    d = record_countd("--latency", "0")
+    first = d.get("/record-count?value=5&client=c").json()
+    again = d.get("/record-count?value=5&client=c").json()
+    assert first["duplicate"] is False
+    assert again == dict(first, duplicate=True)
+    other = d.get("/record-count?value=5&client=other").json()
+    assert other["duplicate"] is False and other["seq"] != first["seq"]
+    stats = d.get("/stats").json()
+    assert stats["recorded"] == 2 and stats["duplicates"] == 1
+    assert d.get("/clients/c").json()["recorded"] == 1
+
+
+def test_seq_follows_arrival_order(record_countd):
+    d = record_countd("--latency", "0")
+    seqs = [d.get("/record-count?value=%d&client=%s" % (v, c)).json()["seq"]
+            for v, c in [(3, "a"), (1, "b"), (2, "a"), (10, "c")]]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    recs = d.get("/records").json()["records"]
+    assert [(x["client"], x["value"]) for x in recs] == [("a", 3), ("b", 1), ("a", 2), ("c", 10)]
+    assert [x["seq"] for x in recs] == seqs
+
+
+def test_post_records_in_order_with_duplicates(record_countd):
+    d = record_countd("--latency", "0")
+    d.get("/record-count?value=2&client=p")
+    r = d.post("/record-count", {"client": "p", "values": [1, 2, 3, 3]})
+    assert r.status == 200, r
+    doc = r.json()
+    assert doc["client"] == "p"
+    recs = doc["records"]
+    assert [x["value"] for x in recs] == [1, 2, 3, 3]
+    assert [x["duplicate"] for x in recs] == [False, True, False, True]
+    assert recs[0]["seq"] < recs[2]["seq"] and recs[3]["seq"] == recs[2]["seq"]
+    assert recs[1]["seq"] == 1
+    assert d.get("/clients/p").json() == {"client": "p", "last_value": 3, "recorded": 3}
+
+
+def test_post_default_client(record_countd):
+    d = record_countd("--latency", "0")
+    assert d.post("/record-count", {"values": [4]}).json()["client"] == "anonymous"
+
+
+def test_clients_unknown_is_zero(record_countd):
+    d = record_countd("--latency", "0")
+    r = d.get("/clients/nobody")
+    assert r.status == 200
+    assert r.json() == {"client": "nobody", "last_value": 0, "recorded": 0}
+
+
+def test_clients_last_value_is_highest(record_countd):
+    d = record_countd("--latency", "0")
+    for v in (5, 9, 7):
+        d.get("/record-count?value=%d&client=k" % v)
+    assert d.get("/clients/k").json() == {"client": "k", "last_value": 9, "recorded": 3}
+
+
+def test_clients_bad_id(record_countd):
+    d = record_countd("--latency", "0")
+    is_error(d.get("/clients/bad%20id"), 400, "invalid_client")
+    is_error(d.get("/clients/"), 400, "invalid_client")
+    is_error(d.get("/clients/" + "x" * 129), 400, "invalid_client")
+    assert d.get("/clients/" + "x" * 128).status == 200
+
+
+def test_records_paging_and_filter(record_countd):
+    d = record_countd("--latency", "0")
+    d.post("/record-count", {"client": "a", "values": list(range(1, 8))})
+    d.post("/record-count", {"client": "b", "values": [1, 2]})
+    page = d.get("/records?limit=3").json()
+    assert [x["value"] for x in page["records"]] == [1, 2, 3]
+    assert page["next_after"] == page["records"][-1]["seq"]
+    seen = list(page["records"])
+    while page["next_after"] is not None:
+        page = d.get("/records?limit=3&after=%d" % page["next_after"]).json()
+        seen += page["records"]
+    assert len(seen) == 9 and [x["seq"] for x in seen] == sorted(x["seq"] for x in seen)
+    only_b = d.get("/records?client=b").json()
+    assert [(x["client"], x["value"]) for x in only_b["records"]] == [("b", 1), ("b", 2)]
+    assert only_b["next_after"] is None
+    for rec in seen:
+        assert set(rec) == {"seq", "client", "value", "at"}
+
+
+def test_records_limits(record_countd):
+    d = record_countd("--latency", "0")
+    d.post("/record-count", {"client": "a", "values": list(range(1, 1001))})
+    d.post("/record-count", {"client": "a", "values": [1001]})
+    assert len(d.get("/records").json()["records"]) == 100
+    assert len(d.get("/records?limit=1000").json()["records"]) == 1000
+    assert len(d.get("/records?limit=1").json()["records"]) == 1
+    is_error(d.get("/records?limit=1001"), 400, "invalid_limit")
+    is_error(d.get("/records?limit=0"), 400, "invalid_limit")
+    is_error(d.get("/records?limit=x"), 400, "invalid_limit")
+    is_error(d.get("/records?after=-1"), 400, "invalid_after")
+    is_error(d.get("/records?client=a%20b"), 400, "invalid_client")
+    is_error(d.get("/records?page=2"), 400, "unknown_parameter")
+
+
+def test_stats_shape(record_countd):
+    d = record_countd("--latency", "0")
+    d.get("/record-count?value=1&client=s")
+    d.get("/record-count?value=1&client=s")
+    d.get("/record-count?value=0&client=s")
+    doc = d.get("/stats").json()
+    assert set(doc) == {"recorded", "duplicates", "rejected", "in_flight", "max_in_flight", "clients"}
+    assert doc["recorded"] == 1 and doc["duplicates"] == 1 and doc["rejected"] == 1 and doc["in_flight"] == 0
+    assert doc["clients"]["s"] == {"recorded": 1, "last_value": 1, "in_flight": 0, "max_in_flight": 1,
+                                   "out_of_order": 0}
+
+
+def test_out_of_order_counted(record_countd):
+    d = record_countd("--latency", "0")
+    for v in (1, 3, 2, 4, 1):
+        d.get("/record-count?value=%d&client=o" % v)
+    c = d.get("/stats").json()["clients"]["o"]
+    # 2 arrived after 3; the second 1 is a duplicate, not a new out-of-order value.
+    assert c["out_of_order"] == 1 and c["recorded"] == 4 and c["last_value"] == 4
+
+
+def test_healthz(record_countd):
+    d = record_countd("--latency", "0")
+    r = d.get("/healthz")
+    assert r.status == 200 and r.json() == {"status": "ok"}
+
+
+def test_metrics_prometheus(record_countd):
+    d = record_countd("--latency", "0")
+    d.get("/record-count?value=1&client=m")
+    d.get("/record-count?value=x&client=m")
+    r = d.get("/metrics")
+    assert r.status == 200
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = r.body.decode()
+    assert 'record_countd_requests_total{route="/record-count",status="200"} 1' in text
+    assert 'record_countd_requests_total{route="/record-count",status="400"} 1' in text
+    assert 'record_countd_request_duration_seconds_bucket{route="/record-count",le="+Inf"} 2' in text
+    assert "record_countd_in_flight 0" in text
+    assert "record_countd_records 1" in text
+    assert "record_countd_db_commit_seconds_count " in text
+    for line in text.splitlines():
+        assert line.startswith("#") or len(line.split()) == 2, line
+
+
+def test_unknown_path_404(record_countd):
+    d = record_countd("--latency", "0")
+    for path in ("/", "/nope", "/record-count/", "/stats/x", "/clients"):
+        is_error(d.get(path), 404, "not_found")
+
+
+def test_wrong_method_405_with_allow(record_countd):
+    d = record_countd("--latency", "0")
+    r = d.post("/stats", b"")
+    is_error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "GET, HEAD"
+    r = d.get("/record-count?value=1", headers={}) if False else None
+    from harness import http_tcp
+    r = http_tcp("127.0.0.1", d.port, "DELETE", "/record-count")
+    is_error(r, 405, "method_not_allowed")
+    assert set(a.strip() for a in r.headers["allow"].split(",")) == {"GET", "HEAD", "POST"}
+    r = http_tcp("127.0.0.1", d.port, "PUT", "/clients/x", b"{}")
+    assert r.headers["allow"] == "GET, HEAD"
+    assert d.get("/stats").status == 200
+
+
+def test_head_works(record_countd):
+    from harness import http_tcp
+    d = record_countd("--latency", "0")
+    r = http_tcp("127.0.0.1", d.port, "HEAD", "/healthz")
+    assert r.status == 200 and r.body == b""
+
+
+def test_bad_query_values(record_countd):
+    d = record_countd("--latency", "0")
+    is_error(d.get("/record-count"), 400, "missing_value")
+    is_error(d.get("/record-count?client=a"), 400, "missing_value")
+    for bad in ("", "0", "-1", "+1", "01", "1.5", "1e3", "%201", "1%20", "abc", "9223372036854775808",
+                "18446744073709551616", "99999999999999999999"):
+        doc = is_error(d.get("/record-count?value=" + bad), 400, "invalid_value")
+        assert "value" in doc["message"]
+    is_error(d.get("/record-count?value=1&value=2"), 400, "invalid_query")
+    is_error(d.get("/record-count?value=1&cleint=a"), 400, "unknown_parameter")
+    is_error(d.get("/record-count?value=1&client=a%2"), 400, "invalid_query")
+    is_error(d.get("/record-count?value=1&client=a%00b"), 400, "invalid_query")
+    # Nothing of the above was stored.
+    assert d.get("/records").json()["records"] == []
+    assert d.get("/stats").json()["rejected"] == 19
+
+
+def test_percent_encoded_client(record_countd):
+    d = record_countd("--latency", "0")
+    assert d.get("/record-count?value=1&client=a%3Ab").json()["client"] == "a:b"
+
+
+def test_bad_bodies(record_countd):
+    d = record_countd("--latency", "0")
+    cases = [
+        (b"", "invalid_json"),
+        (b"{", "invalid_json"),
+        (b"[1, 2]", "invalid_json"),
+        (b'{"client": "a", "values": [1]} x', "invalid_json"),
+        (b'{"client": "a", "client": "b", "values": [1]}', "invalid_json"),
+        (b'{"client": "a"}', "missing_value"),
+        (b'{"client": "a", "values": 1}', "invalid_value"),
+        (b'{"client": "a", "values": []}', "invalid_value"),
+        (b'{"client": "a", "values": [0]}', "invalid_value"),
+        (b'{"client": "a", "values": [-1]}', "invalid_value"),
+        (b'{"client": "a", "values": [1.0]}', "invalid_value"),
+        (b'{"client": "a", "values": ["1"]}', "invalid_value"),
+        (b'{"client": "a", "values": [null]}', "invalid_value"),
+        (b'{"client": "a", "values": [9223372036854775808]}', "invalid_value"),
+        (b'{"client": "a", "values": [1, 2, 0]}', "invalid_value"),
+        (b'{"client": "", "values": [1]}', "invalid_client"),
+        (b'{"client": 5, "values": [1]}', "invalid_client"),
+        (b'{"client": "a b", "values": [1]}', "invalid_client"),
+        (b'{"client": "a\\u0000b", "values": [1]}', "invalid_json"),
+        (b'{"client": "a", "values": [1], "extra": 1}', "unknown_field"),
+    ]
+    for body, code in cases:
+        doc = is_error(d.post("/record-count", body, headers={"Content-Type": "application/json"}), 400, code)
+        assert body == b"" or doc["message"]
+    is_error(d.post("/record-count?value=1", {"values": [1]}), 400, "unknown_parameter")
+    assert d.get("/records").json()["records"] == []
+    # A bad value in the middle stores nothing of the batch.
+    assert d.get("/clients/a").json()["recorded"] == 0
+
+
+def test_server_keeps_serving_after_errors(record_countd):
+    d = record_countd("--latency", "0")
+    d.post("/record-count", b"\xff\xfe garbage")
+    d.get("/record-count?value=%ff")
+    assert d.get("/record-count?value=1").status == 200
+
+
+def test_version_and_help():
+    out = subprocess.run([RECORD_COUNTD, "--version"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and out.stdout == "record-countd (lockstep) 0.1.0\n"
+    out = subprocess.run([RECORD_COUNTD, "--help"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0
+    for opt in ("--listen", "--latency", "--jitter", "--max-latency", "--db", "--durability", "--max-connections",
+                "--connection-timeout", "--log-level", "--access-log", "--version", "--help", "4096", "8192",
+                "65536", "1000", "RECORD_COUNTD_LATENCY", "16384", "60s", "100ms"):
+        assert opt in out.stdout, opt
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--latency", "10x"], 'record-countd: --latency: "10x" is not a duration'),
+    (["--jitter", "-1s"], 'record-countd: --jitter: "-1s" is not a duration'),
+    (["--max-latency", "soon"], 'record-countd: --max-latency: "soon" is not a duration'),
+    (["--durability", "maybe"], 'record-countd: --durability: "maybe" is not a durability'),
+    (["--max-connections", "0"], 'record-countd: --max-connections: "0"'),
+    (["--connection-timeout", "1h5"], 'record-countd: --connection-timeout: "1h5"'),
+    (["--log-level", "loud"], 'record-countd: --log-level: "loud" is not a log level'),
+    (["--listen", "nohostport"], 'record-countd: --listen: "nohostport" is not ADDR:PORT'),
+    (["--listen", "127.0.0.1:99999"], 'record-countd: --listen: "127.0.0.1:99999" has no valid port'),
+    (["--bogus"], "record-countd: see --help"),
+    (["extra"], 'record-countd: unexpected argument "extra"'),
+])
+def test_bad_options_exit_2(args, message, tmp_path):
+    out = subprocess.run([RECORD_COUNTD, "--db", str(tmp_path / "x.db")] + args, capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode == 2, out
+    assert message in out.stderr, out.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_bad_option_from_environment(tmp_path):
+    env = dict(os.environ, RECORD_COUNTD_LATENCY="fast")
+    out = subprocess.run([RECORD_COUNTD, "--db", str(tmp_path / "x.db")], capture_output=True, text=True, timeout=10,
+                         env=env)
+    assert out.returncode == 2
+    assert 'record-countd: RECORD_COUNTD_LATENCY: "fast" is not a duration' in out.stderr
+
+
+def test_unwritable_db_is_a_clear_error(tmp_path):
+    out = subprocess.run([RECORD_COUNTD, "--listen", "127.0.0.1:0", "--db", str(tmp_path / "no" / "dir" / "x.db")],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 1
+    assert "--db " in out.stderr and "x.db" in out.stderr
+
+
+def test_listen_in_use_is_a_clear_error(record_countd, tmp_path):
+    d = record_countd("--latency", "0")
+    out = subprocess.run([RECORD_COUNTD, "--listen", "127.0.0.1:%d" % d.port, "--db", str(tmp_path / "y.db")],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 1
+    assert "--listen 127.0.0.1:%d: bind: Address already in use" % d.port in out.stderr
+
+
+def test_options_from_environment(record_countd):
+    d = record_countd(env={"RECORD_COUNTD_LATENCY": "0", "RECORD_COUNTD_ACCESS_LOG": "1"})
+    d.get("/record-count?value=3&client=env")
+    d.stop()
+    assert "access method=GET path=/record-count status=200 client=env values=3" in d.read_log()
+
+
+def test_default_db_in_state_directory(tmp_path):
+    """Under systemd, STATE_DIRECTORY decides where records.db goes; by hand it is ./record-countd.db."""
+    from harness import Daemon, free_port
+    for env, expect in (({"STATE_DIRECTORY": str(tmp_path / "state")}, tmp_path / "state" / "records.db"),
+                        ({}, tmp_path / "record-countd.db")):
+        (tmp_path / "state").mkdir(exist_ok=True)
+        port = free_port()
+        d = Daemon(str(tmp_path), "record-countd")
+        e = {k: v for k, v in os.environ.items() if k != "STATE_DIRECTORY"}
+        e.update(env)
+        d.log = open(d.log_path, "ab")
+        d.proc = subprocess.Popen([RECORD_COUNTD, "--listen", "127.0.0.1:%d" % port, "--latency", "0"],
+                                  stdout=d.log, stderr=subprocess.STDOUT, cwd=str(tmp_path), env=e)
+        try:
+            from harness import http_tcp
+            d.wait_ready(lambda: http_tcp("127.0.0.1", port, "GET", "/healthz").status == 200)
+            assert http_tcp("127.0.0.1", port, "GET", "/record-count?value=1").status == 200
+        finally:
+            assert d.stop() == 0
+        assert expect.exists(), d.read_log()
+
+
+def test_ipv6_listen(tmp_path):
+    import socket
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+        s.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    import http.client
+    p = subprocess.Popen([RECORD_COUNTD, "--listen", "[::1]:%d" % port, "--db", str(tmp_path / "v6.db"),
+                          "--latency", "0"], stderr=subprocess.PIPE)
+    try:
+        import time
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                c = http.client.HTTPConnection("::1", port, timeout=5)
+                c.request("GET", "/record-count?value=6&client=v6")
+                r = c.getresponse()
+                break
+            except OSError:
+                assert p.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+        assert r.status == 200 and b'"seq":1' in r.read()
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
