@@ -1,0 +1,243 @@
+"""record-countd over time: latency, concurrency, durability across kill -9, graceful shutdown, systemd protocol."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from harness import free_port, http_tcp
+from test_server_helpers import RECORD_COUNTD, concurrent_gets, raise_nofile, read_response, wait_exit
+
+
+def timed_get(d, path):
+    t0 = time.monotonic()
+    r = d.get(path)
+    return r, time.monotonic() - t0
+
+
+def test_latency_is_applied(record_countd):
+    d = record_countd("--latency", "200ms")
+    r, took = timed_get(d, "/record-count?value=1&client=l")
+    assert r.status == 200 and took >= 0.2, took
+    t0 = time.monotonic()
+    assert d.post("/record-count", {"client": "l", "values": [2, 3]}).status == 200
+    assert time.monotonic() - t0 >= 0.2
+    # Errors and reads are not delayed.
+    r, took = timed_get(d, "/record-count?value=0")
+    assert r.status == 400 and took < 0.15, took
+    r, took = timed_get(d, "/stats")
+    assert took < 0.15, took
+
+
+def test_jitter_and_cap(record_countd):
+    d = record_countd("--latency", "100ms", "--jitter", "100ms", "--max-latency", "150ms")
+    res = concurrent_gets(d.port, ["/record-count?value=%d&client=j" % v for v in range(1, 31)])
+    took = [t for _, _, t in res]
+    assert all(s == 200 for s, _, _ in res)
+    assert max(took) < 0.15 + 0.25, took
+    assert min(took) < 0.1, took   # uniform in [0, 200] ms capped at 150: some answer before 100 ms
+
+
+def test_thousand_concurrent_delayed_requests(record_countd):
+    raise_nofile(2200)
+    d = record_countd("--latency", "1s")
+    n = 1000
+    t0 = time.monotonic()
+    res = concurrent_gets(d.port, ["/record-count?value=%d&client=many" % v for v in range(1, n + 1)], timeout=30)
+    assert [s for s, _, _ in res] == [200] * n
+    assert min(t for _, _, t in res) >= 1.0
+    assert time.monotonic() - t0 < 10
+    seqs = [doc["seq"] for _, doc, _ in res]
+    assert sorted(seqs) == list(range(1, n + 1))
+    c = d.get("/stats").json()["clients"]["many"]
+    assert c["recorded"] == n and c["in_flight"] == 0
+    assert c["max_in_flight"] == n      # all were held at once, none parked a thread
+
+
+def test_overlap_is_visible_in_stats(record_countd):
+    d = record_countd("--latency", "150ms")
+    # One at a time: max_in_flight 1.
+    for v in (1, 2):
+        d.get("/record-count?value=%d&client=locked" % v)
+    # The seed's race: two requests of one client overlap, and the second value is recorded twice.
+    res = concurrent_gets(d.port, ["/record-count?value=2&client=unsafe", "/record-count?value=2&client=unsafe"])
+    assert sorted(doc["duplicate"] for _, doc, _ in res) == [False, True]
+    clients = d.get("/stats").json()["clients"]
+    assert clients["locked"]["max_in_flight"] == 1 and clients["locked"]["out_of_order"] == 0
+    assert clients["unsafe"]["max_in_flight"] == 2
+
+
+def test_keep_alive_connection_serves_many(record_countd):
+    d = record_countd("--latency", "10ms")
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        for v in range(1, 6):
+            s.sendall(b"GET /record-count?value=%d&client=ka HTTP/1.1\r\nHost: t\r\n\r\n" % v)
+            status, _, body = read_response(s)
+            assert status == 200 and b'"value":%d' % v in body
+
+
+@pytest.mark.parametrize("durability", ["full", "normal"])
+def test_acknowledged_records_survive_kill_9(record_countd, durability):
+    d = record_countd("--latency", "0", "--durability", durability)
+    acked = d.get("/record-count?value=41&client=dur").json()
+    batch = d.post("/record-count", {"client": "dur", "values": [42, 43]}).json()
+    d.kill()
+    d.start()
+    assert d.get("/clients/dur").json() == {"client": "dur", "last_value": 43, "recorded": 3}
+    again = d.get("/record-count?value=41&client=dur").json()
+    assert again["seq"] == acked["seq"] and again["duplicate"] is True
+    assert [r["seq"] for r in d.get("/records?client=dur").json()["records"]] == \
+        [acked["seq"]] + [r["seq"] for r in batch["records"]]
+    nxt = d.get("/record-count?value=44&client=dur").json()
+    assert nxt["seq"] > batch["records"][-1]["seq"]
+    stats = d.get("/stats").json()
+    assert stats["recorded"] == 4 and stats["clients"]["dur"]["last_value"] == 44
+
+
+def test_graceful_shutdown_answers_requests_in_flight(record_countd):
+    d = record_countd("--latency", "600ms")
+    n = 20
+    results = [None] * n
+
+    def one(i):
+        try:
+            results[i] = http_tcp("127.0.0.1", d.port, "GET", "/record-count?value=%d&client=g" % (i + 1))
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while d.get("/stats").json()["in_flight"] < n:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    d.signal(signal.SIGTERM)
+    # It stops accepting at once.
+    deadline = time.monotonic() + 2
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", d.port), timeout=1).close()
+        except OSError:
+            break
+        assert time.monotonic() < deadline, "still accepting after SIGTERM"
+        time.sleep(0.01)
+    assert wait_exit(d.proc, 10) == 0, d.read_log()
+    for t in threads:
+        t.join(10)
+    assert time.monotonic() - t0 >= 0.6
+    assert all(getattr(r, "status", None) == 200 for r in results), results
+    d.start()
+    assert d.get("/clients/g").json()["recorded"] == n
+
+
+def test_second_signal_exits_at_once(record_countd):
+    d = record_countd("--latency", "20s")
+    th = threading.Thread(target=lambda: pytest.raises(Exception, http_tcp, "127.0.0.1", d.port, "GET",
+                                                       "/record-count?value=1&client=s", timeout=30))
+    th.start()
+    deadline = time.monotonic() + 5
+    while d.get("/stats").json()["in_flight"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    time.sleep(0.1)
+    assert d.proc.poll() is None          # the first signal waits for the request in flight
+    d.signal(signal.SIGINT)
+    code = wait_exit(d.proc, 5)
+    assert code not in (None, 0)
+    assert time.monotonic() - t0 < 3
+    th.join(10)
+    assert "second signal" in d.read_log()
+
+
+def test_sigint_without_requests_exits_0(record_countd):
+    d = record_countd("--latency", "0")
+    d.signal(signal.SIGINT)
+    assert wait_exit(d.proc, 10) == 0
+    assert "stopped" in d.read_log()
+
+
+ACCESS = re.compile(r"^record-countd: access method=(\S+) path=(\S+) status=(\d+) client=(\S+) values=(\S+) "
+                    r"start=(\d+\.\d{6}) end=(\d+\.\d{6})$")
+
+
+def test_access_log_format(record_countd):
+    d = record_countd("--latency", "100ms", "--access-log")
+    before = time.time()
+    d.get("/record-count?value=3&client=acc")
+    d.post("/record-count", {"client": "acc", "values": [4, 5, 6]})
+    d.get("/stats")
+    d.stop()
+    lines = [m.groups() for m in map(ACCESS.match, d.read_log().splitlines()) if m]
+    mine = [g for g in lines if g[1] != "/healthz"]
+    assert [g[:5] for g in mine] == [("GET", "/record-count", "200", "acc", "3"),
+                                     ("POST", "/record-count", "200", "acc", "4,5,6"),
+                                     ("GET", "/stats", "200", "-", "-")]
+    for g in mine[:2]:
+        start, end = float(g[5]), float(g[6])
+        assert before - 1 < start and end - start >= 0.099
+    d2 = record_countd("--latency", "0")
+    d2.get("/record-count?value=1")
+    d2.stop()
+    assert not any(ACCESS.match(line) for line in d2.read_log().splitlines())
+
+
+def notify_listener(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(10)
+    return s, path
+
+
+def test_systemd_notify_ready_watchdog_stopping(record_countd, tmp_path):
+    s, path = notify_listener(tmp_path)
+    with s:
+        d = record_countd("--latency", "0", env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"})
+        got = []
+        deadline = time.monotonic() + 5
+        while not any(m.startswith("WATCHDOG=1") for m in got):
+            assert time.monotonic() < deadline, got
+            got.append(s.recv(4096).decode())
+        assert "READY=1" in got[0] and "STATUS=" in got[0]
+        d.signal(signal.SIGTERM)
+        while True:
+            msg = s.recv(4096).decode()
+            if "STOPPING=1" in msg:
+                break
+        assert wait_exit(d.proc, 10) == 0
+
+
+def test_socket_activation(tmp_path):
+    port = free_port()
+    s, path = notify_listener(tmp_path)
+    env = dict(os.environ, NOTIFY_SOCKET=path)
+    p = subprocess.Popen(["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "-E", "NOTIFY_SOCKET",
+                          RECORD_COUNTD, "--listen", "127.0.0.1:1", "--latency", "0", "--db", str(tmp_path / "sa.db")],
+                         env=env, stderr=subprocess.PIPE, cwd=str(tmp_path))
+    try:
+        # The socket exists before the daemon; the first request starts it and is answered.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                r = http_tcp("127.0.0.1", port, "GET", "/record-count?value=9&client=sa")
+                break
+            except OSError:
+                assert p.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+        assert r.status == 200 and r.json()["seq"] == 1
+        with s:
+            assert "READY=1" in s.recv(4096).decode()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        code = wait_exit(p, 10)
+        err = p.stderr.read().decode()
+    assert code == 0, err
+    assert "listening on the socket from systemd" in err
