@@ -162,6 +162,38 @@ op_queue_put_get(void *ctx, uint64_t batch)
 	return batch;
 }
 
+static uint64_t consumed;
+
+/* A consumer's callback: takes the item. */
+static void
+consume_item(struct dfr *d, void *arg)
+{
+	if (dfr_take_value(d) == &item)
+		consumed++;
+}
+
+/* put, get, and a callback that consumes the item (what a consumer does). */
+static uint64_t
+op_queue_put_get_cb(void *ctx, uint64_t batch)
+{
+	struct dfr_queue *q = ctx;
+	uint64_t i, before = consumed;
+
+	for (i = 0; i < batch; i++) {
+		struct dfr *d;
+
+		if (dfr_queue_put(q, &item, NULL) != 0)
+			failures++;
+		d = dfr_queue_get(q);
+		if (d == NULL || dfr_add_callback(d, consume_item, NULL) != 0)
+			failures++;
+		dfr_unref(d);
+	}
+	if (consumed - before != batch)
+		failures++;
+	return batch;
+}
+
 /* get then put: the put feeds a waiting getter. */
 static uint64_t
 op_queue_get_put(void *ctx, uint64_t batch)
@@ -313,7 +345,7 @@ main(int argc, char **argv)
 	struct dfr_lock *l;
 	struct dfr_sem *s;
 	struct dfr_queue *q;
-	double lock_rate, sem_rate, qpg_rate, qgp_rate, drain, queue_s, cancel_s, mem;
+	double lock_rate, sem_rate, qpg_rate, qgp_rate, qcb_rate, drain, queue_s, cancel_s, mem;
 	double dr[64], qs[64], cs[64];
 	uint64_t completed = 0, cancelled = 0, order = 0;
 	int c, i;
@@ -349,6 +381,7 @@ main(int argc, char **argv)
 	sem_rate = rate(op_sem_run, s);
 	qpg_rate = rate(op_queue_put_get, q);
 	qgp_rate = rate(op_queue_get_put, q);
+	qcb_rate = rate(op_queue_put_get_cb, q);
 	dfr_lock_free(l);
 	dfr_sem_free(s);
 	dfr_queue_free(q);
@@ -375,6 +408,7 @@ main(int argc, char **argv)
 	printf("  \"sem10_run_per_s\": %.0f,\n", sem_rate);
 	printf("  \"queue_put_get_per_s\": %.0f,\n", qpg_rate);
 	printf("  \"queue_get_put_per_s\": %.0f,\n", qgp_rate);
+	printf("  \"queue_put_get_cb_per_s\": %.0f,\n", qcb_rate);
 	printf("  \"contended_waiters\": %zu,\n", waiters);
 	printf("  \"contended_completed\": %llu,\n", (unsigned long long)completed);
 	printf("  \"contended_order_errors\": %llu,\n", (unsigned long long)order);

@@ -64,6 +64,23 @@ def op_queue_put_get(q):
     return op
 
 
+def op_queue_put_get_cb(q):
+    got = []
+
+    def consume(item):
+        got.append(item)
+
+    def op(batch):
+        del got[:]
+        for i in range(batch):
+            q.put(i)
+            q.get().addCallback(consume)
+        if len(got) != batch:
+            raise AssertionError("items lost")
+        return batch
+    return op
+
+
 def op_queue_get_put(q):
     def op(batch):
         for i in range(batch):
@@ -163,6 +180,7 @@ def main():
     out["sem10_run_per_s"] = round(rate(op_sem_run(defer.DeferredSemaphore(10)), a.runs, a.slice))
     out["queue_put_get_per_s"] = round(rate(op_queue_put_get(defer.DeferredQueue()), a.runs, a.slice))
     out["queue_get_put_per_s"] = round(rate(op_queue_get_put(defer.DeferredQueue()), a.runs, a.slice))
+    out["queue_put_get_cb_per_s"] = round(rate(op_queue_put_get_cb(defer.DeferredQueue()), a.runs, a.slice))
 
     out["contended_fails_at"] = first_failing()
     done, locked, errors, t = contended(a.contended)
