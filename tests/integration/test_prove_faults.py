@@ -25,7 +25,12 @@ import provelib as pl  # noqa: E402
 COUNTERS = ["a", "b", "c"]
 RECORD_TIMEOUT_MS = 300
 CD_ARGS = ["--record-timeout", "%dms" % RECORD_TIMEOUT_MS, "--retries", "2", "--wait-timeout", "3s"]
-LATENCY = "20ms"
+LATENCY = os.environ.get("PROVE_LATENCY", "20ms")
+# Knobs for harder manual runs (defaults keep make check fast): callers per counterd, extra record-countd and
+# locked-counterd options, e.g. PROVE_CONCURRENCY=100 PROVE_RC_ARGS="--jitter 15ms" PROVE_LOCKED_ARGS="--batch-max 1".
+CONCURRENCY = int(os.environ.get("PROVE_CONCURRENCY", "16"))
+RC_EXTRA = os.environ.get("PROVE_RC_ARGS", "").split()
+LOCKED_EXTRA = os.environ.get("PROVE_LOCKED_ARGS", "").split()
 SEED = int(os.environ.get("PROVE_SEED", "0")) or random.randrange(1 << 30)
 rnd = random.Random(SEED)
 
@@ -34,14 +39,14 @@ class Rig:
     """record-countd + a locked and a stateless counterd + a load generator, and the bookkeeping of the faults."""
 
     def __init__(self, record_countd, counterd, rc_kw=None):
-        self.rc = record_countd("--latency", LATENCY, **(rc_kw or {}))
+        self.rc = record_countd("--latency", LATENCY, *RC_EXTRA, **(rc_kw or {}))
         self.cd = {
-            "locked": counterd(self.rc.url, "--strategy", "locked", *CD_ARGS, client_id="lk"),
+            "locked": counterd(self.rc.url, "--strategy", "locked", *(CD_ARGS + LOCKED_EXTRA), client_id="lk"),
             "stateless": counterd(self.rc.url, "--strategy", "stateless", *CD_ARGS, client_id="sl"),
         }
         self.client_id = {"locked": "lk", "stateless": "sl"}
         self.conn_windows = []        # (t0, t1) when the test had counterd down
-        self.load = pl.Load({k: d.socket for k, d in self.cd.items()}, COUNTERS, concurrency=16, pace=0.03,
+        self.load = pl.Load({k: d.socket for k, d in self.cd.items()}, COUNTERS, concurrency=CONCURRENCY, pace=0.03,
                             timeout=20.0)
 
     @property
@@ -192,10 +197,11 @@ def _mount_tmpfs(path, size):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 4 MiB tmpfs for the database, so the test can fill it; unmounted after the daemons stop."""
+    """A 16 MiB tmpfs for the database (room for a full WAL and its checkpoint once the filler is gone), so the
+    test can fill it; unmounted after the daemons stop."""
     d = tmp_path / "disk"
     d.mkdir()
-    res = _mount_tmpfs(str(d), "4m")
+    res = _mount_tmpfs(str(d), "16m")
     if res.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): %s; the disk-full fault was NOT tested"
                     % res.stderr.strip())
