@@ -228,7 +228,7 @@ def _fill(path):
     return f
 
 
-def test_disk_full_commits_fail_cleanly(rig, small_disk):
+def test_disk_full_commits_fail_cleanly(small_disk, rig):
     """Fill the tmpfs under the database while calls run: commits fail, callers get JSON errors, nothing is
     acknowledged that is not stored; after space returns everything recovers and survives a SIGKILL restart."""
     r = rig(rc_kw={"db": os.path.join(small_disk, "records.db")})
