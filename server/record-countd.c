@@ -94,7 +94,7 @@ usage(FILE *f)
 	    "\n"
 	    "Limits (each answered with a JSON error):\n"
 	    "  request target (path and query) %d bytes: 414; all headers %d bytes: 431 (past %d bytes\n"
-	    "  together, or past 256 query parameters, libmicrohttpd answers 414/431 or closes the\n"
+	    "  together, or past 128 query parameters, libmicrohttpd answers 414/431 or closes the\n"
 	    "  connection itself); body %d bytes: 413; values per POST %d;\n"
 	    "  client id 1..%d characters of [A-Za-z0-9._:-]; values 1..9223372036854775807; /records\n"
 	    "  limit 1..%d (default %d).\n"

@@ -27,7 +27,7 @@ struct MHD_Response;
 #define LIMIT_CLIENT 128          /* client id length: 400 */
 #define LIMIT_RECORDS_PAGE 1000   /* /records?limit=: 400 above it */
 #define DEFAULT_RECORDS_PAGE 100
-#define MHD_MEMORY_LIMIT 32768    /* libmicrohttpd's per-connection pool (it clears it per request) */
+#define MHD_MEMORY_LIMIT 16384    /* libmicrohttpd's per-connection pool (it clears it per request) */
 
 /* record-countd.c */
 struct config {
