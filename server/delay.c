@@ -51,10 +51,10 @@ delay_commit_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (!store_in_batch(db) && TAILQ_EMPTY(&delay_batch))
 		return;
-	t0 = now_mono_ms();
+	t0 = now_mono_us();
 	ok = store_commit(db) == 0;
 	if (ok)
-		metrics_commit((double)(now_mono_ms() - t0) / 1000.0, delay_batch_records);
+		metrics_commit((double)(now_mono_us() - t0) / 1e6, delay_batch_records);
 	else {
 		log_warnx("commit of %zu records failed: %s", delay_batch_records, store_error(db));
 		main_load_stats();
@@ -75,7 +75,16 @@ static void
 delay_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct req *r = arg;
+	struct timeval tv;
+	uint64_t now = now_mono_us();
 
+	/* libevent counts from its cached loop time, so a timer may fire a little early. */
+	if (now < r->due_us) {
+		tv.tv_sec = (time_t)((r->due_us - now) / 1000000);
+		tv.tv_usec = (suseconds_t)((r->due_us - now) % 1000000);
+		evtimer_add(r->timer, &tv);
+		return;
+	}
 	r->due = 1;
 	delay_check(r);
 }
@@ -179,8 +188,8 @@ delay_record(struct req *r)
 	} else
 		r->committed = 1;
 	lat = delay_latency();
-	now = now_mono_ms();
-	due = r->arrival_ms + lat;
+	now = now_mono_us();
+	due = r->due_us = r->arrival_us + lat * 1000;
 	if (due <= now) {
 		r->due = 1;
 		delay_check(r);
@@ -188,8 +197,8 @@ delay_record(struct req *r)
 	}
 	if ((r->timer = evtimer_new(ev_base, delay_timer_cb, r)) == NULL)
 		fatalx("out of memory for a timer");
-	tv.tv_sec = (time_t)((due - now) / 1000);
-	tv.tv_usec = (suseconds_t)(((due - now) % 1000) * 1000);
+	tv.tv_sec = (time_t)((due - now) / 1000000);
+	tv.tv_usec = (suseconds_t)((due - now) % 1000000);
 	evtimer_add(r->timer, &tv);
 }
 

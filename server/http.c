@@ -104,7 +104,7 @@ http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 	if ((r = calloc(1, sizeof *r)) == NULL)
 		return NULL;
 	r->conn = conn;
-	r->arrival_ms = now_mono_ms();
+	r->arrival_us = now_mono_us();
 	r->arrival_wall = now_wall();
 	r->route = ROUTE_OTHER;
 	r->uri_len = strlen(uri);
@@ -237,7 +237,7 @@ http_send(struct req *r)
 	r->resp = NULL;
 	r->answered = 1;
 	end = now_wall();
-	metrics_response(r->route, r->status, (double)(now_mono_ms() - r->arrival_ms) / 1000.0);
+	metrics_response(r->route, r->status, (double)(now_mono_us() - r->arrival_us) / 1e6);
 	http_leave(r);
 	if (cfg.access_log && log_get_level() >= LOG_LEVEL_INFO)
 		http_access_log(r, end);

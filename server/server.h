@@ -45,8 +45,9 @@ extern struct config cfg;
 extern struct event_base *ev_base;
 /* Wall-clock time in seconds, microsecond precision. */
 double now_wall(void);
-/* Monotonic time in milliseconds. */
+/* Monotonic time in milliseconds, and in microseconds. */
 uint64_t now_mono_ms(void);
+uint64_t now_mono_us(void);
 /* Called when the last in-flight request is answered during shutdown. */
 void main_maybe_exit(void);
 extern int shutting_down;
@@ -143,7 +144,7 @@ struct req {
 	const char *query;            /* inside uri, after '?', or "" */
 	const char *method;
 	double arrival_wall;
-	uint64_t arrival_ms;
+	uint64_t arrival_us;
 	int route;
 	int started;
 	int answered;                 /* a response is queued or failed */
@@ -165,6 +166,7 @@ struct req {
 	size_t nvalues;
 	int is_post;
 	struct event *timer;
+	uint64_t due_us;               /* arrival + latency, monotonic */
 	int suspended;
 	int due;
 	int committed;

@@ -65,8 +65,8 @@ def concurrent_gets(port, paths, timeout=30):
             conns.append(s)
         start = []
         for i, path in enumerate(paths):
-            conns[i].sendall(("GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path).encode())
             start.append(time.monotonic())
+            conns[i].sendall(("GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path).encode())
         bufs = [b""] * len(paths)
         done = [None] * len(paths)
         for i, s in enumerate(conns):
