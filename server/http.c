@@ -254,6 +254,13 @@ http_header_size_cb(void *arg, enum MHD_ValueKind kind, const char *key, const c
 	return MHD_YES;
 }
 
+/* HEAD is a GET without a body, except where GET records something. */
+static int
+http_head_ok(const struct route_entry *e)
+{
+	return strcmp(e->method, "GET") == 0 && e->route != ROUTE_RECORD_COUNT;
+}
+
 /* Find r's route; answer 404 or 405 (with Allow) if there is none. */
 static const struct route_entry *
 http_route(struct req *r)
@@ -269,8 +276,7 @@ http_route(struct req *r)
 			continue;
 		path_ok = 1;
 		r->route = e->route;
-		if (strcmp(r->method, e->method) == 0 ||
-		    (strcmp(r->method, "HEAD") == 0 && strcmp(e->method, "GET") == 0)) {
+		if (strcmp(r->method, e->method) == 0 || (strcmp(r->method, "HEAD") == 0 && http_head_ok(e))) {
 			found = e;
 			break;
 		}
@@ -278,7 +284,7 @@ http_route(struct req *r)
 			if (allow[0] != '\0')
 				strcat(allow, ", ");
 			strcat(allow, e->method);
-			if (strcmp(e->method, "GET") == 0)
+			if (http_head_ok(e))
 				strcat(allow, ", HEAD");
 		}
 	}
@@ -383,7 +389,7 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 	for (i = 0; i < api_nroutes; i++) {
 		e = &api_routes[i];
 		if (e->route == r->route && (strcmp(e->method, method) == 0 ||
-		    (strcmp(method, "HEAD") == 0 && strcmp(e->method, "GET") == 0)))
+		    (strcmp(method, "HEAD") == 0 && http_head_ok(e))))
 			break;
 	}
 	if (i == api_nroutes)
