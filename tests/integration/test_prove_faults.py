@@ -118,6 +118,15 @@ class Rig:
                     problems += pl.check_locked(recs, got, label)
                 else:
                     problems += pl.check_stateless(recs, got, label)
+        # A graceful stop after all those faults: exit 0, and no sanitizer or leak report on the way out.
+        for name, d in [("counterd " + k, v) for k, v in self.cd.items()] + [("record-countd", self.rc)]:
+            if d.proc.poll() is None:
+                code = d.stop()
+                if code != 0:
+                    problems.append("%s exited %s after SIGTERM:\n%s" % (name, code, d.read_log()[-3000:]))
+                rep = pl.sanitizer_report(d.read_log())
+                if rep:
+                    problems.append("%s: sanitizer report at exit: %s" % (name, rep))
         ok = sum(1 for o in outcomes if o.status == 200)
         summary = "seed %d: %d calls, %d succeeded, %d failed" % (SEED, len(outcomes), ok, len(outcomes) - ok)
         print(summary)

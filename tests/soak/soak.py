@@ -153,6 +153,12 @@ def main():
                 p = check(recs, got, "%s/%s" % (strategy, c))
                 tap.check(not p, "%s counter %s: invariants hold (%d handed out, %d recorded)" % (
                     strategy, c, len(got), len(recs)), "\n".join(p))
+        # A graceful stop after the soak: exit 0 and no sanitizer or leak report on the way out.
+        for k, d in daemons.items():
+            code = d.stop()
+            rep = pl.sanitizer_report(d.read_log())
+            tap.check(code == 0 and rep is None, "%s stops with exit 0 and no sanitizer report (exit %s)" % (k, code),
+                      rep or "")
     except Exception as e:  # a setup failure is one failing TAP line, with the reason
         tap.check(False, "soak ran", "%s: %s" % (type(e).__name__, e))
     finally:
