@@ -157,6 +157,11 @@ api_close_cb(struct evhttp_connection *evcon, void *arg)
 	struct api_wait *aw = arg;
 
 	aw->aw_gone = 1;
+	if (aw->aw_ev != NULL) {
+		/* libevent closes the socket after this callback. */
+		event_free(aw->aw_ev);
+		aw->aw_ev = NULL;
+	}
 	log_debug("caller of counter %s went away; cancelling", aw->aw_name);
 	dfr_cancel(aw->aw_d);
 }
