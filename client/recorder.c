@@ -376,8 +376,9 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 		}
 		r->r_reachable = 0;
 		op->ro_last_code = op->ro_error == EVREQ_HTTP_TIMEOUT ? CD_ETIMEOUT : CD_EUNAVAILABLE;
-		snprintf(op->ro_why, sizeof op->ro_why, "record-countd at %s: %s", r->r_hosthdr,
-		    recorder_error_name(op->ro_error));
+		snprintf(op->ro_why, sizeof op->ro_why, "record-countd at %s: %s%s", r->r_hosthdr,
+		    recorder_error_name(op->ro_error),
+		    r->r_url.numeric || op->ro_error != -1 ? "" : " (or the name did not resolve)");
 		recorder_attempt_failed(op);
 		return;
 	}
