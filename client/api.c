@@ -64,13 +64,13 @@ static void api_healthz(struct evhttp_request *, const char *);
 static void api_metrics(struct evhttp_request *, const char *);
 
 static const struct api_route api_routes[] = {
-	{ EVHTTP_REQ_POST, "POST", "/next", api_next },
-	{ EVHTTP_REQ_POST, "POST", "/counters/*/next", api_next },
-	{ EVHTTP_REQ_GET, "GET", "/counters", api_list },
-	{ EVHTTP_REQ_GET, "GET", "/counters/*", api_counter },
-	{ EVHTTP_REQ_GET, "GET", "/stats", api_stats },
-	{ EVHTTP_REQ_GET, "GET", "/healthz", api_healthz },
-	{ EVHTTP_REQ_GET, "GET", "/metrics", api_metrics },
+    {EVHTTP_REQ_POST, "POST", "/next", api_next},
+    {EVHTTP_REQ_POST, "POST", "/counters/*/next", api_next},
+    {EVHTTP_REQ_GET, "GET", "/counters", api_list},
+    {EVHTTP_REQ_GET, "GET", "/counters/*", api_counter},
+    {EVHTTP_REQ_GET, "GET", "/stats", api_stats},
+    {EVHTTP_REQ_GET, "GET", "/healthz", api_healthz},
+    {EVHTTP_REQ_GET, "GET", "/metrics", api_metrics},
 };
 
 /* Send a JSON body (taken over) with status. */
@@ -85,25 +85,30 @@ api_reply_json(struct evhttp_request *req, int status, json_t *body)
 		if (text != NULL)
 			evbuffer_add_printf(b, "%s\n", text);
 		else
-			evbuffer_add_printf(b, "{\"error\": \"internal\", \"message\": \"out of memory\"}\n");
+			evbuffer_add_printf(
+			    b, "{\"error\": \"internal\", \"message\": \"out "
+			       "of memory\"}\n");
 	}
 	free(text);
 	if (status >= 400 && status < 500)
 		api_errors4xx++;
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	    "application/json");
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+			  "Content-Type", "application/json");
 	if (api_closed)
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+				  "Connection", "close");
 	evhttp_send_reply(req, status, NULL, b);
 	if (b != NULL)
 		evbuffer_free(b);
 }
 
 /* Send {"error": word, "message": ...} with status. */
-static void api_error(struct evhttp_request *req, int status, const char *word, const char *fmt,
-    ...) __attribute__((format(printf, 4, 5)));
+static void api_error(struct evhttp_request *req, int status, const char *word,
+		      const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static void
-api_error(struct evhttp_request *req, int status, const char *word, const char *fmt, ...)
+api_error(struct evhttp_request *req, int status, const char *word,
+	  const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
@@ -111,7 +116,8 @@ api_error(struct evhttp_request *req, int status, const char *word, const char *
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	api_reply_json(req, status, json_pack("{s:s, s:s}", "error", word, "message", msg));
+	api_reply_json(req, status,
+		       json_pack("{s:s, s:s}", "error", word, "message", msg));
 }
 
 /* Map a failure code to an HTTP status and an error word. */
@@ -203,9 +209,11 @@ api_next_done_cb(struct dfr *d, void *arg)
 		int64_t *v = dfr_value(d);
 
 		api_reply_json(req, 200,
-		    json_pack("{s:s, s:I}", "counter", aw->aw_name, "count", (json_int_t)*v));
+			       json_pack("{s:s, s:I}", "counter", aw->aw_name,
+					 "count", (json_int_t)*v));
 	}
-	/* With the caller gone the request is detached: the reply just frees it. */
+	/* With the caller gone the request is detached: the reply just frees
+	 * it. */
 	dfr_unref(aw->aw_d);
 	free(aw);
 }
@@ -222,12 +230,14 @@ api_next(struct evhttp_request *req, const char *name)
 		name = "default";
 	if ((c = counter_get(api_cf->counters, name, 1)) == NULL) {
 		if (errno == ENOSPC)
-			api_error(req, 503, "too_many_counters", "too many counters (at most 10000)");
+			api_error(req, 503, "too_many_counters",
+				  "too many counters (at most 10000)");
 		else
 			api_error(req, 500, "internal", "out of memory");
 		return;
 	}
-	if ((aw = calloc(1, sizeof *aw)) == NULL || (d = counter_next(c)) == NULL) {
+	if ((aw = calloc(1, sizeof *aw)) == NULL ||
+	    (d = counter_next(c)) == NULL) {
 		free(aw);
 		api_error(req, 500, "internal", "out of memory");
 		return;
@@ -238,10 +248,14 @@ api_next(struct evhttp_request *req, const char *name)
 	snprintf(aw->aw_name, sizeof aw->aw_name, "%s", name);
 	api_npending++;
 	evhttp_connection_set_closecb(aw->aw_evcon, api_close_cb, aw);
-	if (!dfr_fired(d) && (event_base_get_features(api_cf->base) & EV_FEATURE_EARLY_CLOSE)) {
-		evutil_socket_t fd = bufferevent_getfd(evhttp_connection_get_bufferevent(aw->aw_evcon));
+	if (!dfr_fired(d) &&
+	    (event_base_get_features(api_cf->base) & EV_FEATURE_EARLY_CLOSE)) {
+		evutil_socket_t fd = bufferevent_getfd(
+		    evhttp_connection_get_bufferevent(aw->aw_evcon));
 
-		aw->aw_ev = fd != -1 ? event_new(api_cf->base, fd, EV_CLOSED, api_hangup_cb, aw) : NULL;
+		aw->aw_ev = fd != -1 ? event_new(api_cf->base, fd, EV_CLOSED,
+						 api_hangup_cb, aw)
+				     : NULL;
 		if (aw->aw_ev != NULL && event_add(aw->aw_ev, NULL) != 0) {
 			event_free(aw->aw_ev);
 			aw->aw_ev = NULL;
@@ -266,9 +280,10 @@ api_counter_json(const struct counter *c)
 	struct counter_stats st;
 
 	counter_get_stats(c, &st);
-	return json_pack("{s:s, s:I, s:I, s:I, s:b}", "counter", counter_name(c), "count",
-	    (json_int_t)st.count, "waiting", (json_int_t)st.waiting, "in_flight",
-	    (json_int_t)st.in_flight, "resumed", st.resumed);
+	return json_pack("{s:s, s:I, s:I, s:I, s:b}", "counter",
+			 counter_name(c), "count", (json_int_t)st.count,
+			 "waiting", (json_int_t)st.waiting, "in_flight",
+			 (json_int_t)st.in_flight, "resumed", st.resumed);
 }
 
 /* GET /counters/NAME. */
@@ -278,8 +293,9 @@ api_counter(struct evhttp_request *req, const char *name)
 	struct counter *c = counter_get(api_cf->counters, name, 0);
 
 	if (c == NULL) {
-		api_error(req, 404, "not_found", "no counter named %s (counters exist once used)",
-		    name);
+		api_error(req, 404, "not_found",
+			  "no counter named %s (counters exist once used)",
+			  name);
 		return;
 	}
 	api_reply_json(req, 200, api_counter_json(c));
@@ -318,33 +334,46 @@ api_stats(struct evhttp_request *req, const char *name)
 
 		counter_get_stats(c, &st);
 		counter_lock_stats(c, &ls);
-		json_object_set_new(cs, counter_name(c),
-		    json_pack("{s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, "
+		json_object_set_new(
+		    cs, counter_name(c),
+		    json_pack("{s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+			      "s:I, s:I, s:{s:I, s:I, s:I, "
 			      "s:I, s:f, s:f, s:f, s:f}}",
-			"count", (json_int_t)st.count, "resumed", st.resumed, "waiting",
-			(json_int_t)st.waiting, "in_flight", (json_int_t)st.in_flight, "handed_out",
-			(json_int_t)st.handed, "errors", (json_int_t)st.errors, "rejected",
-			(json_int_t)st.rejected, "wait_timeouts", (json_int_t)st.timeouts,
-			"cancelled", (json_int_t)st.cancelled, "batches", (json_int_t)st.batches,
-			"max_batch", (json_int_t)st.max_batch, "lock", "acquisitions",
-			(json_int_t)ls.acquisitions, "contended", (json_int_t)ls.contended,
-			"max_waiting", (json_int_t)ls.max_waiting, "cancelled",
-			(json_int_t)ls.cancelled, "wait_total_ms", api_ms(ls.wait_total_ns),
-			"wait_max_ms", api_ms(ls.wait_max_ns), "hold_total_ms",
-			api_ms(ls.hold_total_ns), "hold_max_ms", api_ms(ls.hold_max_ns)));
+			      "count", (json_int_t)st.count, "resumed",
+			      st.resumed, "waiting", (json_int_t)st.waiting,
+			      "in_flight", (json_int_t)st.in_flight,
+			      "handed_out", (json_int_t)st.handed, "errors",
+			      (json_int_t)st.errors, "rejected",
+			      (json_int_t)st.rejected, "wait_timeouts",
+			      (json_int_t)st.timeouts, "cancelled",
+			      (json_int_t)st.cancelled, "batches",
+			      (json_int_t)st.batches, "max_batch",
+			      (json_int_t)st.max_batch, "lock", "acquisitions",
+			      (json_int_t)ls.acquisitions, "contended",
+			      (json_int_t)ls.contended, "max_waiting",
+			      (json_int_t)ls.max_waiting, "cancelled",
+			      (json_int_t)ls.cancelled, "wait_total_ms",
+			      api_ms(ls.wait_total_ns), "wait_max_ms",
+			      api_ms(ls.wait_max_ns), "hold_total_ms",
+			      api_ms(ls.hold_total_ns), "hold_max_ms",
+			      api_ms(ls.hold_max_ns)));
 	}
 	recorder_get_stats(api_cf->recorder, &rs);
-	root = json_pack("{s:s, s:s, s:s, s:I, s:I, s:i, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-			 "s:I, s:I, s:I}}",
+	root = json_pack(
+	    "{s:s, s:s, s:s, s:I, s:I, s:i, s:o, s:{s:I, s:I, s:I, s:I, s:I, "
+	    "s:I, s:I, "
+	    "s:I, s:I, s:I}}",
 	    "strategy", strategy_name(api_cf->counters->strategy), "client_id",
-	    api_cf->counters->client_id, "server", api_cf->server_url, "batch_max",
-	    (json_int_t)api_cf->counters->batch_max, "backlog", (json_int_t)api_cf->counters->backlog,
-	    "uptime_s", counterd_uptime_s(), "counters", cs, "recorder", "requests",
-	    (json_int_t)rs.requests, "ok", (json_int_t)rs.ok, "failed", (json_int_t)rs.failed,
-	    "retries", (json_int_t)rs.retries, "eof_retries", (json_int_t)rs.eof_retries, "timeouts",
-	    (json_int_t)rs.timeouts, "values", (json_int_t)rs.values, "connections",
-	    (json_int_t)rs.connections, "queued", (json_int_t)rs.queued, "active",
-	    (json_int_t)rs.active);
+	    api_cf->counters->client_id, "server", api_cf->server_url,
+	    "batch_max", (json_int_t)api_cf->counters->batch_max, "backlog",
+	    (json_int_t)api_cf->counters->backlog, "uptime_s",
+	    counterd_uptime_s(), "counters", cs, "recorder", "requests",
+	    (json_int_t)rs.requests, "ok", (json_int_t)rs.ok, "failed",
+	    (json_int_t)rs.failed, "retries", (json_int_t)rs.retries,
+	    "eof_retries", (json_int_t)rs.eof_retries, "timeouts",
+	    (json_int_t)rs.timeouts, "values", (json_int_t)rs.values,
+	    "connections", (json_int_t)rs.connections, "queued",
+	    (json_int_t)rs.queued, "active", (json_int_t)rs.active);
 	api_reply_json(req, 200, root);
 }
 
@@ -353,31 +382,41 @@ static void
 api_healthz(struct evhttp_request *req, const char *name)
 {
 	int reach = recorder_reachable(api_cf->recorder);
-	const char *state = reach == 1 ? "reachable" : reach == 0 ? "unreachable" : "unknown";
+	const char *state = reach == 1	 ? "reachable"
+			    : reach == 0 ? "unreachable"
+					 : "unknown";
 	int ok = reach == 1 && !counterd_stopping;
 
 	api_reply_json(req, ok ? 200 : 503,
-	    json_pack("{s:s, s:s, s:s, s:s, s:b}", "status",
-		counterd_stopping ? "stopping" : ok ? "ok" : "degraded", "server", api_cf->server_url,
-		"server_state", state, "last_error", recorder_last_error(api_cf->recorder), "stopping",
-		counterd_stopping));
+		       json_pack("{s:s, s:s, s:s, s:s, s:b}", "status",
+				 counterd_stopping ? "stopping"
+				 : ok		   ? "ok"
+						   : "degraded",
+				 "server", api_cf->server_url, "server_state",
+				 state, "last_error",
+				 recorder_last_error(api_cf->recorder),
+				 "stopping", counterd_stopping));
 }
 
 /* Write a Prometheus label value (name characters need no escaping). */
 static void
-api_metric(struct evbuffer *b, const char *metric, const char *counter, double v)
+api_metric(struct evbuffer *b, const char *metric, const char *counter,
+	   double v)
 {
 	if (counter != NULL)
-		evbuffer_add_printf(b, "%s{counter=\"%s\"} %.9g\n", metric, counter, v);
+		evbuffer_add_printf(b, "%s{counter=\"%s\"} %.9g\n", metric,
+				    counter, v);
 	else
 		evbuffer_add_printf(b, "%s %.9g\n", metric, v);
 }
 
 /* Write a metric's HELP and TYPE lines. */
 static void
-api_metric_head(struct evbuffer *b, const char *metric, const char *type, const char *help)
+api_metric_head(struct evbuffer *b, const char *metric, const char *type,
+		const char *help)
 {
-	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", metric, help, metric, type);
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", metric, help,
+			    metric, type);
 }
 
 /* GET /metrics in Prometheus text format. */
@@ -387,21 +426,32 @@ api_metrics(struct evhttp_request *req, const char *name)
 	static const struct {
 		const char *name, *type, *help;
 	} m[] = {
-		{ "counterd_next_total", "counter", "Numbers handed out." },
-		{ "counterd_next_errors_total", "counter", "next calls that failed." },
-		{ "counterd_backlog_rejected_total", "counter", "next calls refused: backlog full." },
-		{ "counterd_wait_timeouts_total", "counter", "next calls that waited too long." },
-		{ "counterd_cancelled_total", "counter", "next calls whose caller went away." },
-		{ "counterd_batches_total", "counter", "Record requests acknowledged." },
-		{ "counterd_waiting", "gauge", "next calls waiting." },
-		{ "counterd_in_flight", "gauge", "Values being recorded." },
-		{ "counterd_count", "gauge", "Last value of the counter." },
-		{ "counterd_lock_acquisitions_total", "counter", "Lock acquisitions." },
-		{ "counterd_lock_contended_total", "counter", "Lock acquisitions that waited." },
-		{ "counterd_lock_wait_seconds_total", "counter", "Time spent waiting for the lock." },
-		{ "counterd_lock_wait_seconds_max", "gauge", "Longest wait for the lock." },
-		{ "counterd_lock_hold_seconds_total", "counter", "Time the lock was held." },
-		{ "counterd_lock_hold_seconds_max", "gauge", "Longest hold of the lock." },
+	    {"counterd_next_total", "counter", "Numbers handed out."},
+	    {"counterd_next_errors_total", "counter",
+	     "next calls that failed."},
+	    {"counterd_backlog_rejected_total", "counter",
+	     "next calls refused: backlog full."},
+	    {"counterd_wait_timeouts_total", "counter",
+	     "next calls that waited too long."},
+	    {"counterd_cancelled_total", "counter",
+	     "next calls whose caller went away."},
+	    {"counterd_batches_total", "counter",
+	     "Record requests acknowledged."},
+	    {"counterd_waiting", "gauge", "next calls waiting."},
+	    {"counterd_in_flight", "gauge", "Values being recorded."},
+	    {"counterd_count", "gauge", "Last value of the counter."},
+	    {"counterd_lock_acquisitions_total", "counter",
+	     "Lock acquisitions."},
+	    {"counterd_lock_contended_total", "counter",
+	     "Lock acquisitions that waited."},
+	    {"counterd_lock_wait_seconds_total", "counter",
+	     "Time spent waiting for the lock."},
+	    {"counterd_lock_wait_seconds_max", "gauge",
+	     "Longest wait for the lock."},
+	    {"counterd_lock_hold_seconds_total", "counter",
+	     "Time the lock was held."},
+	    {"counterd_lock_hold_seconds_max", "gauge",
+	     "Longest hold of the lock."},
 	};
 	struct evbuffer *b = evbuffer_new();
 	struct recorder_stats rs;
@@ -441,28 +491,39 @@ api_metrics(struct evhttp_request *req, const char *name)
 	}
 	recorder_get_stats(api_cf->recorder, &rs);
 	api_metric_head(b, "counterd_record_requests_total", "counter",
-	    "HTTP requests sent to record-countd.");
-	api_metric(b, "counterd_record_requests_total", NULL, (double)rs.requests);
+			"HTTP requests sent to record-countd.");
+	api_metric(b, "counterd_record_requests_total", NULL,
+		   (double)rs.requests);
 	api_metric_head(b, "counterd_record_retries_total", "counter",
-	    "Requests to record-countd retried after a backoff.");
-	api_metric(b, "counterd_record_retries_total", NULL, (double)rs.retries);
+			"Requests to record-countd retried after a backoff.");
+	api_metric(b, "counterd_record_retries_total", NULL,
+		   (double)rs.retries);
 	api_metric_head(b, "counterd_record_failures_total", "counter",
-	    "Operations that failed after every retry.");
-	api_metric(b, "counterd_record_failures_total", NULL, (double)rs.failed);
+			"Operations that failed after every retry.");
+	api_metric(b, "counterd_record_failures_total", NULL,
+		   (double)rs.failed);
 	api_metric_head(b, "counterd_record_timeouts_total", "counter",
-	    "Requests to record-countd that timed out.");
-	api_metric(b, "counterd_record_timeouts_total", NULL, (double)rs.timeouts);
+			"Requests to record-countd that timed out.");
+	api_metric(b, "counterd_record_timeouts_total", NULL,
+		   (double)rs.timeouts);
 	api_metric_head(b, "counterd_record_connections", "gauge",
-	    "Open connections to record-countd.");
-	api_metric(b, "counterd_record_connections", NULL, (double)rs.connections);
-	api_metric_head(b, "counterd_server_up", "gauge", "Whether record-countd answers.");
-	api_metric(b, "counterd_server_up", NULL, recorder_reachable(api_cf->recorder) == 1);
-	api_metric_head(b, "counterd_http_requests_total", "counter", "Requests on the socket.");
-	api_metric(b, "counterd_http_requests_total", NULL, (double)api_requests);
-	api_metric_head(b, "counterd_http_client_errors_total", "counter", "Answers with 4xx.");
-	api_metric(b, "counterd_http_client_errors_total", NULL, (double)api_errors4xx);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	    "text/plain; version=0.0.4");
+			"Open connections to record-countd.");
+	api_metric(b, "counterd_record_connections", NULL,
+		   (double)rs.connections);
+	api_metric_head(b, "counterd_server_up", "gauge",
+			"Whether record-countd answers.");
+	api_metric(b, "counterd_server_up", NULL,
+		   recorder_reachable(api_cf->recorder) == 1);
+	api_metric_head(b, "counterd_http_requests_total", "counter",
+			"Requests on the socket.");
+	api_metric(b, "counterd_http_requests_total", NULL,
+		   (double)api_requests);
+	api_metric_head(b, "counterd_http_client_errors_total", "counter",
+			"Answers with 4xx.");
+	api_metric(b, "counterd_http_client_errors_total", NULL,
+		   (double)api_errors4xx);
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+			  "Content-Type", "text/plain; version=0.0.4");
 	evhttp_send_reply(req, 200, NULL, b);
 	evbuffer_free(b);
 }
@@ -476,7 +537,7 @@ api_headers_size(struct evhttp_request *req)
 	size_t n = 0;
 
 	TAILQ_FOREACH(kv, h, next)
-		n += strlen(kv->key) + strlen(kv->value) + 4;
+	n += strlen(kv->key) + strlen(kv->value) + 4;
 	return n;
 }
 
@@ -493,22 +554,27 @@ api_request_cb(struct evhttp_request *req, void *arg)
 
 	api_requests++;
 	if (api_closed) {
-		api_error(req, 503, "shutting_down", "counterd is shutting down");
+		api_error(req, 503, "shutting_down",
+			  "counterd is shutting down");
 		return;
 	}
 	if (uri == NULL || strlen(uri) > api_cf->max_uri) {
-		api_error(req, 414, "uri_too_long", "request target longer than %zu bytes",
-		    api_cf->max_uri);
+		api_error(req, 414, "uri_too_long",
+			  "request target longer than %zu bytes",
+			  api_cf->max_uri);
 		return;
 	}
 	if (api_headers_size(req) > api_cf->max_headers) {
-		api_error(req, 431, "headers_too_large", "request headers larger than %zu bytes",
-		    api_cf->max_headers);
+		api_error(req, 431, "headers_too_large",
+			  "request headers larger than %zu bytes",
+			  api_cf->max_headers);
 		return;
 	}
-	if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > api_cf->max_body) {
-		api_error(req, 413, "body_too_large", "request body larger than %zu bytes",
-		    api_cf->max_body);
+	if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) >
+	    api_cf->max_body) {
+		api_error(req, 413, "body_too_large",
+			  "request body larger than %zu bytes",
+			  api_cf->max_body);
 		return;
 	}
 	for (i = 0; i < sizeof api_routes / sizeof api_routes[0]; i++) {
@@ -529,20 +595,24 @@ api_request_cb(struct evhttp_request *req, void *arg)
 			break;
 		}
 		if (strstr(allow, r->ar_method_name) == NULL)
-			snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "%s%s",
-			    allow[0] ? ", " : "", r->ar_method_name);
+			snprintf(allow + strlen(allow),
+				 sizeof allow - strlen(allow), "%s%s",
+				 allow[0] ? ", " : "", r->ar_method_name);
 	}
 	if (hit != NULL) {
 		hit->ar_handler(req, name);
 		return;
 	}
 	if (badname) {
-		api_error(req, 400, "bad_name",
-		    "a counter name is 1 to %d characters of A-Z a-z 0-9 . _ -", COUNTER_NAME_MAX);
+		api_error(
+		    req, 400, "bad_name",
+		    "a counter name is 1 to %d characters of A-Z a-z 0-9 . _ -",
+		    COUNTER_NAME_MAX);
 		return;
 	}
 	if (allow[0] != '\0') {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+				  "Allow", allow);
 		api_error(req, 405, "method_not_allowed", "use %s here", allow);
 		return;
 	}
@@ -568,7 +638,8 @@ api_start(struct api_config *cf, int fd)
 	/* Idle keep-alive connections are closed after a while. */
 	evhttp_set_timeout(api_http, 300);
 	evhttp_set_gencb(api_http, api_request_cb, NULL);
-	if ((api_socket = evhttp_accept_socket_with_handle(api_http, fd)) == NULL) {
+	if ((api_socket = evhttp_accept_socket_with_handle(api_http, fd)) ==
+	    NULL) {
 		log_warnx("cannot serve HTTP on the socket");
 		return -1;
 	}

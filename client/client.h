@@ -29,13 +29,15 @@ struct dfr_stats;
  * Failure codes of counterd's deferreds (besides libdfr's errno codes).
  * api.c turns each into an HTTP status and an error word.
  */
-#define CD_EUNAVAILABLE 10503 /* record-countd unreachable after retries: 503 */
+#define CD_EUNAVAILABLE 10503 /* record-countd unreachable after retries: 503  \
+			       */
 #define CD_ETIMEOUT 10504     /* record-countd did not answer in time: 504 */
-#define CD_EBADGATEWAY 10502  /* record-countd answered something unexpected: 502 */
-#define CD_EBACKLOG 10001     /* too many waiting calls: 503 */
-#define CD_EWAIT 10002	      /* waited longer than --wait-timeout: 503 */
-#define CD_ESHUTDOWN 10003    /* counterd is stopping: 503 */
-#define CD_ETOOMANY 10004     /* too many counters: 503 */
+#define CD_EBADGATEWAY                                                         \
+	10502		  /* record-countd answered something unexpected: 502 */
+#define CD_EBACKLOG 10001 /* too many waiting calls: 503 */
+#define CD_EWAIT 10002	  /* waited longer than --wait-timeout: 503 */
+#define CD_ESHUTDOWN 10003 /* counterd is stopping: 503 */
+#define CD_ETOOMANY 10004  /* too many counters: 503 */
 
 /* parse.c: pure parsers (no libevent), shared with the fuzz targets. */
 
@@ -53,7 +55,8 @@ enum route_match { ROUTE_NO = 0, ROUTE_YES = 1, ROUTE_BADNAME = 2 };
  * (if any) is copied into name (COUNTER_NAME_MAX + 1 bytes). ROUTE_BADNAME:
  * the shape matches but the name is invalid.
  */
-enum route_match route_match(const char *target, const char *pattern, char *name);
+enum route_match route_match(const char *target, const char *pattern,
+			     char *name);
 
 /* A parsed --server URL. */
 struct server_url {
@@ -70,11 +73,11 @@ int server_url_parse(const char *url, struct server_url *u, const char **why);
  * and acknowledge values first..first+n-1 in order. 0, or -1 with a reason
  * written to why.
  */
-int answer_parse_record(const char *body, size_t len, const char *client, int64_t first, size_t n,
-    char *why, size_t whylen);
+int answer_parse_record(const char *body, size_t len, const char *client,
+			int64_t first, size_t n, char *why, size_t whylen);
 /* Read last_value from a GET /clients/ID answer; 0 or -1 (why set). */
-int answer_parse_client(const char *body, size_t len, const char *client, int64_t *last,
-    char *why, size_t whylen);
+int answer_parse_client(const char *body, size_t len, const char *client,
+			int64_t *last, char *why, size_t whylen);
 
 /* recorder.c: HTTP client for record-countd. */
 struct recorder_stats {
@@ -82,12 +85,13 @@ struct recorder_stats {
 	uint64_t ok;	   /* operations that succeeded */
 	uint64_t failed;   /* operations that failed after all retries */
 	uint64_t retries;  /* attempts beyond the first (backoff) */
-	uint64_t eof_retries; /* silent retries of stale keep-alive connections */
-	uint64_t timeouts; /* attempts that timed out */
-	uint64_t values;   /* values acknowledged */
+	uint64_t
+	    eof_retries;    /* silent retries of stale keep-alive connections */
+	uint64_t timeouts;  /* attempts that timed out */
+	uint64_t values;    /* values acknowledged */
 	size_t connections; /* connections open in the pool */
-	size_t queued;	   /* operations waiting for a free connection */
-	size_t active;	   /* operations in flight */
+	size_t queued;	    /* operations waiting for a free connection */
+	size_t active;	    /* operations in flight */
 };
 
 struct recorder;
@@ -96,8 +100,10 @@ struct recorder;
  * timeout on every request and retries (exponential backoff with jitter
  * from backoff_ms). NULL on error (logged).
  */
-struct recorder *recorder_new(struct event_base *base, const struct server_url *url,
-    uint64_t timeout_ms, unsigned retries, uint64_t backoff_ms, size_t pool);
+struct recorder *recorder_new(struct event_base *base,
+			      const struct server_url *url, uint64_t timeout_ms,
+			      unsigned retries, uint64_t backoff_ms,
+			      size_t pool);
 void recorder_free(struct recorder *r);
 /*
  * Record values first..first+n-1 for client in one POST /record-count.
@@ -105,7 +111,8 @@ void recorder_free(struct recorder *r);
  * record-countd acknowledged them all, or fails with CD_EUNAVAILABLE,
  * CD_ETIMEOUT or CD_EBADGATEWAY after the retries. NULL on ENOMEM.
  */
-struct dfr *recorder_record(struct recorder *r, const char *client, int64_t first, size_t n);
+struct dfr *recorder_record(struct recorder *r, const char *client,
+			    int64_t first, size_t n);
 /*
  * Ask GET /clients/ID: the deferred fires with a malloc'd int64_t (owned by
  * the deferred) holding the client's last recorded value.
@@ -113,7 +120,8 @@ struct dfr *recorder_record(struct recorder *r, const char *client, int64_t firs
 struct dfr *recorder_last_value(struct recorder *r, const char *client);
 /* Probe GET /healthz once (no retries): fires with NULL or fails. */
 struct dfr *recorder_probe(struct recorder *r);
-/* Whether the last finished exchange with record-countd succeeded (-1 unknown). */
+/* Whether the last finished exchange with record-countd succeeded (-1 unknown).
+ */
 int recorder_reachable(const struct recorder *r);
 /* The reason of the last failure ("" if none). */
 const char *recorder_last_error(const struct recorder *r);
@@ -137,14 +145,14 @@ struct counter_config {
 };
 
 struct counter_stats {
-	int64_t count;	    /* last value handed out (or resumed) */
-	int resumed;	    /* whether the last value was read from the server */
-	size_t waiting;	    /* next calls waiting for their turn */
-	size_t in_flight;   /* values being recorded now */
-	uint64_t handed;    /* values handed out */
-	uint64_t errors;    /* next calls that failed */
-	uint64_t rejected;  /* of those, backlog full */
-	uint64_t timeouts;  /* of those, wait timeout */
+	int64_t count;	   /* last value handed out (or resumed) */
+	int resumed;	   /* whether the last value was read from the server */
+	size_t waiting;	   /* next calls waiting for their turn */
+	size_t in_flight;  /* values being recorded now */
+	uint64_t handed;   /* values handed out */
+	uint64_t errors;   /* next calls that failed */
+	uint64_t rejected; /* of those, backlog full */
+	uint64_t timeouts; /* of those, wait timeout */
 	uint64_t cancelled; /* callers that went away while waiting */
 	uint64_t batches;   /* record requests that succeeded */
 	uint64_t max_batch; /* largest batch acknowledged */
@@ -153,7 +161,8 @@ struct counter_stats {
 struct counter;
 
 /* Look a counter up by name, creating it if create is set; NULL if none. */
-struct counter *counter_get(const struct counter_config *cf, const char *name, int create);
+struct counter *counter_get(const struct counter_config *cf, const char *name,
+			    int create);
 /* Walk every counter in order of creation: first, then after(c) until NULL. */
 struct counter *counter_first(void);
 struct counter *counter_after(const struct counter *c);

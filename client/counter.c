@@ -152,7 +152,8 @@ counter_get(const struct counter_config *cf, const char *name, int create)
 	buckets[h] = c;
 	TAILQ_INSERT_TAIL(&counters, c, c_entry);
 	ncounters++;
-	log_debug("counter %s created (recorded as %s)", c->c_name, c->c_client);
+	log_debug("counter %s created (recorded as %s)", c->c_name,
+		  c->c_client);
 	return c;
 }
 
@@ -191,8 +192,9 @@ counter_get_stats(const struct counter *c, struct counter_stats *st)
 	*st = c->c_st;
 	st->count = c->c_last;
 	st->resumed = c->c_resumed;
-	st->waiting = c->c_cf->strategy == STRATEGY_LOCKED ? c->c_waiting :
-							     dfr_lock_waiting(c->c_lock);
+	st->waiting = c->c_cf->strategy == STRATEGY_LOCKED
+			  ? c->c_waiting
+			  : dfr_lock_waiting(c->c_lock);
 	st->in_flight = c->c_in_flight;
 }
 
@@ -271,8 +273,10 @@ next_req_wait_failed_cb(struct dfr *wait, void *arg)
 		switch (code) {
 		case DFR_ETIMEDOUT:
 			c->c_st.timeouts++;
-			dfr_errback(nr->nr_d, CD_EWAIT,
-			    "waited longer than --wait-timeout (%" PRIu64 "ms) for counter %s",
+			dfr_errback(
+			    nr->nr_d, CD_EWAIT,
+			    "waited longer than --wait-timeout (%" PRIu64
+			    "ms) for counter %s",
 			    c->c_cf->wait_timeout_ms, c->c_name);
 			break;
 		case DFR_ECANCELED:
@@ -280,7 +284,8 @@ next_req_wait_failed_cb(struct dfr *wait, void *arg)
 			dfr_errback(nr->nr_d, DFR_ECANCELED, "cancelled");
 			break;
 		default:
-			dfr_errback(nr->nr_d, code, "%s", dfr_failure(wait)->message);
+			dfr_errback(nr->nr_d, code, "%s",
+				    dfr_failure(wait)->message);
 			break;
 		}
 	}
@@ -318,14 +323,15 @@ batch_fail_cb(struct dfr *d, void *arg)
 	struct dfr_failure *f = dfr_take_failure(d);
 	size_t i;
 
-	log_warnx("counter %s: recording %zu value(s) failed: %s", c->c_name, b->b_n,
-	    f != NULL ? f->message : "?");
+	log_warnx("counter %s: recording %zu value(s) failed: %s", c->c_name,
+		  b->b_n, f != NULL ? f->message : "?");
 	c->c_in_flight = 0;
 	for (i = 0; i < b->b_n; i++) {
 		b->b_reqs[i]->nr_state = NR_DONE;
 		c->c_st.errors++;
-		dfr_errback(b->b_reqs[i]->nr_d, f != NULL ? f->code : CD_EUNAVAILABLE, "%s",
-		    f != NULL ? f->message : "recording failed");
+		dfr_errback(b->b_reqs[i]->nr_d,
+			    f != NULL ? f->code : CD_EUNAVAILABLE, "%s",
+			    f != NULL ? f->message : "recording failed");
 	}
 	dfr_failure_free(f);
 }
@@ -354,10 +360,12 @@ batch_record_cb(struct dfr *d, void *arg)
 	if (!c->c_resumed && last != NULL) {
 		c->c_last = *last;
 		c->c_resumed = 1;
-		log_info("counter %s resumes after %" PRId64, c->c_name, c->c_last);
+		log_info("counter %s resumes after %" PRId64, c->c_name,
+			 c->c_last);
 	}
 	b->b_first = c->c_last + 1;
-	rd = recorder_record(c->c_cf->recorder, c->c_client, b->b_first, b->b_n);
+	rd =
+	    recorder_record(c->c_cf->recorder, c->c_client, b->b_first, b->b_n);
 	if (rd == NULL) {
 		dfr_set_failure(d, ENOMEM, "out of memory");
 		return;
@@ -389,7 +397,8 @@ counter_batch_run(void *arg)
 		if (nr == NULL)
 			continue;
 		if (nr->nr_state != NR_WAITING) {
-			/* A cancelled call: dropped here, it never got a value. */
+			/* A cancelled call: dropped here, it never got a value.
+			 */
 			next_req_unref(nr);
 			continue;
 		}
@@ -429,7 +438,8 @@ counter_batch_done_cb(struct dfr *d, void *arg)
 
 	if (f != NULL) {
 		if (f->code != DFR_ECLOSED)
-			log_warnx("counter %s: batch: %s", c->c_name, f->message);
+			log_warnx("counter %s: batch: %s", c->c_name,
+				  f->message);
 		c->c_drain_pending = 0;
 		dfr_failure_free(f);
 	}
@@ -466,13 +476,15 @@ counter_next_locked(struct counter *c)
 	if (c->c_waiting >= cf->backlog) {
 		c->c_st.errors++;
 		c->c_st.rejected++;
-		return dfr_fail(CD_EBACKLOG, "counter %s has %zu calls waiting (--backlog)", c->c_name,
-		    c->c_waiting);
+		return dfr_fail(CD_EBACKLOG,
+				"counter %s has %zu calls waiting (--backlog)",
+				c->c_name, c->c_waiting);
 	}
 	if ((nr = calloc(1, sizeof *nr)) == NULL)
 		return NULL;
 	nr->nr_c = c;
-	nr->nr_refs = 2; /* the queue's and the caller's deferred's until it fires */
+	nr->nr_refs =
+	    2; /* the queue's and the caller's deferred's until it fires */
 	nr->nr_d = dfr_new(next_req_cancel, nr);
 	nr->nr_wait = dfr_new(NULL, NULL);
 	if (nr->nr_d == NULL || nr->nr_wait == NULL ||
@@ -481,7 +493,8 @@ counter_next_locked(struct counter *c)
 	if (cf->wait_timeout_ms > 0) {
 		tv.tv_sec = (time_t)(cf->wait_timeout_ms / 1000);
 		tv.tv_usec = (suseconds_t)((cf->wait_timeout_ms % 1000) * 1000);
-		if (dfr_set_timeout(nr->nr_wait, cf->base, &tv, NULL, NULL) != 0)
+		if (dfr_set_timeout(nr->nr_wait, cf->base, &tv, NULL, NULL) !=
+		    0)
 			goto fail;
 	}
 	/* After the timeout, so that an expiry is seen as DFR_ETIMEDOUT. */
@@ -494,7 +507,8 @@ counter_next_locked(struct counter *c)
 	counter_kick(c);
 	return d;
 fail:
-	/* Nothing was queued; unfired deferreds freed never run their callbacks. */
+	/* Nothing was queued; unfired deferreds freed never run their
+	 * callbacks. */
 	if (nr->nr_wait != NULL)
 		dfr_unref(nr->nr_wait);
 	if (nr->nr_d != NULL)
@@ -514,7 +528,8 @@ counter_resumed_cb(struct dfr *d, void *arg)
 	if (!c->c_resumed && last != NULL) {
 		c->c_last = *last;
 		c->c_resumed = 1;
-		log_info("counter %s resumes after %" PRId64, c->c_name, c->c_last);
+		log_info("counter %s resumes after %" PRId64, c->c_name,
+			 c->c_last);
 	}
 }
 
@@ -544,7 +559,8 @@ solo_go_cb(struct dfr *d, void *arg)
 	s->s_value = ++c->c_last;
 	s->s_flying = 1;
 	c->c_in_flight++;
-	if ((rd = recorder_record(c->c_cf->recorder, c->c_client, s->s_value, 1)) == NULL) {
+	if ((rd = recorder_record(c->c_cf->recorder, c->c_client, s->s_value,
+				  1)) == NULL) {
 		dfr_set_failure(d, ENOMEM, "out of memory");
 		return;
 	}
@@ -557,8 +573,10 @@ solo_ok_cb(struct dfr *d, void *arg)
 {
 	struct solo_req *s = arg;
 	struct counter *c = s->s_c;
-	/* unsafe reads the shared count now, after the record: the seed's bug. */
-	int64_t v = c->c_cf->strategy == STRATEGY_UNSAFE ? c->c_last : s->s_value;
+	/* unsafe reads the shared count now, after the record: the seed's bug.
+	 */
+	int64_t v =
+	    c->c_cf->strategy == STRATEGY_UNSAFE ? c->c_last : s->s_value;
 	int64_t *p = counter_boxed(v);
 
 	c->c_in_flight--;
@@ -605,8 +623,10 @@ counter_next_solo(struct counter *c)
 	if (c->c_in_flight + dfr_lock_waiting(c->c_lock) >= c->c_cf->backlog) {
 		c->c_st.errors++;
 		c->c_st.rejected++;
-		return dfr_fail(CD_EBACKLOG, "counter %s has %zu calls in flight (--backlog)",
-		    c->c_name, c->c_in_flight);
+		return dfr_fail(
+		    CD_EBACKLOG,
+		    "counter %s has %zu calls in flight (--backlog)", c->c_name,
+		    c->c_in_flight);
 	}
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return NULL;
@@ -643,7 +663,8 @@ counter_shutdown_all(void)
 	struct counter *c;
 
 	counters_stopping = 1;
-	TAILQ_FOREACH(c, &counters, c_entry) {
+	TAILQ_FOREACH(c, &counters, c_entry)
+	{
 		c->c_stopping = 1;
 		while (dfr_queue_size(c->c_queue) > 0) {
 			struct dfr *g = dfr_queue_get(c->c_queue);
@@ -656,7 +677,8 @@ counter_shutdown_all(void)
 			if (nr == NULL)
 				continue;
 			if (nr->nr_state == NR_WAITING)
-				dfr_errback(nr->nr_wait, CD_ESHUTDOWN, "counterd is shutting down");
+				dfr_errback(nr->nr_wait, CD_ESHUTDOWN,
+					    "counterd is shutting down");
 			next_req_unref(nr);
 		}
 		dfr_queue_close(c->c_queue);
@@ -672,7 +694,7 @@ counter_busy(void)
 	size_t n = 0;
 
 	TAILQ_FOREACH(c, &counters, c_entry)
-		n += c->c_in_flight + c->c_waiting;
+	n += c->c_in_flight + c->c_waiting;
 	return n;
 }
 

@@ -47,28 +47,35 @@ struct conn {
 static void
 usage(FILE *f)
 {
-	fprintf(f,
-	    "usage: counterctl [--socket PATH] COMMAND [ARGS]\n"
-	    "Talk to counterd over its Unix socket.\n"
-	    "\n"
-	    "Commands:\n"
-	    "  next [NAME] [-n COUNT] [-c CONCURRENCY]\n"
-	    "                 take COUNT numbers (default 1) from counter NAME (default: the\n"
-	    "                 counter named default), CONCURRENCY calls at a time (default 1);\n"
-	    "                 prints one number per line, in the order they arrive\n"
-	    "  get NAME       print the counter's last value\n"
-	    "  list           print each counter as NAME COUNT\n"
-	    "  stats          print counterd's statistics (JSON)\n"
-	    "  health         print counterd's health (JSON); fails if record-countd is unreachable\n"
-	    "\n"
-	    "Options:\n"
-	    "  -s, --socket PATH  counterd's socket (default $COUNTERD_SOCKET, else\n"
-	    "                     $RUNTIME_DIRECTORY/counterd.sock, else ./counterd.sock)\n"
-	    "  -h, --help         this text\n"
-	    "  -V, --version      the version\n"
-	    "\n"
-	    "Exit status: 0 success; 1 counterd answered with an error (e.g. 503 backlog full,\n"
-	    "record-countd unreachable); 2 usage error; 3 counterd is not reachable.\n");
+	fprintf(f, "usage: counterctl [--socket PATH] COMMAND [ARGS]\n"
+		   "Talk to counterd over its Unix socket.\n"
+		   "\n"
+		   "Commands:\n"
+		   "  next [NAME] [-n COUNT] [-c CONCURRENCY]\n"
+		   "                 take COUNT numbers (default 1) from "
+		   "counter NAME (default: the\n"
+		   "                 counter named default), CONCURRENCY calls "
+		   "at a time (default 1);\n"
+		   "                 prints one number per line, in the order "
+		   "they arrive\n"
+		   "  get NAME       print the counter's last value\n"
+		   "  list           print each counter as NAME COUNT\n"
+		   "  stats          print counterd's statistics (JSON)\n"
+		   "  health         print counterd's health (JSON); fails if "
+		   "record-countd is unreachable\n"
+		   "\n"
+		   "Options:\n"
+		   "  -s, --socket PATH  counterd's socket (default "
+		   "$COUNTERD_SOCKET, else\n"
+		   "                     $RUNTIME_DIRECTORY/counterd.sock, "
+		   "else ./counterd.sock)\n"
+		   "  -h, --help         this text\n"
+		   "  -V, --version      the version\n"
+		   "\n"
+		   "Exit status: 0 success; 1 counterd answered with an error "
+		   "(e.g. 503 backlog full,\n"
+		   "record-countd unreachable); 2 usage error; 3 counterd is "
+		   "not reachable.\n");
 }
 
 /* Print "counterctl: ..." to stderr. */
@@ -104,8 +111,8 @@ conn_open(struct conn *c)
 		return -1;
 	}
 	if (connect(c->fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
-		warnmsg("cannot connect to %s: %s (is counterd running?)", sock_path,
-		    strerror(errno));
+		warnmsg("cannot connect to %s: %s (is counterd running?)",
+			sock_path, strerror(errno));
 		close(c->fd);
 		c->fd = -1;
 		return -1;
@@ -143,7 +150,8 @@ conn_fill(struct conn *c)
  * when counterd cannot be reached or does not speak HTTP.
  */
 static int
-conn_call(struct conn *c, const char *method, const char *path, struct answer *a)
+conn_call(struct conn *c, const char *method, const char *path,
+	  struct answer *a)
 {
 	char req[1024], *end, *p;
 	size_t reqlen, hdrlen, clen = 0, off;
@@ -154,8 +162,10 @@ conn_call(struct conn *c, const char *method, const char *path, struct answer *a
 again:
 	if (c->fd == -1 && conn_open(c) != 0)
 		return -1;
-	reqlen = (size_t)snprintf(req, sizeof req,
-	    "%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nAccept: application/json\r\n\r\n",
+	reqlen = (size_t)snprintf(
+	    req, sizeof req,
+	    "%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nAccept: "
+	    "application/json\r\n\r\n",
 	    method, path);
 	for (off = 0; off < reqlen; off += (size_t)n) {
 		n = send(c->fd, req + off, reqlen - off, MSG_NOSIGNAL);
@@ -166,15 +176,19 @@ again:
 		if (n == -1) {
 			conn_close(c);
 			if (!retried++)
-				goto again; /* an idle keep-alive connection closed */
-			warnmsg("cannot send to %s: %s", sock_path, strerror(errno));
+				goto again; /* an idle keep-alive connection
+					       closed */
+			warnmsg("cannot send to %s: %s", sock_path,
+				strerror(errno));
 			return -1;
 		}
 	}
 	/* Headers. */
 	for (;;) {
-		c->buf[c->have < sizeof c->buf ? c->have : sizeof c->buf - 1] = '\0';
-		if (c->have > 0 && memmem(c->buf, c->have, "\r\n\r\n", 4) != NULL)
+		c->buf[c->have < sizeof c->buf ? c->have : sizeof c->buf - 1] =
+		    '\0';
+		if (c->have > 0 &&
+		    memmem(c->buf, c->have, "\r\n\r\n", 4) != NULL)
 			break;
 		n = conn_fill(c);
 		if (n <= 0) {
@@ -183,7 +197,9 @@ again:
 			conn_close(c);
 			if (fresh && !retried++)
 				goto again;
-			warnmsg("counterd at %s closed the connection without an answer", sock_path);
+			warnmsg("counterd at %s closed the connection without "
+				"an answer",
+				sock_path);
 			return -1;
 		}
 	}
@@ -219,7 +235,9 @@ again:
 			n = read(c->fd, a->body + off, clen - off);
 		while (n == -1 && errno == EINTR);
 		if (n <= 0) {
-			warnmsg("counterd at %s closed the connection mid-answer", sock_path);
+			warnmsg(
+			    "counterd at %s closed the connection mid-answer",
+			    sock_path);
 			free(a->body);
 			a->body = NULL;
 			conn_close(c);
@@ -243,7 +261,8 @@ report_error(const char *what, const struct answer *a)
 	const char *msg = json_string_value(json_object_get(j, "message"));
 
 	if (word != NULL)
-		warnmsg("%s: %d %s: %s", what, a->status, word, msg != NULL ? msg : "");
+		warnmsg("%s: %d %s: %s", what, a->status, word,
+			msg != NULL ? msg : "");
 	else
 		warnmsg("%s: counterd answered %d", what, a->status);
 	json_decref(j);
@@ -253,7 +272,7 @@ report_error(const char *what, const struct answer *a)
 static json_t *
 call_json(const char *what, const char *method, const char *path, int *status)
 {
-	struct conn c = { .fd = -1 };
+	struct conn c = {.fd = -1};
 	struct answer a;
 	json_t *j;
 
@@ -292,14 +311,15 @@ static void *
 next_worker(void *arg)
 {
 	struct next_job *job = arg;
-	struct conn c = { .fd = -1 };
+	struct conn c = {.fd = -1};
 	struct answer a;
 
 	for (;;) {
 		json_t *j;
 
 		pthread_mutex_lock(&job->mu);
-		if (job->taken >= job->count || job->failed || job->unreachable) {
+		if (job->taken >= job->count || job->failed ||
+		    job->unreachable) {
 			pthread_mutex_unlock(&job->mu);
 			break;
 		}
@@ -321,7 +341,8 @@ next_worker(void *arg)
 			warnmsg("next: counterd's answer lacks a count");
 			job->unreachable = 1;
 		} else {
-			printf("%" JSON_INTEGER_FORMAT "\n", json_integer_value(json_object_get(j, "count")));
+			printf("%" JSON_INTEGER_FORMAT "\n",
+			       json_integer_value(json_object_get(j, "count")));
 			fflush(stdout);
 		}
 		pthread_mutex_unlock(&job->mu);
@@ -339,7 +360,8 @@ name_ok(const char *s)
 	size_t n = strlen(s);
 
 	return n >= 1 && n <= 64 &&
-	    strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0"
+			 "123456789._-") == n;
 }
 
 /* Parse a positive count option. */
@@ -352,7 +374,8 @@ count_arg(const char *opt, const char *s, long max)
 	errno = 0;
 	v = strtol(s, &end, 10);
 	if (errno != 0 || *end != '\0' || end == s || v < 1 || v > max) {
-		warnmsg("%s: \"%s\" is not a number from 1 to %ld", opt, s, max);
+		warnmsg("%s: \"%s\" is not a number from 1 to %ld", opt, s,
+			max);
 		exit(EX_USAGE);
 	}
 	return v;
@@ -371,20 +394,24 @@ cmd_next(int argc, char **argv)
 	memset(&job, 0, sizeof job);
 	job.count = 1;
 	for (k = 1; k < argc; k++) {
-		if (strcmp(argv[k], "-n") == 0 || strcmp(argv[k], "--count") == 0) {
+		if (strcmp(argv[k], "-n") == 0 ||
+		    strcmp(argv[k], "--count") == 0) {
 			if (++k == argc) {
 				warnmsg("next: -n needs a COUNT");
 				return EX_USAGE;
 			}
 			job.count = count_arg("-n", argv[k], 100000000L);
-		} else if (strcmp(argv[k], "-c") == 0 || strcmp(argv[k], "--concurrency") == 0) {
+		} else if (strcmp(argv[k], "-c") == 0 ||
+			   strcmp(argv[k], "--concurrency") == 0) {
 			if (++k == argc) {
 				warnmsg("next: -c needs a CONCURRENCY");
 				return EX_USAGE;
 			}
 			conc = count_arg("-c", argv[k], 1024);
 		} else if (argv[k][0] == '-') {
-			warnmsg("next: unknown option %s (see counterctl --help)", argv[k]);
+			warnmsg(
+			    "next: unknown option %s (see counterctl --help)",
+			    argv[k]);
 			return EX_USAGE;
 		} else if (name == NULL) {
 			name = argv[k];
@@ -394,7 +421,9 @@ cmd_next(int argc, char **argv)
 		}
 	}
 	if (name != NULL && !name_ok(name)) {
-		warnmsg("next: \"%s\" is not a counter name (1 to 64 of A-Z a-z 0-9 . _ -)", name);
+		warnmsg("next: \"%s\" is not a counter name (1 to 64 of A-Z "
+			"a-z 0-9 . _ -)",
+			name);
 		return EX_USAGE;
 	}
 	if (name == NULL)
@@ -412,7 +441,8 @@ cmd_next(int argc, char **argv)
 			return EX_FAILED;
 		}
 		for (i = 0; i < conc; i++) {
-			if (pthread_create(&th[i], NULL, next_worker, &job) != 0) {
+			if (pthread_create(&th[i], NULL, next_worker, &job) !=
+			    0) {
 				warnmsg("cannot start a thread");
 				exit(EX_FAILED);
 			}
@@ -437,13 +467,16 @@ main(int argc, char **argv)
 
 	signal(SIGPIPE, SIG_IGN);
 	while (k < argc && argv[k][0] == '-') {
-		if (strcmp(argv[k], "-h") == 0 || strcmp(argv[k], "--help") == 0) {
+		if (strcmp(argv[k], "-h") == 0 ||
+		    strcmp(argv[k], "--help") == 0) {
 			usage(stdout);
 			return EX_OK;
-		} else if (strcmp(argv[k], "-V") == 0 || strcmp(argv[k], "--version") == 0) {
+		} else if (strcmp(argv[k], "-V") == 0 ||
+			   strcmp(argv[k], "--version") == 0) {
 			printf("counterctl %s\n", PACKAGE_VERSION);
 			return EX_OK;
-		} else if (strcmp(argv[k], "-s") == 0 || strcmp(argv[k], "--socket") == 0) {
+		} else if (strcmp(argv[k], "-s") == 0 ||
+			   strcmp(argv[k], "--socket") == 0) {
 			if (++k == argc) {
 				warnmsg("--socket needs a PATH");
 				return EX_USAGE;
@@ -452,7 +485,8 @@ main(int argc, char **argv)
 		} else if (strncmp(argv[k], "--socket=", 9) == 0) {
 			sock_path = argv[k++] + 9;
 		} else {
-			warnmsg("unknown option %s (see counterctl --help)", argv[k]);
+			warnmsg("unknown option %s (see counterctl --help)",
+				argv[k]);
 			return EX_USAGE;
 		}
 	}
@@ -463,9 +497,10 @@ main(int argc, char **argv)
 	if (sock_path == NULL) {
 		if ((env = getenv("COUNTERD_SOCKET")) != NULL && *env != '\0')
 			sock_path = env;
-		else if ((env = getenv("RUNTIME_DIRECTORY")) != NULL && *env != '\0') {
-			snprintf(defsock, sizeof defsock, "%.*s/counterd.sock", (int)strcspn(env, ":"),
-			    env);
+		else if ((env = getenv("RUNTIME_DIRECTORY")) != NULL &&
+			 *env != '\0') {
+			snprintf(defsock, sizeof defsock, "%.*s/counterd.sock",
+				 (int)strcspn(env, ":"), env);
 			sock_path = defsock;
 		} else
 			sock_path = "./counterd.sock";
@@ -482,13 +517,15 @@ main(int argc, char **argv)
 			return EX_USAGE;
 		}
 		if (!name_ok(argv[1])) {
-			warnmsg("get: \"%s\" is not a counter name (1 to 64 of A-Z a-z 0-9 . _ -)",
-			    argv[1]);
+			warnmsg("get: \"%s\" is not a counter name (1 to 64 of "
+				"A-Z a-z 0-9 . _ -)",
+				argv[1]);
 			return EX_USAGE;
 		}
 		snprintf(path, sizeof path, "/counters/%s", argv[1]);
 		j = call_json("get", "GET", path, &status);
-		printf("%" JSON_INTEGER_FORMAT "\n", json_integer_value(json_object_get(j, "count")));
+		printf("%" JSON_INTEGER_FORMAT "\n",
+		       json_integer_value(json_object_get(j, "count")));
 		json_decref(j);
 		return EX_OK;
 	}
@@ -503,9 +540,9 @@ main(int argc, char **argv)
 		j = call_json("list", "GET", "/counters", &status);
 		arr = json_object_get(j, "counters");
 		json_array_foreach(arr, i, c)
-			printf("%s %" JSON_INTEGER_FORMAT "\n",
-			    json_string_value(json_object_get(c, "counter")),
-			    json_integer_value(json_object_get(c, "count")));
+		    printf("%s %" JSON_INTEGER_FORMAT "\n",
+			   json_string_value(json_object_get(c, "counter")),
+			   json_integer_value(json_object_get(c, "count")));
 		json_decref(j);
 		return EX_OK;
 	}
@@ -525,6 +562,7 @@ main(int argc, char **argv)
 		json_decref(j);
 		return status == 200 ? EX_OK : EX_FAILED;
 	}
-	warnmsg("unknown command \"%s\" (use next, get, list, stats or health)", argv[0]);
+	warnmsg("unknown command \"%s\" (use next, get, list, stats or health)",
+		argv[0]);
 	return EX_USAGE;
 }

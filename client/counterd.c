@@ -39,7 +39,8 @@ static struct event_base *base;
 static struct recorder *recorder;
 static char *socket_path; /* the file we made, to unlink on exit */
 static struct timespec started;
-static struct event *ev_check, *ev_watchdog, *ev_health, *ev_sigterm, *ev_sigint;
+static struct event *ev_check, *ev_watchdog, *ev_health, *ev_sigterm,
+    *ev_sigint;
 static int probe_in_flight;
 static int last_reach = -1;
 static time_t last_probe;
@@ -60,38 +61,61 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: counterd [options]\n"
-	    "Hand out numbers from named counters over HTTP on a Unix socket, recording\n"
-	    "each number with record-countd before it is handed out.\n"
-	    "\n"
-	    "  --server URL          record-countd to record with (default http://127.0.0.1:8080;\n"
-	    "                        HOST is an IPv4/[IPv6] address or a name, resolved without blocking)\n"
-	    "  --socket PATH         Unix socket to serve on (default $RUNTIME_DIRECTORY/counterd.sock,\n"
-	    "                        else ./counterd.sock; a socket passed by systemd wins)\n"
-	    "  --client-id ID        recorded as client ID:NAME for counter NAME (default: host name)\n"
-	    "  --strategy S          locked (default): one record in flight per counter, values in\n"
-	    "                          order, each handed out once, only after it is recorded;\n"
-	    "                        stateless: records overlap; unique values, gaps on failure;\n"
-	    "                        unsafe: the seed's bug ON PURPOSE: returns the shared count read\n"
-	    "                          after the record completes, so concurrent calls get the same\n"
-	    "                          number. For demonstrations and tests only.\n"
-	    "  --batch-max N         locked: record up to N waiting calls in one request (default 64;\n"
-	    "                        1 records each value alone, as the seed did)\n"
-	    "  --backlog N           waiting calls per counter before next fails with 503 (default 10000)\n"
-	    "  --wait-timeout DUR    a next that waits longer for its turn fails with 503 (default 30s;\n"
-	    "                        0: no limit)\n"
-	    "  --record-timeout DUR  timeout of each request to record-countd (default 5s)\n"
-	    "  --retries N           retries of a failed record, with exponential backoff and jitter\n"
-	    "                        (default 3; then 503, or 504 if it timed out)\n"
-	    "  --backoff DUR         first backoff (default 50ms, doubling, at most 2s)\n"
-	    "  --connections N       keep-alive connections to record-countd (default 64; locked\n"
-	    "                        needs one per busy counter)\n"
-	    "  --log-level LEVEL     error, warn, info (default) or debug\n"
-	    "  --version, --help\n"
-	    "\n"
-	    "Durations: 250ms, 1s, 1.5s. API (curl --unix-socket PATH http://localhost/...):\n"
-	    "  POST /counters/NAME/next, POST /next, GET /counters, GET /counters/NAME,\n"
-	    "  GET /stats, GET /healthz, GET /metrics. See counterd(8).\n");
+		"usage: counterd [options]\n"
+		"Hand out numbers from named counters over HTTP on a Unix "
+		"socket, recording\n"
+		"each number with record-countd before it is handed out.\n"
+		"\n"
+		"  --server URL          record-countd to record with (default "
+		"http://127.0.0.1:8080;\n"
+		"                        HOST is an IPv4/[IPv6] address or a "
+		"name, resolved without blocking)\n"
+		"  --socket PATH         Unix socket to serve on (default "
+		"$RUNTIME_DIRECTORY/counterd.sock,\n"
+		"                        else ./counterd.sock; a socket passed "
+		"by systemd wins)\n"
+		"  --client-id ID        recorded as client ID:NAME for "
+		"counter NAME (default: host name)\n"
+		"  --strategy S          locked (default): one record in "
+		"flight per counter, values in\n"
+		"                          order, each handed out once, only "
+		"after it is recorded;\n"
+		"                        stateless: records overlap; unique "
+		"values, gaps on failure;\n"
+		"                        unsafe: the seed's bug ON PURPOSE: "
+		"returns the shared count read\n"
+		"                          after the record completes, so "
+		"concurrent calls get the same\n"
+		"                          number. For demonstrations and "
+		"tests only.\n"
+		"  --batch-max N         locked: record up to N waiting calls "
+		"in one request (default 64;\n"
+		"                        1 records each value alone, as the "
+		"seed did)\n"
+		"  --backlog N           waiting calls per counter before next "
+		"fails with 503 (default 10000)\n"
+		"  --wait-timeout DUR    a next that waits longer for its turn "
+		"fails with 503 (default 30s;\n"
+		"                        0: no limit)\n"
+		"  --record-timeout DUR  timeout of each request to "
+		"record-countd (default 5s)\n"
+		"  --retries N           retries of a failed record, with "
+		"exponential backoff and jitter\n"
+		"                        (default 3; then 503, or 504 if it "
+		"timed out)\n"
+		"  --backoff DUR         first backoff (default 50ms, "
+		"doubling, at most 2s)\n"
+		"  --connections N       keep-alive connections to "
+		"record-countd (default 64; locked\n"
+		"                        needs one per busy counter)\n"
+		"  --log-level LEVEL     error, warn, info (default) or debug\n"
+		"  --version, --help\n"
+		"\n"
+		"Durations: 250ms, 1s, 1.5s. API (curl --unix-socket PATH "
+		"http://localhost/...):\n"
+		"  POST /counters/NAME/next, POST /next, GET /counters, GET "
+		"/counters/NAME,\n"
+		"  GET /stats, GET /healthz, GET /metrics. See counterd(8).\n");
 }
 
 /* Parse a duration option or exit with a clear message. */
@@ -102,7 +126,8 @@ opt_duration(const char *opt, const char *arg)
 	uint64_t ms;
 
 	if (parse_duration_ms(arg, &ms, &why) != 0)
-		fatalx("%s: \"%s\" is not a duration (e.g. 250ms, 1s): %s", opt, arg, why);
+		fatalx("%s: \"%s\" is not a duration (e.g. 250ms, 1s): %s", opt,
+		       arg, why);
 	return ms;
 }
 
@@ -114,7 +139,8 @@ opt_uint(const char *opt, const char *arg, uint64_t min, uint64_t max)
 	uint64_t v;
 
 	if (parse_uint(arg, min, max, &v, &why) != 0)
-		fatalx("%s: \"%s\": %s (%" PRIu64 "..%" PRIu64 ")", opt, arg, why, min, max);
+		fatalx("%s: \"%s\": %s (%" PRIu64 "..%" PRIu64 ")", opt, arg,
+		       why, min, max);
 	return v;
 }
 
@@ -143,17 +169,22 @@ socket_open(const char *path)
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof sun.sun_path)
-		fatalx("--socket: %s is longer than %zu bytes", path, sizeof sun.sun_path - 1);
+		fatalx("--socket: %s is longer than %zu bytes", path,
+		       sizeof sun.sun_path - 1);
 	strcpy(sun.sun_path, path);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1)
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			 0)) == -1)
 		fatal("socket");
 	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
 		if (errno != EADDRINUSE)
 			fatal("cannot bind %s", path);
-		if ((probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		if ((probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) ==
+		    -1)
 			fatal("socket");
 		if (connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0)
-			fatalx("%s: another counterd is already listening there", path);
+			fatalx(
+			    "%s: another counterd is already listening there",
+			    path);
 		if (errno != ECONNREFUSED)
 			fatal("%s exists and is not a stale socket", path);
 		close(probe);
@@ -186,10 +217,13 @@ socket_activated(void)
 	if (n == 0)
 		return -1;
 	if (n > 1)
-		fatalx("socket activation: got %d sockets, expected one Unix stream socket", n);
+		fatalx("socket activation: got %d sockets, expected one Unix "
+		       "stream socket",
+		       n);
 	fd = SD_LISTEN_FDS_START;
 	if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0)
-		fatalx("socket activation: the passed socket is not a listening Unix stream socket");
+		fatalx("socket activation: the passed socket is not a "
+		       "listening Unix stream socket");
 	set_nonblock(fd);
 	return fd;
 }
@@ -202,16 +236,19 @@ shutdown_check_cb(evutil_socket_t fd, short what, void *arg)
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (api_pending() == 0 && recorder_busy(recorder) == 0) {
-		/* The last answers sit in output buffers: give the loop time to write them. */
-		struct timeval flush = { 0, 100 * 1000 };
+		/* The last answers sit in output buffers: give the loop time to
+		 * write them. */
+		struct timeval flush = {0, 100 * 1000};
 
 		event_del(ev_check);
 		event_base_loopexit(base, &flush);
 		return;
 	}
 	if (now.tv_sec - stop_started.tv_sec >= SHUTDOWN_GRACE_S) {
-		log_warnx("%zu call(s) and %zu record(s) still pending after %ds; exiting",
-		    api_pending(), recorder_busy(recorder), SHUTDOWN_GRACE_S);
+		log_warnx("%zu call(s) and %zu record(s) still pending after "
+			  "%ds; exiting",
+			  api_pending(), recorder_busy(recorder),
+			  SHUTDOWN_GRACE_S);
 		event_base_loopexit(base, NULL);
 	}
 }
@@ -220,7 +257,7 @@ shutdown_check_cb(evutil_socket_t fd, short what, void *arg)
 static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
-	struct timeval tv = { 0, 10 * 1000 };
+	struct timeval tv = {0, 10 * 1000};
 
 	if (counterd_stopping) {
 		log_warnx("second signal; exiting now");
@@ -230,8 +267,10 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	counterd_stopping = 1;
 	clock_gettime(CLOCK_MONOTONIC, &stop_started);
-	sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing in-flight records");
-	log_info("%s: stopping (%zu call(s) pending)", strsignal((int)sig), api_pending());
+	sd_notify(0,
+		  "STOPPING=1\nSTATUS=stopping: finishing in-flight records");
+	log_info("%s: stopping (%zu call(s) pending)", strsignal((int)sig),
+		 api_pending());
 	api_stop_accepting();
 	if (socket_path != NULL) {
 		unlink(socket_path);
@@ -274,13 +313,16 @@ health_cb(evutil_socket_t fd, short what, void *arg)
 			log_info("record-countd is reachable");
 			sd_notify(0, "STATUS=serving; record-countd reachable");
 		} else if (reach == 0) {
-			log_warnx("record-countd is unreachable: %s", recorder_last_error(recorder));
-			sd_notifyf(0, "STATUS=serving; record-countd unreachable: %s",
+			log_warnx("record-countd is unreachable: %s",
+				  recorder_last_error(recorder));
+			sd_notifyf(
+			    0, "STATUS=serving; record-countd unreachable: %s",
 			    recorder_last_error(recorder));
 		}
 		last_reach = reach;
 	}
-	if (probe_in_flight || counterd_stopping || (reach == 1 && now - last_probe < 5))
+	if (probe_in_flight || counterd_stopping ||
+	    (reach == 1 && now - last_probe < 5))
 		return;
 	last_probe = now;
 	if ((d = recorder_probe(recorder)) != NULL) {
@@ -301,21 +343,21 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "server", required_argument, NULL, 's' },
-		{ "socket", required_argument, NULL, 'S' },
-		{ "client-id", required_argument, NULL, 'i' },
-		{ "strategy", required_argument, NULL, 'y' },
-		{ "batch-max", required_argument, NULL, 'b' },
-		{ "backlog", required_argument, NULL, 'B' },
-		{ "wait-timeout", required_argument, NULL, 'w' },
-		{ "record-timeout", required_argument, NULL, 't' },
-		{ "retries", required_argument, NULL, 'r' },
-		{ "backoff", required_argument, NULL, 'k' },
-		{ "connections", required_argument, NULL, 'c' },
-		{ "log-level", required_argument, NULL, 'l' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"server", required_argument, NULL, 's'},
+	    {"socket", required_argument, NULL, 'S'},
+	    {"client-id", required_argument, NULL, 'i'},
+	    {"strategy", required_argument, NULL, 'y'},
+	    {"batch-max", required_argument, NULL, 'b'},
+	    {"backlog", required_argument, NULL, 'B'},
+	    {"wait-timeout", required_argument, NULL, 'w'},
+	    {"record-timeout", required_argument, NULL, 't'},
+	    {"retries", required_argument, NULL, 'r'},
+	    {"backoff", required_argument, NULL, 'k'},
+	    {"connections", required_argument, NULL, 'c'},
+	    {"log-level", required_argument, NULL, 'l'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *server = "http://127.0.0.1:8080", *sock = NULL, *why = "";
 	char hostname[256], defsock[4096];
@@ -353,7 +395,9 @@ main(int argc, char **argv)
 			else if (strcmp(optarg, "unsafe") == 0)
 				cc.strategy = STRATEGY_UNSAFE;
 			else
-				fatalx("--strategy: \"%s\": use locked, stateless or unsafe", optarg);
+				fatalx("--strategy: \"%s\": use locked, "
+				       "stateless or unsafe",
+				       optarg);
 			break;
 		case 'b':
 			cc.batch_max = opt_uint("--batch-max", optarg, 1, 1000);
@@ -363,10 +407,12 @@ main(int argc, char **argv)
 			cc.backlog = opt_uint("--backlog", optarg, 0, 10000000);
 			break;
 		case 'w':
-			cc.wait_timeout_ms = opt_duration("--wait-timeout", optarg);
+			cc.wait_timeout_ms =
+			    opt_duration("--wait-timeout", optarg);
 			break;
 		case 't':
-			record_timeout = opt_duration("--record-timeout", optarg);
+			record_timeout =
+			    opt_duration("--record-timeout", optarg);
 			if (record_timeout == 0)
 				fatalx("--record-timeout: must be more than 0");
 			break;
@@ -381,7 +427,9 @@ main(int argc, char **argv)
 			break;
 		case 'l':
 			if (log_set_level_name(optarg) != 0)
-				fatalx("--log-level: \"%s\": use error, warn, info or debug", optarg);
+				fatalx("--log-level: \"%s\": use error, warn, "
+				       "info or debug",
+				       optarg);
 			break;
 		case 'V':
 			printf("counterd %s\n", PACKAGE_VERSION);
@@ -395,13 +443,15 @@ main(int argc, char **argv)
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "counterd: unexpected argument \"%s\"\n", argv[optind]);
+		fprintf(stderr, "counterd: unexpected argument \"%s\"\n",
+			argv[optind]);
 		usage(stderr);
 		return 2;
 	}
 	if (batch_given && cc.strategy != STRATEGY_LOCKED)
-		fatalx("--batch-max applies to --strategy locked only (%s records each value alone)",
-		    strategy_name(cc.strategy));
+		fatalx("--batch-max applies to --strategy locked only (%s "
+		       "records each value alone)",
+		       strategy_name(cc.strategy));
 	if (server_url_parse(server, &url, &why) != 0)
 		fatalx("--server: \"%s\": %s", server, why);
 	if (cc.client_id == NULL) {
@@ -410,11 +460,12 @@ main(int argc, char **argv)
 		hostname[sizeof hostname - 1] = '\0';
 		cc.client_id = hostname;
 		if (!client_id_valid(cc.client_id))
-			fatalx("the host name \"%s\" is not a usable client id; give --client-id",
-			    hostname);
+			fatalx("the host name \"%s\" is not a usable client "
+			       "id; give --client-id",
+			       hostname);
 	} else if (!client_id_valid(cc.client_id))
-		fatalx("--client-id: \"%s\": use 1..%d of A-Z a-z 0-9 . _ : -", cc.client_id,
-		    CLIENT_ID_MAX - 1 - COUNTER_NAME_MAX);
+		fatalx("--client-id: \"%s\": use 1..%d of A-Z a-z 0-9 . _ : -",
+		       cc.client_id, CLIENT_ID_MAX - 1 - COUNTER_NAME_MAX);
 
 	clock_gettime(CLOCK_MONOTONIC, &started);
 	srandom((unsigned)(getpid() ^ started.tv_nsec));
@@ -430,9 +481,11 @@ main(int argc, char **argv)
 		if (sock == NULL) {
 			rd = getenv("RUNTIME_DIRECTORY");
 			if (rd != NULL && *rd != '\0') {
-				/* RuntimeDirectory= may list several; use the first. */
-				snprintf(defsock, sizeof defsock, "%.*s/counterd.sock",
-				    (int)strcspn(rd, ":"), rd);
+				/* RuntimeDirectory= may list several; use the
+				 * first. */
+				snprintf(defsock, sizeof defsock,
+					 "%.*s/counterd.sock",
+					 (int)strcspn(rd, ":"), rd);
 				sock = defsock;
 			} else
 				sock = "./counterd.sock";
@@ -442,8 +495,9 @@ main(int argc, char **argv)
 			fatal("strdup");
 	}
 
-	if ((recorder = recorder_new(base, &url, record_timeout, (unsigned)retries, backoff,
-		 (size_t)pool)) == NULL)
+	if ((recorder =
+		 recorder_new(base, &url, record_timeout, (unsigned)retries,
+			      backoff, (size_t)pool)) == NULL)
 		fatalx("cannot set up the connection to %s", server);
 	cc.base = base;
 	cc.recorder = recorder;
@@ -460,13 +514,15 @@ main(int argc, char **argv)
 
 	ev_sigterm = evsignal_new(base, SIGTERM, signal_cb, NULL);
 	ev_sigint = evsignal_new(base, SIGINT, signal_cb, NULL);
-	if (ev_sigterm == NULL || ev_sigint == NULL || evsignal_add(ev_sigterm, NULL) != 0 ||
+	if (ev_sigterm == NULL || ev_sigint == NULL ||
+	    evsignal_add(ev_sigterm, NULL) != 0 ||
 	    evsignal_add(ev_sigint, NULL) != 0)
 		fatalx("cannot set up signal handling");
 	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
 		tv.tv_sec = (time_t)(wd_usec / 2 / 1000000);
 		tv.tv_usec = (suseconds_t)(wd_usec / 2 % 1000000);
-		ev_watchdog = event_new(base, -1, EV_PERSIST, watchdog_cb, NULL);
+		ev_watchdog =
+		    event_new(base, -1, EV_PERSIST, watchdog_cb, NULL);
 		if (ev_watchdog == NULL || event_add(ev_watchdog, &tv) != 0)
 			fatalx("cannot set up the watchdog timer");
 	}
@@ -478,13 +534,18 @@ main(int argc, char **argv)
 	health_cb(-1, 0, NULL);
 
 	if (cc.strategy == STRATEGY_UNSAFE)
-		log_warnx("--strategy unsafe: reproducing the seed's race ON PURPOSE: concurrent "
-			  "calls may get the same number; never use it for real work");
-	log_info("serving on %s (strategy %s, batch-max %zu), recording to %s as %s:NAME",
-	    socket_path != NULL ? socket_path : "the systemd socket", strategy_name(cc.strategy),
-	    cc.batch_max, server, cc.client_id);
+		log_warnx("--strategy unsafe: reproducing the seed's race ON "
+			  "PURPOSE: concurrent "
+			  "calls may get the same number; never use it for "
+			  "real work");
+	log_info("serving on %s (strategy %s, batch-max %zu), recording to %s "
+		 "as %s:NAME",
+		 socket_path != NULL ? socket_path : "the systemd socket",
+		 strategy_name(cc.strategy), cc.batch_max, server,
+		 cc.client_id);
 	sd_notifyf(0, "READY=1\nSTATUS=serving on %s, recording to %s",
-	    socket_path != NULL ? socket_path : "the systemd socket", server);
+		   socket_path != NULL ? socket_path : "the systemd socket",
+		   server);
 
 	event_base_dispatch(base);
 

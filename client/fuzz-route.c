@@ -15,8 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const char *const patterns[] = { "/next", "/counters/*/next", "/counters",
-		"/counters/*", "/stats" };
+	static const char *const patterns[] = {
+	    "/next", "/counters/*/next", "/counters", "/counters/*", "/stats"};
 	char *s = malloc(size + 1), name[COUNTER_NAME_MAX + 1];
 	struct server_url u;
 	const char *why;
@@ -28,7 +28,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s[size] = '\0';
 	for (i = 0; i < sizeof patterns / sizeof patterns[0]; i++) {
 		name[0] = '\0';
-		if (route_match(s, patterns[i], name) == ROUTE_YES && strchr(patterns[i], '*') != NULL &&
+		if (route_match(s, patterns[i], name) == ROUTE_YES &&
+		    strchr(patterns[i], '*') != NULL &&
 		    !name_valid(name, strlen(name)))
 			abort(); /* a matched name must be valid */
 	}

@@ -19,8 +19,8 @@
 static int
 name_char(int c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-	    c == '.' || c == '_' || c == '-';
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	       (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
 }
 
 /* Whether s (length len) is a valid counter name. */
@@ -136,8 +136,9 @@ server_url_parse(const char *url, struct server_url *u, const char **why)
 			u->numeric = 1;
 		} else if (inet_pton(AF_INET, u->host, buf) == 1)
 			u->numeric = 1;
-		else if (strspn(u->host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") !=
-		    hlen) {
+		else if (strspn(u->host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJK"
+					 "LMNOPQRSTUVWXYZ0123456789.-") !=
+			 hlen) {
 			*why = "bad host name";
 			return -1;
 		}
@@ -152,7 +153,8 @@ server_url_parse(const char *url, struct server_url *u, const char **why)
 			return -1;
 		}
 		port = strtoul(portp, &ep, 10);
-		if (port < 1 || port > 65535 || (*ep != '\0' && strcmp(ep, "/") != 0)) {
+		if (port < 1 || port > 65535 ||
+		    (*ep != '\0' && strcmp(ep, "/") != 0)) {
 			*why = "bad port (1..65535, and no path)";
 			return -1;
 		}
@@ -178,8 +180,8 @@ json_int(json_t *o, const char *key, json_int_t *v)
 
 /* Check record-countd's answer to POST /record-count. */
 int
-answer_parse_record(const char *body, size_t len, const char *client, int64_t first, size_t n,
-    char *why, size_t whylen)
+answer_parse_record(const char *body, size_t len, const char *client,
+		    int64_t first, size_t n, char *why, size_t whylen)
 {
 	json_t *root, *recs, *cl;
 	json_error_t err;
@@ -199,7 +201,7 @@ answer_parse_record(const char *body, size_t len, const char *client, int64_t fi
 	}
 	if (!json_is_array(recs) || json_array_size(recs) != n) {
 		snprintf(why, whylen, "answer has %zu records, expected %zu",
-		    json_is_array(recs) ? json_array_size(recs) : 0, n);
+			 json_is_array(recs) ? json_array_size(recs) : 0, n);
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
@@ -207,12 +209,15 @@ answer_parse_record(const char *body, size_t len, const char *client, int64_t fi
 
 		if (json_int(json_array_get(recs, i), "value", &v) != 0 ||
 		    json_int(json_array_get(recs, i), "seq", &seq) != 0) {
-			snprintf(why, whylen, "record %zu lacks value or seq", i);
+			snprintf(why, whylen, "record %zu lacks value or seq",
+				 i);
 			goto out;
 		}
 		if ((int64_t)v != first + (int64_t)i) {
-			snprintf(why, whylen, "record %zu acknowledges %" PRId64 ", expected %" PRId64, i,
-			    (int64_t)v, first + (int64_t)i);
+			snprintf(why, whylen,
+				 "record %zu acknowledges %" PRId64
+				 ", expected %" PRId64,
+				 i, (int64_t)v, first + (int64_t)i);
 			goto out;
 		}
 	}
@@ -224,8 +229,8 @@ out:
 
 /* Read last_value from a GET /clients/ID answer. */
 int
-answer_parse_client(const char *body, size_t len, const char *client, int64_t *last, char *why,
-    size_t whylen)
+answer_parse_client(const char *body, size_t len, const char *client,
+		    int64_t *last, char *why, size_t whylen)
 {
 	json_t *root, *cl;
 	json_error_t err;

@@ -53,12 +53,12 @@ struct rec_op {
 	int64_t ro_first;
 	size_t ro_n;
 	char *ro_path;
-	char *ro_body; /* NULL for GET */
-	unsigned ro_attempt;   /* attempts made */
-	int ro_eof_retried;    /* the silent stale-connection retry is used */
-	int ro_error;	       /* libevent's error for the current attempt */
-	int ro_last_code;      /* failure code if we give up now */
-	char ro_why[512]; /* reason if we give up now */
+	char *ro_body;	     /* NULL for GET */
+	unsigned ro_attempt; /* attempts made */
+	int ro_eof_retried;  /* the silent stale-connection retry is used */
+	int ro_error;	     /* libevent's error for the current attempt */
+	int ro_last_code;    /* failure code if we give up now */
+	char ro_why[512];    /* reason if we give up now */
 	struct rec_conn *ro_conn;
 	struct event *ro_timer; /* backoff */
 	TAILQ_ENTRY(rec_op) ro_entry;
@@ -90,8 +90,9 @@ static void recorder_dispatch(struct rec_op *op);
 
 /* Create the recorder; see client.h. */
 struct recorder *
-recorder_new(struct event_base *base, const struct server_url *url, uint64_t timeout_ms,
-    unsigned retries, uint64_t backoff_ms, size_t pool)
+recorder_new(struct event_base *base, const struct server_url *url,
+	     uint64_t timeout_ms, unsigned retries, uint64_t backoff_ms,
+	     size_t pool)
 {
 	struct recorder *r;
 
@@ -103,18 +104,22 @@ recorder_new(struct event_base *base, const struct server_url *url, uint64_t tim
 	r->r_url = *url;
 	if (!url->numeric) {
 		/* Names go through evdns: getaddrinfo would block the loop. */
-		r->r_dns = evdns_base_new(base,
-		    EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+		r->r_dns =
+		    evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+					     EVDNS_BASE_DISABLE_WHEN_INACTIVE);
 		if (r->r_dns == NULL) {
-			log_warnx("cannot set up the DNS resolver for %s", url->host);
+			log_warnx("cannot set up the DNS resolver for %s",
+				  url->host);
 			free(r);
 			return NULL;
 		}
 	}
 	if (url->ipv6)
-		snprintf(r->r_hosthdr, sizeof r->r_hosthdr, "[%s]:%u", url->host, url->port);
+		snprintf(r->r_hosthdr, sizeof r->r_hosthdr, "[%s]:%u",
+			 url->host, url->port);
 	else
-		snprintf(r->r_hosthdr, sizeof r->r_hosthdr, "%s:%u", url->host, url->port);
+		snprintf(r->r_hosthdr, sizeof r->r_hosthdr, "%s:%u", url->host,
+			 url->port);
 	r->r_timeout.tv_sec = (time_t)(timeout_ms / 1000);
 	r->r_timeout.tv_usec = (suseconds_t)((timeout_ms % 1000) * 1000);
 	r->r_retries = retries;
@@ -239,7 +244,8 @@ recorder_op_fail(struct rec_op *op)
 	r->r_active--;
 	r->r_st.failed++;
 	snprintf(r->r_last_error, sizeof r->r_last_error, "%s", op->ro_why);
-	log_debug("%s %s failed: %s", op->ro_body ? "POST" : "GET", op->ro_path, op->ro_why);
+	log_debug("%s %s failed: %s", op->ro_body ? "POST" : "GET", op->ro_path,
+		  op->ro_why);
 	dfr_errback(op->ro_d, op->ro_last_code, "%s", op->ro_why);
 	recorder_op_free(op);
 }
@@ -268,10 +274,11 @@ recorder_attempt_failed(struct rec_op *op)
 	if (delay > RECORDER_BACKOFF_CAP_MS)
 		delay = RECORDER_BACKOFF_CAP_MS;
 	/* Jitter: a random point in the upper half, so clients spread out. */
-	delay = delay / 2 + (delay > 1 ? (uint64_t)random() % (delay - delay / 2 + 1) : 0);
+	delay = delay / 2 +
+		(delay > 1 ? (uint64_t)random() % (delay - delay / 2 + 1) : 0);
 	r->r_st.retries++;
-	log_debug("%s: %s; retry %u in %" PRIu64 "ms", op->ro_path, op->ro_why, op->ro_attempt,
-	    delay);
+	log_debug("%s: %s; retry %u in %" PRIu64 "ms", op->ro_path, op->ro_why,
+		  op->ro_attempt, delay);
 	if (op->ro_timer == NULL) {
 		op->ro_timer = evtimer_new(r->r_base, recorder_retry_cb, op);
 		if (op->ro_timer == NULL) {
@@ -323,17 +330,19 @@ recorder_answer(struct rec_op *op, const char *body, size_t len)
 
 	switch (op->ro_kind) {
 	case REC_RECORD:
-		if (answer_parse_record(body, len, op->ro_client, op->ro_first, op->ro_n, op->ro_why,
-			sizeof op->ro_why) != 0)
+		if (answer_parse_record(body, len, op->ro_client, op->ro_first,
+					op->ro_n, op->ro_why,
+					sizeof op->ro_why) != 0)
 			return -1;
 		recorder_op_succeed(op, NULL, NULL);
 		return 0;
 	case REC_CLIENT:
-		if (answer_parse_client(body, len, op->ro_client, &last, op->ro_why,
-			sizeof op->ro_why) != 0)
+		if (answer_parse_client(body, len, op->ro_client, &last,
+					op->ro_why, sizeof op->ro_why) != 0)
 			return -1;
 		if ((lp = malloc(sizeof *lp)) == NULL) {
-			snprintf(op->ro_why, sizeof op->ro_why, "out of memory");
+			snprintf(op->ro_why, sizeof op->ro_why,
+				 "out of memory");
 			return -1;
 		}
 		*lp = last;
@@ -360,14 +369,16 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 
 	op->ro_conn = NULL;
 	if (code == 0) {
-		int stale = op->ro_error == EVREQ_HTTP_EOF && conn->rc_used > 0 && !op->ro_eof_retried;
+		int stale = op->ro_error == EVREQ_HTTP_EOF &&
+			    conn->rc_used > 0 && !op->ro_eof_retried;
 
 		conn->rc_used = 0;
 		if (op->ro_error == EVREQ_HTTP_TIMEOUT)
 			r->r_st.timeouts++;
 		recorder_conn_release(conn);
 		if (stale) {
-			/* The server closed an idle keep-alive connection as we sent. */
+			/* The server closed an idle keep-alive connection as we
+			 * sent. */
 			op->ro_eof_retried = 1;
 			r->r_st.eof_retries++;
 			op->ro_attempt--;
@@ -375,10 +386,15 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 			return;
 		}
 		r->r_reachable = 0;
-		op->ro_last_code = op->ro_error == EVREQ_HTTP_TIMEOUT ? CD_ETIMEOUT : CD_EUNAVAILABLE;
-		snprintf(op->ro_why, sizeof op->ro_why, "record-countd at %s: %s%s", r->r_hosthdr,
-		    recorder_error_name(op->ro_error),
-		    r->r_url.numeric || op->ro_error != -1 ? "" : " (or the name did not resolve)");
+		op->ro_last_code = op->ro_error == EVREQ_HTTP_TIMEOUT
+				       ? CD_ETIMEOUT
+				       : CD_EUNAVAILABLE;
+		snprintf(op->ro_why, sizeof op->ro_why,
+			 "record-countd at %s: %s%s", r->r_hosthdr,
+			 recorder_error_name(op->ro_error),
+			 r->r_url.numeric || op->ro_error != -1
+			     ? ""
+			     : " (or the name did not resolve)");
 		recorder_attempt_failed(op);
 		return;
 	}
@@ -393,7 +409,8 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 		recorder_conn_release(conn);
 		if (big == NULL) {
 			op->ro_last_code = CD_EBADGATEWAY;
-			snprintf(op->ro_why, sizeof op->ro_why, "answer too large");
+			snprintf(op->ro_why, sizeof op->ro_why,
+				 "answer too large");
 			recorder_op_fail(op);
 			return;
 		}
@@ -418,8 +435,8 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 		recorder_op_fail(op);
 		return;
 	}
-	snprintf(op->ro_why, sizeof op->ro_why, "record-countd answered %d to %s", code,
-	    op->ro_path);
+	snprintf(op->ro_why, sizeof op->ro_why,
+		 "record-countd answered %d to %s", code, op->ro_path);
 	if (code >= 500) {
 		/* The server is shutting down or in trouble: worth a retry. */
 		op->ro_last_code = CD_EUNAVAILABLE;
@@ -440,7 +457,8 @@ recorder_send(struct rec_op *op, struct rec_conn *conn)
 
 	conn->rc_busy = 1;
 	op->ro_conn = conn;
-	op->ro_error = -1; /* libevent reports a refused connect without an error */
+	op->ro_error =
+	    -1; /* libevent reports a refused connect without an error */
 	op->ro_attempt++;
 	r->r_st.requests++;
 	if ((req = evhttp_request_new(recorder_done_cb, op)) == NULL)
@@ -452,10 +470,12 @@ recorder_send(struct rec_op *op, struct rec_conn *conn)
 	if (op->ro_body != NULL) {
 		evhttp_add_header(h, "Content-Type", "application/json");
 		evbuffer_add(evhttp_request_get_output_buffer(req), op->ro_body,
-		    strlen(op->ro_body));
+			     strlen(op->ro_body));
 	}
 	if (evhttp_make_request(conn->rc_evcon, req,
-		op->ro_body != NULL ? EVHTTP_REQ_POST : EVHTTP_REQ_GET, op->ro_path) != 0)
+				op->ro_body != NULL ? EVHTTP_REQ_POST
+						    : EVHTTP_REQ_GET,
+				op->ro_path) != 0)
 		goto fail;
 	return;
 fail:
@@ -463,7 +483,8 @@ fail:
 	conn->rc_used = 0;
 	recorder_conn_release(conn);
 	op->ro_last_code = CD_EUNAVAILABLE;
-	snprintf(op->ro_why, sizeof op->ro_why, "cannot send a request to %s", r->r_hosthdr);
+	snprintf(op->ro_why, sizeof op->ro_why, "cannot send a request to %s",
+		 r->r_hosthdr);
 	recorder_attempt_failed(op);
 }
 
@@ -479,13 +500,16 @@ recorder_dispatch(struct rec_op *op)
 		recorder_send(op, conn);
 		return;
 	}
-	if (r->r_nconns < r->r_pool && (conn = calloc(1, sizeof *conn)) != NULL) {
+	if (r->r_nconns < r->r_pool &&
+	    (conn = calloc(1, sizeof *conn)) != NULL) {
 		conn->rc_r = r;
-		conn->rc_evcon = evhttp_connection_base_new(r->r_base, r->r_dns, r->r_url.host,
-		    r->r_url.port);
+		conn->rc_evcon = evhttp_connection_base_new(
+		    r->r_base, r->r_dns, r->r_url.host, r->r_url.port);
 		if (conn->rc_evcon != NULL) {
-			evhttp_connection_set_timeout_tv(conn->rc_evcon, &r->r_timeout);
-			evhttp_connection_set_max_body_size(conn->rc_evcon, RECORDER_MAX_ANSWER);
+			evhttp_connection_set_timeout_tv(conn->rc_evcon,
+							 &r->r_timeout);
+			evhttp_connection_set_max_body_size(
+			    conn->rc_evcon, RECORDER_MAX_ANSWER);
 			TAILQ_INSERT_TAIL(&r->r_conns, conn, rc_all);
 			r->r_nconns++;
 			recorder_send(op, conn);
@@ -499,8 +523,8 @@ recorder_dispatch(struct rec_op *op)
 
 /* Create an operation and start it; returns the caller's deferred. */
 static struct dfr *
-recorder_start(struct recorder *r, enum rec_kind kind, const char *client, int64_t first,
-    size_t n, char *path, char *body)
+recorder_start(struct recorder *r, enum rec_kind kind, const char *client,
+	       int64_t first, size_t n, char *path, char *body)
 {
 	struct rec_op *op;
 	struct dfr *d;
@@ -547,13 +571,15 @@ recorder_record(struct recorder *r, const char *client, int64_t first, size_t n)
 		return NULL;
 	evbuffer_add_printf(b, "{\"client\": \"%s\", \"values\": [", client);
 	for (i = 0; i < n; i++)
-		evbuffer_add_printf(b, "%s%" PRId64, i ? ", " : "", first + (int64_t)i);
+		evbuffer_add_printf(b, "%s%" PRId64, i ? ", " : "",
+				    first + (int64_t)i);
 	evbuffer_add(b, "]}", 3); /* with the terminating NUL */
 	len = evbuffer_get_length(b);
 	if ((body = malloc(len)) != NULL)
 		evbuffer_remove(b, body, len);
 	evbuffer_free(b);
-	return recorder_start(r, REC_RECORD, client, first, n, strdup("/record-count"), body);
+	return recorder_start(r, REC_RECORD, client, first, n,
+			      strdup("/record-count"), body);
 }
 
 /* Ask GET /clients/ID for the client's last value. */
@@ -571,5 +597,6 @@ recorder_last_value(struct recorder *r, const char *client)
 struct dfr *
 recorder_probe(struct recorder *r)
 {
-	return recorder_start(r, REC_PROBE, NULL, 0, 0, strdup("/healthz"), NULL);
+	return recorder_start(r, REC_PROBE, NULL, 0, 0, strdup("/healthz"),
+			      NULL);
 }
