@@ -106,8 +106,11 @@ usage(FILE *f)
 		"  --backoff DUR         first backoff (default 50ms, "
 		"doubling, at most 2s)\n"
 		"  --connections N       keep-alive connections to "
-		"record-countd (default 64; locked\n"
-		"                        needs one per busy counter)\n"
+		"record-countd (default: 64 for locked,\n"
+		"                        which needs one per busy counter; "
+		"1024 for stateless and unsafe,\n"
+		"                        whose records overlap; more calls "
+		"queue for a free connection)\n"
 		"  --log-level LEVEL     error, warn, info (default) or debug\n"
 		"  --version, --help\n"
 		"\n"
@@ -361,7 +364,7 @@ main(int argc, char **argv)
 	};
 	const char *server = "http://127.0.0.1:8080", *sock = NULL, *why = "";
 	char hostname[256], defsock[4096];
-	uint64_t record_timeout = 5000, backoff = 50, retries = 3, pool = 64;
+	uint64_t record_timeout = 5000, backoff = 50, retries = 3, pool = 0;
 	int batch_given = 0, ch, fd;
 	struct counter_config cc;
 	struct api_config ac;
@@ -452,6 +455,8 @@ main(int argc, char **argv)
 		fatalx("--batch-max applies to --strategy locked only (%s "
 		       "records each value alone)",
 		       strategy_name(cc.strategy));
+	if (pool == 0)
+		pool = cc.strategy == STRATEGY_LOCKED ? 64 : 1024;
 	if (server_url_parse(server, &url, &why) != 0)
 		fatalx("--server: \"%s\": %s", server, why);
 	if (cc.client_id == NULL) {
