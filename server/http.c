@@ -46,10 +46,21 @@ http_reschedule(void)
 		evtimer_del(http_timer_ev);
 }
 
+/* Connections open in libmicrohttpd now. */
+static unsigned int
+http_connections(void)
+{
+	const union MHD_DaemonInfo *info;
+
+	info = MHD_get_daemon_info(http_daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	return info ? info->num_connections : 0;
+}
+
 /* Run libmicrohttpd once and re-arm its timer. */
 void
 http_run(void)
 {
+	unsigned int before;
 	int i;
 
 	if (http_daemon == NULL)
@@ -59,10 +70,16 @@ http_run(void)
 	 * it closes the connection only on its next run, which in epoll mode
 	 * may never come: run it again at once.
 	 */
+	/*
+	 * Likewise, when connections close while it is at --max-connections,
+	 * it puts the listening socket back into its epoll set only on the
+	 * next run; without one nothing would wake the loop to accept again.
+	 */
 	for (i = 0; i < 4; i++) {
 		http_kick = 0;
+		before = http_connections();
 		MHD_run(http_daemon);
-		if (!http_kick)
+		if (!http_kick && http_connections() >= before)
 			break;
 	}
 	http_reschedule();

@@ -42,6 +42,8 @@ struct store *db;
 int shutting_down;
 
 static struct event *main_watchdog_ev;
+static struct event *main_status_ev;
+static const char *main_where;
 static char *main_db_default;
 
 /* Wall-clock seconds. */
@@ -402,6 +404,14 @@ main_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 	sd_notify(0, "WATCHDOG=1");
 }
 
+/* Keep systemd's STATUS= line current (shown by systemctl status). */
+static void
+main_status_cb(evutil_socket_t fd, short what, void *arg)
+{
+	sd_notifyf(0, "STATUS=serving on %s: %llu requests open, %llu waiting for latency or commit", main_where,
+	    (unsigned long long)http_requests_open, (unsigned long long)delay_suspended);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -441,6 +451,13 @@ main(int argc, char **argv)
 		event_add(main_watchdog_ev, &tv);
 	}
 
+	main_where = activated ? "the socket from systemd" : cfg.listen;
+	if (getenv("NOTIFY_SOCKET") != NULL) {
+		main_status_ev = event_new(ev_base, -1, EV_PERSIST, main_status_cb, NULL);
+		tv.tv_sec = 5;
+		tv.tv_usec = 0;
+		event_add(main_status_ev, &tv);
+	}
 	log_info("listening on %s, db %s (durability %s), latency %llums jitter %llums",
 	    activated ? "the socket from systemd" : cfg.listen, cfg.db, cfg.durability_full ? "full" : "normal",
 	    (unsigned long long)cfg.latency_ms, (unsigned long long)cfg.jitter_ms);
@@ -456,6 +473,8 @@ main(int argc, char **argv)
 	metrics_free();
 	if (main_watchdog_ev != NULL)
 		event_free(main_watchdog_ev);
+	if (main_status_ev != NULL)
+		event_free(main_status_ev);
 	event_free(sigterm);
 	event_free(sigint);
 	event_base_free(ev_base);

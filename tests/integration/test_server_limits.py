@@ -119,3 +119,35 @@ def test_many_query_parameters_do_not_wedge_the_server(record_countd):
     assert http_tcp("127.0.0.1", d.port, "GET", "/stats?" + "a=1&" * 128).status == 200
     still_serving_and_untouched(d, 0)
     assert d.stop() == 0
+
+
+def test_connection_limit_recovers(record_countd):
+    """At --max-connections new connections wait; once idle ones time out it accepts and serves again."""
+    import select
+    import socket
+    import time
+    d = record_countd("--latency", "0", "--max-connections", "10", "--connection-timeout", "500ms")
+    socks = [socket.create_connection(("127.0.0.1", d.port), timeout=2) for _ in range(30)]
+    try:
+        held = list(socks[:10])
+        deadline = time.monotonic() + 5
+        while held and time.monotonic() < deadline:
+            for s in select.select(held, [], [], 0.1)[0]:
+                try:
+                    if not s.recv(1024):
+                        held.remove(s)
+                except OSError:
+                    held.remove(s)
+        assert not held, "idle connections not closed after --connection-timeout"
+    finally:
+        for s in socks:
+            s.close()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            if http_tcp("127.0.0.1", d.port, "GET", "/healthz", timeout=1).status == 200:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "not serving again after the connection limit was reached"
+    assert d.get("/record-count?value=1").status == 200
