@@ -241,3 +241,16 @@ def test_socket_activation(tmp_path):
         err = p.stderr.read().decode()
     assert code == 0, err
     assert "listening on the socket from systemd" in err
+
+
+def test_latency_longer_than_connection_timeout(record_countd):
+    """A request held for its latency is not an idle connection: --connection-timeout does not cut it."""
+    d = record_countd("--latency", "1200ms", "--connection-timeout", "400ms")
+    r, took = timed_get(d, "/record-count?value=1&client=t")
+    assert r.status == 200 and took >= 1.2
+
+
+def test_max_latency_caps(record_countd):
+    d = record_countd("--latency", "5s", "--max-latency", "100ms")
+    r, took = timed_get(d, "/record-count?value=1&client=cap")
+    assert r.status == 200 and 0.1 <= took < 1.0, took
