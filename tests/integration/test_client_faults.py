@@ -105,3 +105,16 @@ def test_sigterm_finishes_in_flight_and_answers_waiters(record_countd, counterd)
     assert server_records(rc, "test:t") == [1]
     assert not os.path.exists(cd.socket), "the socket file is removed on exit"
     assert "stopping" in cd.read_log()
+
+
+def test_server_closing_idle_keepalive_connections_is_harmless(record_countd, counterd):
+    rc = record_countd("--latency", "0", "--connection-timeout", "100ms")
+    cd = counterd(rc.url, "--retries", "0")
+    got = []
+    for delay in (0.09, 0.1, 0.11, 0.12, 0.15, 0.1, 0.1, 0.11):
+        time.sleep(delay)  # let record-countd close the idle connection around now (fault injection)
+        got.append(cd.next("idle"))
+    assert [r.status for r in got] == [200] * 8, [r for r in got if r.status != 200]
+    assert [r.json()["count"] for r in got] == list(range(1, 9))
+    st = cd.get("/stats").json()["recorder"]
+    assert st["failed"] == 0 and st["retries"] == 0, st
