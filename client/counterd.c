@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -370,6 +371,7 @@ main(int argc, char **argv)
 	struct api_config ac;
 	struct server_url url;
 	struct timeval tv;
+	struct rlimit rl;
 	uint64_t wd_usec;
 	const char *rd;
 
@@ -475,6 +477,11 @@ main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &started);
 	srandom((unsigned)(getpid() ^ started.tv_nsec));
 	signal(SIGPIPE, SIG_IGN);
+	/* Every waiting caller holds a socket: allow as many as we may. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	log_route_libevent();
 	dfr_set_unhandled_cb(unhandled_cb, NULL);
 	if ((base = event_base_new()) == NULL)

@@ -2,6 +2,7 @@
 import asyncio
 import json
 import os
+import resource
 import socket
 import time
 
@@ -67,6 +68,9 @@ async def _one_next(sock_path, path):
 
 def many_next(sock_path, name, n, timeout=60):
     """n concurrent POST /counters/NAME/next, all connected at once; returns [(status, json)] in send order."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 100 <= hard or (hard == resource.RLIM_INFINITY and soft < n + 100):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, hard))
     async def run():
         path = "/counters/%s/next" % name
         return await asyncio.wait_for(asyncio.gather(*[_one_next(sock_path, path) for _ in range(n)]), timeout)
