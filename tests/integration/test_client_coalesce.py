@@ -63,7 +63,7 @@ def test_wait_timeout_fails_and_consumes_nothing(record_countd, counterd):
 
 
 def test_caller_disconnect_cancels_the_wait(record_countd, counterd):
-    rc = record_countd("--latency", "400ms")
+    rc = record_countd("--latency", "700ms")
     cd = counterd(rc.url, "--batch-max", "1")
     first = start_in_thread(cd.next, "d")
     poll(lambda: cd.get("/counters/d").status == 200 and cd.get("/counters/d").json()["in_flight"] == 1)
@@ -72,7 +72,7 @@ def test_caller_disconnect_cancels_the_wait(record_countd, counterd):
     s.sendall(b"POST /counters/d/next HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
     poll(lambda: cd.get("/counters/d").json()["waiting"] == 1)
     s.close()
-    poll(lambda: cd.get("/counters/d").json()["waiting"] == 0, timeout=0.35)
+    poll(lambda: cd.get("/counters/d").json()["waiting"] == 0, timeout=0.4)
     first[0].join(10)
     assert first[1]["r"].json()["count"] == 1
     assert cd.next("d").json()["count"] == 2, "the abandoned call consumed no number"

@@ -89,7 +89,7 @@ def test_refuses_a_live_socket(record_countd, counterd, tmp_path):
 
 
 def test_sigterm_finishes_in_flight_and_answers_waiters(record_countd, counterd):
-    rc = record_countd("--latency", "400ms")
+    rc = record_countd("--latency", "800ms")
     cd = counterd(rc.url, "--batch-max", "1")
     box = {}
     t = threading.Thread(target=lambda: box.setdefault("r", many_next(cd.socket, "t", 4)))
