@@ -92,7 +92,11 @@ http_event_cb(evutil_socket_t fd, short what, void *arg)
 	http_run();
 }
 
-/* libmicrohttpd's own messages go into our log (without their newline). */
+/*
+ * libmicrohttpd's own messages go into our log (without their newline), at
+ * info level: nearly all are about one client's connection, and a flood of
+ * them at warn would drown the journal.
+ */
 static void
 http_log_cb(void *arg, const char *fmt, va_list ap)
 {
@@ -103,8 +107,8 @@ http_log_cb(void *arg, const char *fmt, va_list ap)
 	n = strlen(buf);
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
 		buf[--n] = '\0';
-	log_warnx("libmicrohttpd: %s", buf);
 	http_kick = 1;
+	log_info("libmicrohttpd: %s", buf);
 }
 
 static void http_req_free(struct req *r);
