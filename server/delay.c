@@ -3,14 +3,17 @@
  * their records are committed.
  *
  * Records are written into one open transaction as they arrive; a commit
- * event, activated behind the I/O being processed, commits everything that
- * arrived in this loop pass at once (group commit). Each request is a
+ * event, activated behind the I/O being processed, hands everything that
+ * arrived in this loop pass to the store's writer thread at once (group
+ * commit). While that commit syncs, new requests wait in a pending list and
+ * are written, in arrival order, as the next batch when it is over. Each request is a
  * suspended connection with a timer counted from its arrival; requests that
  * are both due and committed are resumed together once per loop pass, since
  * libmicrohttpd walks its suspended list on every resume.
  */
 #include "config.h"
 
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,8 +26,14 @@
 
 uint64_t delay_suspended;
 
-static TAILQ_HEAD(, req) delay_batch = TAILQ_HEAD_INITIALIZER(delay_batch);
-static TAILQ_HEAD(, req) delay_ready = TAILQ_HEAD_INITIALIZER(delay_ready);
+enum { DELAY_NONE, DELAY_BATCH, DELAY_COMMITTING, DELAY_PENDING };
+static TAILQ_HEAD(reqs, req) delay_batch = TAILQ_HEAD_INITIALIZER(delay_batch);
+static struct reqs delay_committing = TAILQ_HEAD_INITIALIZER(delay_committing);
+static struct reqs delay_pending = TAILQ_HEAD_INITIALIZER(delay_pending);
+static size_t delay_committing_records;
+static uint64_t delay_commit_t0;
+static struct event *delay_done_ev;
+static struct reqs delay_ready = TAILQ_HEAD_INITIALIZER(delay_ready);
 static size_t delay_batch_records;
 static struct event *delay_commit_ev;
 static struct event *delay_resume_ev;
@@ -41,32 +50,62 @@ delay_check(struct req *r)
 	event_active(delay_resume_ev, EV_TIMEOUT, 0);
 }
 
-/* Commit the open batch and release its requests. */
+static void delay_insert(struct req *r);
+
+/* Hand the open batch to the writer thread (unless a commit is running: then it follows that one). */
 static void
 delay_commit_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct req *r;
-	uint64_t t0;
+
+	if (store_commit_busy(db) || !store_in_batch(db))
+		return;
+	TAILQ_CONCAT(&delay_committing, &delay_batch, batch_entry);
+	TAILQ_FOREACH(r, &delay_committing, batch_entry)
+		r->in_batch = DELAY_COMMITTING;
+	delay_committing_records = delay_batch_records;
+	delay_batch_records = 0;
+	delay_commit_t0 = now_mono_us();
+	store_commit_start(db);
+}
+
+/* The writer thread's commit is over: release its requests, then write the pending ones as the next batch. */
+static void
+delay_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct req *r;
 	int ok;
 
-	if (!store_in_batch(db) && TAILQ_EMPTY(&delay_batch))
+	struct pollfd pfd;
+
+	if (!store_commit_busy(db))
 		return;
-	t0 = now_mono_us();
-	ok = store_commit(db) == 0;
+	if (fd != -1) {
+		/* Woken for a commit that delay_flush() already collected: do not wait for the next one here. */
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, 0) != 1)
+			return;
+	}
+	ok = store_commit_finish(db) == 0;
 	if (ok)
-		metrics_commit((double)(now_mono_us() - t0) / 1e6, delay_batch_records);
+		metrics_commit((double)(now_mono_us() - delay_commit_t0) / 1e6, delay_committing_records);
 	else {
-		log_warnx("commit of %zu records failed: %s", delay_batch_records, store_error(db));
+		log_warnx("commit of %zu records failed: %s", delay_committing_records, store_error(db));
 		main_load_stats();
 	}
-	delay_batch_records = 0;
-	while ((r = TAILQ_FIRST(&delay_batch)) != NULL) {
-		TAILQ_REMOVE(&delay_batch, r, batch_entry);
-		r->in_batch = 0;
+	while ((r = TAILQ_FIRST(&delay_committing)) != NULL) {
+		TAILQ_REMOVE(&delay_committing, r, batch_entry);
+		r->in_batch = DELAY_NONE;
 		r->committed = 1;
 		if (!ok)
 			r->failed = 1;
 		delay_check(r);
+	}
+	while ((r = TAILQ_FIRST(&delay_pending)) != NULL) {
+		TAILQ_REMOVE(&delay_pending, r, batch_entry);
+		r->in_batch = DELAY_NONE;
+		delay_insert(r);
 	}
 }
 
@@ -140,6 +179,9 @@ delay_init(void)
 	delay_rng = now_mono_ms() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ULL;
 	delay_commit_ev = event_new(ev_base, -1, 0, delay_commit_cb, NULL);
 	delay_resume_ev = event_new(ev_base, -1, 0, delay_resume_cb, NULL);
+	delay_done_ev = event_new(ev_base, store_notify_fd(db), EV_READ | EV_PERSIST, delay_done_cb, NULL);
+	if (delay_done_ev == NULL || event_add(delay_done_ev, NULL) != 0)
+		return -1;
 	return delay_commit_ev && delay_resume_ev ? 0 : -1;
 }
 
@@ -151,15 +193,15 @@ delay_free(void)
 		event_free(delay_commit_ev);
 	if (delay_resume_ev != NULL)
 		event_free(delay_resume_ev);
-	delay_commit_ev = delay_resume_ev = NULL;
+	if (delay_done_ev != NULL)
+		event_free(delay_done_ev);
+	delay_commit_ev = delay_resume_ev = delay_done_ev = NULL;
 }
 
-/* Record r's values, suspend its connection, and arm its timer. */
-void
-delay_record(struct req *r)
+/* Write r's values into the open batch and wait for its commit. */
+static void
+delay_insert(struct req *r)
 {
-	struct timeval tv;
-	uint64_t lat, now, due;
 	size_t i;
 	int dup;
 
@@ -177,29 +219,44 @@ delay_record(struct req *r)
 			metrics_recorded(r->cs, r->values[i]);
 	}
 	delay_batch_records += i;
+	if (store_in_batch(db)) {
+		TAILQ_INSERT_TAIL(&delay_batch, r, batch_entry);
+		r->in_batch = DELAY_BATCH;
+		if (!event_pending(delay_commit_ev, EV_TIMEOUT, NULL))
+			event_active(delay_commit_ev, EV_TIMEOUT, 0);
+	} else {
+		r->committed = 1;
+		delay_check(r);
+	}
+}
+
+/* Suspend r's connection, arm its timer, and record its values (now, or after the running commit). */
+void
+delay_record(struct req *r)
+{
+	struct timeval tv;
+	uint64_t lat, now, due;
+
 	MHD_suspend_connection(r->conn);
 	r->suspended = 1;
 	delay_suspended++;
-	if (store_in_batch(db)) {
-		TAILQ_INSERT_TAIL(&delay_batch, r, batch_entry);
-		r->in_batch = 1;
-		if (!event_pending(delay_commit_ev, EV_TIMEOUT, NULL))
-			event_active(delay_commit_ev, EV_TIMEOUT, 0);
-	} else
-		r->committed = 1;
 	lat = delay_latency();
 	now = now_mono_us();
 	due = r->due_us = r->arrival_us + lat * 1000;
-	if (due <= now) {
+	if (due <= now)
 		r->due = 1;
-		delay_check(r);
-		return;
+	else {
+		if ((r->timer = evtimer_new(ev_base, delay_timer_cb, r)) == NULL)
+			fatalx("out of memory for a timer");
+		tv.tv_sec = (time_t)((due - now) / 1000000);
+		tv.tv_usec = (suseconds_t)((due - now) % 1000000);
+		evtimer_add(r->timer, &tv);
 	}
-	if ((r->timer = evtimer_new(ev_base, delay_timer_cb, r)) == NULL)
-		fatalx("out of memory for a timer");
-	tv.tv_sec = (time_t)((due - now) / 1000000);
-	tv.tv_usec = (suseconds_t)((due - now) % 1000000);
-	evtimer_add(r->timer, &tv);
+	if (store_commit_busy(db)) {
+		TAILQ_INSERT_TAIL(&delay_pending, r, batch_entry);
+		r->in_batch = DELAY_PENDING;
+	} else
+		delay_insert(r);
 }
 
 /* r is going away: drop its timer and list entries. */
@@ -210,10 +267,18 @@ delay_forget(struct req *r)
 		event_free(r->timer);
 		r->timer = NULL;
 	}
-	if (r->in_batch) {
+	switch (r->in_batch) {
+	case DELAY_BATCH:
 		TAILQ_REMOVE(&delay_batch, r, batch_entry);
-		r->in_batch = 0;
+		break;
+	case DELAY_COMMITTING:
+		TAILQ_REMOVE(&delay_committing, r, batch_entry);
+		break;
+	case DELAY_PENDING:
+		TAILQ_REMOVE(&delay_pending, r, batch_entry);
+		break;
 	}
+	r->in_batch = DELAY_NONE;
 	if (r->in_ready) {
 		TAILQ_REMOVE(&delay_ready, r, ready_entry);
 		r->in_ready = 0;
@@ -224,10 +289,18 @@ delay_forget(struct req *r)
 	}
 }
 
-/* Commit the open batch now. */
+/* Commit everything recorded so far, waiting for the disk (reads and shutdown). */
 void
 delay_flush(void)
 {
-	if (store_in_batch(db))
+	int i;
+
+	/* The running commit, then the batch written after it, then the pending ones written after that. */
+	for (i = 0; i < 3; i++) {
+		delay_done_cb(-1, 0, NULL);
+		if (!store_in_batch(db))
+			break;
 		delay_commit_cb(-1, 0, NULL);
+	}
+	delay_done_cb(-1, 0, NULL);
 }

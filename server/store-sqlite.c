@@ -3,10 +3,14 @@
  */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -22,7 +26,21 @@ struct store {
 	sqlite3_stmt *records_one;
 	int in_batch;
 	int doomed;
+
+	/* The writer thread: commits a batch while the loop goes on. */
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int threaded;
+	int busy;                     /* loop side: a commit was started */
+	int job;                      /* under mu: a commit is requested */
+	int done;                     /* under mu: it is over */
+	int result;
+	int quit;
+	int notify[2];
 };
+
+static void *store_thread(void *arg);
 
 static const char *const store_schema =
     "CREATE TABLE IF NOT EXISTS records ("
@@ -56,6 +74,7 @@ store_open(const char *path, int durable_full, char *why)
 		snprintf(why, 256, "out of memory");
 		return NULL;
 	}
+	st->notify[0] = st->notify[1] = -1;
 	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 	    NULL) != SQLITE_OK) {
 		snprintf(why, 256, "%s", st->db ? sqlite3_errmsg(st->db) : "cannot open");
@@ -78,6 +97,17 @@ store_open(const char *path, int durable_full, char *why)
 		snprintf(why, 256, "%s", sqlite3_errmsg(st->db));
 		goto fail;
 	}
+	if (pipe2(st->notify, O_CLOEXEC) != 0) {
+		snprintf(why, 256, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	pthread_mutex_init(&st->mu, NULL);
+	pthread_cond_init(&st->cv, NULL);
+	if (pthread_create(&st->thread, NULL, store_thread, st) != 0) {
+		snprintf(why, 256, "cannot start the writer thread");
+		goto fail;
+	}
+	st->threaded = 1;
 	return st;
 fail:
 	store_close(st);
@@ -90,6 +120,21 @@ store_close(struct store *st)
 {
 	if (st == NULL)
 		return;
+	if (st->busy)
+		store_commit_finish(st);
+	if (st->threaded) {
+		pthread_mutex_lock(&st->mu);
+		st->quit = 1;
+		pthread_cond_broadcast(&st->cv);
+		pthread_mutex_unlock(&st->mu);
+		pthread_join(st->thread, NULL);
+		pthread_mutex_destroy(&st->mu);
+		pthread_cond_destroy(&st->cv);
+	}
+	if (st->notify[0] != -1) {
+		close(st->notify[0]);
+		close(st->notify[1]);
+	}
 	if (st->in_batch)
 		store_commit(st);
 	sqlite3_finalize(st->insert);
@@ -145,11 +190,89 @@ store_record(struct store *st, const char *client, uint64_t value, int64_t *seq,
 	return 0;
 }
 
-/* Is a batch open? */
+/* Is a batch open (and not being committed)? */
 int
 store_in_batch(struct store *st)
 {
-	return st->in_batch;
+	return !st->busy && st->in_batch;
+}
+
+/* The writer thread: run each requested commit, then say so on the pipe. */
+static void *
+store_thread(void *arg)
+{
+	struct store *st = arg;
+	int rc;
+
+	pthread_mutex_lock(&st->mu);
+	for (;;) {
+		while (!st->job && !st->quit)
+			pthread_cond_wait(&st->cv, &st->mu);
+		if (st->quit)
+			break;
+		pthread_mutex_unlock(&st->mu);
+		rc = store_commit(st);
+		pthread_mutex_lock(&st->mu);
+		st->job = 0;
+		st->result = rc;
+		st->done = 1;
+		/* Written before done is visible to the loop, so finish always finds the byte. */
+		while (write(st->notify[1], "c", 1) == -1 && errno == EINTR)
+			;
+		pthread_cond_broadcast(&st->cv);
+	}
+	pthread_mutex_unlock(&st->mu);
+	return NULL;
+}
+
+/* Hand the open batch to the writer thread. */
+int
+store_commit_start(struct store *st)
+{
+	if (st->busy || !st->in_batch)
+		return -1;
+	st->busy = 1;
+	pthread_mutex_lock(&st->mu);
+	st->done = 0;
+	st->job = 1;
+	pthread_cond_broadcast(&st->cv);
+	pthread_mutex_unlock(&st->mu);
+	return 0;
+}
+
+/* Is a started commit still running (or not yet collected)? */
+int
+store_commit_busy(struct store *st)
+{
+	return st->busy;
+}
+
+/* The fd the writer thread writes to when a commit is over. */
+int
+store_notify_fd(struct store *st)
+{
+	return st->notify[0];
+}
+
+/* Wait for the started commit and collect its result. */
+int
+store_commit_finish(struct store *st)
+{
+	char c;
+	int rc;
+
+	if (!st->busy)
+		return 0;
+	pthread_mutex_lock(&st->mu);
+	while (!st->done)
+		pthread_cond_wait(&st->cv, &st->mu);
+	st->done = 0;
+	rc = st->result;
+	pthread_mutex_unlock(&st->mu);
+	while (read(st->notify[0], &c, 1) == -1 && errno == EINTR)
+		;
+	st->busy = 0;
+	return rc;
 }
 
 /* Commit the open batch, or roll it back if it is doomed or the commit fails. */

@@ -37,6 +37,20 @@ int store_in_batch(struct store *st);
 /* Commit the open batch: 0, or -1 (rolled back; nothing of it is stored). */
 int store_commit(struct store *st);
 
+/*
+ * Commit the open batch on the store's writer thread, so the caller's loop
+ * goes on while the disk syncs. Until store_commit_finish() the store may be
+ * used only through store_commit_busy/_finish and store_notify_fd. Returns 0,
+ * or -1 if no batch is open.
+ */
+int store_commit_start(struct store *st);
+/* Is a started commit not yet finished? */
+int store_commit_busy(struct store *st);
+/* An fd that becomes readable when a started commit is over. */
+int store_notify_fd(struct store *st);
+/* Wait for the started commit: 0, or -1 (rolled back; nothing of it is stored). */
+int store_commit_finish(struct store *st);
+
 /* A client's committed summary: highest value and number of records. */
 int store_client(struct store *st, const char *client, uint64_t *last_value, uint64_t *recorded);
 
