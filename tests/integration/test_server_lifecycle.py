@@ -254,3 +254,15 @@ def test_max_latency_caps(record_countd):
     d = record_countd("--latency", "5s", "--max-latency", "100ms")
     r, took = timed_get(d, "/record-count?value=1&client=cap")
     assert r.status == 200 and 0.1 <= took < 1.0, took
+
+
+def test_group_commit_batches_concurrent_records(record_countd):
+    """Records arriving together share a commit: fewer commits than records, every record acknowledged."""
+    d = record_countd("--latency", "50ms")
+    res = concurrent_gets(d.port, ["/record-count?value=%d&client=gc" % v for v in range(1, 301)])
+    assert [s for s, _, _ in res] == [200] * 300
+    text = d.get("/metrics").body.decode()
+    commits = int(re.search(r"^record_countd_db_commit_seconds_count (\d+)$", text, re.M).group(1))
+    records = int(re.search(r"^record_countd_db_committed_records_total (\d+)$", text, re.M).group(1))
+    assert records == 300
+    assert 1 <= commits < 150, commits   # typically 2-10; one commit per record would be 300
