@@ -396,7 +396,7 @@ def proc_fds(pid):
 def sanitizer_report(log_text):
     """The first line of a sanitizer report in a daemon log, or None."""
     for line in log_text.splitlines():
-        if "AddressSanitizer" in line or "runtime error:" in line or "LeakSanitizer" in line:
+        if "Sanitizer" in line or "runtime error:" in line:
             return line
     return None
 
