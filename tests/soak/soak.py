@@ -11,7 +11,7 @@ restarted. Every second it samples VmRSS (/proc/PID/status) and the number of op
 measure at the end:
   open fds:  end <= baseline + 4 for each daemon;
   RSS:       end <= baseline * 1.25 + 4 MiB for counterd, and for record-countd since its last restart
-             (ASan builds keep freed memory in quarantine: there the RSS bound is reported, not enforced).
+             (ASan and TSan builds keep freed memory in quarantine or history: there the RSS bound is reported, not enforced).
 Then the invariants of the fault tests are checked on every counter. Prints TAP (one line per check) and the figures.
   SOAK_SECONDS=60 tests/soak/soak.py      (environment as make check gives it: RECORD_COUNTD, COUNTERD, ...)
 """
@@ -38,7 +38,7 @@ CD_ARGS = ["--record-timeout", "%dms" % RECORD_TIMEOUT_MS, "--retries", "2", "--
 def asan_build(path):
     try:
         out = subprocess.run(["nm", "-D", path], capture_output=True, text=True).stdout
-        return "__asan_init" in out or "__asan" in out
+        return "__asan" in out or "__tsan" in out
     except OSError:
         return False
 
