@@ -22,7 +22,7 @@ done
 port=$(free_port)
 "$RECORD_COUNTD" --listen "127.0.0.1:$port" --db "$tmp/records.db" --latency 20ms 2> "$tmp/record-countd.log" &
 rpid=$!
-cleanup_pids="$rpid"
+cleanup_pids="$rpid $cleanup_pids"
 if ! wait_for 20 eval '"$CURL" -sf -o /dev/null "http://127.0.0.1:$port/healthz"'; then
     echo "record-countd did not become ready" | diag; diag < "$tmp/record-countd.log"
 fi

@@ -59,7 +59,7 @@ free_port() {
 
 # notify_listen PATH: a datagram socket at PATH that collects sd_notify messages, one per line, in PATH.log.
 notify_listen() {
-    "$PYTHON3" "$here/notify-listen.py" "$1" "$1.log" &
+    "$PYTHON3" "$here/notify-listen.py" "$1" "$1.log" </dev/null >/dev/null 2>&1 &
     cleanup_pids="$cleanup_pids $!"
     wait_for 10 test -S "$1"
 }
