@@ -16,6 +16,7 @@ Then the invariants of the fault tests are checked on every counter. Prints TAP 
   SOAK_SECONDS=60 tests/soak/soak.py      (environment as make check gives it: RECORD_COUNTD, COUNTERD, ...)
 """
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,6 +172,10 @@ def main():
             except Exception:
                 pass
     print("1..%d" % tap.n)
+    if tap.failed:
+        print("# logs kept in %s" % wd)
+    else:
+        shutil.rmtree(wd, ignore_errors=True)
     return 1 if tap.failed else 0
 
 
