@@ -20,6 +20,9 @@
 
 #include <jansson.h>
 
+/* Where the shipped counterd.socket unit puts the socket. */
+#define COUNTERCTL_SYSTEM_SOCKET "/run/lockstep/counterd.sock"
+
 /* Exit codes, documented in --help. */
 #define EX_OK 0
 #define EX_FAILED 1	 /* counterd answered with an error */
@@ -68,7 +71,9 @@ usage(FILE *f)
 		   "  -s, --socket PATH  counterd's socket (default "
 		   "$COUNTERD_SOCKET, else\n"
 		   "                     $RUNTIME_DIRECTORY/counterd.sock, "
-		   "else ./counterd.sock)\n"
+		   "else ./counterd.sock,\n"
+		   "                     else " COUNTERCTL_SYSTEM_SOCKET
+		   " (systemd's counterd.socket))\n"
 		   "  -h, --help         this text\n"
 		   "  -V, --version      the version\n"
 		   "\n"
@@ -502,7 +507,10 @@ main(int argc, char **argv)
 			snprintf(defsock, sizeof defsock, "%.*s/counterd.sock",
 				 (int)strcspn(env, ":"), env);
 			sock_path = defsock;
-		} else
+		} else if (access("./counterd.sock", F_OK) != 0 &&
+		    access(COUNTERCTL_SYSTEM_SOCKET, F_OK) == 0)
+			sock_path = COUNTERCTL_SYSTEM_SOCKET;
+		else
 			sock_path = "./counterd.sock";
 	}
 	argc -= k;

@@ -80,3 +80,24 @@ def test_counterd_rejects_bad_options(tmp_path):
                       (["--batch-max", "0"], "--batch-max"), (["--log-level", "loud"], "--log-level")):
         p = subprocess.run([harness.COUNTERD, "--socket", sock] + args, capture_output=True, text=True, timeout=10)
         assert p.returncode != 0 and msg in p.stderr, (args, p.stderr)
+
+
+def test_default_socket_from_environment_and_cwd(record_countd, counterd, tmp_path):
+    """Without --socket: $COUNTERD_SOCKET, then $RUNTIME_DIRECTORY/counterd.sock, then ./counterd.sock."""
+    import os
+    rc = record_countd("--latency", "0")
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    cd = counterd(rc.url, socket_path=str(rundir / "counterd.sock"))
+    base = {k: v for k, v in os.environ.items() if k not in ("COUNTERD_SOCKET", "RUNTIME_DIRECTORY")}
+
+    def ctl(env, cwd):
+        return subprocess.run([harness.COUNTERCTL, "next", "env"], capture_output=True, text=True, timeout=60,
+                              env=dict(base, **env), cwd=cwd)
+
+    p = ctl({"COUNTERD_SOCKET": cd.socket}, str(tmp_path))
+    assert p.returncode == 0 and p.stdout == "1\n", p.stderr
+    p = ctl({"RUNTIME_DIRECTORY": str(rundir)}, str(tmp_path))
+    assert p.returncode == 0 and p.stdout == "2\n", p.stderr
+    p = ctl({}, str(rundir))
+    assert p.returncode == 0 and p.stdout == "3\n", p.stderr
