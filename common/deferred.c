@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,24 @@
 
 #include "dfr-int.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define DFR_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DFR_ASAN 1
+#endif
+#endif
+#ifdef DFR_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+/*
+ * Per-thread state is reached through the initial-exec TLS model: the
+ * default for a shared library (general dynamic) costs a __tls_get_addr
+ * call on every access, which showed in every get, put and run.
+ */
+#define DFR_TLS __thread __attribute__((tls_model("initial-exec")))
+
 /* This thread's run queue. */
 struct dfr_runq {
 	struct dfr *head;
@@ -25,7 +44,25 @@ struct dfr_runq {
 	struct dfr *current; /* whose chain runs now */
 	unsigned int depth;  /* > 0: someone up the stack drains the queue */
 };
-static __thread struct dfr_runq runq;
+static DFR_TLS struct dfr_runq runq;
+
+/*
+ * A small per-thread cache of freed deferreds, linked through their run
+ * queue link, so that a get or an acquire does not call malloc and free
+ * each time. Bounded; freed at thread exit by a key destructor (and for the
+ * thread that calls exit() by the library destructor), so that nothing is
+ * left unreachable.
+ */
+#define DFR_CACHE_MAX 64
+struct dfr_cache {
+	struct dfr *head;
+	unsigned int n;
+	int state; /* 0: no key set yet, 1: key set, -1: do not cache */
+};
+static DFR_TLS struct dfr_cache cache;
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static int cache_key_ok;
 
 static dfr_unhandled_cb unhandled_cb;
 static void *unhandled_arg;
@@ -135,23 +172,97 @@ report_unhandled(const struct dfr_failure *f)
 /* ------------------------------------------------------------------------ */
 /* Life cycle                                                                */
 
-/* Create an unfired deferred. */
-struct dfr *
-dfr_new(dfr_canceller_cb canceller, void *arg)
+/* Free this thread's cached deferreds (a key destructor: at thread exit). */
+static void
+cache_flush(void *arg)
 {
 	struct dfr *d;
 
-	d = malloc(sizeof *d);
-	if (d == NULL) {
-		errno = ENOMEM;
-		return NULL;
+	(void)arg;
+	while ((d = cache.head) != NULL) {
+#ifdef DFR_ASAN
+		ASAN_UNPOISON_MEMORY_REGION(d, sizeof *d);
+#endif
+		cache.head = d->link.tqe_next;
+		free(d);
 	}
+	cache.n = 0;
+	cache.state = 0; /* a later free registers again */
+}
+
+/* The thread that calls exit() runs no key destructor. */
+__attribute__((destructor)) static void
+cache_fini(void)
+{
+	cache_flush(NULL);
+	cache.state = -1;
+}
+
+static void
+cache_key_create(void)
+{
+	cache_key_ok = pthread_key_create(&cache_key, cache_flush) == 0;
+}
+
+/* Whether this thread may cache: its exit frees the cache. */
+static int
+cache_register(void)
+{
+	if (cache.state == 0) {
+		pthread_once(&cache_once, cache_key_create);
+		if (cache_key_ok && pthread_setspecific(cache_key, &cache) == 0)
+			cache.state = 1;
+		else
+			cache.state = -1;
+	}
+	return cache.state > 0;
+}
+
+/* Memory for a deferred: a cached one, else malloc. */
+static inline struct dfr *
+dfr_alloc(void)
+{
+	struct dfr *d = cache.head;
+
+	if (d != NULL) {
+#ifdef DFR_ASAN
+		ASAN_UNPOISON_MEMORY_REGION(d, sizeof *d);
+#endif
+		cache.head = d->link.tqe_next;
+		cache.n--;
+		return d;
+	}
+	d = malloc(sizeof *d);
+	if (d == NULL)
+		errno = ENOMEM;
+	return d;
+}
+
+/* Give back a deferred's memory: to the cache while it has room. */
+static inline void
+dfr_dealloc(struct dfr *d)
+{
+	if (cache.n < DFR_CACHE_MAX && (cache.state > 0 || cache_register())) {
+		d->link.tqe_next = cache.head;
+		cache.head = d;
+		cache.n++;
+#ifdef DFR_ASAN
+		/* A use after free still trips ASan while d is cached. */
+		ASAN_POISON_MEMORY_REGION(d, sizeof *d);
+#endif
+		return;
+	}
+	free(d);
+}
+
+/* Fill a fresh deferred. */
+static inline void
+dfr_init(struct dfr *d, uint16_t flags, dfr_canceller_cb canceller, void *arg)
+{
 	d->refs = 1;
-	d->flags = 0;
+	d->flags = flags;
 	d->caplog = 0;
 	d->unused = 0;
-	d->r.v.value = NULL;
-	d->r.v.free_cb = NULL;
 	d->canceller = canceller;
 	d->carg = arg;
 	d->cbs = &d->cb0;
@@ -159,6 +270,45 @@ dfr_new(dfr_canceller_cb canceller, void *arg)
 	d->pos = 0;
 	d->inner = NULL;
 	d->outer = NULL;
+}
+
+/* Create an unfired deferred (dfr_new for the library's own modules). */
+struct dfr *
+dfr__new(dfr_canceller_cb canceller, void *arg)
+{
+	struct dfr *d;
+
+	d = dfr_alloc();
+	if (d == NULL)
+		return NULL;
+	dfr_init(d, 0, canceller, arg);
+	d->r.v.value = NULL;
+	d->r.v.free_cb = NULL;
+	return d;
+}
+
+/* Create an unfired deferred. */
+struct dfr *
+dfr_new(dfr_canceller_cb canceller, void *arg)
+{
+	return dfr__new(canceller, arg);
+}
+
+/*
+ * A deferred already fired with a value: made fired, with no chain, so
+ * nothing goes through the fire path.
+ */
+struct dfr *
+dfr__succeed(void *value, dfr_free_cb free_cb)
+{
+	struct dfr *d;
+
+	d = dfr_alloc();
+	if (d == NULL)
+		return NULL;
+	dfr_init(d, DFR_F_FIRED, NULL, NULL);
+	d->r.v.value = value;
+	d->r.v.free_cb = free_cb;
 	return d;
 }
 
@@ -166,15 +316,7 @@ dfr_new(dfr_canceller_cb canceller, void *arg)
 struct dfr *
 dfr_succeed(void *value, dfr_free_cb free_cb)
 {
-	struct dfr *d;
-
-	d = dfr_new(NULL, NULL);
-	if (d == NULL)
-		return NULL;
-	d->r.v.value = value;
-	d->r.v.free_cb = free_cb;
-	d->flags = DFR_F_FIRED;
-	return d;
+	return dfr__succeed(value, free_cb);
 }
 
 /* A deferred already failed. */
@@ -185,7 +327,7 @@ dfr_fail(int code, const char *fmt, ...)
 	struct dfr *d;
 	va_list ap;
 
-	d = dfr_new(NULL, NULL);
+	d = dfr__new(NULL, NULL);
 	if (d == NULL)
 		return NULL;
 	va_start(ap, fmt);
@@ -252,7 +394,7 @@ destroy(struct dfr *d)
 		o->flags =
 		    (uint16_t)((o->flags & ~DFR_F_HANDLED) | DFR_F_FAILED);
 		schedule(o);
-		dfr_unref(o); /* the reference d held */
+		dfr__unref(o); /* the reference d held */
 	}
 
 	/* Timers armed by dfr_set_timeout live in the chain until they run. */
@@ -267,7 +409,7 @@ destroy(struct dfr *d)
 	result_clear(d);
 	if (d->cbs != &d->cb0)
 		free(d->cbs);
-	free(d);
+	dfr_dealloc(d);
 }
 
 /*
@@ -275,10 +417,16 @@ destroy(struct dfr *d)
  * waits for holds a reference to it until it resumes it.
  */
 void
-dfr_unref(struct dfr *d)
+dfr__unref(struct dfr *d)
 {
 	if (d != NULL && --d->refs == 0)
 		destroy(d);
+}
+
+void
+dfr_unref(struct dfr *d)
+{
+	dfr__unref(d);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -332,7 +480,7 @@ resume_outer(struct dfr *inner)
 	inner->r.v.value = NULL;
 	inner->r.v.free_cb = NULL;
 	schedule(o);
-	dfr_unref(o); /* the reference inner held */
+	dfr__unref(o); /* the reference inner held */
 }
 
 /* Run d's pending callbacks until the end of the chain or a pause. */
@@ -369,7 +517,7 @@ drain(void)
 		runq.current = d;
 		run_chain(d);
 		runq.current = NULL;
-		dfr_unref(d);
+		dfr__unref(d);
 	}
 	runq.depth--;
 }
@@ -573,7 +721,7 @@ dfr_cancel(struct dfr *d)
 		d->flags |= DFR_F_SWALLOW;
 		dfr__fire_failure(d, DFR_ECANCELED, "cancelled");
 	}
-	dfr_unref(d);
+	dfr__unref(d);
 }
 
 /*
@@ -589,7 +737,7 @@ dfr__soft_cancel(struct dfr *d)
 	d->refs++;
 	d->flags |= DFR_F_CANCELLER_CALLED;
 	d->canceller(d, d->carg);
-	dfr_unref(d);
+	dfr__unref(d);
 }
 
 /* For cancellers: d will be fired later by its owner, not by the cancel. */
@@ -753,7 +901,7 @@ dfr_wait(struct dfr *d, struct dfr *inner)
 		if (x == d)
 			break;
 	if (x != NULL || inner->outer != NULL || d->inner != NULL) {
-		dfr_unref(inner);
+		dfr__unref(inner);
 		dfr_set_failure(
 		    d, DFR_ECYCLE,
 		    "dfr_wait: deferred chained to itself or already chained");
@@ -766,8 +914,8 @@ dfr_wait(struct dfr *d, struct dfr *inner)
 	 */
 	result_clear(d);
 	d->inner = inner;
-	inner->outer = dfr_ref(d);
+	inner->outer = dfr__ref(d);
 	if (inner->flags & DFR_F_FIRED)
 		schedule(inner);
-	dfr_unref(inner); /* the caller's reference, taken over */
+	dfr__unref(inner); /* the caller's reference, taken over */
 }

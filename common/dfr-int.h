@@ -78,7 +78,19 @@ struct dfr_sem {
 	struct dfr_stats st;
 };
 
-/* deferred.c */
+/* deferred.c: library-internal entry points (direct calls, no PLT). */
+struct dfr *dfr__new(dfr_canceller_cb canceller, void *arg);
+struct dfr *dfr__succeed(void *value, dfr_free_cb free_cb);
+void dfr__unref(struct dfr *d);
+
+/* Take a reference (dfr_ref without a call). */
+static inline struct dfr *
+dfr__ref(struct dfr *d)
+{
+	d->refs++;
+	return d;
+}
+
 uint64_t dfr__now_ns(void);
 void dfr__batch_begin(void);
 void dfr__batch_end(void);

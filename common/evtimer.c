@@ -30,12 +30,12 @@ static void
 timeout_expire(evutil_socket_t fd, short what, void *arg)
 {
 	struct dfr_timeout *t = arg;
-	struct dfr *d = dfr_ref(t->d);
+	struct dfr *d = dfr__ref(t->d);
 
 	t->expired = 1;
 	dfr_cancel(
 	    d); /* may run the chain up to dfr__timeout_done, freeing t */
-	dfr_unref(d);
+	dfr__unref(d);
 }
 
 /* The chain reached the timeout's pair: remove the timer, convert the cancel.

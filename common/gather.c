@@ -70,7 +70,7 @@ gather_fire_done(struct gather *g)
 	struct dfr *out = g->out;
 
 	g->out = NULL;
-	dfr_unref(out);
+	dfr__unref(out);
 }
 
 /* The gather state goes once every member has reported. */
@@ -119,7 +119,7 @@ gather_member_cb(struct dfr *d, void *arg)
 			gather_fire_done(g);
 		}
 	}
-	dfr_unref(d); /* the caller's reference, which we took over */
+	dfr__unref(d); /* the caller's reference, which we took over */
 	gather_put(g);
 }
 
@@ -152,7 +152,7 @@ dfr_gather(struct dfr **ds, size_t n, int flags)
 	if (n == 0) {
 		struct dfr_gather_result *res = gather_result_new(0);
 
-		out = res != NULL ? dfr_succeed(res, gather_result_free) : NULL;
+		out = res != NULL ? dfr__succeed(res, gather_result_free) : NULL;
 		if (out == NULL) {
 			free(res);
 			errno = ENOMEM;
@@ -165,14 +165,14 @@ dfr_gather(struct dfr **ds, size_t n, int flags)
 	if (g == NULL)
 		goto nomem;
 	g->res = gather_result_new(n);
-	out = g->res != NULL ? dfr_new(gather_cancel, g) : NULL;
+	out = g->res != NULL ? dfr__new(gather_cancel, g) : NULL;
 	if (out == NULL) {
 		free(g->res);
 		free(g);
 		goto nomem;
 	}
 	g->free_cbs = (dfr_free_cb *)(g->res->values + n);
-	g->out = dfr_ref(out);
+	g->out = dfr__ref(out);
 	g->pending = n + 1; /* + 1 while we add callbacks */
 	g->left = n;
 	g->n = n;
@@ -200,7 +200,7 @@ dfr_gather(struct dfr **ds, size_t n, int flags)
 				dfr_errback_failure(out, f);
 				gather_fire_done(g);
 			}
-			dfr_unref(ds[i]);
+			dfr__unref(ds[i]);
 			g->pending--;
 		}
 	}
@@ -210,7 +210,7 @@ dfr_gather(struct dfr **ds, size_t n, int flags)
 
 nomem:
 	for (i = 0; i < n; i++)
-		dfr_unref(ds[i]);
+		dfr__unref(ds[i]);
 	errno = ENOMEM;
 	return NULL;
 }

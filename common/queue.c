@@ -86,7 +86,7 @@ queue_cancel_get(struct dfr *d, void *arg)
 		return;
 	queue_unlink(q, d);
 	q->st.cancelled++;
-	dfr_unref(d); /* the list's; dfr_cancel() holds one */
+	dfr__unref(d); /* the list's; dfr_cancel() holds one */
 }
 
 /* Make room for one more item. */
@@ -135,7 +135,7 @@ dfr_queue_put(struct dfr_queue *q, void *item, dfr_free_cb free_cb)
 		if (waited > q->st.wait_max_ns)
 			q->st.wait_max_ns = waited;
 		dfr__fire_value(d, item, free_cb);
-		dfr_unref(d); /* the list's reference */
+		dfr__unref(d); /* the list's reference */
 		return 0;
 	}
 	if (q->count >= q->size)
@@ -159,7 +159,7 @@ dfr_queue_get(struct dfr_queue *q)
 
 	if (q->count > 0) {
 		it = &q->ring[q->head];
-		d = dfr_succeed(it->item, it->free_cb);
+		d = dfr__succeed(it->item, it->free_cb);
 		if (d == NULL)
 			return NULL; /* the item stays stored */
 		q->head = (q->head + 1) & (q->cap - 1);
@@ -174,13 +174,13 @@ dfr_queue_get(struct dfr_queue *q)
 		return dfr_fail(DFR_EUNDERFLOW,
 				"queue underflow: %zu gets already waiting",
 				(size_t)q->st.waiting);
-	d = dfr_new(queue_cancel_get, q);
+	d = dfr__new(queue_cancel_get, q);
 	if (d == NULL)
 		return NULL;
 	d->r.w.since_ns = dfr__now_ns();
 	d->r.w.n = 1;
 	d->flags |= DFR_F_WAITER;
-	dfr_ref(d); /* the list's reference, until d fires */
+	dfr__ref(d); /* the list's reference, until d fires */
 	TAILQ_INSERT_TAIL(&q->getters, d, link);
 	if (++q->st.waiting > q->st.max_waiting)
 		q->st.max_waiting = q->st.waiting;
@@ -212,7 +212,7 @@ dfr_queue_close(struct dfr_queue *q)
 	while ((d = TAILQ_FIRST(&q->getters)) != NULL) {
 		queue_unlink(q, d);
 		dfr__fire_failure(d, DFR_ECLOSED, "queue closed");
-		dfr_unref(d);
+		dfr__unref(d);
 	}
 	dfr__batch_end();
 }

@@ -113,7 +113,7 @@ sem_cancel_acquire(struct dfr *d, void *arg)
 		return;
 	sem_unlink(s, d);
 	s->st.cancelled++;
-	dfr_unref(d);
+	dfr__unref(d);
 }
 
 /* Canceller of a run() that waits for its token (run_step frees r later). */
@@ -132,7 +132,7 @@ sem_cancel_run(struct dfr *d, void *arg)
 static void
 sem_enqueue(struct dfr_sem *s, struct dfr *d, unsigned int n, uint64_t now)
 {
-	dfr_ref(d);
+	dfr__ref(d);
 	d->r.w.since_ns = now;
 	d->r.w.n = n;
 	d->flags |= DFR_F_WAITER;
@@ -155,12 +155,12 @@ dfr_sem_acquire_many(struct dfr_sem *s, unsigned int n)
 				s->limit);
 	now = dfr__now_ns();
 	if (TAILQ_EMPTY(&s->waiters) && s->tokens >= n) {
-		d = dfr_succeed(s, NULL);
+		d = dfr__succeed(s, NULL);
 		if (d != NULL)
 			sem_take(s, n, now);
 		return d;
 	}
-	d = dfr_new(sem_cancel_acquire, s);
+	d = dfr__new(sem_cancel_acquire, s);
 	if (d != NULL)
 		sem_enqueue(s, d, n, now);
 	return d;
@@ -191,7 +191,7 @@ sem_grant(struct dfr_sem *s, uint64_t now)
 		if (waited > s->st.wait_max_ns)
 			s->st.wait_max_ns = waited;
 		dfr__fire_value(d, s, NULL); /* its chain runs at batch end */
-		dfr_unref(d);		     /* the list's reference */
+		dfr__unref(d);		     /* the list's reference */
 	}
 	dfr__batch_end();
 }
@@ -239,14 +239,14 @@ run_done(struct dfr *d, void *arg)
 		r->s->st.hold_max_ns = held;
 	dfr_sem_release(r->s);
 	run_free(r);
-	dfr_unref(d); /* run_follow's reference; the runner still holds d */
+	dfr__unref(d); /* run_follow's reference; the runner still holds d */
 }
 
 /* Make d, whose chain holds run_step, follow fn's deferred work. */
 static void
 run_follow(struct dfr *d, struct dfr *work)
 {
-	dfr_ref(d); /* kept until run_done: the token depends on d's chain */
+	dfr__ref(d); /* kept until run_done: the token depends on d's chain */
 	if (work == NULL) {
 		dfr_set_failure(d, errno != 0 ? errno : EINVAL,
 				"run: the function returned no deferred");
@@ -316,15 +316,15 @@ dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 		}
 	}
 	r = malloc(sizeof *r);
-	d = r != NULL ? dfr_new(uncontended ? NULL : sem_cancel_run, r) : NULL;
+	d = r != NULL ? dfr__new(uncontended ? NULL : sem_cancel_run, r) : NULL;
 	if (d == NULL || dfr_add_both(d, run_step, r) < 0) {
 		free(r);
 		if (d != NULL)
-			dfr_unref(d);
+			dfr__unref(d);
 		if (work != NULL) {
 			/* Out of memory: nothing can follow the work; give back
 			 * the token. */
-			dfr_unref(work);
+			dfr__unref(work);
 			dfr_sem_release(s);
 		}
 		errno = ENOMEM;
@@ -378,7 +378,7 @@ dfr_sem_close(struct dfr_sem *s)
 	while ((d = TAILQ_FIRST(&s->waiters)) != NULL) {
 		sem_unlink(s, d);
 		dfr__fire_failure(d, DFR_ECLOSED, "closed");
-		dfr_unref(d);
+		dfr__unref(d);
 	}
 	dfr__batch_end();
 }

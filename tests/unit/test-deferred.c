@@ -711,6 +711,77 @@ test_many_callbacks(void **state)
 	dfr_unref(d);
 }
 
+/*
+ * Freed deferreds are reused (a per-thread cache): a new one never shows
+ * anything of the one before, whatever state that one died in.
+ */
+static void
+test_reuse_is_fresh(void **state)
+{
+	struct dfr *ds[200];
+	struct dfr *d;
+	size_t i;
+	int x = 0;
+
+	(void)state;
+	for (i = 0; i < 200; i++) {
+		ds[i] = dfr_new(NULL, NULL);
+		dfr_add_callback(ds[i], log_cb, (void *)1);
+		dfr_add_callback(ds[i], log_cb, (void *)2); /* heap chain */
+		if (i % 2)
+			dfr_errback(ds[i], EIO, "boom %zu", i);
+	}
+	for (i = 0; i < 200; i++) {
+		dfr_failure_free(dfr_take_failure(ds[i]));
+		dfr_unref(ds[i]);
+	}
+	for (i = 0; i < 200; i++) {
+		d = i % 2 ? dfr_new(NULL, NULL) : dfr_succeed(&x, NULL);
+		assert_int_equal(dfr_fired(d), !(i % 2));
+		assert_false(dfr_failed(d));
+		assert_false(dfr_paused(d));
+		assert_ptr_equal(dfr_value(d), i % 2 ? NULL : &x);
+		lg.n = 0;
+		dfr_add_callback(d, log_cb, (void *)3);
+		if (i % 2)
+			dfr_callback(d, &x, NULL);
+		assert_int_equal(lg.n, 1);
+		assert_int_equal(lg.v[0], 3);
+		dfr_unref(d);
+	}
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/* A thread's freed deferreds are released when it exits (valgrind: no leak). */
+static void *
+cache_thread(void *arg)
+{
+	struct dfr *ds[300];
+	size_t i;
+
+	(void)arg;
+	for (i = 0; i < 300; i++)
+		ds[i] = dfr_succeed(NULL, NULL);
+	for (i = 0; i < 300; i++)
+		dfr_unref(ds[i]);
+	for (i = 0; i < 1000; i++)
+		dfr_unref(dfr_new(NULL, NULL));
+	return NULL;
+}
+
+static void
+test_thread_exit_frees_cache(void **state)
+{
+	pthread_t t[4];
+	int i;
+
+	(void)state;
+	for (i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, cache_thread, NULL), 0);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+}
+
 int
 main(void)
 {
@@ -751,6 +822,10 @@ main(void)
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_many_callbacks, unit_setup,
 					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_reuse_is_fresh, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_thread_exit_frees_cache,
+					    unit_setup, unit_teardown),
 	};
 
 	return cmocka_run_group_tests_name("deferred", tests, NULL, NULL);
