@@ -17,7 +17,10 @@
 static void
 api_record_start(struct req *r)
 {
-	if ((r->seqs = calloc(r->nvalues, sizeof *r->seqs)) == NULL ||
+	if (r->nvalues == 1) {
+		r->seqs = &r->seq1;
+		r->dups = &r->dup1;
+	} else if ((r->seqs = calloc(r->nvalues, sizeof *r->seqs)) == NULL ||
 	    (r->dups = calloc(r->nvalues, sizeof *r->dups)) == NULL) {
 		http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
 		return;
@@ -40,11 +43,8 @@ api_record_get(struct req *r)
 		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
 		return;
 	}
-	if ((r->values = malloc(sizeof *r->values)) == NULL) {
-		http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
-		return;
-	}
-	r->values[0] = value;
+	r->value1 = value;
+	r->values = &r->value1;
 	r->nvalues = 1;
 	api_record_start(r);
 }
@@ -75,7 +75,9 @@ void
 api_record_answer(struct req *r)
 {
 	json_t *recs;
+	char *text;
 	size_t i;
+	int len;
 
 	if (r->failed) {
 		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error",
@@ -83,8 +85,17 @@ api_record_answer(struct req *r)
 		return;
 	}
 	if (!r->is_post) {
-		http_answer(r, MHD_HTTP_OK, json_pack("{sI ss sI sb}", "value", (json_int_t)r->values[0],
-		    "client", r->client, "seq", (json_int_t)r->seqs[0], "duplicate", r->dups[0]));
+		/*
+		 * The one answer on the hot path, built without jansson: its shape
+		 * is fixed and a client id needs no escaping ([A-Za-z0-9._:-]).
+		 */
+		if ((text = malloc(96 + LIMIT_CLIENT)) == NULL) {
+			log_warnx("out of memory building a response");
+			return;
+		}
+		len = snprintf(text, 96 + LIMIT_CLIENT, "{\"value\":%llu,\"client\":\"%s\",\"seq\":%lld,\"duplicate\":%s}\n",
+		    (unsigned long long)r->values[0], r->client, (long long)r->seqs[0], r->dups[0] ? "true" : "false");
+		http_answer_text(r, MHD_HTTP_OK, "application/json", text, (size_t)len);
 		return;
 	}
 	recs = json_array();

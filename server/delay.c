@@ -38,6 +38,8 @@ static size_t delay_batch_records;
 static struct event *delay_commit_ev;
 static struct event *delay_resume_ev;
 static uint64_t delay_rng;
+static const struct timeval *delay_common_tv;   /* libevent's O(1) FIFO timer queue for the fixed latency */
+static uint64_t delay_common_us;
 
 /* Queue r to be resumed in this loop pass if it is both due and committed. */
 static void
@@ -180,6 +182,16 @@ delay_init(void)
 	delay_commit_ev = event_new(ev_base, -1, 0, delay_commit_cb, NULL);
 	delay_resume_ev = event_new(ev_base, -1, 0, delay_resume_cb, NULL);
 	delay_done_ev = event_new(ev_base, store_notify_fd(db), EV_READ | EV_PERSIST, delay_done_cb, NULL);
+	/*
+	 * Without jitter every request waits the same latency, so deadlines
+	 * come in arrival order: libevent keeps such timers in one FIFO behind
+	 * a single heap entry instead of one heap entry per request.
+	 */
+	if (cfg.jitter_ms == 0 && (delay_common_us = delay_latency() * 1000) > 0) {
+		struct timeval tv = { (time_t)(delay_common_us / 1000000), (suseconds_t)(delay_common_us % 1000000) };
+
+		delay_common_tv = event_base_init_common_timeout(ev_base, &tv);
+	}
 	if (delay_done_ev == NULL || event_add(delay_done_ev, NULL) != 0)
 		return -1;
 	return delay_commit_ev && delay_resume_ev ? 0 : -1;
@@ -250,7 +262,11 @@ delay_record(struct req *r)
 			fatalx("out of memory for a timer");
 		tv.tv_sec = (time_t)((due - now) / 1000000);
 		tv.tv_usec = (suseconds_t)((due - now) % 1000000);
-		evtimer_add(r->timer, &tv);
+		/* The FIFO queue only when that is (nearly) the same deadline: a slow body arrived earlier. */
+		if (delay_common_tv != NULL && due - now + 250 >= delay_common_us)
+			evtimer_add(r->timer, delay_common_tv);
+		else
+			evtimer_add(r->timer, &tv);
 	}
 	if (store_commit_busy(db)) {
 		TAILQ_INSERT_TAIL(&delay_pending, r, batch_entry);

@@ -435,9 +435,12 @@ http_req_free(struct req *r)
 	http_leave(r);
 	if (r->resp != NULL)
 		MHD_destroy_response(r->resp);
-	free(r->values);
-	free(r->seqs);
-	free(r->dups);
+	if (r->values != &r->value1)
+		free(r->values);
+	if (r->seqs != &r->seq1)
+		free(r->seqs);
+	if (r->dups != &r->dup1)
+		free(r->dups);
 	free(r->body);
 	free(r->path);
 	free(r->uri);
@@ -491,7 +494,7 @@ http_start(int fd)
 	unsigned int timeout_s;
 
 	timeout_s = (unsigned int)((cfg.connection_timeout_ms + 999) / 1000);
-	http_daemon = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+	http_daemon = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
 	    http_access_cb, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, http_log_cb, NULL,
 	    MHD_OPTION_LISTEN_SOCKET, fd,

@@ -160,10 +160,13 @@ struct req {
 	/* /record-count */
 	char client[LIMIT_CLIENT + 1];
 	struct client_stats *cs;
-	uint64_t *values;
-	int64_t *seqs;
-	unsigned char *dups;
+	uint64_t *values;             /* malloc'd, or value1 for one value */
+	int64_t *seqs;                /* likewise seq1 */
+	unsigned char *dups;          /* likewise dup1 */
 	size_t nvalues;
+	uint64_t value1;              /* inline storage of a GET's one value (no malloc per request) */
+	int64_t seq1;
+	unsigned char dup1;
 	int is_post;
 	struct event *timer;
 	uint64_t due_us;               /* arrival + latency, monotonic */
