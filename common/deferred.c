@@ -373,7 +373,7 @@ result_clear(struct dfr *d)
 }
 
 /* Free d, whose last reference is gone. */
-static void
+static void __attribute__((noinline))
 destroy(struct dfr *d)
 {
 	struct dfr *o = d->outer;
@@ -419,8 +419,19 @@ destroy(struct dfr *d)
 void
 dfr__unref(struct dfr *d)
 {
-	if (d != NULL && --d->refs == 0)
-		destroy(d);
+	if (d == NULL || --d->refs != 0)
+		return;
+	/*
+	 * The common end: no waiting chain, no timer, no failure, no chain
+	 * storage on the heap and no value to release. Straight to memory.
+	 */
+	if (d->outer == NULL && d->cbs == &d->cb0 &&
+	    !(d->flags & (DFR_F_TIMEOUT | DFR_F_FAILED)) &&
+	    (!(d->flags & DFR_F_FIRED) || d->r.v.free_cb == NULL)) {
+		dfr_dealloc(d);
+		return;
+	}
+	destroy(d);
 }
 
 void

@@ -90,7 +90,7 @@ queue_cancel_get(struct dfr *d, void *arg)
 }
 
 /* Make room for one more item. */
-static int
+static int __attribute__((noinline))
 queue_grow(struct dfr_queue *q)
 {
 	struct dfr_qitem *ring;
@@ -116,26 +116,35 @@ queue_grow(struct dfr_queue *q)
 	return 0;
 }
 
+/* Hand an item to the oldest getter d (kept out of put's storing path). */
+static void __attribute__((noinline))
+queue_hand(struct dfr_queue *q, struct dfr *d, void *item,
+	   dfr_free_cb free_cb)
+{
+	uint64_t waited;
+
+	waited = dfr__now_ns() - d->r.w.since_ns;
+	queue_unlink(q, d);
+	q->st.acquisitions++;
+	q->st.contended++;
+	q->st.wait_total_ns += waited;
+	if (waited > q->st.wait_max_ns)
+		q->st.wait_max_ns = waited;
+	dfr__fire_value(d, item, free_cb);
+	dfr__unref(d); /* the list's reference */
+}
+
 /* Put an item: to the oldest getter, else into storage. */
 int
 dfr_queue_put(struct dfr_queue *q, void *item, dfr_free_cb free_cb)
 {
 	struct dfr_qitem *it;
 	struct dfr *d;
-	uint64_t waited;
 
 	if (q->closed)
 		return -DFR_ECLOSED;
 	if ((d = TAILQ_FIRST(&q->getters)) != NULL) {
-		waited = dfr__now_ns() - d->r.w.since_ns;
-		queue_unlink(q, d);
-		q->st.acquisitions++;
-		q->st.contended++;
-		q->st.wait_total_ns += waited;
-		if (waited > q->st.wait_max_ns)
-			q->st.wait_max_ns = waited;
-		dfr__fire_value(d, item, free_cb);
-		dfr__unref(d); /* the list's reference */
+		queue_hand(q, d, item, free_cb);
 		return 0;
 	}
 	if (q->count >= q->size)
