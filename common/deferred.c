@@ -56,8 +56,8 @@ static DFR_TLS struct dfr_runq runq;
 #define DFR_CACHE_MAX 64
 struct dfr_cache {
 	struct dfr *head;
-	unsigned int n;
-	int state; /* 0: no key set yet, 1: key set, -1: do not cache */
+	unsigned int room; /* free slots; 0 until the thread's key is set */
+	int state;	   /* 0: no key set yet, 1: key set, -1: do not cache */
 };
 static DFR_TLS struct dfr_cache cache;
 static pthread_key_t cache_key;
@@ -186,7 +186,7 @@ cache_flush(void *arg)
 		cache.head = d->link.tqe_next;
 		free(d);
 	}
-	cache.n = 0;
+	cache.room = 0;
 	cache.state = 0; /* a later free registers again */
 }
 
@@ -204,18 +204,21 @@ cache_key_create(void)
 	cache_key_ok = pthread_key_create(&cache_key, cache_flush) == 0;
 }
 
-/* Whether this thread may cache: its exit frees the cache. */
-static int
+/*
+ * Let this thread cache, if its exit can free the cache: the (empty) cache
+ * gets its room.
+ */
+static int __attribute__((noinline))
 cache_register(void)
 {
-	if (cache.state == 0) {
-		pthread_once(&cache_once, cache_key_create);
-		if (cache_key_ok && pthread_setspecific(cache_key, &cache) == 0)
-			cache.state = 1;
-		else
-			cache.state = -1;
+	pthread_once(&cache_once, cache_key_create);
+	if (!cache_key_ok || pthread_setspecific(cache_key, &cache) != 0) {
+		cache.state = -1;
+		return 0;
 	}
-	return cache.state > 0;
+	cache.state = 1;
+	cache.room = DFR_CACHE_MAX;
+	return 1;
 }
 
 /* Memory for a deferred: a cached one, else malloc. */
@@ -229,7 +232,7 @@ dfr_alloc(void)
 		ASAN_UNPOISON_MEMORY_REGION(d, sizeof *d);
 #endif
 		cache.head = d->link.tqe_next;
-		cache.n--;
+		cache.room++;
 		return d;
 	}
 	d = malloc(sizeof *d);
@@ -242,10 +245,10 @@ dfr_alloc(void)
 static inline void
 dfr_dealloc(struct dfr *d)
 {
-	if (cache.n < DFR_CACHE_MAX && (cache.state > 0 || cache_register())) {
+	if (cache.room > 0 || (cache.state == 0 && cache_register())) {
 		d->link.tqe_next = cache.head;
 		cache.head = d;
-		cache.n++;
+		cache.room--;
 #ifdef DFR_ASAN
 		/* A use after free still trips ASan while d is cached. */
 		ASAN_POISON_MEMORY_REGION(d, sizeof *d);
@@ -288,11 +291,8 @@ dfr__new(dfr_canceller_cb canceller, void *arg)
 }
 
 /* Create an unfired deferred. */
-struct dfr *
-dfr_new(dfr_canceller_cb canceller, void *arg)
-{
-	return dfr__new(canceller, arg);
-}
+struct dfr *dfr_new(dfr_canceller_cb canceller, void *arg)
+    __attribute__((alias("dfr__new")));
 
 /*
  * A deferred already fired with a value: made fired, with no chain, so
@@ -313,11 +313,8 @@ dfr__succeed(void *value, dfr_free_cb free_cb)
 }
 
 /* A deferred already fired with a value. */
-struct dfr *
-dfr_succeed(void *value, dfr_free_cb free_cb)
-{
-	return dfr__succeed(value, free_cb);
-}
+struct dfr *dfr_succeed(void *value, dfr_free_cb free_cb)
+    __attribute__((alias("dfr__succeed")));
 
 /* A deferred already failed. */
 struct dfr *
@@ -434,11 +431,7 @@ dfr__unref(struct dfr *d)
 	destroy(d);
 }
 
-void
-dfr_unref(struct dfr *d)
-{
-	dfr__unref(d);
-}
+void dfr_unref(struct dfr *d) __attribute__((alias("dfr__unref")));
 
 /* ------------------------------------------------------------------------ */
 /* The runner                                                                */
