@@ -221,23 +221,30 @@ cache_register(void)
 	return 1;
 }
 
+/* Memory for a deferred from malloc (out of line: the cache is the rule). */
+static struct dfr * __attribute__((noinline))
+dfr_alloc_heap(void)
+{
+	struct dfr *d = malloc(sizeof *d);
+
+	if (d == NULL)
+		errno = ENOMEM;
+	return d;
+}
+
 /* Memory for a deferred: a cached one, else malloc. */
 static inline struct dfr *
 dfr_alloc(void)
 {
 	struct dfr *d = cache.head;
 
-	if (d != NULL) {
-#ifdef DFR_ASAN
-		ASAN_UNPOISON_MEMORY_REGION(d, sizeof *d);
-#endif
-		cache.head = d->link.tqe_next;
-		cache.room++;
-		return d;
-	}
-	d = malloc(sizeof *d);
 	if (d == NULL)
-		errno = ENOMEM;
+		return dfr_alloc_heap();
+#ifdef DFR_ASAN
+	ASAN_UNPOISON_MEMORY_REGION(d, sizeof *d);
+#endif
+	cache.head = d->link.tqe_next;
+	cache.room++;
 	return d;
 }
 

@@ -103,6 +103,11 @@ void dfr__set_handled(struct dfr *d);
 void dfr__cancel_later(struct dfr *d);
 struct dfr_failure *dfr__failure_oom(void);
 
+/* sem.c: what lock.c calls (direct calls, no PLT). */
+struct dfr *dfr__sem_acquire_many(struct dfr_sem *s, unsigned int n);
+int dfr__sem_release_many(struct dfr_sem *s, unsigned int n);
+struct dfr *dfr__sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg);
+
 /* evtimer.c */
 void dfr__timeout_done(struct dfr *d, void *arg);
 void dfr__timeout_discard(void *arg);

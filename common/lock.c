@@ -28,21 +28,21 @@ dfr_lock_free(struct dfr_lock *l)
 struct dfr *
 dfr_lock_acquire(struct dfr_lock *l)
 {
-	return dfr_sem_acquire(&l->s);
+	return dfr__sem_acquire_many(&l->s, 1);
 }
 
 /* Release: hand over to the oldest waiter, or unlock; -EPERM if not held. */
 int
 dfr_lock_release(struct dfr_lock *l)
 {
-	return dfr_sem_release(&l->s);
+	return dfr__sem_release_many(&l->s, 1);
 }
 
 /* Run fn holding the lock. */
 struct dfr *
 dfr_lock_run(struct dfr_lock *l, dfr_run_cb fn, void *arg)
 {
-	return dfr_sem_run(&l->s, fn, arg);
+	return dfr__sem_run(&l->s, fn, arg);
 }
 
 /* Whether the lock is held. */

@@ -143,7 +143,7 @@ sem_enqueue(struct dfr_sem *s, struct dfr *d, unsigned int n, uint64_t now)
 
 /* Acquire n tokens. */
 struct dfr *
-dfr_sem_acquire_many(struct dfr_sem *s, unsigned int n)
+dfr__sem_acquire_many(struct dfr_sem *s, unsigned int n)
 {
 	struct dfr *d;
 	uint64_t now;
@@ -166,11 +166,14 @@ dfr_sem_acquire_many(struct dfr_sem *s, unsigned int n)
 	return d;
 }
 
+struct dfr *dfr_sem_acquire_many(struct dfr_sem *s, unsigned int n)
+    __attribute__((alias("dfr__sem_acquire_many")));
+
 /* Acquire one token. */
 struct dfr *
 dfr_sem_acquire(struct dfr_sem *s)
 {
-	return dfr_sem_acquire_many(s, 1);
+	return dfr__sem_acquire_many(s, 1);
 }
 
 /* Hand free tokens to the oldest waiters that fit, strictly in order. */
@@ -198,7 +201,7 @@ sem_grant(struct dfr_sem *s, uint64_t now)
 
 /* Release n tokens and hand them on. */
 int
-dfr_sem_release_many(struct dfr_sem *s, unsigned int n)
+dfr__sem_release_many(struct dfr_sem *s, unsigned int n)
 {
 	uint64_t now;
 
@@ -215,11 +218,14 @@ dfr_sem_release_many(struct dfr_sem *s, unsigned int n)
 	return 0;
 }
 
+int dfr_sem_release_many(struct dfr_sem *s, unsigned int n)
+    __attribute__((alias("dfr__sem_release_many")));
+
 /* Release one token. */
 int
 dfr_sem_release(struct dfr_sem *s)
 {
-	return dfr_sem_release_many(s, 1);
+	return dfr__sem_release_many(s, 1);
 }
 
 /* run(): fn's deferred fired; release, then the caller's callbacks go on. */
@@ -237,7 +243,7 @@ run_done(struct dfr *d, void *arg)
 	held = dfr__now_ns() - r->since_ns;
 	if (held > r->s->st.hold_max_ns)
 		r->s->st.hold_max_ns = held;
-	dfr_sem_release(r->s);
+	dfr__sem_release_many(r->s, 1);
 	run_free(r);
 	dfr__unref(d); /* run_follow's reference; the runner still holds d */
 }
@@ -280,7 +286,7 @@ run_step(struct dfr *d, void *arg)
 
 /* Run fn holding one token. */
 struct dfr *
-dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
+dfr__sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 {
 	struct sem_run *r;
 	struct dfr *d, *work;
@@ -304,13 +310,13 @@ dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 		if (work != NULL && (work->flags & DFR_F_FIRED) &&
 		    work->inner == NULL && work->outer == NULL &&
 		    work->pos == work->ncbs && !(work->flags & DFR_F_QUEUED)) {
-			dfr_sem_release(s);
+			dfr__sem_release_many(s, 1);
 			return work;
 		}
 		if (work == NULL) {
 			int code = errno != 0 ? errno : EINVAL;
 
-			dfr_sem_release(s);
+			dfr__sem_release_many(s, 1);
 			return dfr_fail(
 			    code, "run: the function returned no deferred");
 		}
@@ -325,7 +331,7 @@ dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 			/* Out of memory: nothing can follow the work; give back
 			 * the token. */
 			dfr__unref(work);
-			dfr_sem_release(s);
+			dfr__sem_release_many(s, 1);
 		}
 		errno = ENOMEM;
 		return NULL;
@@ -345,6 +351,9 @@ dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 	}
 	return d;
 }
+
+struct dfr *dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
+    __attribute__((alias("dfr__sem_run")));
 
 /* Tokens free now. */
 unsigned int
