@@ -253,6 +253,8 @@ delay_record(struct req *r)
 	r->suspended = 1;
 	delay_suspended++;
 	lat = delay_latency();
+	/* libevent counts timers from its cached loop time: make that now, so they do not fire early. */
+	event_base_update_cache_time(ev_base);
 	now = now_mono_us();
 	due = r->due_us = r->arrival_us + lat * 1000;
 	if (due <= now)

@@ -416,6 +416,7 @@ int
 main(int argc, char **argv)
 {
 	struct event *sigterm, *sigint;
+	struct event_config *evcfg;
 	char why[256];
 	uint64_t usec;
 	struct timeval tv;
@@ -436,8 +437,15 @@ main(int argc, char **argv)
 		fatalx("--db %s: %s", cfg.db, why);
 	main_load_stats();
 
-	if ((ev_base = event_base_new()) == NULL)
+	/*
+	 * Precise timers: otherwise epoll rounds every wait up to a whole
+	 * millisecond, and each delayed answer would be late by that much.
+	 */
+	if ((evcfg = event_config_new()) == NULL ||
+	    event_config_set_flag(evcfg, EVENT_BASE_FLAG_PRECISE_TIMER) != 0 ||
+	    (ev_base = event_base_new_with_config(evcfg)) == NULL)
 		fatalx("cannot create the event loop");
+	event_config_free(evcfg);
 	if (delay_init() != 0 || http_start(fd) != 0)
 		fatalx("cannot start serving");
 	sigterm = evsignal_new(ev_base, SIGTERM, main_signal_cb, NULL);
