@@ -284,43 +284,18 @@ run_step(struct dfr *d, void *arg)
 	run_follow(d, r->fn(r->arg));
 }
 
-/* Run fn holding one token. */
-struct dfr *
-dfr__sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
+/*
+ * run() that cannot finish at once: fn's work is still going on (work set,
+ * token taken), or the token must be waited for (work NULL).
+ */
+static struct dfr * __attribute__((noinline))
+sem_run_later(struct dfr_sem *s, dfr_run_cb fn, void *arg, struct dfr *work,
+	      uint64_t now)
 {
 	struct sem_run *r;
-	struct dfr *d, *work;
-	uint64_t now;
-	int uncontended;
+	struct dfr *d;
+	int uncontended = work != NULL;
 
-	if (s->closed)
-		return dfr_fail(DFR_ECLOSED, "closed");
-	now = dfr__now_ns();
-	uncontended = TAILQ_EMPTY(&s->waiters) && s->tokens >= 1;
-	work = NULL;
-	if (uncontended) {
-		/*
-		 * Fast path: take the token and call fn now. If its deferred
-		 * has fired already, release at once and hand that deferred
-		 * back: nothing to allocate.
-		 */
-		sem_take(s, 1, now);
-		errno = 0;
-		work = fn(arg);
-		if (work != NULL && (work->flags & DFR_F_FIRED) &&
-		    work->inner == NULL && work->outer == NULL &&
-		    work->pos == work->ncbs && !(work->flags & DFR_F_QUEUED)) {
-			dfr__sem_release_many(s, 1);
-			return work;
-		}
-		if (work == NULL) {
-			int code = errno != 0 ? errno : EINVAL;
-
-			dfr__sem_release_many(s, 1);
-			return dfr_fail(
-			    code, "run: the function returned no deferred");
-		}
-	}
 	r = malloc(sizeof *r);
 	d = r != NULL ? dfr__new(uncontended ? NULL : sem_cancel_run, r) : NULL;
 	if (d == NULL || dfr_add_both(d, run_step, r) < 0) {
@@ -350,6 +325,41 @@ dfr__sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 		sem_enqueue(s, d, 1, now);
 	}
 	return d;
+}
+
+/* Run fn holding one token. */
+struct dfr *
+dfr__sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
+{
+	struct dfr *work;
+	uint64_t now;
+
+	if (s->closed)
+		return dfr_fail(DFR_ECLOSED, "closed");
+	now = dfr__now_ns();
+	if (!TAILQ_EMPTY(&s->waiters) || s->tokens < 1)
+		return sem_run_later(s, fn, arg, NULL, now);
+	/*
+	 * Fast path: take the token and call fn now. If its deferred has
+	 * fired already, release at once and hand that deferred back:
+	 * nothing to allocate.
+	 */
+	sem_take(s, 1, now);
+	errno = 0;
+	work = fn(arg);
+	if (work != NULL && (work->flags & DFR_F_FIRED) &&
+	    work->inner == NULL && work->outer == NULL &&
+	    work->pos == work->ncbs && !(work->flags & DFR_F_QUEUED)) {
+		dfr__sem_release_many(s, 1);
+		return work;
+	}
+	if (work == NULL) {
+		int code = errno != 0 ? errno : EINVAL;
+
+		dfr__sem_release_many(s, 1);
+		return dfr_fail(code, "run: the function returned no deferred");
+	}
+	return sem_run_later(s, fn, arg, work, now);
 }
 
 struct dfr *dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
