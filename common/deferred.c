@@ -19,24 +19,6 @@
 
 #include "dfr-int.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define DFR_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define DFR_ASAN 1
-#endif
-#endif
-#ifdef DFR_ASAN
-#include <sanitizer/asan_interface.h>
-#endif
-
-/*
- * Per-thread state is reached through the initial-exec TLS model: the
- * default for a shared library (general dynamic) costs a __tls_get_addr
- * call on every access, which showed in every get, put and run.
- */
-#define DFR_TLS __thread __attribute__((tls_model("initial-exec")))
-
 /* This thread's run queue. */
 struct dfr_runq {
 	struct dfr *head;
@@ -54,12 +36,7 @@ static DFR_TLS struct dfr_runq runq;
  * left unreachable.
  */
 #define DFR_CACHE_MAX 64
-struct dfr_cache {
-	struct dfr *head;
-	unsigned int room; /* free slots; 0 until the thread's key is set */
-	int state;	   /* 0: no key set yet, 1: key set, -1: do not cache */
-};
-static DFR_TLS struct dfr_cache cache;
+DFR_TLS struct dfr_cache dfr__cache;
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static int cache_key_ok;
@@ -179,15 +156,15 @@ cache_flush(void *arg)
 	struct dfr *d;
 
 	(void)arg;
-	while ((d = cache.head) != NULL) {
+	while ((d = dfr__cache.head) != NULL) {
 #ifdef DFR_ASAN
 		ASAN_UNPOISON_MEMORY_REGION(d, sizeof *d);
 #endif
-		cache.head = d->link.tqe_next;
+		dfr__cache.head = d->link.tqe_next;
 		free(d);
 	}
-	cache.room = 0;
-	cache.state = 0; /* a later free registers again */
+	dfr__cache.room = 0;
+	dfr__cache.state = 0; /* a later free registers again */
 }
 
 /* The thread that calls exit() runs no key destructor. */
@@ -195,7 +172,7 @@ __attribute__((destructor)) static void
 cache_fini(void)
 {
 	cache_flush(NULL);
-	cache.state = -1;
+	dfr__cache.state = -1;
 }
 
 static void
@@ -212,18 +189,18 @@ static int __attribute__((noinline))
 cache_register(void)
 {
 	pthread_once(&cache_once, cache_key_create);
-	if (!cache_key_ok || pthread_setspecific(cache_key, &cache) != 0) {
-		cache.state = -1;
+	if (!cache_key_ok || pthread_setspecific(cache_key, &dfr__cache) != 0) {
+		dfr__cache.state = -1;
 		return 0;
 	}
-	cache.state = 1;
-	cache.room = DFR_CACHE_MAX;
+	dfr__cache.state = 1;
+	dfr__cache.room = DFR_CACHE_MAX;
 	return 1;
 }
 
 /* Memory for a deferred from malloc (out of line: the cache is the rule). */
-static struct dfr * __attribute__((noinline))
-dfr_alloc_heap(void)
+struct dfr *
+dfr__alloc_heap(void)
 {
 	struct dfr *d = malloc(sizeof *d);
 
@@ -232,30 +209,14 @@ dfr_alloc_heap(void)
 	return d;
 }
 
-/* Memory for a deferred: a cached one, else malloc. */
-static inline struct dfr *
-dfr_alloc(void)
-{
-	struct dfr *d = cache.head;
-
-	if (d == NULL)
-		return dfr_alloc_heap();
-#ifdef DFR_ASAN
-	ASAN_UNPOISON_MEMORY_REGION(d, sizeof *d);
-#endif
-	cache.head = d->link.tqe_next;
-	cache.room++;
-	return d;
-}
-
 /* Give back a deferred's memory: to the cache while it has room. */
 static inline void
 dfr_dealloc(struct dfr *d)
 {
-	if (cache.room > 0 || (cache.state == 0 && cache_register())) {
-		d->link.tqe_next = cache.head;
-		cache.head = d;
-		cache.room--;
+	if (dfr__cache.room > 0 || (dfr__cache.state == 0 && cache_register())) {
+		d->link.tqe_next = dfr__cache.head;
+		dfr__cache.head = d;
+		dfr__cache.room--;
 #ifdef DFR_ASAN
 		/* A use after free still trips ASan while d is cached. */
 		ASAN_POISON_MEMORY_REGION(d, sizeof *d);
@@ -265,33 +226,16 @@ dfr_dealloc(struct dfr *d)
 	free(d);
 }
 
-/* Fill a fresh deferred. */
-static inline void
-dfr_init(struct dfr *d, uint16_t flags, dfr_canceller_cb canceller, void *arg)
-{
-	d->refs = 1;
-	d->flags = flags;
-	d->caplog = 0;
-	d->unused = 0;
-	d->canceller = canceller;
-	d->carg = arg;
-	d->cbs = &d->cb0;
-	d->ncbs = 0;
-	d->pos = 0;
-	d->inner = NULL;
-	d->outer = NULL;
-}
-
 /* Create an unfired deferred (dfr_new for the library's own modules). */
 struct dfr *
 dfr__new(dfr_canceller_cb canceller, void *arg)
 {
 	struct dfr *d;
 
-	d = dfr_alloc();
+	d = dfr__alloc();
 	if (d == NULL)
 		return NULL;
-	dfr_init(d, 0, canceller, arg);
+	dfr__init(d, 0, canceller, arg);
 	d->r.v.value = NULL;
 	d->r.v.free_cb = NULL;
 	return d;
@@ -308,15 +252,7 @@ struct dfr *dfr_new(dfr_canceller_cb canceller, void *arg)
 struct dfr *
 dfr__succeed(void *value, dfr_free_cb free_cb)
 {
-	struct dfr *d;
-
-	d = dfr_alloc();
-	if (d == NULL)
-		return NULL;
-	dfr_init(d, DFR_F_FIRED, NULL, NULL);
-	d->r.v.value = value;
-	d->r.v.free_cb = free_cb;
-	return d;
+	return dfr__fired(value, free_cb);
 }
 
 /* A deferred already fired with a value. */

@@ -65,6 +65,83 @@ struct dfr {
 
 TAILQ_HEAD(dfr_list, dfr);
 
+#if defined(__SANITIZE_ADDRESS__)
+#define DFR_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DFR_ASAN 1
+#endif
+#endif
+#ifdef DFR_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+/*
+ * Per-thread state is reached through the initial-exec TLS model: the
+ * default for a shared library (general dynamic) costs a __tls_get_addr
+ * call on every access, which showed in every get, put and run.
+ */
+#define DFR_TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* This thread's cache of freed deferreds (deferred.c). */
+struct dfr_cache {
+	struct dfr *head;
+	unsigned int room; /* free slots; 0 until the thread's key is set */
+	int state;	   /* 0: no key set yet, 1: key set, -1: do not cache */
+};
+extern DFR_TLS struct dfr_cache dfr__cache __attribute__((visibility("hidden")));
+struct dfr *dfr__alloc_heap(void);
+
+/* Memory for a deferred: a cached one, else malloc (errno set on failure). */
+static inline struct dfr *
+dfr__alloc(void)
+{
+	struct dfr *d = dfr__cache.head;
+
+	if (d == NULL)
+		return dfr__alloc_heap();
+#ifdef DFR_ASAN
+	ASAN_UNPOISON_MEMORY_REGION(d, sizeof *d);
+#endif
+	dfr__cache.head = d->link.tqe_next;
+	dfr__cache.room++;
+	return d;
+}
+
+/* Fill a fresh deferred. */
+static inline void
+dfr__init(struct dfr *d, uint16_t flags, dfr_canceller_cb canceller, void *arg)
+{
+	d->refs = 1;
+	d->flags = flags;
+	d->caplog = 0;
+	d->unused = 0;
+	d->canceller = canceller;
+	d->carg = arg;
+	d->cbs = &d->cb0;
+	d->ncbs = 0;
+	d->pos = 0;
+	d->inner = NULL;
+	d->outer = NULL;
+}
+
+/*
+ * A deferred already fired with a value: made fired, with no chain, so
+ * nothing goes through the fire path.
+ */
+static inline struct dfr *
+dfr__fired(void *value, dfr_free_cb free_cb)
+{
+	struct dfr *d = dfr__alloc();
+
+	if (d == NULL)
+		return NULL;
+	dfr__init(d, DFR_F_FIRED, NULL, NULL);
+	d->r.v.value = value;
+	d->r.v.free_cb = free_cb;
+	return d;
+}
+
 /* A semaphore; a lock is one with a single token (lock.c). */
 struct dfr_sem {
 	struct dfr_list waiters;

@@ -168,7 +168,7 @@ dfr_queue_get(struct dfr_queue *q)
 
 	if (q->count > 0) {
 		it = &q->ring[q->head];
-		d = dfr__succeed(it->item, it->free_cb);
+		d = dfr__fired(it->item, it->free_cb);
 		if (d == NULL)
 			return NULL; /* the item stays stored */
 		q->head = (q->head + 1) & (q->cap - 1);

@@ -155,7 +155,7 @@ dfr__sem_acquire_many(struct dfr_sem *s, unsigned int n)
 				s->limit);
 	now = dfr__now_ns();
 	if (TAILQ_EMPTY(&s->waiters) && s->tokens >= n) {
-		d = dfr__succeed(s, NULL);
+		d = dfr__fired(s, NULL);
 		if (d != NULL)
 			sem_take(s, n, now);
 		return d;
