@@ -209,21 +209,37 @@ dfr__alloc_heap(void)
 	return d;
 }
 
+/* Cache d (room known to be there). */
+static inline void
+cache_push(struct dfr *d)
+{
+	d->link.tqe_next = dfr__cache.head;
+	dfr__cache.head = d;
+	dfr__cache.room--;
+#ifdef DFR_ASAN
+	/* A use after free still trips ASan while d is cached. */
+	ASAN_POISON_MEMORY_REGION(d, sizeof *d);
+#endif
+}
+
+/* A full or not yet registered cache: register, else free. */
+static void __attribute__((noinline))
+dfr_dealloc_slow(struct dfr *d)
+{
+	if (dfr__cache.state == 0 && cache_register())
+		cache_push(d);
+	else
+		free(d);
+}
+
 /* Give back a deferred's memory: to the cache while it has room. */
 static inline void
 dfr_dealloc(struct dfr *d)
 {
-	if (dfr__cache.room > 0 || (dfr__cache.state == 0 && cache_register())) {
-		d->link.tqe_next = dfr__cache.head;
-		dfr__cache.head = d;
-		dfr__cache.room--;
-#ifdef DFR_ASAN
-		/* A use after free still trips ASan while d is cached. */
-		ASAN_POISON_MEMORY_REGION(d, sizeof *d);
-#endif
-		return;
-	}
-	free(d);
+	if (dfr__cache.room > 0)
+		cache_push(d);
+	else
+		dfr_dealloc_slow(d);
 }
 
 /* Create an unfired deferred (dfr_new for the library's own modules). */

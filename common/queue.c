@@ -159,6 +159,8 @@ dfr_queue_put(struct dfr_queue *q, void *item, dfr_free_cb free_cb)
 	return 0;
 }
 
+static struct dfr *queue_wait(struct dfr_queue *q);
+
 /* Get: the oldest item now, or a wait for the next put. */
 struct dfr *
 dfr_queue_get(struct dfr_queue *q)
@@ -166,17 +168,25 @@ dfr_queue_get(struct dfr_queue *q)
 	struct dfr_qitem *it;
 	struct dfr *d;
 
-	if (q->count > 0) {
-		it = &q->ring[q->head];
-		d = dfr__fired(it->item, it->free_cb);
-		if (d == NULL)
-			return NULL; /* the item stays stored */
-		q->head = (q->head + 1) & (q->cap - 1);
-		q->count--;
-		q->st.held = q->count;
-		q->st.acquisitions++;
-		return d;
-	}
+	if (q->count == 0)
+		return queue_wait(q);
+	it = &q->ring[q->head];
+	d = dfr__fired(it->item, it->free_cb);
+	if (d == NULL)
+		return NULL; /* the item stays stored */
+	q->head = (q->head + 1) & (q->cap - 1);
+	q->count--;
+	q->st.held = q->count;
+	q->st.acquisitions++;
+	return d;
+}
+
+/* A get with nothing stored: wait for the next put (out of get's way). */
+static struct dfr * __attribute__((noinline))
+queue_wait(struct dfr_queue *q)
+{
+	struct dfr *d;
+
 	if (q->closed)
 		return dfr_fail(DFR_ECLOSED, "queue closed");
 	if (q->st.waiting >= q->backlog)
