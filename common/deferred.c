@@ -167,12 +167,20 @@ cache_flush(void *arg)
 	dfr__cache.state = 0; /* a later free registers again */
 }
 
-/* The thread that calls exit() runs no key destructor. */
+/*
+ * The thread that calls exit() runs no key destructor. On dlclose() the key
+ * goes too, so no thread's exit calls into unmapped code (other threads'
+ * cached deferreds, at most 64 each, are then left to the process).
+ */
 __attribute__((destructor)) static void
 cache_fini(void)
 {
 	cache_flush(NULL);
 	dfr__cache.state = -1;
+	if (cache_key_ok) {
+		pthread_key_delete(cache_key);
+		cache_key_ok = 0;
+	}
 }
 
 static void
