@@ -193,7 +193,8 @@ cache_key_create(void)
  * Let this thread cache, if its exit can free the cache: the (empty) cache
  * gets its room.
  */
-static int __attribute__((noinline))
+static int cache_register(void) __attribute__((noinline));
+static int
 cache_register(void)
 {
 	pthread_once(&cache_once, cache_key_create);
@@ -231,7 +232,8 @@ cache_push(struct dfr *d)
 }
 
 /* A full or not yet registered cache: register, else free. */
-static void __attribute__((noinline))
+static void dfr_dealloc_slow(struct dfr *d) __attribute__((noinline));
+static void
 dfr_dealloc_slow(struct dfr *d)
 {
 	if (dfr__cache.state == 0 && cache_register())
@@ -337,7 +339,8 @@ result_clear(struct dfr *d)
 }
 
 /* Free d, whose last reference is gone. */
-static void __attribute__((noinline))
+static void destroy(struct dfr *d) __attribute__((noinline));
+static void
 destroy(struct dfr *d)
 {
 	struct dfr *o = d->outer;

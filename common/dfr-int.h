@@ -89,7 +89,8 @@ struct dfr_cache {
 	unsigned int room; /* free slots; 0 until the thread's key is set */
 	int state;	   /* 0: no key set yet, 1: key set, -1: do not cache */
 };
-extern DFR_TLS struct dfr_cache dfr__cache __attribute__((visibility("hidden")));
+extern DFR_TLS struct dfr_cache dfr__cache
+    __attribute__((visibility("hidden")));
 struct dfr *dfr__alloc_heap(void);
 
 /* Memory for a deferred: a cached one, else malloc (errno set on failure). */

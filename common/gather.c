@@ -152,7 +152,8 @@ dfr_gather(struct dfr **ds, size_t n, int flags)
 	if (n == 0) {
 		struct dfr_gather_result *res = gather_result_new(0);
 
-		out = res != NULL ? dfr__succeed(res, gather_result_free) : NULL;
+		out =
+		    res != NULL ? dfr__succeed(res, gather_result_free) : NULL;
 		if (out == NULL) {
 			free(res);
 			errno = ENOMEM;

@@ -90,7 +90,8 @@ queue_cancel_get(struct dfr *d, void *arg)
 }
 
 /* Make room for one more item. */
-static int __attribute__((noinline))
+static int queue_grow(struct dfr_queue *q) __attribute__((noinline));
+static int
 queue_grow(struct dfr_queue *q)
 {
 	struct dfr_qitem *ring;
@@ -117,9 +118,10 @@ queue_grow(struct dfr_queue *q)
 }
 
 /* Hand an item to the oldest getter d (kept out of put's storing path). */
-static void __attribute__((noinline))
-queue_hand(struct dfr_queue *q, struct dfr *d, void *item,
-	   dfr_free_cb free_cb)
+static void queue_hand(struct dfr_queue *q, struct dfr *d, void *item,
+		       dfr_free_cb free_cb) __attribute__((noinline));
+static void
+queue_hand(struct dfr_queue *q, struct dfr *d, void *item, dfr_free_cb free_cb)
 {
 	uint64_t waited;
 
@@ -159,7 +161,7 @@ dfr_queue_put(struct dfr_queue *q, void *item, dfr_free_cb free_cb)
 	return 0;
 }
 
-static struct dfr *queue_wait(struct dfr_queue *q);
+static struct dfr *queue_wait(struct dfr_queue *q) __attribute__((noinline));
 
 /* Get: the oldest item now, or a wait for the next put. */
 struct dfr *
@@ -182,7 +184,7 @@ dfr_queue_get(struct dfr_queue *q)
 }
 
 /* A get with nothing stored: wait for the next put (out of get's way). */
-static struct dfr * __attribute__((noinline))
+static struct dfr *
 queue_wait(struct dfr_queue *q)
 {
 	struct dfr *d;

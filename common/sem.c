@@ -288,7 +288,10 @@ run_step(struct dfr *d, void *arg)
  * run() that cannot finish at once: fn's work is still going on (work set,
  * token taken), or the token must be waited for (work NULL).
  */
-static struct dfr * __attribute__((noinline))
+static struct dfr *sem_run_later(struct dfr_sem *s, dfr_run_cb fn, void *arg,
+				 struct dfr *work, uint64_t now)
+    __attribute__((noinline));
+static struct dfr *
 sem_run_later(struct dfr_sem *s, dfr_run_cb fn, void *arg, struct dfr *work,
 	      uint64_t now)
 {

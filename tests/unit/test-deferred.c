@@ -777,7 +777,8 @@ test_thread_exit_frees_cache(void **state)
 
 	(void)state;
 	for (i = 0; i < 4; i++)
-		assert_int_equal(pthread_create(&t[i], NULL, cache_thread, NULL), 0);
+		assert_int_equal(
+		    pthread_create(&t[i], NULL, cache_thread, NULL), 0);
 	for (i = 0; i < 4; i++)
 		assert_int_equal(pthread_join(t[i], NULL), 0);
 }
