@@ -226,8 +226,13 @@ cache_push(struct dfr *d)
 	dfr__cache.head = d;
 	dfr__cache.room--;
 #ifdef DFR_ASAN
-	/* A use after free still trips ASan while d is cached. */
-	ASAN_POISON_MEMORY_REGION(d, sizeof *d);
+	/*
+	 * A use after free still trips ASan while d is cached. The link
+	 * stays readable: LeakSanitizer ignores pointers in poisoned memory,
+	 * and it may look before the library's destructor frees the cache.
+	 */
+	ASAN_POISON_MEMORY_REGION((char *)d + sizeof d->link.tqe_next,
+				  sizeof *d - sizeof d->link.tqe_next);
 #endif
 }
 
