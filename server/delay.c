@@ -253,8 +253,6 @@ delay_record(struct req *r)
 	r->suspended = 1;
 	delay_suspended++;
 	lat = delay_latency();
-	/* libevent counts timers from its cached loop time: make that now, so they do not fire early. */
-	event_base_update_cache_time(ev_base);
 	now = now_mono_us();
 	due = r->due_us = r->arrival_us + lat * 1000;
 	if (due <= now)
@@ -262,6 +260,8 @@ delay_record(struct req *r)
 	else {
 		if ((r->timer = evtimer_new(ev_base, delay_timer_cb, r)) == NULL)
 			fatalx("out of memory for a timer");
+		/* libevent counts timers from its cached loop time: make that now, so they do not fire early. */
+		event_base_update_cache_time(ev_base);
 		tv.tv_sec = (time_t)((due - now) / 1000000);
 		tv.tv_usec = (suseconds_t)((due - now) % 1000000);
 		/* The FIFO queue only when that is (nearly) the same deadline: a slow body arrived earlier. */

@@ -120,22 +120,24 @@ http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 	const union MHD_ConnectionInfo *info;
 	struct req *r, **slot;
 	const char *q;
-	size_t plen;
+	size_t plen, ulen;
 
-	if ((r = calloc(1, sizeof *r)) == NULL)
+	ulen = strlen(uri);
+	q = strchr(uri, '?');
+	plen = q ? (size_t)(q - uri) : ulen;
+	/* One allocation per request: the state, then the target and its path. */
+	if ((r = calloc(1, sizeof *r + ulen + 1 + plen + 1)) == NULL)
 		return NULL;
 	r->conn = conn;
 	r->arrival_us = now_mono_us();
 	r->arrival_wall = now_wall();
 	r->route = ROUTE_OTHER;
-	r->uri_len = strlen(uri);
-	q = strchr(uri, '?');
-	plen = q ? (size_t)(q - uri) : r->uri_len;
-	if ((r->uri = strdup(uri)) == NULL || (r->path = strndup(uri, plen)) == NULL) {
-		free(r->uri);
-		free(r);
-		return NULL;
-	}
+	r->uri_len = ulen;
+	r->uri = (char *)(r + 1);
+	memcpy(r->uri, uri, ulen + 1);
+	r->path = r->uri + ulen + 1;
+	memcpy(r->path, uri, plen);
+	r->path[plen] = '\0';
 	r->query = q ? r->uri + plen + 1 : "";
 	http_requests_open++;
 	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -442,8 +444,6 @@ http_req_free(struct req *r)
 	if (r->dups != &r->dup1)
 		free(r->dups);
 	free(r->body);
-	free(r->path);
-	free(r->uri);
 	free(r);
 	http_requests_open--;
 	if (shutting_down)

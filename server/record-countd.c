@@ -438,11 +438,13 @@ main(int argc, char **argv)
 	main_load_stats();
 
 	/*
-	 * Precise timers: otherwise epoll rounds every wait up to a whole
+	 * Precise timers (a timerfd, one more syscall per loop pass) when
+	 * answers are delayed: otherwise epoll rounds every wait up to a whole
 	 * millisecond, and each delayed answer would be late by that much.
 	 */
 	if ((evcfg = event_config_new()) == NULL ||
-	    event_config_set_flag(evcfg, EVENT_BASE_FLAG_PRECISE_TIMER) != 0 ||
+	    ((cfg.latency_ms > 0 || cfg.jitter_ms > 0) &&
+	    event_config_set_flag(evcfg, EVENT_BASE_FLAG_PRECISE_TIMER) != 0) ||
 	    (ev_base = event_base_new_with_config(evcfg)) == NULL)
 		fatalx("cannot create the event loop");
 	event_config_free(evcfg);

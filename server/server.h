@@ -138,9 +138,9 @@ extern const char *const route_names[ROUTE_COUNT];
 /* One request from arrival (URI seen) to completion; owned by http.c. */
 struct req {
 	struct MHD_Connection *conn;
-	char *uri;                    /* raw request target, copied */
+	char *uri;                    /* raw request target, copied (in the same allocation as the req) */
 	size_t uri_len;
-	char *path;                   /* malloc'd, before '?' */
+	char *path;                   /* the part before '?' (likewise) */
 	const char *query;            /* inside uri, after '?', or "" */
 	const char *method;
 	double arrival_wall;

@@ -24,6 +24,8 @@ struct store {
 	sqlite3_stmt *clients;
 	sqlite3_stmt *records_all;
 	sqlite3_stmt *records_one;
+	sqlite3_stmt *begin;          /* prepared once: a batch is opened and committed per loop pass */
+	sqlite3_stmt *commit;
 	int in_batch;
 	int doomed;
 
@@ -55,6 +57,16 @@ static int
 store_exec(struct store *st, const char *sql)
 {
 	return sqlite3_exec(st->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+/* Run a prepared statement without results; 0 or -1. */
+static int
+store_step(sqlite3_stmt *stmt)
+{
+	int rc = sqlite3_step(stmt);
+
+	sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? 0 : -1;
 }
 
 /* Prepare sql into *stmt; 0 or -1. */
@@ -93,7 +105,9 @@ store_open(const char *path, int durable_full, char *why)
 	    store_prepare(st, "SELECT seq, client, value, at FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
 	    &st->records_all) != 0 ||
 	    store_prepare(st, "SELECT seq, client, value, at FROM records WHERE client = ?3 AND seq > ?1"
-	    " ORDER BY seq LIMIT ?2", &st->records_one) != 0) {
+	    " ORDER BY seq LIMIT ?2", &st->records_one) != 0 ||
+	    store_prepare(st, "BEGIN IMMEDIATE", &st->begin) != 0 ||
+	    store_prepare(st, "COMMIT", &st->commit) != 0) {
 		snprintf(why, 256, "%s", sqlite3_errmsg(st->db));
 		goto fail;
 	}
@@ -143,6 +157,8 @@ store_close(struct store *st)
 	sqlite3_finalize(st->clients);
 	sqlite3_finalize(st->records_all);
 	sqlite3_finalize(st->records_one);
+	sqlite3_finalize(st->begin);
+	sqlite3_finalize(st->commit);
 	sqlite3_close(st->db);
 	free(st);
 }
@@ -157,7 +173,7 @@ store_record(struct store *st, const char *client, uint64_t value, int64_t *seq,
 	if (st->doomed)
 		return -1;
 	if (!st->in_batch) {
-		if (store_exec(st, "BEGIN IMMEDIATE") != 0)
+		if (store_step(st->begin) != 0)
 			return -1;
 		st->in_batch = 1;
 	}
@@ -285,7 +301,7 @@ store_commit(struct store *st)
 		st->doomed = 0;
 		return 0;
 	}
-	ok = !st->doomed && store_exec(st, "COMMIT") == 0;
+	ok = !st->doomed && store_step(st->commit) == 0;
 	if (!ok && sqlite3_get_autocommit(st->db) == 0)
 		store_exec(st, "ROLLBACK");
 	st->in_batch = 0;
