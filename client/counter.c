@@ -373,12 +373,31 @@ batch_record_cb(struct dfr *d, void *arg)
 	dfr_wait(d, rd);
 }
 
+/* Take the oldest stored call with the queue's reference, or NULL if none. */
+static struct next_req *
+counter_pop(struct counter *c)
+{
+	struct next_req *nr;
+	struct dfr *g;
+
+	while (dfr_queue_size(c->c_queue) > 0) {
+		if ((g = dfr_queue_get(c->c_queue)) == NULL)
+			return NULL;
+		nr = dfr_value(g);
+		dfr_unref(g);
+		if (nr != NULL)
+			return nr;
+	}
+	return NULL;
+}
+
 /* Holding the lock: drain waiting calls into one batch and record it. */
 static struct dfr *
 counter_batch_run(void *arg)
 {
 	struct counter *c = arg;
 	size_t max = c->c_cf->batch_max;
+	struct next_req *nr;
 	struct batch *b;
 	struct dfr *d;
 
@@ -386,16 +405,7 @@ counter_batch_run(void *arg)
 	if ((b = calloc(1, sizeof *b + max * sizeof b->b_reqs[0])) == NULL)
 		return dfr_fail(ENOMEM, "out of memory");
 	b->b_c = c;
-	while (b->b_n < max && dfr_queue_size(c->c_queue) > 0) {
-		struct dfr *g = dfr_queue_get(c->c_queue);
-		struct next_req *nr;
-
-		if (g == NULL)
-			break;
-		nr = dfr_value(g);
-		dfr_unref(g);
-		if (nr == NULL)
-			continue;
+	while (b->b_n < max && (nr = counter_pop(c)) != NULL) {
 		if (nr->nr_state != NR_WAITING) {
 			/* A cancelled call: dropped here, it never got a value.
 			 */
@@ -660,22 +670,14 @@ counter_next(struct counter *c)
 void
 counter_shutdown_all(void)
 {
+	struct next_req *nr;
 	struct counter *c;
 
 	counters_stopping = 1;
 	TAILQ_FOREACH(c, &counters, c_entry)
 	{
 		c->c_stopping = 1;
-		while (dfr_queue_size(c->c_queue) > 0) {
-			struct dfr *g = dfr_queue_get(c->c_queue);
-			struct next_req *nr;
-
-			if (g == NULL)
-				break;
-			nr = dfr_value(g);
-			dfr_unref(g);
-			if (nr == NULL)
-				continue;
+		while ((nr = counter_pop(c)) != NULL) {
 			if (nr->nr_state == NR_WAITING)
 				dfr_errback(nr->nr_wait, CD_ESHUTDOWN,
 					    "counterd is shutting down");
