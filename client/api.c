@@ -490,38 +490,40 @@ api_metrics(struct evhttp_request *req, const char *name)
 		}
 	}
 	recorder_get_stats(api_cf->recorder, &rs);
-	api_metric_head(b, "counterd_record_requests_total", "counter",
-			"HTTP requests sent to record-countd.");
-	api_metric(b, "counterd_record_requests_total", NULL,
-		   (double)rs.requests);
-	api_metric_head(b, "counterd_record_retries_total", "counter",
-			"Requests to record-countd retried after a backoff.");
-	api_metric(b, "counterd_record_retries_total", NULL,
-		   (double)rs.retries);
-	api_metric_head(b, "counterd_record_failures_total", "counter",
-			"Operations that failed after every retry.");
-	api_metric(b, "counterd_record_failures_total", NULL,
-		   (double)rs.failed);
-	api_metric_head(b, "counterd_record_timeouts_total", "counter",
-			"Requests to record-countd that timed out.");
-	api_metric(b, "counterd_record_timeouts_total", NULL,
-		   (double)rs.timeouts);
-	api_metric_head(b, "counterd_record_connections", "gauge",
-			"Open connections to record-countd.");
-	api_metric(b, "counterd_record_connections", NULL,
-		   (double)rs.connections);
-	api_metric_head(b, "counterd_server_up", "gauge",
-			"Whether record-countd answers.");
-	api_metric(b, "counterd_server_up", NULL,
-		   recorder_reachable(api_cf->recorder) == 1);
-	api_metric_head(b, "counterd_http_requests_total", "counter",
-			"Requests on the socket.");
-	api_metric(b, "counterd_http_requests_total", NULL,
-		   (double)api_requests);
-	api_metric_head(b, "counterd_http_client_errors_total", "counter",
-			"Answers with 4xx.");
-	api_metric(b, "counterd_http_client_errors_total", NULL,
-		   (double)api_errors4xx);
+	{
+		const struct {
+			const char *name, *type, *help;
+			double v;
+		} g[] = {
+		    {"counterd_record_requests_total", "counter",
+		     "HTTP requests sent to record-countd.",
+		     (double)rs.requests},
+		    {"counterd_record_retries_total", "counter",
+		     "Requests to record-countd retried after a backoff.",
+		     (double)rs.retries},
+		    {"counterd_record_failures_total", "counter",
+		     "Operations that failed after every retry.",
+		     (double)rs.failed},
+		    {"counterd_record_timeouts_total", "counter",
+		     "Requests to record-countd that timed out.",
+		     (double)rs.timeouts},
+		    {"counterd_record_connections", "gauge",
+		     "Open connections to record-countd.",
+		     (double)rs.connections},
+		    {"counterd_server_up", "gauge",
+		     "Whether record-countd answers.",
+		     recorder_reachable(api_cf->recorder) == 1},
+		    {"counterd_http_requests_total", "counter",
+		     "Requests on the socket.", (double)api_requests},
+		    {"counterd_http_client_errors_total", "counter",
+		     "Answers with 4xx.", (double)api_errors4xx},
+		};
+
+		for (i = 0; i < sizeof g / sizeof g[0]; i++) {
+			api_metric_head(b, g[i].name, g[i].type, g[i].help);
+			api_metric(b, g[i].name, NULL, g[i].v);
+		}
+	}
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 			  "Content-Type", "text/plain; version=0.0.4");
 	evhttp_send_reply(req, 200, NULL, b);
