@@ -145,7 +145,6 @@ api_records(struct req *r)
 		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_limit", "limit: must be 1..%d", LIMIT_RECORDS_PAGE);
 		goto out;
 	}
-	delay_flush();                  /* show only committed records */
 	recs = json_array();
 	if (store_records(db, client, (int64_t)after, (unsigned)limit, api_records_cb, recs) != 0) {
 		json_decref(recs);
@@ -175,7 +174,6 @@ api_clients(struct req *r)
 		    "client: the id in /clients/ID must be 1..128 characters of [A-Za-z0-9._:-]");
 		return;
 	}
-	delay_flush();
 	if (store_client(db, id, &last, &recorded) != 0) {
 		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error", "cannot read client: %s",
 		    store_error(db));

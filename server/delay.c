@@ -2,17 +2,17 @@
  * delay.c: holding /record-count answers until their latency has passed and
  * their records are committed.
  *
- * Records are written into one open transaction as they arrive; a commit
- * event, activated behind the I/O being processed, hands everything that
- * arrived in this loop pass to the store's writer thread at once (group
- * commit). While that commit syncs, new requests wait in a pending list and
- * are written, in arrival order, as the next batch when it is over. Each request is a
- * suspended connection with a timer counted from its arrival; requests that
- * are both due and committed are resumed together once per loop pass, since
- * libmicrohttpd walks its suspended list on every resume.
+ * Each request's values go to the store as a job the moment it arrives; the
+ * store's writer thread commits whatever arrived while it was busy as one
+ * batch (group commit) and hands it back through a pipe that is one more
+ * event in the loop. Each request is a suspended connection with a timer
+ * counted from its arrival; requests that are both due and committed are
+ * resumed together once per loop pass, since libmicrohttpd walks its
+ * suspended list on every resume.
  */
 #include "config.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,16 +26,24 @@
 
 uint64_t delay_suspended;
 
-enum { DELAY_NONE, DELAY_BATCH, DELAY_COMMITTING, DELAY_PENDING };
-static TAILQ_HEAD(reqs, req) delay_batch = TAILQ_HEAD_INITIALIZER(delay_batch);
-static struct reqs delay_committing = TAILQ_HEAD_INITIALIZER(delay_committing);
-static struct reqs delay_pending = TAILQ_HEAD_INITIALIZER(delay_pending);
-static size_t delay_committing_records;
-static uint64_t delay_commit_t0;
+/*
+ * A request's values on their way through the store. It outlives the
+ * request if the client hangs up first: the store owns it until the batch
+ * comes back, and the records are stored (and counted) all the same.
+ */
+struct delay_job {
+	struct store_job sj;          /* first: the store hands this back */
+	struct req *r;                /* NULL once the request is gone */
+	struct client_stats *cs;
+	char client[LIMIT_CLIENT + 1];
+};
+
+static uint64_t delay_jobs_out;   /* submitted, not yet collected */
+static struct store_job *delay_jobs;      /* arrived in this loop pass, not yet submitted */
+static struct store_job **delay_jobs_tail = &delay_jobs;
+static struct event *delay_submit_ev;
 static struct event *delay_done_ev;
-static struct reqs delay_ready = TAILQ_HEAD_INITIALIZER(delay_ready);
-static size_t delay_batch_records;
-static struct event *delay_commit_ev;
+static TAILQ_HEAD(reqs, req) delay_ready = TAILQ_HEAD_INITIALIZER(delay_ready);
 static struct event *delay_resume_ev;
 static uint64_t delay_rng;
 static const struct timeval *delay_common_tv;   /* libevent's O(1) FIFO timer queue for the fixed latency */
@@ -52,63 +60,64 @@ delay_check(struct req *r)
 	event_active(delay_resume_ev, EV_TIMEOUT, 0);
 }
 
-static void delay_insert(struct req *r);
-
-/* Hand the open batch to the writer thread (unless a commit is running: then it follows that one). */
+/* Account for one job of a collected batch and release its request, if it is still there. */
 static void
-delay_commit_cb(evutil_socket_t fd, short what, void *arg)
+delay_job_done(struct delay_job *dj, int ok)
 {
-	struct req *r;
+	struct store_job *sj = &dj->sj;
+	struct req *r = dj->r;
+	size_t i;
 
-	if (store_commit_busy(db) || !store_in_batch(db))
-		return;
-	TAILQ_CONCAT(&delay_committing, &delay_batch, batch_entry);
-	TAILQ_FOREACH(r, &delay_committing, batch_entry)
-		r->in_batch = DELAY_COMMITTING;
-	delay_committing_records = delay_batch_records;
-	delay_batch_records = 0;
-	delay_commit_t0 = now_mono_us();
-	store_commit_start(db);
+	delay_jobs_out--;
+	for (i = 0; ok && i < sj->n; i++) {
+		if (sj->dups[i])
+			metrics_duplicate();
+		else
+			metrics_recorded(dj->cs, sj->values[i]);
+	}
+	if (r != NULL) {
+		r->job = NULL;
+		if (ok) {
+			memcpy(r->seqs, sj->seqs, sj->n * sizeof *r->seqs);
+			memcpy(r->dups, sj->dups, sj->n * sizeof *r->dups);
+		} else
+			r->failed = 1;
+		r->committed = 1;
+		delay_check(r);
+	}
+	free(dj);
 }
 
-/* The writer thread's commit is over: release its requests, then write the pending ones as the next batch. */
+/* The writer thread committed (or rolled back) batches: release their requests. */
 static void
 delay_done_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct req *r;
-	int ok;
+	struct store_batch *b, *nb;
+	struct store_job *sj, *nj;
 
-	struct pollfd pfd;
+	for (b = store_collect(db); b != NULL; b = nb) {
+		nb = b->next;
+		if (b->ok)
+			metrics_commit(b->seconds, b->records);
+		else
+			log_warnx("commit of %zu records failed: %s", b->records, b->error);
+		for (sj = b->jobs; sj != NULL; sj = nj) {
+			nj = sj->next;
+			delay_job_done((struct delay_job *)sj, b->ok);
+		}
+		store_batch_free(b);
+	}
+}
 
-	if (!store_commit_busy(db))
-		return;
-	if (fd != -1) {
-		/* Woken for a commit that delay_flush() already collected: do not wait for the next one here. */
-		pfd.fd = fd;
-		pfd.events = POLLIN;
-		if (poll(&pfd, 1, 0) != 1)
-			return;
-	}
-	ok = store_commit_finish(db) == 0;
-	if (ok)
-		metrics_commit((double)(now_mono_us() - delay_commit_t0) / 1e6, delay_committing_records);
-	else {
-		log_warnx("commit of %zu records failed: %s", delay_committing_records, store_error(db));
-		main_load_stats();
-	}
-	while ((r = TAILQ_FIRST(&delay_committing)) != NULL) {
-		TAILQ_REMOVE(&delay_committing, r, batch_entry);
-		r->in_batch = DELAY_NONE;
-		r->committed = 1;
-		if (!ok)
-			r->failed = 1;
-		delay_check(r);
-	}
-	while ((r = TAILQ_FIRST(&delay_pending)) != NULL) {
-		TAILQ_REMOVE(&delay_pending, r, batch_entry);
-		r->in_batch = DELAY_NONE;
-		delay_insert(r);
-	}
+/* Hand the jobs of this loop pass to the store at once, so they are written as one batch. */
+static void
+delay_submit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_job *jobs = delay_jobs;
+
+	delay_jobs = NULL;
+	delay_jobs_tail = &delay_jobs;
+	store_submit(db, jobs);
 }
 
 /* A request's latency has passed. */
@@ -179,8 +188,8 @@ int
 delay_init(void)
 {
 	delay_rng = now_mono_ms() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ULL;
-	delay_commit_ev = event_new(ev_base, -1, 0, delay_commit_cb, NULL);
 	delay_resume_ev = event_new(ev_base, -1, 0, delay_resume_cb, NULL);
+	delay_submit_ev = event_new(ev_base, -1, 0, delay_submit_cb, NULL);
 	delay_done_ev = event_new(ev_base, store_notify_fd(db), EV_READ | EV_PERSIST, delay_done_cb, NULL);
 	/*
 	 * Without jitter every request waits the same latency, so deadlines
@@ -194,52 +203,56 @@ delay_init(void)
 	}
 	if (delay_done_ev == NULL || event_add(delay_done_ev, NULL) != 0)
 		return -1;
-	return delay_commit_ev && delay_resume_ev ? 0 : -1;
+	return delay_resume_ev != NULL && delay_submit_ev != NULL ? 0 : -1;
 }
 
 /* Free the loop events. */
 void
 delay_free(void)
 {
-	if (delay_commit_ev != NULL)
-		event_free(delay_commit_ev);
 	if (delay_resume_ev != NULL)
 		event_free(delay_resume_ev);
 	if (delay_done_ev != NULL)
 		event_free(delay_done_ev);
-	delay_commit_ev = delay_resume_ev = delay_done_ev = NULL;
+	if (delay_submit_ev != NULL)
+		event_free(delay_submit_ev);
+	delay_resume_ev = delay_done_ev = delay_submit_ev = NULL;
 }
 
-/* Write r's values into the open batch and wait for its commit. */
+/* Hand r's values to the store as one job, behind every request that arrived before it. */
 static void
-delay_insert(struct req *r)
+delay_submit(struct req *r)
 {
-	size_t i;
-	int dup;
+	struct delay_job *dj;
+	struct store_job *sj;
+	size_t n = r->nvalues;
 
-	for (i = 0; i < r->nvalues && !r->failed; i++) {
-		if (store_record(db, r->client, r->values[i], &r->seqs[i], &dup) != 0) {
-			log_warnx("cannot record %s=%llu: %s", r->client, (unsigned long long)r->values[i],
-			    store_error(db));
-			r->failed = 1;
-			break;
-		}
-		r->dups[i] = (unsigned char)dup;
-		if (dup)
-			metrics_duplicate();
-		else
-			metrics_recorded(r->cs, r->values[i]);
-	}
-	delay_batch_records += i;
-	if (store_in_batch(db)) {
-		TAILQ_INSERT_TAIL(&delay_batch, r, batch_entry);
-		r->in_batch = DELAY_BATCH;
-		if (!event_pending(delay_commit_ev, EV_TIMEOUT, NULL))
-			event_active(delay_commit_ev, EV_TIMEOUT, 0);
-	} else {
+	/* The job and its values, seqs and dups in one allocation. */
+	if ((dj = malloc(sizeof *dj + n * (sizeof *sj->values + sizeof *sj->seqs + 1))) == NULL) {
+		log_warnx("out of memory for the records of %s", r->client);
+		r->failed = 1;
 		r->committed = 1;
 		delay_check(r);
+		return;
 	}
+	sj = &dj->sj;
+	dj->r = r;
+	dj->cs = r->cs;
+	memcpy(dj->client, r->client, sizeof dj->client);
+	sj->client = dj->client;
+	sj->values = memcpy(dj + 1, r->values, n * sizeof *sj->values);
+	sj->seqs = (int64_t *)((uint64_t *)(dj + 1) + n);
+	sj->dups = (unsigned char *)(sj->seqs + n);
+	sj->n = n;
+	sj->at = r->arrival_wall;
+	sj->next = NULL;
+	r->job = dj;
+	delay_jobs_out++;
+	*delay_jobs_tail = sj;
+	delay_jobs_tail = &sj->next;
+	/* Runs once the I/O being processed is done: this pass's requests go as one batch. */
+	if (!event_pending(delay_submit_ev, EV_TIMEOUT, NULL))
+		event_active(delay_submit_ev, EV_TIMEOUT, 0);
 }
 
 /* Suspend r's connection, arm its timer, and record its values (now, or after the running commit). */
@@ -270,11 +283,7 @@ delay_record(struct req *r)
 		else
 			evtimer_add(r->timer, &tv);
 	}
-	if (store_commit_busy(db)) {
-		TAILQ_INSERT_TAIL(&delay_pending, r, batch_entry);
-		r->in_batch = DELAY_PENDING;
-	} else
-		delay_insert(r);
+	delay_submit(r);
 }
 
 /* r is going away: drop its timer and list entries. */
@@ -285,18 +294,10 @@ delay_forget(struct req *r)
 		event_free(r->timer);
 		r->timer = NULL;
 	}
-	switch (r->in_batch) {
-	case DELAY_BATCH:
-		TAILQ_REMOVE(&delay_batch, r, batch_entry);
-		break;
-	case DELAY_COMMITTING:
-		TAILQ_REMOVE(&delay_committing, r, batch_entry);
-		break;
-	case DELAY_PENDING:
-		TAILQ_REMOVE(&delay_pending, r, batch_entry);
-		break;
+	if (r->job != NULL) {
+		r->job->r = NULL;       /* the store still owns it; its records count when it comes back */
+		r->job = NULL;
 	}
-	r->in_batch = DELAY_NONE;
 	if (r->in_ready) {
 		TAILQ_REMOVE(&delay_ready, r, ready_entry);
 		r->in_ready = 0;
@@ -307,18 +308,20 @@ delay_forget(struct req *r)
 	}
 }
 
-/* Commit everything recorded so far, waiting for the disk (reads and shutdown). */
+/* Wait until the store has handed back every job (shutdown: nothing is left behind unaccounted). */
 void
-delay_flush(void)
+delay_drain(void)
 {
-	int i;
+	struct pollfd pfd;
 
-	/* The running commit, then the batch written after it, then the pending ones written after that. */
-	for (i = 0; i < 3; i++) {
+	delay_submit_cb(-1, 0, NULL);
+	pfd.fd = store_notify_fd(db);
+	pfd.events = POLLIN;
+	while (delay_jobs_out > 0) {
+		if (poll(&pfd, 1, -1) == -1 && errno != EINTR) {
+			log_warn("poll");
+			return;
+		}
 		delay_done_cb(-1, 0, NULL);
-		if (!store_in_batch(db))
-			break;
-		delay_commit_cb(-1, 0, NULL);
 	}
-	delay_done_cb(-1, 0, NULL);
 }

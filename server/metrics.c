@@ -192,19 +192,6 @@ metrics_commit(double seconds, size_t records)
 	m.committed_records += records;
 }
 
-/* Forget recorded/last_value of every client (before reloading them from the store). */
-void
-metrics_reset_records(void)
-{
-	struct client_stats *cs;
-	size_t i;
-
-	m.recorded = 0;
-	for (i = 0; i < m.size; i++)
-		for (cs = m.table[i]; cs != NULL; cs = cs->next)
-			cs->recorded = cs->last_value = 0;
-}
-
 /* The /stats document. */
 json_t *
 metrics_stats_json(void)

@@ -363,11 +363,10 @@ main_load_cb(const char *client, uint64_t last_value, uint64_t recorded, void *a
 	metrics_loaded(client, last_value, recorded);
 }
 
-/* Rebuild per-client stats from the store. */
-void
+/* Load per-client stats from the store. */
+static void
 main_load_stats(void)
 {
-	metrics_reset_records();
 	if (store_clients(db, main_load_cb, NULL) != 0)
 		log_warnx("cannot read client summaries: %s", store_error(db));
 }
@@ -476,7 +475,7 @@ main(int argc, char **argv)
 
 	event_base_dispatch(ev_base);
 
-	delay_flush();
+	delay_drain();
 	http_stop();
 	delay_free();
 	store_close(db);

@@ -54,8 +54,6 @@ extern int shutting_down;
 struct store;
 /* The record store, open for the daemon's lifetime. */
 extern struct store *db;
-/* Rebuild per-client stats from the store (at start, and after a failed commit). */
-void main_load_stats(void);
 
 /* input.c: strict parsing of what clients send; no I/O, fuzzed. */
 #define INPUT_MAX_KV 16
@@ -115,8 +113,6 @@ void metrics_rejected(void);
 /* One response queued: route index, status, seconds since arrival. */
 void metrics_response(int route, unsigned status, double seconds);
 void metrics_commit(double seconds, size_t records);
-/* Forget per-client recorded/last_value (after a failed commit, before a reload). */
-void metrics_reset_records(void);
 json_t *metrics_stats_json(void);
 /* Prometheus text; malloc'd, caller frees. */
 char *metrics_prometheus(size_t *len);
@@ -174,9 +170,8 @@ struct req {
 	int due;
 	int committed;
 	int failed;
-	TAILQ_ENTRY(req) batch_entry;
+	struct delay_job *job;        /* delay.c's, while the store has the values */
 	TAILQ_ENTRY(req) ready_entry;
-	int in_batch;
 	int in_ready;
 };
 
@@ -216,13 +211,13 @@ void api_record_answer(struct req *r);
 /* Initialise the delay machinery (events on ev_base). */
 int delay_init(void);
 void delay_free(void);
-/* Record r's values in the open batch, suspend it, and answer it after latency and commit. */
+/* Suspend r, hand its values to the store, and answer it after its latency and their commit. */
 void delay_record(struct req *r);
 /* Forget r (its connection closed): cancel its timer and list entries. */
 void delay_forget(struct req *r);
 /* Requests suspended right now. */
 extern uint64_t delay_suspended;
-/* Commit the open batch now (shutdown). */
-void delay_flush(void);
+/* Wait for every job handed to the store (shutdown). */
+void delay_drain(void);
 
 #endif /* SERVER_H */

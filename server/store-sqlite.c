@@ -1,5 +1,10 @@
 /*
- * store-sqlite.c: records in one SQLite file, WAL mode, group commit.
+ * store-sqlite.c: records in one SQLite file, WAL mode, group commit on a
+ * writer thread.
+ *
+ * Two connections: the writer thread's, which alone writes, and the loop's,
+ * which alone reads. In WAL mode neither blocks the other, so reads never
+ * wait for a commit's fsync and the loop never waits for the writer.
  */
 #include "config.h"
 
@@ -9,7 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -17,29 +22,28 @@
 #include "store.h"
 
 struct store {
-	sqlite3 *db;
+	sqlite3 *w;                   /* the writer thread's connection */
+	sqlite3_stmt *begin;
+	sqlite3_stmt *commit;
 	sqlite3_stmt *insert;
 	sqlite3_stmt *lookup;
+
+	sqlite3 *r;                   /* the loop's connection, for reads */
 	sqlite3_stmt *client;
 	sqlite3_stmt *clients;
 	sqlite3_stmt *records_all;
 	sqlite3_stmt *records_one;
-	sqlite3_stmt *begin;          /* prepared once: a batch is opened and committed per loop pass */
-	sqlite3_stmt *commit;
-	int in_batch;
-	int doomed;
 
-	/* The writer thread: commits a batch while the loop goes on. */
 	pthread_t thread;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
 	int threaded;
-	int busy;                     /* loop side: a commit was started */
-	int job;                      /* under mu: a commit is requested */
-	int done;                     /* under mu: it is over */
-	int result;
+	pthread_mutex_t mu;           /* guards what follows */
+	pthread_cond_t cv;            /* the writer waits here for jobs */
+	struct store_job *pending;    /* submitted, not yet taken by the writer */
+	struct store_job **pending_tail;
+	struct store_batch *done;     /* committed, not yet collected */
+	struct store_batch **done_tail;
 	int quit;
-	int notify[2];
+	int notify[2];                /* one byte in the pipe while done is not empty */
 };
 
 static void *store_thread(void *arg);
@@ -52,11 +56,11 @@ static const char *const store_schema =
     " at REAL NOT NULL,"
     " UNIQUE (client, value))";
 
-/* Run one statement without results; 0 or -1. */
+/* Run one statement without results on db; 0 or -1. */
 static int
-store_exec(struct store *st, const char *sql)
+store_exec(sqlite3 *db, const char *sql)
 {
-	return sqlite3_exec(st->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+	return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 }
 
 /* Run a prepared statement without results; 0 or -1. */
@@ -69,14 +73,27 @@ store_step(sqlite3_stmt *stmt)
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* Prepare sql into *stmt; 0 or -1. */
+/* Prepare sql on db into *stmt; 0 or -1. */
 static int
-store_prepare(struct store *st, const char *sql, sqlite3_stmt **stmt)
+store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt)
 {
-	return sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL) == SQLITE_OK ? 0 : -1;
+	return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL) == SQLITE_OK ? 0 : -1;
 }
 
-/* Open the database at path and prepare every statement. */
+/* Open one connection to path; 0, or -1 with the reason in why. */
+static int
+store_connect(const char *path, sqlite3 **db, char *why)
+{
+	if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+	    NULL) != SQLITE_OK) {
+		snprintf(why, 256, "%s", *db ? sqlite3_errmsg(*db) : "cannot open");
+		return -1;
+	}
+	sqlite3_busy_timeout(*db, 2000);
+	return 0;
+}
+
+/* Open the database at path, prepare every statement and start the writer. */
 struct store *
 store_open(const char *path, int durable_full, char *why)
 {
@@ -87,31 +104,36 @@ store_open(const char *path, int durable_full, char *why)
 		return NULL;
 	}
 	st->notify[0] = st->notify[1] = -1;
-	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-	    NULL) != SQLITE_OK) {
-		snprintf(why, 256, "%s", st->db ? sqlite3_errmsg(st->db) : "cannot open");
+	st->pending_tail = &st->pending;
+	st->done_tail = &st->done;
+	if (store_connect(path, &st->w, why) != 0)
 		goto fail;
-	}
-	sqlite3_busy_timeout(st->db, 2000);
-	if (store_exec(st, "PRAGMA journal_mode=WAL") != 0 ||
-	    store_exec(st, durable_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL") != 0 ||
-	    store_exec(st, store_schema) != 0 ||
-	    store_prepare(st, "INSERT INTO records (client, value, at) VALUES (?1, ?2, ?3)"
+	if (store_exec(st->w, "PRAGMA journal_mode=WAL") != 0 ||
+	    store_exec(st->w, durable_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL") != 0 ||
+	    store_exec(st->w, store_schema) != 0 ||
+	    store_prepare(st->w, "BEGIN IMMEDIATE", &st->begin) != 0 ||
+	    store_prepare(st->w, "COMMIT", &st->commit) != 0 ||
+	    store_prepare(st->w, "INSERT INTO records (client, value, at) VALUES (?1, ?2, ?3)"
 	    " ON CONFLICT (client, value) DO NOTHING", &st->insert) != 0 ||
-	    store_prepare(st, "SELECT seq FROM records WHERE client = ?1 AND value = ?2", &st->lookup) != 0 ||
-	    store_prepare(st, "SELECT coalesce(max(value), 0), count(*) FROM records WHERE client = ?1",
-	    &st->client) != 0 ||
-	    store_prepare(st, "SELECT client, max(value), count(*) FROM records GROUP BY client", &st->clients) != 0 ||
-	    store_prepare(st, "SELECT seq, client, value, at FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-	    &st->records_all) != 0 ||
-	    store_prepare(st, "SELECT seq, client, value, at FROM records WHERE client = ?3 AND seq > ?1"
-	    " ORDER BY seq LIMIT ?2", &st->records_one) != 0 ||
-	    store_prepare(st, "BEGIN IMMEDIATE", &st->begin) != 0 ||
-	    store_prepare(st, "COMMIT", &st->commit) != 0) {
-		snprintf(why, 256, "%s", sqlite3_errmsg(st->db));
+	    store_prepare(st->w, "SELECT seq FROM records WHERE client = ?1 AND value = ?2", &st->lookup) != 0) {
+		snprintf(why, 256, "%s", sqlite3_errmsg(st->w));
 		goto fail;
 	}
-	if (pipe2(st->notify, O_CLOEXEC) != 0) {
+	if (store_connect(path, &st->r, why) != 0)
+		goto fail;
+	if (store_exec(st->r, "PRAGMA query_only=1") != 0 ||
+	    store_prepare(st->r, "SELECT coalesce(max(value), 0), count(*) FROM records WHERE client = ?1",
+	    &st->client) != 0 ||
+	    store_prepare(st->r, "SELECT client, max(value), count(*) FROM records GROUP BY client",
+	    &st->clients) != 0 ||
+	    store_prepare(st->r, "SELECT seq, client, value, at FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+	    &st->records_all) != 0 ||
+	    store_prepare(st->r, "SELECT seq, client, value, at FROM records WHERE client = ?3 AND seq > ?1"
+	    " ORDER BY seq LIMIT ?2", &st->records_one) != 0) {
+		snprintf(why, 256, "%s", sqlite3_errmsg(st->r));
+		goto fail;
+	}
+	if (pipe2(st->notify, O_CLOEXEC | O_NONBLOCK) != 0) {
 		snprintf(why, 256, "pipe: %s", strerror(errno));
 		goto fail;
 	}
@@ -119,6 +141,8 @@ store_open(const char *path, int durable_full, char *why)
 	pthread_cond_init(&st->cv, NULL);
 	if (pthread_create(&st->thread, NULL, store_thread, st) != 0) {
 		snprintf(why, 256, "cannot start the writer thread");
+		pthread_mutex_destroy(&st->mu);
+		pthread_cond_destroy(&st->cv);
 		goto fail;
 	}
 	st->threaded = 1;
@@ -128,14 +152,14 @@ fail:
 	return NULL;
 }
 
-/* Finalise everything and close. */
+/* Let the writer finish every submitted job, then finalise everything and close. */
 void
 store_close(struct store *st)
 {
+	struct store_batch *b;
+
 	if (st == NULL)
 		return;
-	if (st->busy)
-		store_commit_finish(st);
 	if (st->threaded) {
 		pthread_mutex_lock(&st->mu);
 		st->quit = 1;
@@ -144,172 +168,180 @@ store_close(struct store *st)
 		pthread_join(st->thread, NULL);
 		pthread_mutex_destroy(&st->mu);
 		pthread_cond_destroy(&st->cv);
+		/* Batches nobody collected: their jobs are still their owners' to free. */
+		while ((b = st->done) != NULL) {
+			st->done = b->next;
+			free(b);
+		}
 	}
 	if (st->notify[0] != -1) {
 		close(st->notify[0]);
 		close(st->notify[1]);
 	}
-	if (st->in_batch)
-		store_commit(st);
+	sqlite3_finalize(st->begin);
+	sqlite3_finalize(st->commit);
 	sqlite3_finalize(st->insert);
 	sqlite3_finalize(st->lookup);
 	sqlite3_finalize(st->client);
 	sqlite3_finalize(st->clients);
 	sqlite3_finalize(st->records_all);
 	sqlite3_finalize(st->records_one);
-	sqlite3_finalize(st->begin);
-	sqlite3_finalize(st->commit);
-	sqlite3_close(st->db);
+	sqlite3_close(st->w);
+	sqlite3_close(st->r);
 	free(st);
 }
 
-/* Insert one record in the open batch, or find the original. */
-int
-store_record(struct store *st, const char *client, uint64_t value, int64_t *seq, int *dup)
+/* Monotonic seconds. */
+static double
+store_now(void)
 {
-	struct timeval tv;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Insert one record, or find the original; 0 or -1. */
+static int
+store_insert(struct store *st, const struct store_job *j, size_t i)
+{
 	int rc;
 
-	if (st->doomed)
-		return -1;
-	if (!st->in_batch) {
-		if (store_step(st->begin) != 0)
-			return -1;
-		st->in_batch = 1;
-	}
-	gettimeofday(&tv, NULL);
-	sqlite3_bind_text(st->insert, 1, client, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st->insert, 2, (sqlite3_int64)value);
-	sqlite3_bind_double(st->insert, 3, (double)tv.tv_sec + (double)tv.tv_usec / 1e6);
+	sqlite3_bind_text(st->insert, 1, j->client, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st->insert, 2, (sqlite3_int64)j->values[i]);
+	sqlite3_bind_double(st->insert, 3, j->at);
 	rc = sqlite3_step(st->insert);
 	sqlite3_reset(st->insert);
-	if (rc != SQLITE_DONE) {
-		st->doomed = 1;
+	if (rc != SQLITE_DONE)
 		return -1;
-	}
-	if (sqlite3_changes(st->db) == 1) {
-		*seq = sqlite3_last_insert_rowid(st->db);
-		*dup = 0;
+	if (sqlite3_changes(st->w) == 1) {
+		j->seqs[i] = sqlite3_last_insert_rowid(st->w);
+		j->dups[i] = 0;
 		return 0;
 	}
-	sqlite3_bind_text(st->lookup, 1, client, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st->lookup, 2, (sqlite3_int64)value);
+	sqlite3_bind_text(st->lookup, 1, j->client, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st->lookup, 2, (sqlite3_int64)j->values[i]);
 	rc = sqlite3_step(st->lookup);
 	if (rc == SQLITE_ROW)
-		*seq = sqlite3_column_int64(st->lookup, 0);
+		j->seqs[i] = sqlite3_column_int64(st->lookup, 0);
 	sqlite3_reset(st->lookup);
-	if (rc != SQLITE_ROW) {
-		st->doomed = 1;
-		return -1;
-	}
-	*dup = 1;
-	return 0;
+	j->dups[i] = 1;
+	return rc == SQLITE_ROW ? 0 : -1;
 }
 
-/* Is a batch open (and not being committed)? */
-int
-store_in_batch(struct store *st)
+/* Write jobs in one transaction and commit it, or roll it all back; the outcome goes in b. */
+static void
+store_write(struct store *st, struct store_batch *b)
 {
-	return !st->busy && st->in_batch;
+	struct store_job *j;
+	double t0 = store_now();
+	size_t i;
+	int ok;
+
+	ok = store_step(st->begin) == 0;
+	for (j = b->jobs; ok && j != NULL; j = j->next) {
+		for (i = 0; ok && i < j->n; i++)
+			ok = store_insert(st, j, i) == 0;
+		b->records += j->n;
+	}
+	if (ok)
+		ok = store_step(st->commit) == 0;
+	if (!ok) {
+		snprintf(b->error, sizeof b->error, "%s", sqlite3_errmsg(st->w));
+		if (sqlite3_get_autocommit(st->w) == 0)
+			store_exec(st->w, "ROLLBACK");
+	}
+	b->ok = ok;
+	b->seconds = store_now() - t0;
 }
 
-/* The writer thread: run each requested commit, then say so on the pipe. */
+/* The writer thread: take everything submitted, write and commit it as one batch, hand it back; again. */
 static void *
 store_thread(void *arg)
 {
 	struct store *st = arg;
-	int rc;
+	struct store_batch *b = NULL;
 
 	pthread_mutex_lock(&st->mu);
 	for (;;) {
-		while (!st->job && !st->quit)
+		while (st->pending == NULL && !st->quit)
 			pthread_cond_wait(&st->cv, &st->mu);
-		if (st->quit)
-			break;
+		if (st->pending == NULL)
+			break;          /* quitting, and every job is written */
 		pthread_mutex_unlock(&st->mu);
-		rc = store_commit(st);
+		/* Allocated before the jobs are taken, so a failure leaves them queued. */
+		while ((b = calloc(1, sizeof *b)) == NULL)
+			usleep(10000);
 		pthread_mutex_lock(&st->mu);
-		st->job = 0;
-		st->result = rc;
-		st->done = 1;
-		/* Written before done is visible to the loop, so finish always finds the byte. */
-		while (write(st->notify[1], "c", 1) == -1 && errno == EINTR)
-			;
-		pthread_cond_broadcast(&st->cv);
+		b->jobs = st->pending;
+		st->pending = NULL;
+		st->pending_tail = &st->pending;
+		pthread_mutex_unlock(&st->mu);
+
+		store_write(st, b);
+
+		pthread_mutex_lock(&st->mu);
+		if (st->done == NULL)
+			while (write(st->notify[1], "c", 1) == -1 && errno == EINTR)
+				;
+		*st->done_tail = b;
+		st->done_tail = &b->next;
 	}
 	pthread_mutex_unlock(&st->mu);
 	return NULL;
 }
 
-/* Hand the open batch to the writer thread. */
-int
-store_commit_start(struct store *st)
+/* Queue a list of jobs behind every job submitted before them. */
+void
+store_submit(struct store *st, struct store_job *jobs)
 {
-	if (st->busy || !st->in_batch)
-		return -1;
-	st->busy = 1;
+	struct store_job *last;
+
+	if (jobs == NULL)
+		return;
+	for (last = jobs; last->next != NULL; last = last->next)
+		;
 	pthread_mutex_lock(&st->mu);
-	st->done = 0;
-	st->job = 1;
-	pthread_cond_broadcast(&st->cv);
+	if (st->pending == NULL)
+		pthread_cond_signal(&st->cv);
+	*st->pending_tail = jobs;
+	st->pending_tail = &last->next;
 	pthread_mutex_unlock(&st->mu);
-	return 0;
 }
 
-/* Is a started commit still running (or not yet collected)? */
-int
-store_commit_busy(struct store *st)
-{
-	return st->busy;
-}
-
-/* The fd the writer thread writes to when a commit is over. */
+/* The fd the writer makes readable when a batch is committed. */
 int
 store_notify_fd(struct store *st)
 {
 	return st->notify[0];
 }
 
-/* Wait for the started commit and collect its result. */
-int
-store_commit_finish(struct store *st)
+/* Take every committed batch. */
+struct store_batch *
+store_collect(struct store *st)
 {
+	struct store_batch *b;
 	char c;
-	int rc;
 
-	if (!st->busy)
-		return 0;
 	pthread_mutex_lock(&st->mu);
-	while (!st->done)
-		pthread_cond_wait(&st->cv, &st->mu);
-	st->done = 0;
-	rc = st->result;
-	pthread_mutex_unlock(&st->mu);
-	while (read(st->notify[0], &c, 1) == -1 && errno == EINTR)
-		;
-	st->busy = 0;
-	return rc;
-}
-
-/* Commit the open batch, or roll it back if it is doomed or the commit fails. */
-int
-store_commit(struct store *st)
-{
-	int ok;
-
-	if (!st->in_batch) {
-		st->doomed = 0;
-		return 0;
+	if ((b = st->done) != NULL) {
+		st->done = NULL;
+		st->done_tail = &st->done;
+		while (read(st->notify[0], &c, 1) == -1 && errno == EINTR)
+			;
 	}
-	ok = !st->doomed && store_step(st->commit) == 0;
-	if (!ok && sqlite3_get_autocommit(st->db) == 0)
-		store_exec(st, "ROLLBACK");
-	st->in_batch = 0;
-	st->doomed = 0;
-	return ok ? 0 : -1;
+	pthread_mutex_unlock(&st->mu);
+	return b;
 }
 
-/* Summary of one client from committed (and open-batch) data. */
+/* Free a collected batch (not its jobs). */
+void
+store_batch_free(struct store_batch *b)
+{
+	free(b);
+}
+
+/* Summary of one client from committed data. */
 int
 store_client(struct store *st, const char *client, uint64_t *last_value, uint64_t *recorded)
 {
@@ -357,9 +389,9 @@ store_records(struct store *st, const char *client, int64_t after, unsigned limi
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* The last SQLite error message. */
+/* The last error of the loop's reads. */
 const char *
 store_error(struct store *st)
 {
-	return sqlite3_errmsg(st->db);
+	return sqlite3_errmsg(st->r);
 }

@@ -3,9 +3,11 @@
  * (store-sqlite.c) implements them now, a PostgreSQL store-pg.c would
  * implement the same set and be chosen at build time.
  *
- * Writes happen inside a batch: store_record() opens one lazily, and
- * store_commit() makes everything recorded since durable at once (group
- * commit). Nothing recorded in a batch may be acknowledged before its commit.
+ * Writes are jobs. The caller submits them from its loop, in arrival order;
+ * the store's writer thread writes every job submitted since its last commit
+ * as one batch and commits it (group commit), then hands the batch back. A
+ * job is acknowledged only once it is collected from a committed batch.
+ * Reads run on the caller's thread and see committed records only.
  */
 #ifndef STORE_H
 #define STORE_H
@@ -16,40 +18,56 @@
 struct store;
 
 /*
- * Open (creating if needed) the database at path. durable_full: an
- * acknowledged record survives power loss (fsync per commit); otherwise it
- * survives a crash of the process. Returns NULL with a static-or-buffered
+ * One client's values to record, in order. The caller allocates the job and
+ * fills client, values and n, with seqs and dups pointing at n entries each;
+ * the store owns the job from store_submit() until store_collect() returns
+ * it, and fills seqs (a record's sequence number, the original one if it
+ * existed) and dups (1 for such a duplicate).
+ */
+struct store_job {
+	const char *client;
+	const uint64_t *values;
+	int64_t *seqs;
+	unsigned char *dups;
+	size_t n;
+	double at;                    /* wall-clock arrival, seconds; stored with each record */
+	struct store_job *next;       /* the store's while it owns the job */
+};
+
+/* Jobs written and committed (or rolled back) together; see store_collect(). */
+struct store_batch {
+	struct store_job *jobs;       /* in submission order, linked by next */
+	size_t records;               /* values written */
+	double seconds;               /* from BEGIN to the end of COMMIT */
+	int ok;                       /* 0: rolled back, nothing of it is stored */
+	char error[256];              /* why, when not ok */
+	struct store_batch *next;
+};
+
+/*
+ * Open (creating if needed) the database at path and start its writer thread.
+ * durable_full: an acknowledged record survives power loss (fsync per
+ * commit); otherwise it survives a crash of the process. Returns NULL with a
  * reason in why (why must hold 256 bytes).
  */
 struct store *store_open(const char *path, int durable_full, char *why);
-/* Commit what is pending and close; the store is freed. */
+/* Write and commit every submitted job, stop the writer thread, close; the store is freed. */
 void store_close(struct store *st);
 
 /*
- * Record (client, value) in the open batch (opening one if needed). *seq is
- * the record's sequence number, the original one if it existed (*dup = 1).
- * Returns 0, or -1 on a storage error (the batch is then doomed: its commit
- * fails).
+ * Queue jobs (a list linked by next) for the writer thread, in order, behind
+ * every job submitted before them. Submitting the jobs of a whole loop pass
+ * at once keeps them in one batch.
  */
-int store_record(struct store *st, const char *client, uint64_t value, int64_t *seq, int *dup);
-/* Is a batch open? */
-int store_in_batch(struct store *st);
-/* Commit the open batch: 0, or -1 (rolled back; nothing of it is stored). */
-int store_commit(struct store *st);
-
-/*
- * Commit the open batch on the store's writer thread, so the caller's loop
- * goes on while the disk syncs. Until store_commit_finish() the store may be
- * used only through store_commit_busy/_finish and store_notify_fd. Returns 0,
- * or -1 if no batch is open.
- */
-int store_commit_start(struct store *st);
-/* Is a started commit not yet finished? */
-int store_commit_busy(struct store *st);
-/* An fd that becomes readable when a started commit is over. */
+void store_submit(struct store *st, struct store_job *jobs);
+/* An fd that is readable while committed batches wait to be collected. */
 int store_notify_fd(struct store *st);
-/* Wait for the started commit: 0, or -1 (rolled back; nothing of it is stored). */
-int store_commit_finish(struct store *st);
+/*
+ * Take the committed batches, oldest first (linked by next), or NULL. Their
+ * jobs are the caller's again; each batch is freed with store_batch_free().
+ */
+struct store_batch *store_collect(struct store *st);
+void store_batch_free(struct store_batch *b);
 
 /* A client's committed summary: highest value and number of records. */
 int store_client(struct store *st, const char *client, uint64_t *last_value, uint64_t *recorded);
@@ -63,7 +81,7 @@ typedef void (*store_record_cb)(int64_t seq, const char *client, uint64_t value,
 int store_records(struct store *st, const char *client, int64_t after, unsigned limit, store_record_cb cb,
     void *arg);
 
-/* The last error message of the store (static storage, valid until the next call). */
+/* The last error of the store's reads (valid until the next call). */
 const char *store_error(struct store *st);
 
 #endif /* STORE_H */
