@@ -25,46 +25,49 @@ const char *const route_names[ROUTE_COUNT] = { "/record-count", "/records", "/cl
 
 uint64_t http_requests_open;
 
-static struct MHD_Daemon *http_daemon;
-static struct event *http_epoll_ev;
-static struct event *http_timer_ev;
+/* One libmicrohttpd daemon per listening socket, each hooked into the loop. */
+struct http_listener {
+	struct MHD_Daemon *daemon;
+	struct event *epoll_ev;
+	struct event *timer_ev;
+};
+static struct http_listener *http_listeners;
+static size_t http_nlisteners;
 static int http_quiesced;
 static int http_kick;
 
-/* Re-arm the timer from libmicrohttpd's next timeout. */
+/* Re-arm l's timer from libmicrohttpd's next timeout. */
 static void
-http_reschedule(void)
+http_reschedule(struct http_listener *l)
 {
 	MHD_UNSIGNED_LONG_LONG ms;
 	struct timeval tv;
 
-	if (MHD_get_timeout(http_daemon, &ms) == MHD_YES) {
+	if (MHD_get_timeout(l->daemon, &ms) == MHD_YES) {
 		tv.tv_sec = (time_t)(ms / 1000);
 		tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
-		evtimer_add(http_timer_ev, &tv);
+		evtimer_add(l->timer_ev, &tv);
 	} else
-		evtimer_del(http_timer_ev);
+		evtimer_del(l->timer_ev);
 }
 
-/* Connections open in libmicrohttpd now. */
+/* Connections open in one daemon now. */
 static unsigned int
-http_connections(void)
+http_connections(struct MHD_Daemon *d)
 {
 	const union MHD_DaemonInfo *info;
 
-	info = MHD_get_daemon_info(http_daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
 	return info ? info->num_connections : 0;
 }
 
-/* Run libmicrohttpd once and re-arm its timer. */
-void
-http_run(void)
+/* Run one daemon and re-arm its timer. */
+static void
+http_run_one(struct http_listener *l)
 {
 	unsigned int before;
 	int i;
 
-	if (http_daemon == NULL)
-		return;
 	/*
 	 * When libmicrohttpd gives up on a request by itself (it logs then),
 	 * it closes the connection only on its next run, which in epoll mode
@@ -77,19 +80,29 @@ http_run(void)
 	 */
 	for (i = 0; i < 4; i++) {
 		http_kick = 0;
-		before = http_connections();
-		MHD_run(http_daemon);
-		if (!http_kick && http_connections() >= before)
+		before = http_connections(l->daemon);
+		MHD_run(l->daemon);
+		if (!http_kick && http_connections(l->daemon) >= before)
 			break;
 	}
-	http_reschedule();
+	http_reschedule(l);
 }
 
-/* libmicrohttpd's epoll fd is readable, or its timer expired. */
+/* Run every daemon once (after resuming connections, which may belong to any). */
+void
+http_run(void)
+{
+	size_t i;
+
+	for (i = 0; i < http_nlisteners; i++)
+		http_run_one(&http_listeners[i]);
+}
+
+/* A daemon's epoll fd is readable, or its timer expired. */
 static void
 http_event_cb(evutil_socket_t fd, short what, void *arg)
 {
-	http_run();
+	http_run_one(arg);
 }
 
 /*
@@ -487,15 +500,15 @@ http_connection_cb(void *arg, struct MHD_Connection *conn, void **socket_context
 }
 
 /* Start libmicrohttpd on the listening socket fd and hook it into the loop. */
-int
-http_start(int fd)
+static int
+http_start_one(struct http_listener *l, int fd)
 {
 	const union MHD_DaemonInfo *info;
 	unsigned int timeout_s;
 
 	timeout_s = (unsigned int)((cfg.connection_timeout_ms + 999) / 1000);
-	http_daemon = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-	    http_access_cb, NULL,
+	l->daemon = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0,
+	    NULL, NULL, http_access_cb, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, http_log_cb, NULL,
 	    MHD_OPTION_LISTEN_SOCKET, fd,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg.max_connections,
@@ -505,37 +518,60 @@ http_start(int fd)
 	    MHD_OPTION_NOTIFY_COMPLETED, http_completed_cb, NULL,
 	    MHD_OPTION_NOTIFY_CONNECTION, http_connection_cb, NULL,
 	    MHD_OPTION_END);
-	if (http_daemon == NULL) {
-		log_warnx("cannot start libmicrohttpd on the listening socket");
+	if (l->daemon == NULL) {
+		log_warnx("cannot start libmicrohttpd on listening socket %d", fd);
 		return -1;
 	}
-	info = MHD_get_daemon_info(http_daemon, MHD_DAEMON_INFO_EPOLL_FD);
+	info = MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD);
 	if (info == NULL) {
 		log_warnx("libmicrohttpd has no epoll fd");
 		return -1;
 	}
-	http_epoll_ev = event_new(ev_base, info->epoll_fd, EV_READ | EV_PERSIST, http_event_cb, NULL);
-	http_timer_ev = evtimer_new(ev_base, http_event_cb, NULL);
-	if (http_epoll_ev == NULL || http_timer_ev == NULL || event_add(http_epoll_ev, NULL) != 0) {
+	l->epoll_ev = event_new(ev_base, info->epoll_fd, EV_READ | EV_PERSIST, http_event_cb, l);
+	l->timer_ev = evtimer_new(ev_base, http_event_cb, l);
+	if (l->epoll_ev == NULL || l->timer_ev == NULL || event_add(l->epoll_ev, NULL) != 0) {
 		log_warnx("cannot add libmicrohttpd's events to the loop");
 		return -1;
 	}
-	http_reschedule();
+	http_reschedule(l);
 	return 0;
 }
 
-/* Stop accepting: the listening socket leaves libmicrohttpd and is closed. */
+/* Serve on each of the n listening sockets in fds (non-blocking). */
+int
+http_start(const int *fds, size_t n)
+{
+	size_t i;
+
+	if ((http_listeners = calloc(n, sizeof *http_listeners)) == NULL) {
+		log_warnx("out of memory");
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		http_nlisteners = i + 1;
+		if (http_start_one(&http_listeners[i], fds[i]) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Stop accepting: the listening sockets leave libmicrohttpd and are closed. */
 void
 http_quiesce(void)
 {
 	MHD_socket fd;
+	size_t i;
 
-	if (http_daemon == NULL || http_quiesced)
+	if (http_quiesced)
 		return;
 	http_quiesced = 1;
-	fd = MHD_quiesce_daemon(http_daemon);
-	if (fd != MHD_INVALID_SOCKET)
-		close(fd);
+	for (i = 0; i < http_nlisteners; i++) {
+		if (http_listeners[i].daemon == NULL)
+			continue;
+		fd = MHD_quiesce_daemon(http_listeners[i].daemon);
+		if (fd != MHD_INVALID_SOCKET)
+			close(fd);
+	}
 	http_run();
 }
 
@@ -543,13 +579,19 @@ http_quiesce(void)
 void
 http_stop(void)
 {
-	if (http_daemon == NULL)
-		return;
-	if (http_epoll_ev != NULL)
-		event_free(http_epoll_ev);
-	if (http_timer_ev != NULL)
-		event_free(http_timer_ev);
-	http_epoll_ev = http_timer_ev = NULL;
-	MHD_stop_daemon(http_daemon);
-	http_daemon = NULL;
+	struct http_listener *l;
+	size_t i;
+
+	for (i = 0; i < http_nlisteners; i++) {
+		l = &http_listeners[i];
+		if (l->epoll_ev != NULL)
+			event_free(l->epoll_ev);
+		if (l->timer_ev != NULL)
+			event_free(l->timer_ev);
+		if (l->daemon != NULL)
+			MHD_stop_daemon(l->daemon);
+	}
+	free(http_listeners);
+	http_listeners = NULL;
+	http_nlisteners = 0;
 }

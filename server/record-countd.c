@@ -43,7 +43,8 @@ int shutting_down;
 
 static struct event *main_watchdog_ev;
 static struct event *main_status_ev;
-static const char *main_where;
+static const char *main_where;           /* where it listens, for logs and STATUS= */
+static char *main_where_buf;
 static char *main_db_default;
 
 /* Wall-clock seconds. */
@@ -96,7 +97,8 @@ usage(FILE *f)
 	    "  -D, --durability full|normal  full: an acknowledged record survives power loss (fsync per\n"
 	    "                              group commit); normal: it survives a crash (default full)\n"
 	    "                              RECORD_COUNTD_DURABILITY\n"
-	    "  -c, --max-connections N     concurrent connections (default 16384)  RECORD_COUNTD_MAX_CONNECTIONS\n"
+	    "  -c, --max-connections N     concurrent connections per listening socket (default 16384)\n"
+	    "                              RECORD_COUNTD_MAX_CONNECTIONS\n"
 	    "  -t, --connection-timeout DURATION  close idle connections after this (default 60s; 0: never)\n"
 	    "                              RECORD_COUNTD_CONNECTION_TIMEOUT\n"
 	    "  -a, --access-log            one info line per request (off by default)  RECORD_COUNTD_ACCESS_LOG=1\n"
@@ -307,9 +309,9 @@ main_listen(const char *spec)
 	return fd;
 }
 
-/* The socket passed by systemd, made non-blocking, or -1 if none. */
+/* The sockets passed by systemd, made non-blocking, into *fds (malloc'd); their number, 0 if none. */
 static int
-main_systemd_socket(void)
+main_systemd_sockets(int **fds)
 {
 	char **names = NULL;
 	int n, fd, flags, i;
@@ -318,23 +320,24 @@ main_systemd_socket(void)
 	if (n < 0) {
 		errno = -n;
 		log_warn("sd_listen_fds_with_names");
-		return -1;
+		return 0;
 	}
 	if (n == 0)
-		return -1;
-	fd = SD_LISTEN_FDS_START;
-	if (n > 1)
-		log_warnx("systemd passed %d sockets; serving on the first (%s) only", n, names ? names[0] : "?");
-	for (i = 1; i < n; i++)
-		close(SD_LISTEN_FDS_START + i);
+		return 0;
+	if ((*fds = calloc((size_t)n, sizeof **fds)) == NULL)
+		fatal("calloc");
+	for (i = 0; i < n; i++) {
+		fd = (*fds)[i] = SD_LISTEN_FDS_START + i;
+		if ((flags = fcntl(fd, F_GETFL)) == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
+			fatal("socket %d (%s) from systemd: fcntl", fd, names ? names[i] : "?");
+		log_debug("serving on socket %d (%s) from systemd", fd, names ? names[i] : "?");
+	}
 	if (names != NULL) {
 		for (i = 0; i < n; i++)
 			free(names[i]);
 		free(names);
 	}
-	if ((flags = fcntl(fd, F_GETFL)) == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
-		fatal("socket from systemd: fcntl");
-	return fd;
+	return n;
 }
 
 /* Raise the soft limit on open files to the hard limit, so many connections fit. */
@@ -419,7 +422,7 @@ main(int argc, char **argv)
 	char why[256];
 	uint64_t usec;
 	struct timeval tv;
-	int fd, activated = 0;
+	int *fds = NULL, nfds;
 
 	log_init("record-countd", LOG_LEVEL_INFO);
 	main_options(argc, argv);
@@ -427,10 +430,14 @@ main(int argc, char **argv)
 	log_route_libevent();
 	main_rlimit();
 
-	if ((fd = main_systemd_socket()) != -1)
-		activated = 1;
-	else
-		fd = main_listen(cfg.listen);
+	if ((nfds = main_systemd_sockets(&fds)) == 0) {
+		if ((fds = malloc(sizeof *fds)) == NULL)
+			fatal("malloc");
+		fds[0] = main_listen(cfg.listen);
+		nfds = 1;
+	} else if (asprintf(&main_where_buf, "%d socket%s from systemd", nfds, nfds == 1 ? "" : "s") < 0)
+		fatal("asprintf");
+	main_where = main_where_buf ? main_where_buf : cfg.listen;
 
 	if ((db = store_open(cfg.db, cfg.durability_full, why)) == NULL)
 		fatalx("--db %s: %s", cfg.db, why);
@@ -447,7 +454,7 @@ main(int argc, char **argv)
 	    (ev_base = event_base_new_with_config(evcfg)) == NULL)
 		fatalx("cannot create the event loop");
 	event_config_free(evcfg);
-	if (delay_init() != 0 || http_start(fd) != 0)
+	if (delay_init() != 0 || http_start(fds, (size_t)nfds) != 0)
 		fatalx("cannot start serving");
 	sigterm = evsignal_new(ev_base, SIGTERM, main_signal_cb, NULL);
 	sigint = evsignal_new(ev_base, SIGINT, main_signal_cb, NULL);
@@ -460,7 +467,6 @@ main(int argc, char **argv)
 		event_add(main_watchdog_ev, &tv);
 	}
 
-	main_where = activated ? "the socket from systemd" : cfg.listen;
 	if (getenv("NOTIFY_SOCKET") != NULL) {
 		main_status_ev = event_new(ev_base, -1, EV_PERSIST, main_status_cb, NULL);
 		tv.tv_sec = 5;
@@ -468,9 +474,9 @@ main(int argc, char **argv)
 		event_add(main_status_ev, &tv);
 	}
 	log_info("listening on %s, db %s (durability %s), latency %llums jitter %llums",
-	    activated ? "the socket from systemd" : cfg.listen, cfg.db, cfg.durability_full ? "full" : "normal",
+	    main_where, cfg.db, cfg.durability_full ? "full" : "normal",
 	    (unsigned long long)cfg.latency_ms, (unsigned long long)cfg.jitter_ms);
-	sd_notifyf(0, "READY=1\nSTATUS=serving on %s, latency %llums", activated ? "socket activation" : cfg.listen,
+	sd_notifyf(0, "READY=1\nSTATUS=serving on %s, latency %llums", main_where,
 	    (unsigned long long)cfg.latency_ms);
 
 	event_base_dispatch(ev_base);
@@ -488,6 +494,8 @@ main(int argc, char **argv)
 	event_free(sigint);
 	event_base_free(ev_base);
 	free(main_db_default);
+	free(main_where_buf);
+	free(fds);
 	log_info("stopped");
 	return 0;
 }

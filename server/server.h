@@ -175,8 +175,8 @@ struct req {
 	int in_ready;
 };
 
-/* Start serving on fd (listening, non-blocking); 0 or -1 with a logged reason. */
-int http_start(int fd);
+/* Serve on n listening, non-blocking sockets (one libmicrohttpd daemon each); 0 or -1, logged. */
+int http_start(const int *fds, size_t n);
 /* Stop accepting new connections (shutdown begins). */
 void http_quiesce(void);
 /* Stop the daemon (after every request is answered). */

@@ -216,14 +216,16 @@ def test_systemd_notify_ready_watchdog_stopping(record_countd, tmp_path):
 
 
 def test_socket_activation(tmp_path):
-    port = free_port()
+    """Every socket systemd passes is served (here two), and --listen is then unused."""
+    port, port2 = free_port(), free_port()
     s, path = notify_listener(tmp_path)
     env = dict(os.environ, NOTIFY_SOCKET=path)
-    p = subprocess.Popen(["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "-E", "NOTIFY_SOCKET",
+    p = subprocess.Popen(["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "-l", "127.0.0.1:%d" % port2,
+                          "-E", "NOTIFY_SOCKET",
                           RECORD_COUNTD, "--listen", "127.0.0.1:1", "--latency", "0", "--db", str(tmp_path / "sa.db")],
                          env=env, stderr=subprocess.PIPE, cwd=str(tmp_path))
     try:
-        # The socket exists before the daemon; the first request starts it and is answered.
+        # The sockets exist before the daemon; the first request starts it and is answered.
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -235,12 +237,16 @@ def test_socket_activation(tmp_path):
         assert r.status == 200 and r.json()["seq"] == 1
         with s:
             assert "READY=1" in s.recv(4096).decode()
+        # The second socket is served by the same daemon and the same database.
+        r2 = http_tcp("127.0.0.1", port2, "GET", "/record-count?value=10&client=sa")
+        assert r2.status == 200 and r2.json()["seq"] == 2
+        assert http_tcp("127.0.0.1", port2, "GET", "/clients/sa").json()["last_value"] == 10
     finally:
         p.send_signal(signal.SIGTERM)
         code = wait_exit(p, 10)
         err = p.stderr.read().decode()
     assert code == 0, err
-    assert "listening on the socket from systemd" in err
+    assert "listening on 2 sockets from systemd" in err
 
 
 def test_latency_longer_than_connection_timeout(record_countd):
