@@ -104,6 +104,8 @@ store_open(const char *path, int durable_full, char *why)
 		return NULL;
 	}
 	st->notify[0] = st->notify[1] = -1;
+	/* No global memory statistics: they take a process-wide mutex on every SQLite allocation. */
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	st->pending_tail = &st->pending;
 	st->done_tail = &st->done;
 	if (store_connect(path, &st->w, why) != 0)
