@@ -79,6 +79,13 @@ api_record_answer(struct req *r)
 	size_t i;
 	int len;
 
+	char why[256];
+
+	if (r->failed && store_failed(db, why, sizeof why)) {
+		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error",
+		    "%s: the record may or may not be stored; a retry after the restart tells", why);
+		return;
+	}
 	if (r->failed) {
 		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error",
 		    "the record could not be stored; nothing was recorded, retry later");
@@ -194,8 +201,13 @@ api_stats(struct req *r)
 static void
 api_healthz(struct req *r)
 {
+	char why[256];
+
 	if (shutting_down)
 		http_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, json_pack("{ss}", "status", "stopping"));
+	else if (store_failed(db, why, sizeof why))
+		http_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, json_pack("{ss ss ss}", "status", "failed",
+		    "error", "storage_failed", "message", why));
 	else
 		http_answer(r, MHD_HTTP_OK, json_pack("{ss}", "status", "ok"));
 }

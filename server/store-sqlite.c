@@ -5,6 +5,14 @@
  * Two connections: the writer thread's, which alone writes, and the loop's,
  * which alone reads. In WAL mode neither blocks the other, so reads never
  * wait for a commit's fsync and the loop never waits for the writer.
+ *
+ * Durability is ours, not SQLite's: the writer commits with
+ * synchronous=NORMAL (no fsync inside COMMIT, so the next batch can be
+ * written at once) and syncer threads fdatasync the WAL behind it, several
+ * syncs in flight at a time. A batch goes back to the loop, in commit order,
+ * only when a sync that began after its COMMIT returned is over: its frames
+ * are then on disk (or, if a checkpoint has copied them, the checkpoint
+ * synced them). With --durability normal nothing is synced.
  */
 #include "config.h"
 
@@ -20,6 +28,11 @@
 #include <sqlite3.h>
 
 #include "store.h"
+
+/* fdatasync calls of the WAL in flight at most: overlapping syncs keep commits flowing. */
+#ifndef STORE_SYNCERS
+#define STORE_SYNCERS 2
+#endif
 
 struct store {
 	sqlite3 *w;                   /* the writer thread's connection */
@@ -44,9 +57,33 @@ struct store {
 	struct store_batch **done_tail;
 	int quit;
 	int notify[2];                /* one byte in the pipe while done is not empty */
+
+	/*
+	 * --durability full: commits do not sync (synchronous=NORMAL); the
+	 * syncer threads fdatasync the WAL after them, several at once, and
+	 * a batch is handed back once a sync that began after its commit is
+	 * over. Sync n covers every batch committed before it began.
+	 */
+	int durable_full;
+	int wal_fd;
+	pthread_t syncers[STORE_SYNCERS];
+	int nsyncers;
+	pthread_cond_t sync_cv;       /* syncers wait here for unsynced commits */
+	struct store_batch *unsynced; /* committed, in commit order, waiting for their sync */
+	struct store_batch **unsynced_tail;
+	uint64_t committed;           /* commits so far (full durability) */
+	uint64_t claimed;             /* commits covered by a sync already begun */
+	uint64_t synced;              /* commits covered by a sync that is over */
+	int sync_failed;              /* a sync failed: nothing more is acknowledged */
+	int sync_quit;                /* the writer is gone: syncers finish and leave */
+	char sync_error[200];
 };
 
 static void *store_thread(void *arg);
+static void *store_syncer(void *arg);
+static void store_done(struct store *st, struct store_batch *b);
+static void store_release(struct store *st);
+static int store_open_wal(struct store *st, const char *path, char *why);
 
 static const char *const store_schema =
     "CREATE TABLE IF NOT EXISTS records ("
@@ -80,6 +117,21 @@ store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt)
 	return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL) == SQLITE_OK ? 0 : -1;
 }
 
+/* Put db in WAL mode and check that it took: 0 or -1. */
+static int
+store_wal_mode(sqlite3 *db)
+{
+	sqlite3_stmt *s;
+	int ok = 0;
+
+	if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		ok = strcmp((const char *)sqlite3_column_text(s, 0), "wal") == 0;
+	sqlite3_finalize(s);
+	return ok ? 0 : -1;
+}
+
 /* Open one connection to path; 0, or -1 with the reason in why. */
 static int
 store_connect(const char *path, sqlite3 **db, char *why)
@@ -93,6 +145,42 @@ store_connect(const char *path, sqlite3 **db, char *why)
 	return 0;
 }
 
+/*
+ * Open the WAL file for the syncers, and sync its directory once so that the
+ * file itself survives a power loss. SQLite keeps the WAL (never removes or
+ * replaces it) while a connection is open, and ours stay open.
+ */
+static int
+store_open_wal(struct store *st, const char *path, char *why)
+{
+	char *wal, *dir, *slash;
+	int dfd;
+
+	if (asprintf(&wal, "%s-wal", path) < 0) {
+		snprintf(why, 256, "out of memory");
+		return -1;
+	}
+	st->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
+	if (st->wal_fd == -1) {
+		snprintf(why, 256, "%s: %s", wal, strerror(errno));
+		free(wal);
+		return -1;
+	}
+	dir = wal;
+	if ((slash = strrchr(dir, '/')) == NULL)
+		dir = (char *)".";
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
+		fsync(dfd);
+		close(dfd);
+	}
+	free(wal);
+	return 0;
+}
+
 /* Open the database at path, prepare every statement and start the writer. */
 struct store *
 store_open(const char *path, int durable_full, char *why)
@@ -103,15 +191,21 @@ store_open(const char *path, int durable_full, char *why)
 		snprintf(why, 256, "out of memory");
 		return NULL;
 	}
-	st->notify[0] = st->notify[1] = -1;
+	st->notify[0] = st->notify[1] = st->wal_fd = -1;
+	st->unsynced_tail = &st->unsynced;
+	st->durable_full = durable_full;
 	/* No global memory statistics: they take a process-wide mutex on every SQLite allocation. */
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	st->pending_tail = &st->pending;
 	st->done_tail = &st->done;
 	if (store_connect(path, &st->w, why) != 0)
 		goto fail;
-	if (store_exec(st->w, "PRAGMA journal_mode=WAL") != 0 ||
-	    store_exec(st->w, durable_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL") != 0 ||
+	if (store_wal_mode(st->w) != 0) {
+		snprintf(why, 256, "cannot use WAL mode (%s); it needs a local filesystem with shared memory",
+		    sqlite3_errmsg(st->w));
+		goto fail;
+	}
+	if (store_exec(st->w, "PRAGMA synchronous=NORMAL") != 0 ||
 	    store_exec(st->w, store_schema) != 0 ||
 	    store_prepare(st->w, "BEGIN IMMEDIATE", &st->begin) != 0 ||
 	    store_prepare(st->w, "COMMIT", &st->commit) != 0 ||
@@ -135,6 +229,8 @@ store_open(const char *path, int durable_full, char *why)
 		snprintf(why, 256, "%s", sqlite3_errmsg(st->r));
 		goto fail;
 	}
+	if (durable_full && store_open_wal(st, path, why) != 0)
+		goto fail;
 	if (pipe2(st->notify, O_CLOEXEC | O_NONBLOCK) != 0) {
 		snprintf(why, 256, "pipe: %s", strerror(errno));
 		goto fail;
@@ -148,6 +244,12 @@ store_open(const char *path, int durable_full, char *why)
 		goto fail;
 	}
 	st->threaded = 1;
+	pthread_cond_init(&st->sync_cv, NULL);
+	for (; durable_full && st->nsyncers < STORE_SYNCERS; st->nsyncers++)
+		if (pthread_create(&st->syncers[st->nsyncers], NULL, store_syncer, st) != 0) {
+			snprintf(why, 256, "cannot start a syncer thread");
+			goto fail;
+		}
 	return st;
 fail:
 	store_close(st);
@@ -159,6 +261,7 @@ void
 store_close(struct store *st)
 {
 	struct store_batch *b;
+	int i;
 
 	if (st == NULL)
 		return;
@@ -168,6 +271,14 @@ store_close(struct store *st)
 		pthread_cond_broadcast(&st->cv);
 		pthread_mutex_unlock(&st->mu);
 		pthread_join(st->thread, NULL);
+		/* Only now: the writer's last commits need their syncs too. */
+		pthread_mutex_lock(&st->mu);
+		st->sync_quit = 1;
+		pthread_cond_broadcast(&st->sync_cv);
+		pthread_mutex_unlock(&st->mu);
+		for (i = 0; i < st->nsyncers; i++)
+			pthread_join(st->syncers[i], NULL);
+		pthread_cond_destroy(&st->sync_cv);
 		pthread_mutex_destroy(&st->mu);
 		pthread_cond_destroy(&st->cv);
 		/* Batches nobody collected: their jobs are still their owners' to free. */
@@ -180,6 +291,8 @@ store_close(struct store *st)
 		close(st->notify[0]);
 		close(st->notify[1]);
 	}
+	if (st->wal_fd != -1)
+		close(st->wal_fd);
 	sqlite3_finalize(st->begin);
 	sqlite3_finalize(st->commit);
 	sqlite3_finalize(st->insert);
@@ -236,10 +349,10 @@ static void
 store_write(struct store *st, struct store_batch *b)
 {
 	struct store_job *j;
-	double t0 = store_now();
 	size_t i;
 	int ok;
 
+	b->began = store_now();
 	ok = store_step(st->begin) == 0;
 	for (j = b->jobs; ok && j != NULL; j = j->next) {
 		for (i = 0; ok && i < j->n; i++)
@@ -254,7 +367,6 @@ store_write(struct store *st, struct store_batch *b)
 			store_exec(st->w, "ROLLBACK");
 	}
 	b->ok = ok;
-	b->seconds = store_now() - t0;
 }
 
 /* The writer thread: take everything submitted, write and commit it as one batch, hand it back; again. */
@@ -283,11 +395,94 @@ store_thread(void *arg)
 		store_write(st, b);
 
 		pthread_mutex_lock(&st->mu);
-		if (st->done == NULL)
-			while (write(st->notify[1], "c", 1) == -1 && errno == EINTR)
-				;
-		*st->done_tail = b;
-		st->done_tail = &b->next;
+		if (st->durable_full) {
+			if (b->ok && st->sync_failed) {
+				/* Committed, but after a failed sync nothing can be promised. */
+				b->ok = 0;
+				snprintf(b->error, sizeof b->error, "%s", st->sync_error);
+			}
+			if (b->ok) {
+				b->synced_by = ++st->committed;
+				pthread_cond_signal(&st->sync_cv);
+			}
+			*st->unsynced_tail = b;
+			st->unsynced_tail = &b->next;
+			store_release(st);
+		} else
+			store_done(st, b);
+	}
+	pthread_mutex_unlock(&st->mu);
+	return NULL;
+}
+
+/* Hand b back to the loop (under mu). */
+static void
+store_done(struct store *st, struct store_batch *b)
+{
+	b->seconds = store_now() - b->began;
+	b->next = NULL;
+	if (st->done == NULL)
+		while (write(st->notify[1], "c", 1) == -1 && errno == EINTR)
+			;
+	*st->done_tail = b;
+	st->done_tail = &b->next;
+}
+
+/* Hand back, in commit order, every batch at the head whose sync is over (under mu). */
+static void
+store_release(struct store *st)
+{
+	struct store_batch *b;
+
+	while ((b = st->unsynced) != NULL && (b->synced_by <= st->synced || !b->ok)) {
+		if ((st->unsynced = b->next) == NULL)
+			st->unsynced_tail = &st->unsynced;
+		store_done(st, b);
+	}
+}
+
+/*
+ * A syncer thread: while commits are not covered by a sync, begin one. The
+ * WAL's frames reach the disk with it, so every batch committed before it
+ * began is durable once it returns; a commit's frames that a checkpoint has
+ * since copied into the database file were synced by that checkpoint.
+ */
+static void *
+store_syncer(void *arg)
+{
+	struct store *st = arg;
+	struct store_batch *b;
+	uint64_t covers;
+	int rc, e;
+
+	pthread_mutex_lock(&st->mu);
+	for (;;) {
+		while (st->claimed == st->committed && !st->sync_quit)
+			pthread_cond_wait(&st->sync_cv, &st->mu);
+		if (st->claimed == st->committed)
+			break;
+		covers = st->claimed = st->committed;
+		pthread_mutex_unlock(&st->mu);
+		while ((rc = fdatasync(st->wal_fd)) == -1 && errno == EINTR)
+			;
+		e = errno;
+		pthread_mutex_lock(&st->mu);
+		if (rc == 0) {
+			if (covers > st->synced)
+				st->synced = covers;
+		} else if (!st->sync_failed) {
+			/* After a failed fsync the kernel may have dropped the pages: never acknowledge again. */
+			st->sync_failed = 1;
+			snprintf(st->sync_error, sizeof st->sync_error,
+			    "fdatasync of the WAL failed (%s); restart record-countd", strerror(e));
+			/* Every commit not yet handed back, not only this sync's: the WAL may now have a hole. */
+			for (b = st->unsynced; b != NULL; b = b->next)
+				if (b->ok) {
+					b->ok = 0;
+					snprintf(b->error, sizeof b->error, "%s", st->sync_error);
+				}
+		}
+		store_release(st);
 	}
 	pthread_mutex_unlock(&st->mu);
 	return NULL;
@@ -389,6 +584,19 @@ store_records(struct store *st, const char *client, int64_t after, unsigned limi
 		    (uint64_t)sqlite3_column_int64(s, 2), sqlite3_column_double(s, 3), arg);
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Has a sync failed (and why)? */
+int
+store_failed(struct store *st, char *why, size_t len)
+{
+	int failed;
+
+	pthread_mutex_lock(&st->mu);
+	if ((failed = st->sync_failed))
+		snprintf(why, len, "%s", st->sync_error);
+	pthread_mutex_unlock(&st->mu);
+	return failed;
 }
 
 /* The last error of the loop's reads. */

@@ -38,17 +38,19 @@ struct store_job {
 struct store_batch {
 	struct store_job *jobs;       /* in submission order, linked by next */
 	size_t records;               /* values written */
-	double seconds;               /* from BEGIN to the end of COMMIT */
+	double seconds;               /* from BEGIN until durable (the end of its sync, or of COMMIT) */
 	int ok;                       /* 0: rolled back, nothing of it is stored */
 	char error[256];              /* why, when not ok */
+	uint64_t synced_by;           /* the store's: the commit number a sync must cover */
+	double began;                 /* the store's: when BEGIN ran (monotonic seconds) */
 	struct store_batch *next;
 };
 
 /*
- * Open (creating if needed) the database at path and start its writer thread.
- * durable_full: an acknowledged record survives power loss (fsync per
- * commit); otherwise it survives a crash of the process. Returns NULL with a
- * reason in why (why must hold 256 bytes).
+ * Open (creating if needed) the database at path and start its threads.
+ * durable_full: an acknowledged record survives power loss (its batch is
+ * handed back only after the WAL is fdatasync'd); otherwise it survives a
+ * crash of the process. Returns NULL with a reason in why (256 bytes).
  */
 struct store *store_open(const char *path, int durable_full, char *why);
 /* Write and commit every submitted job, stop the writer thread, close; the store is freed. */
@@ -80,6 +82,12 @@ typedef void (*store_record_cb)(int64_t seq, const char *client, uint64_t value,
 /* Records with seq > after, in seq order, at most limit, optionally of one client (NULL: all). */
 int store_records(struct store *st, const char *client, int64_t after, unsigned limit, store_record_cb cb,
     void *arg);
+
+/*
+ * Has a sync failed? Then nothing is acknowledged any more (the WAL may have
+ * a hole) until the daemon restarts; why (len bytes) says what failed.
+ */
+int store_failed(struct store *st, char *why, size_t len);
 
 /* The last error of the store's reads (valid until the next call). */
 const char *store_error(struct store *st);

@@ -272,3 +272,32 @@ def test_group_commit_batches_concurrent_records(record_countd):
     records = int(re.search(r"^record_countd_db_committed_records_total (\d+)$", text, re.M).group(1))
     assert records == 300
     assert 1 <= commits < 150, commits   # typically 2-10; one commit per record would be 300
+
+
+def test_failed_fsync_is_never_acknowledged(record_countd, tmp_path):
+    """A failed fdatasync of the WAL (EIO from a dying disk, injected by an LD_PRELOAD shim around the real daemon)
+    answers 503 naming it; from then on nothing is acknowledged, even once syncs work again, and /healthz says so,
+    because the kernel may have dropped the unsynced pages. A restart serves again and keeps what was acknowledged."""
+    lib = os.environ.get("FAILSYNC_LIB", "")
+    assert os.path.exists(lib), "the fault shim is not built (FAILSYNC_LIB=%r)" % lib
+    flag = tmp_path / "disk-fails-now"
+    asan = (os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0").lstrip(":")
+    d = record_countd("--latency", "0", env={"LD_PRELOAD": lib, "FAILSYNC_FILE": str(flag), "ASAN_OPTIONS": asan})
+    r = d.get("/record-count?value=1&client=fs")
+    assert r.status == 200 and r.json()["seq"] == 1
+    flag.touch()
+    r = d.get("/record-count?value=2&client=fs")
+    assert r.status == 503, r.body
+    assert r.json()["error"] == "storage_error" and "fdatasync" in r.json()["message"]
+    flag.unlink()
+    r = d.get("/record-count?value=3&client=fs")
+    assert r.status == 503 and "fdatasync" in r.json()["message"], r.body
+    h = d.get("/healthz")
+    assert h.status == 503 and h.json()["error"] == "storage_failed" and "restart" in h.json()["message"]
+    assert d.get("/clients/fs").status == 200       # reads still answer
+    assert d.stop() == 0
+    d2 = record_countd("--latency", "0", db=d.db, port=d.port)
+    assert d2.get("/healthz").status == 200
+    r = d2.get("/record-count?value=1&client=fs")
+    assert r.status == 200 and r.json()["duplicate"] is True and r.json()["seq"] == 1
+    assert d2.get("/record-count?value=4&client=fs").status == 200
