@@ -83,7 +83,8 @@ api_record_answer(struct req *r)
 
 	if (r->failed && store_failed(db, why, sizeof why)) {
 		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error",
-		    "%s: the record may or may not be stored; a retry after the restart tells", why);
+		    "the record may or may not be stored (%s); retry it after the restart: if it was stored, "
+		    "the answer says duplicate", why);
 		return;
 	}
 	if (r->failed) {

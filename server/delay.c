@@ -2,10 +2,11 @@
  * delay.c: holding /record-count answers until their latency has passed and
  * their records are committed.
  *
- * Each request's values go to the store as a job the moment it arrives; the
- * store's writer thread commits whatever arrived while it was busy as one
- * batch (group commit) and hands it back through a pipe that is one more
- * event in the loop. Each request is a suspended connection with a timer
+ * Each request's values become a store job; the jobs of one loop pass are
+ * handed to the store together once its I/O is processed, and the store's
+ * writer thread commits whatever arrived while it was busy as one batch
+ * (group commit), handing it back, once durable, through a pipe that is one
+ * more event in the loop. Each request is a suspended connection with a timer
  * counted from its arrival; requests that are both due and committed are
  * resumed together once per loop pass, since libmicrohttpd walks its
  * suspended list on every resume.

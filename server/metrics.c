@@ -297,7 +297,7 @@ metrics_prometheus(size_t *len)
 	    (unsigned long long)delay_suspended, (unsigned long long)m.recorded,
 	    (unsigned long long)m.recorded_here, (unsigned long long)m.duplicates,
 	    (unsigned long long)m.rejected, (unsigned long long)m.count);
-	metrics_printf(&b, "# HELP record_countd_db_commit_seconds Time of one group commit.\n"
+	metrics_printf(&b, "# HELP record_countd_db_commit_seconds Time of one group commit, from BEGIN until durable.\n"
 	    "# TYPE record_countd_db_commit_seconds histogram\n");
 	for (i = 0, cum = 0; i < NCOMMIT; i++) {
 		cum += m.commit_buckets[i];

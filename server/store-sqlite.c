@@ -30,9 +30,7 @@
 #include "store.h"
 
 /* fdatasync calls of the WAL in flight at most: overlapping syncs keep commits flowing. */
-#ifndef STORE_SYNCERS
 #define STORE_SYNCERS 2
-#endif
 
 struct store {
 	sqlite3 *w;                   /* the writer thread's connection */
