@@ -399,13 +399,17 @@ store_thread(void *arg)
 				b->ok = 0;
 				snprintf(b->error, sizeof b->error, "%s", st->sync_error);
 			}
-			if (b->ok) {
+			if (b->ok)
 				b->synced_by = ++st->committed;
-				pthread_cond_signal(&st->sync_cv);
-			}
 			*st->unsynced_tail = b;
 			st->unsynced_tail = &b->next;
 			store_release(st);
+			if (b->ok) {
+				/* Signalled unlocked, so the syncer does not wake only to wait for mu. */
+				pthread_mutex_unlock(&st->mu);
+				pthread_cond_signal(&st->sync_cv);
+				pthread_mutex_lock(&st->mu);
+			}
 		} else
 			store_done(st, b);
 	}
@@ -491,17 +495,19 @@ void
 store_submit(struct store *st, struct store_job *jobs)
 {
 	struct store_job *last;
+	int wake;
 
 	if (jobs == NULL)
 		return;
 	for (last = jobs; last->next != NULL; last = last->next)
 		;
 	pthread_mutex_lock(&st->mu);
-	if (st->pending == NULL)
-		pthread_cond_signal(&st->cv);
+	wake = st->pending == NULL;
 	*st->pending_tail = jobs;
 	st->pending_tail = &last->next;
 	pthread_mutex_unlock(&st->mu);
+	if (wake)
+		pthread_cond_signal(&st->cv);
 }
 
 /* The fd the writer makes readable when a batch is committed. */
