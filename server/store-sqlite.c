@@ -373,6 +373,7 @@ store_thread(void *arg)
 {
 	struct store *st = arg;
 	struct store_batch *b = NULL;
+	int wake;
 
 	pthread_mutex_lock(&st->mu);
 	for (;;) {
@@ -399,12 +400,12 @@ store_thread(void *arg)
 				b->ok = 0;
 				snprintf(b->error, sizeof b->error, "%s", st->sync_error);
 			}
-			if (b->ok)
+			if ((wake = b->ok))
 				b->synced_by = ++st->committed;
 			*st->unsynced_tail = b;
 			st->unsynced_tail = &b->next;
-			store_release(st);
-			if (b->ok) {
+			store_release(st);      /* b may be the loop's from here on */
+			if (wake) {
 				/* Signalled unlocked, so the syncer does not wake only to wait for mu. */
 				pthread_mutex_unlock(&st->mu);
 				pthread_cond_signal(&st->sync_cv);
