@@ -174,10 +174,10 @@ out:
 static void
 api_clients(struct req *r)
 {
-	const char *id = r->path + strlen("/clients/");
+	char id[LIMIT_CLIENT + 1];
 	uint64_t last = 0, recorded = 0;
 
-	if (input_client(id) != 0) {
+	if (input_path_client(r->path + strlen("/clients/"), id) != 0) {
 		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_client",
 		    "client: the id in /clients/ID must be 1..128 characters of [A-Za-z0-9._:-]");
 		return;

@@ -239,15 +239,97 @@ out:
 	return rc;
 }
 
+/* A client id from a path segment, percent-decoded into id (LIMIT_CLIENT + 1 bytes); 0 or -1. */
+int
+input_path_client(const char *seg, char *id)
+{
+	char buf[3 * LIMIT_CLIENT + 1];
+	size_t len = strlen(seg);
+
+	/* Each character takes at most three ("%3A"), so a longer segment decodes too long. */
+	if (len > 3 * LIMIT_CLIENT || strchr(seg, '+') != NULL || input_decode(seg, len, buf) != 0 ||
+	    input_client(buf) != 0)
+		return -1;
+	strcpy(id, buf);
+	return 0;
+}
+
+/* Check a body's shape (object, known fields, client, a values array of 1..LIMIT_VALUES); -1 via err. */
+static int
+input_body_shape(json_t *root, const char **client, json_t **values, struct input_error *err)
+{
+	json_t *jc, *item;
+	const char *key;
+	char shown[44];
+
+	if (!json_is_object(root))
+		return input_fail(err, "invalid_json", "body: expected a JSON object {\"client\": ..., \"values\": [...]}");
+	json_object_foreach(root, key, item) {
+		if (strcmp(key, "client") != 0 && strcmp(key, "values") != 0)
+			return input_fail(err, "unknown_field", "body: unknown field \"%s\" (expected client, values)",
+			    input_shown(key, shown, sizeof shown));
+	}
+	*client = "anonymous";
+	if ((jc = json_object_get(root, "client")) != NULL) {
+		if (!json_is_string(jc) || strlen(json_string_value(jc)) != json_string_length(jc) ||
+		    input_client(json_string_value(jc)) != 0)
+			return input_fail(err, "invalid_client",
+			    "client: must be a string of 1..128 characters of [A-Za-z0-9._:-]");
+		*client = json_string_value(jc);
+	}
+	*values = json_object_get(root, "values");
+	if (*values == NULL)
+		return input_fail(err, "missing_value", "values: missing (e.g. {\"client\": \"me\", \"values\": [1, 2]})");
+	if (!json_is_array(*values))
+		return input_fail(err, "invalid_value", "values: must be an array of integers");
+	if (json_array_size(*values) == 0 || json_array_size(*values) > LIMIT_VALUES)
+		return input_fail(err, "invalid_value", "values: must hold 1..%d values, not %zu", LIMIT_VALUES,
+		    json_array_size(*values));
+	return 0;
+}
+
+/* Name the problem in a body jansson refused for an integer too big for it; always -1 via err. */
+static int
+input_body_too_big(const char *body, size_t len, struct input_error *err)
+{
+	json_t *root, *jv, *item;
+	json_error_t jerr;
+	const char *c;
+	size_t i;
+	double d;
+
+	/* Decoded again with every number as a double, the body's shape says which field holds it. */
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+	if (root == NULL)
+		return input_fail(err, "invalid_json", "body: not valid JSON at line %d column %d: %s", jerr.line,
+		    jerr.column, jerr.text);
+	if (input_body_shape(root, &c, &jv, err) != 0)
+		goto out;
+	json_array_foreach(jv, i, item) {
+		if (!json_is_number(item)) {
+			input_fail(err, "invalid_value", "values[%zu]: must be an integer in 1..9223372036854775807", i);
+			goto out;
+		}
+		d = json_number_value(item);
+		if (d < 1 || d >= 9223372036854775808.0) {
+			input_fail(err, "invalid_value", "values[%zu]: out of range (1..9223372036854775807)", i);
+			goto out;
+		}
+	}
+	input_fail(err, "invalid_value", "values: a value is out of range (1..9223372036854775807)");
+out:
+	json_decref(root);
+	return -1;
+}
+
 /* POST /record-count: {"client": "ID", "values": [N, ...]} */
 int
 input_record_body(const char *body, size_t len, char *client, uint64_t **values, size_t *n,
     struct input_error *err)
 {
-	json_t *root, *jv, *jc, *item;
+	json_t *root, *jv, *item;
 	json_error_t jerr;
-	const char *key, *c = "anonymous";
-	char shown[44];
+	const char *c;
 	size_t i;
 	json_int_t iv;
 
@@ -256,43 +338,12 @@ input_record_body(const char *body, size_t len, char *client, uint64_t **values,
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL) {
 		if (strstr(jerr.text, "too big") != NULL)
-			return input_fail(err, "invalid_value", "values: a value is out of range (1..9223372036854775807)");
+			return input_body_too_big(body, len, err);
 		return input_fail(err, "invalid_json", "body: not valid JSON at line %d column %d: %s", jerr.line,
 		    jerr.column, jerr.text);
 	}
-	if (!json_is_object(root)) {
-		json_decref(root);
-		return input_fail(err, "invalid_json", "body: expected a JSON object {\"client\": ..., \"values\": [...]}");
-	}
-	json_object_foreach(root, key, item) {
-		if (strcmp(key, "client") != 0 && strcmp(key, "values") != 0) {
-			input_fail(err, "unknown_field", "body: unknown field \"%s\" (expected client, values)",
-			    input_shown(key, shown, sizeof shown));
-			goto fail;
-		}
-	}
-	if ((jc = json_object_get(root, "client")) != NULL) {
-		if (!json_is_string(jc) || strlen(json_string_value(jc)) != json_string_length(jc) ||
-		    input_client(json_string_value(jc)) != 0) {
-			input_fail(err, "invalid_client", "client: must be a string of 1..128 characters of [A-Za-z0-9._:-]");
-			goto fail;
-		}
-		c = json_string_value(jc);
-	}
-	jv = json_object_get(root, "values");
-	if (jv == NULL) {
-		input_fail(err, "missing_value", "values: missing (e.g. {\"client\": \"me\", \"values\": [1, 2]})");
+	if (input_body_shape(root, &c, &jv, err) != 0)
 		goto fail;
-	}
-	if (!json_is_array(jv)) {
-		input_fail(err, "invalid_value", "values: must be an array of integers");
-		goto fail;
-	}
-	if (json_array_size(jv) == 0 || json_array_size(jv) > LIMIT_VALUES) {
-		input_fail(err, "invalid_value", "values: must hold 1..%d values, not %zu", LIMIT_VALUES,
-		    json_array_size(jv));
-		goto fail;
-	}
 	if ((*values = calloc(json_array_size(jv), sizeof **values)) == NULL) {
 		input_fail(err, "internal", "out of memory");
 		goto fail;

@@ -80,6 +80,8 @@ const char *input_query_get(const struct input_query *q, const char *key);
 int input_value(const char *s, uint64_t *out);
 /* A client id: 1..128 of [A-Za-z0-9._:-]. */
 int input_client(const char *s);
+/* A client id from a path segment (/clients/ID), percent-decoded into id (LIMIT_CLIENT + 1 bytes). */
+int input_path_client(const char *seg, char *id);
 /* GET /record-count's query: fills client (LIMIT_CLIENT + 1 bytes) and value. */
 int input_record_query(const char *qs, size_t len, char *client, uint64_t *value, struct input_error *err);
 /* POST /record-count's body; *values is malloc'd (caller frees) with *n entries. */

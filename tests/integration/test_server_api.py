@@ -226,6 +226,20 @@ def test_bad_query_values(record_countd):
 def test_percent_encoded_client(record_countd):
     d = record_countd("--latency", "0")
     assert d.get("/record-count?value=1&client=a%3Ab").json()["client"] == "a:b"
+    # The same id percent-encoded in a path, as urllib.parse.quote("a:b") writes it.
+    assert d.get("/clients/a%3Ab").json() == {"client": "a:b", "last_value": 1, "recorded": 1}
+    assert d.get("/clients/%61%3a%62").json()["recorded"] == 1
+    for bad in ("a%3", "a%zzb", "a%00b", "a%20b", "a+b", "a%2Fb", "%41" * 129):
+        is_error(d.get("/clients/" + bad), 400, "invalid_client")
+    assert d.get("/clients/" + "%41" * 128).json()["client"] == "A" * 128
+
+
+def test_too_big_value_is_named(record_countd):
+    d = record_countd("--latency", "0")
+    doc = is_error(d.post("/record-count", b'{"client": "a", "values": [1, 2, 99999999999999999999]}',
+                          headers={"Content-Type": "application/json"}), 400, "invalid_value")
+    assert doc["message"].startswith("values[2]: out of range")
+    assert d.get("/clients/a").json()["recorded"] == 0
 
 
 def test_bad_bodies(record_countd):
@@ -251,6 +265,10 @@ def test_bad_bodies(record_countd):
         (b'{"client": "a b", "values": [1]}', "invalid_client"),
         (b'{"client": "a\\u0000b", "values": [1]}', "invalid_json"),
         (b'{"client": "a", "values": [1], "extra": 1}', "unknown_field"),
+        # An integer too big for jansson is blamed on the field that holds it.
+        (b'{"client": 99999999999999999999, "values": [1]}', "invalid_client"),
+        (b'{"client": "a", "values": [1], "extra": 99999999999999999999}', "unknown_field"),
+        (b'{"client": "a", "values": [1, -99999999999999999999]}', "invalid_value"),
     ]
     for body, code in cases:
         doc = is_error(d.post("/record-count", body, headers={"Content-Type": "application/json"}), 400, code)
