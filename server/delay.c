@@ -99,9 +99,10 @@ delay_done_cb(evutil_socket_t fd, short what, void *arg)
 	for (b = store_collect(db); b != NULL; b = nb) {
 		nb = b->next;
 		if (b->ok)
-			metrics_commit(b->seconds, b->records);
+			metrics_commit(b->seconds, b->added);
 		else
-			log_warnx("commit of %zu records failed: %s", b->records, b->error);
+			log_warnx("commit of %zu record%s failed: %s", b->records, b->records == 1 ? "" : "s",
+			    b->error);
 		for (sj = b->jobs; sj != NULL; sj = nj) {
 			nj = sj->next;
 			delay_job_done((struct delay_job *)sj, b->ok);

@@ -34,7 +34,7 @@ static struct {
 	uint64_t commit_buckets[NCOMMIT + 1];
 	double commit_sum;
 	uint64_t commits;
-	uint64_t committed_records;
+	uint64_t committed_records;   /* new records, not duplicates */
 } m;
 
 /* FNV-1a of a string. */
@@ -182,7 +182,7 @@ metrics_response(int route, unsigned status, double seconds)
 	m.lat_count[route]++;
 }
 
-/* One commit of records took seconds. */
+/* One group commit: how long it took, and how many new records it wrote (duplicates write nothing). */
 void
 metrics_commit(double seconds, size_t records)
 {
@@ -306,7 +306,8 @@ metrics_prometheus(size_t *len)
 	}
 	metrics_printf(&b, "record_countd_db_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
 	    "record_countd_db_commit_seconds_sum %.6f\nrecord_countd_db_commit_seconds_count %llu\n"
-	    "# HELP record_countd_db_committed_records_total Records written by group commits.\n"
+	    "# HELP record_countd_db_committed_records_total New records written by group commits"
+	    " (duplicates are not written).\n"
 	    "# TYPE record_countd_db_committed_records_total counter\nrecord_countd_db_committed_records_total %llu\n",
 	    (unsigned long long)m.commits, m.commit_sum, (unsigned long long)m.commits,
 	    (unsigned long long)m.committed_records);

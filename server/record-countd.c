@@ -90,8 +90,10 @@ usage(FILE *f)
 	    "                              ignored when systemd passes sockets   RECORD_COUNTD_LISTEN\n"
 	    "  -L, --latency DURATION      delay before each /record-count answer, from arrival\n"
 	    "                              (default 100ms; e.g. 0, 250ms, 1s, 1.5s)  RECORD_COUNTD_LATENCY\n"
-	    "  -j, --jitter DURATION       uniform +/- jitter on the latency (default 0)  RECORD_COUNTD_JITTER\n"
-	    "  -M, --max-latency DURATION  cap on latency plus jitter (default: no cap)  RECORD_COUNTD_MAX_LATENCY\n"
+	    "  -j, --jitter DURATION       uniform +/- jitter, at most the latency (default 0)\n"
+	    "                              RECORD_COUNTD_JITTER\n"
+	    "  -M, --max-latency DURATION  cap on latency plus jitter: 0 (none, the default) or at least\n"
+	    "                              the latency  RECORD_COUNTD_MAX_LATENCY\n"
 	    "  -d, --db PATH               SQLite database (default $STATE_DIRECTORY/records.db when\n"
 	    "                              STATE_DIRECTORY is set, else ./record-countd.db)  RECORD_COUNTD_DB\n"
 	    "  -D, --durability full|normal  full: an acknowledged record survives power loss (fsync per\n"
@@ -99,8 +101,8 @@ usage(FILE *f)
 	    "                              RECORD_COUNTD_DURABILITY\n"
 	    "  -c, --max-connections N     concurrent connections per listening socket (default 16384)\n"
 	    "                              RECORD_COUNTD_MAX_CONNECTIONS\n"
-	    "  -t, --connection-timeout DURATION  close idle connections after this (default 60s; 0: never)\n"
-	    "                              RECORD_COUNTD_CONNECTION_TIMEOUT\n"
+	    "  -t, --connection-timeout DURATION  close idle connections after this, in whole seconds\n"
+	    "                              (default 60s; 0: never)  RECORD_COUNTD_CONNECTION_TIMEOUT\n"
 	    "  -a, --access-log            one info line per request (off by default)  RECORD_COUNTD_ACCESS_LOG=1\n"
 	    "  -v, --log-level LEVEL       error, warn, info or debug (default info)  RECORD_COUNTD_LOG_LEVEL\n"
 	    "  -V, --version               print the version and exit\n"
@@ -128,16 +130,66 @@ usage_error(const char *what, const char *value, const char *why)
 	exit(EXIT_USAGE);
 }
 
-/* Apply one option (from the command line or the environment). */
+/*
+ * Every option that takes a setting, with its environment variable, and
+ * where the setting in effect came from (for errors that involve it later).
+ */
+static struct main_opt {
+	int ch;
+	const char *flag;             /* "--latency" */
+	const char *env;              /* "RECORD_COUNTD_LATENCY" */
+	int given;                    /* on the command line: the variable is not read */
+	const char *what;             /* flag or env, whichever set it; NULL: the default */
+	const char *arg;              /* the value as given there */
+} main_opts[] = {
+	{ 'l', "--listen", "RECORD_COUNTD_LISTEN", 0, NULL, NULL },
+	{ 'L', "--latency", "RECORD_COUNTD_LATENCY", 0, NULL, NULL },
+	{ 'j', "--jitter", "RECORD_COUNTD_JITTER", 0, NULL, NULL },
+	{ 'M', "--max-latency", "RECORD_COUNTD_MAX_LATENCY", 0, NULL, NULL },
+	{ 'd', "--db", "RECORD_COUNTD_DB", 0, NULL, NULL },
+	{ 'D', "--durability", "RECORD_COUNTD_DURABILITY", 0, NULL, NULL },
+	{ 'c', "--max-connections", "RECORD_COUNTD_MAX_CONNECTIONS", 0, NULL, NULL },
+	{ 't', "--connection-timeout", "RECORD_COUNTD_CONNECTION_TIMEOUT", 0, NULL, NULL },
+	{ 'a', "--access-log", "RECORD_COUNTD_ACCESS_LOG", 0, NULL, NULL },
+	{ 'v', "--log-level", "RECORD_COUNTD_LOG_LEVEL", 0, NULL, NULL },
+	{ 0, NULL, NULL, 0, NULL, NULL },
+};
+
+/* The entry of option ch. */
+static struct main_opt *
+main_opt_find(int ch)
+{
+	struct main_opt *o;
+
+	for (o = main_opts; o->ch != 0 && o->ch != ch; o++)
+		;
+	if (o->ch == 0)
+		fatalx("option '%c' is not in the table", ch);
+	return o;
+}
+
+/* Where option ch's setting came from, for errors: its variable if that set it, else its flag. */
+static const char *
+main_opt_what(int ch)
+{
+	struct main_opt *o = main_opt_find(ch);
+
+	return o->what != NULL ? o->what : o->flag;
+}
+
+/* Apply one option (from the command line or the environment variable what). */
 static void
 main_option(int ch, const char *what, const char *arg)
 {
+	struct main_opt *o = main_opt_find(ch);
 	const char *why;
 	uint64_t v;
 
+	o->what = what;
+	o->arg = arg;
 	switch (ch) {
 	case 'l':
-		cfg.listen = arg;
+		cfg.listen = arg;       /* checked by main_listen(), unless systemd passes sockets */
 		break;
 	case 'L':
 		if (parse_duration_ms(arg, &cfg.latency_ms, &why) != 0)
@@ -172,6 +224,10 @@ main_option(int ch, const char *what, const char *arg)
 	case 't':
 		if (parse_duration_ms(arg, &cfg.connection_timeout_ms, &why) != 0)
 			usage_error(what, arg, why);
+		/* libmicrohttpd's timeout is whole seconds: say so rather than round. */
+		if (cfg.connection_timeout_ms % 1000 != 0)
+			usage_error(what, arg, "is not a whole number of seconds (libmicrohttpd counts whole seconds;"
+			    " use 1s or more, or 0 for none)");
 		break;
 	case 'a':
 		if (arg == NULL || strcmp(arg, "1") == 0 || strcmp(arg, "yes") == 0 || strcmp(arg, "true") == 0)
@@ -185,6 +241,39 @@ main_option(int ch, const char *what, const char *arg)
 		if (log_set_level_name(arg) != 0)
 			usage_error(what, arg, "is not a log level (error, warn, info, debug)");
 		break;
+	}
+}
+
+/* Name duration option ch, now ms, in an error: where it was set and how, or that it is the default. */
+static const char *
+main_opt_name(int ch, uint64_t ms, char *buf, size_t len)
+{
+	struct main_opt *o = main_opt_find(ch);
+
+	if (o->what == NULL)
+		snprintf(buf, len, "%s (default %llums)", o->flag, (unsigned long long)ms);
+	else
+		snprintf(buf, len, "%s \"%s\"", o->what, o->arg);
+	return buf;
+}
+
+/* Refuse latency settings that contradict each other, naming both. */
+static void
+main_check_latency(void)
+{
+	char a[128], b[128];
+
+	if (cfg.jitter_ms > cfg.latency_ms) {
+		fprintf(stderr, "record-countd: %s is larger than %s; the jitter must be at most the latency,"
+		    " as a delay cannot go below 0\n", main_opt_name('j', cfg.jitter_ms, a, sizeof a),
+		    main_opt_name('L', cfg.latency_ms, b, sizeof b));
+		exit(EXIT_USAGE);
+	}
+	if (cfg.max_latency_ms > 0 && cfg.max_latency_ms < cfg.latency_ms) {
+		fprintf(stderr, "record-countd: %s is smaller than %s; the cap must be at least the latency"
+		    " (or 0 for no cap)\n", main_opt_name('M', cfg.max_latency_ms, a, sizeof a),
+		    main_opt_name('L', cfg.latency_ms, b, sizeof b));
+		exit(EXIT_USAGE);
 	}
 }
 
@@ -204,26 +293,18 @@ static const struct option main_longopts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-/* Read options from the environment, then the command line. */
+/*
+ * Read options from the command line, then the environment. --help and
+ * --version never read the environment, and a variable whose option is on
+ * the command line is not read at all: options win.
+ */
 static void
 main_options(int argc, char **argv)
 {
-	static const struct { int ch; const char *env; } envs[] = {
-		{ 'l', "RECORD_COUNTD_LISTEN" }, { 'L', "RECORD_COUNTD_LATENCY" },
-		{ 'j', "RECORD_COUNTD_JITTER" }, { 'M', "RECORD_COUNTD_MAX_LATENCY" },
-		{ 'd', "RECORD_COUNTD_DB" }, { 'D', "RECORD_COUNTD_DURABILITY" },
-		{ 'c', "RECORD_COUNTD_MAX_CONNECTIONS" }, { 't', "RECORD_COUNTD_CONNECTION_TIMEOUT" },
-		{ 'a', "RECORD_COUNTD_ACCESS_LOG" }, { 'v', "RECORD_COUNTD_LOG_LEVEL" },
-	};
-	const struct option *o;
+	struct main_opt *o;
 	const char *v;
-	char what[64];
-	size_t i;
 	int ch;
 
-	for (i = 0; i < sizeof envs / sizeof envs[0]; i++)
-		if ((v = getenv(envs[i].env)) != NULL && v[0] != '\0')
-			main_option(envs[i].ch, envs[i].env, v);
 	while ((ch = getopt_long(argc, argv, "l:L:j:M:d:D:c:t:av:Vh", main_longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'V':
@@ -236,16 +317,19 @@ main_options(int argc, char **argv)
 			fprintf(stderr, "record-countd: see --help for the options\n");
 			exit(EXIT_USAGE);
 		default:
-			for (o = main_longopts; o->name != NULL && o->val != ch; o++)
-				;
-			snprintf(what, sizeof what, "--%s", o->name ? o->name : "?");
-			main_option(ch, what, optarg);
+			o = main_opt_find(ch);
+			o->given = 1;
+			main_option(ch, o->flag, optarg);
 		}
 	}
 	if (optind < argc) {
 		fprintf(stderr, "record-countd: unexpected argument \"%s\"; see --help\n", argv[optind]);
 		exit(EXIT_USAGE);
 	}
+	for (o = main_opts; o->ch != 0; o++)
+		if (!o->given && (v = getenv(o->env)) != NULL && v[0] != '\0')
+			main_option(o->ch, o->env, v);
+	main_check_latency();
 	if (cfg.db == NULL) {
 		if ((v = getenv("STATE_DIRECTORY")) != NULL && v[0] != '\0') {
 			/* systemd may pass several directories separated by ':'; use the first. */
@@ -264,47 +348,50 @@ main_listen(const char *spec)
 {
 	struct addrinfo hints, *res;
 	char host[256];
-	const char *port, *colon;
+	const char *port, *colon, *what, *why;
 	size_t hlen;
+	uint64_t pnum;
 	int fd, one = 1, rc;
 
+	what = main_opt_what('l');
 	if (spec[0] == '[') {
 		colon = strstr(spec, "]:");
 		if (colon == NULL)
-			usage_error("--listen", spec, "is not ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)");
+			usage_error(what, spec, "is not ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)");
 		hlen = (size_t)(colon - spec - 1);
 		port = colon + 2;
 		if (hlen >= sizeof host)
-			usage_error("--listen", spec, "has too long a host");
+			usage_error(what, spec, "has too long a host");
 		memcpy(host, spec + 1, hlen);
 	} else {
 		colon = strrchr(spec, ':');
 		if (colon == NULL || strchr(spec, ':') != colon)
-			usage_error("--listen", spec, "is not ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)");
+			usage_error(what, spec, "is not ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)");
 		hlen = (size_t)(colon - spec);
 		port = colon + 1;
 		if (hlen >= sizeof host)
-			usage_error("--listen", spec, "has too long a host");
+			usage_error(what, spec, "has too long a host");
 		memcpy(host, spec, hlen);
 	}
 	host[hlen] = '\0';
-	if (port[0] == '\0' || strspn(port, "0123456789") != strlen(port) || atoi(port) > 65535)
-		usage_error("--listen", spec, "has no valid port (0..65535)");
+	/* Digits only and no wrap-around: 4294967297 is not port 1. */
+	if (parse_uint(port, 0, 65535, &pnum, &why) != 0)
+		usage_error(what, spec, "has no valid port (0..65535; 0: any free port)");
 	memset(&hints, 0, sizeof hints);
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	rc = getaddrinfo(hlen == 0 || strcmp(host, "*") == 0 ? NULL : host, port, &hints, &res);
 	if (rc != 0)
-		usage_error("--listen", spec, gai_strerror(rc));
+		usage_error(what, spec, gai_strerror(rc));
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
-		fatal("--listen %s: socket", spec);
+		fatal("%s %s: socket", what, spec);
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	if (bind(fd, res->ai_addr, res->ai_addrlen) != 0)
-		fatal("--listen %s: bind", spec);
+		fatal("%s %s: bind", what, spec);
 	if (listen(fd, 4096) != 0)
-		fatal("--listen %s: listen", spec);
+		fatal("%s %s: listen", what, spec);
 	freeaddrinfo(res);
 	return fd;
 }
@@ -440,7 +527,7 @@ main(int argc, char **argv)
 	main_where = main_where_buf ? main_where_buf : cfg.listen;
 
 	if ((db = store_open(cfg.db, cfg.durability_full, why)) == NULL)
-		fatalx("--db %s: %s", cfg.db, why);
+		fatalx("%s %s: %s", main_opt_what('d'), cfg.db, why);
 	main_load_stats();
 
 	/*
@@ -473,9 +560,10 @@ main(int argc, char **argv)
 		tv.tv_usec = 0;
 		event_add(main_status_ev, &tv);
 	}
-	log_info("listening on %s, db %s (durability %s), latency %llums jitter %llums",
+	log_info("listening on %s, db %s (durability %s), latency %llums jitter %llums max-latency %llums%s",
 	    main_where, cfg.db, cfg.durability_full ? "full" : "normal",
-	    (unsigned long long)cfg.latency_ms, (unsigned long long)cfg.jitter_ms);
+	    (unsigned long long)cfg.latency_ms, (unsigned long long)cfg.jitter_ms,
+	    (unsigned long long)cfg.max_latency_ms, cfg.max_latency_ms ? "" : " (no cap)");
 	sd_notifyf(0, "READY=1\nSTATUS=serving on %s, latency %llums", main_where,
 	    (unsigned long long)cfg.latency_ms);
 

@@ -115,19 +115,43 @@ store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt)
 	return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL) == SQLITE_OK ? 0 : -1;
 }
 
-/* Put db in WAL mode and check that it took: 0 or -1. */
+/*
+ * Put db in WAL mode and check that it took: SQLITE_OK, SQLite's error, or
+ * -1 when it stays in another journal mode.
+ */
 static int
 store_wal_mode(sqlite3 *db)
 {
 	sqlite3_stmt *s;
-	int ok = 0;
+	int rc;
 
-	if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &s, NULL) != SQLITE_OK)
-		return -1;
-	if (sqlite3_step(s) == SQLITE_ROW)
-		ok = strcmp((const char *)sqlite3_column_text(s, 0), "wal") == 0;
+	if ((rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &s, NULL)) != SQLITE_OK)
+		return rc;
+	if ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		rc = strcmp((const char *)sqlite3_column_text(s, 0), "wal") == 0 ? SQLITE_OK : -1;
+	else if (rc == SQLITE_DONE)
+		rc = -1;
 	sqlite3_finalize(s);
-	return ok ? 0 : -1;
+	return rc;
+}
+
+/* Say in why (256 bytes) why db cannot be put in WAL mode (rc from store_wal_mode). */
+static void
+store_wal_error(sqlite3 *db, int rc, char *why)
+{
+	int ext = sqlite3_extended_errcode(db);
+
+	if (rc == -1)
+		snprintf(why, 256, "cannot use WAL mode; it needs a local filesystem with shared memory");
+	else if ((rc & 0xff) == SQLITE_NOTADB)
+		snprintf(why, 256, "is not an SQLite database (%s); give a record-countd database or a new file",
+		    sqlite3_errmsg(db));
+	else if (ext == SQLITE_IOERR_SHMOPEN || ext == SQLITE_IOERR_SHMSIZE || ext == SQLITE_IOERR_SHMMAP ||
+	    ext == SQLITE_IOERR_SHMLOCK)
+		snprintf(why, 256, "cannot use WAL mode (%s); it needs a local filesystem with shared memory",
+		    sqlite3_errmsg(db));
+	else
+		snprintf(why, 256, "%s", sqlite3_errmsg(db));
 }
 
 /* Open one connection to path; 0, or -1 with the reason in why. */
@@ -184,6 +208,7 @@ struct store *
 store_open(const char *path, int durable_full, char *why)
 {
 	struct store *st;
+	int rc;
 
 	if ((st = calloc(1, sizeof *st)) == NULL) {
 		snprintf(why, 256, "out of memory");
@@ -198,9 +223,8 @@ store_open(const char *path, int durable_full, char *why)
 	st->done_tail = &st->done;
 	if (store_connect(path, &st->w, why) != 0)
 		goto fail;
-	if (store_wal_mode(st->w) != 0) {
-		snprintf(why, 256, "cannot use WAL mode (%s); it needs a local filesystem with shared memory",
-		    sqlite3_errmsg(st->w));
+	if ((rc = store_wal_mode(st->w)) != SQLITE_OK) {
+		store_wal_error(st->w, rc, why);
 		goto fail;
 	}
 	if (store_exec(st->w, "PRAGMA synchronous=NORMAL") != 0 ||
@@ -347,16 +371,18 @@ static void
 store_write(struct store *st, struct store_batch *b)
 {
 	struct store_job *j;
-	size_t i;
+	size_t i, added = 0;
 	int ok;
 
+	/* Counted before BEGIN, so a batch that fails at once still says how many records failed. */
+	for (j = b->jobs; j != NULL; j = j->next)
+		b->records += j->n;
 	b->began = store_now();
 	ok = store_step(st->begin) == 0;
-	for (j = b->jobs; ok && j != NULL; j = j->next) {
+	for (j = b->jobs; ok && j != NULL; j = j->next)
 		for (i = 0; ok && i < j->n; i++)
-			ok = store_insert(st, j, i) == 0;
-		b->records += j->n;
-	}
+			if ((ok = store_insert(st, j, i) == 0) && !j->dups[i])
+				added++;
 	if (ok)
 		ok = store_step(st->commit) == 0;
 	if (!ok) {
@@ -365,6 +391,7 @@ store_write(struct store *st, struct store_batch *b)
 			store_exec(st->w, "ROLLBACK");
 	}
 	b->ok = ok;
+	b->added = ok ? added : 0;
 }
 
 /* The writer thread: take everything submitted, write and commit it as one batch, hand it back; again. */

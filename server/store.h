@@ -37,7 +37,8 @@ struct store_job {
 /* Jobs written and committed (or rolled back) together; see store_collect(). */
 struct store_batch {
 	struct store_job *jobs;       /* in submission order, linked by next */
-	size_t records;               /* values written */
+	size_t records;               /* values in its jobs, duplicates included, whether or not it is ok */
+	size_t added;                 /* of them, records newly stored (not duplicates); only if ok */
 	double seconds;               /* from BEGIN until durable (the end of its sync, or of COMMIT) */
 	int ok;                       /* 0: rolled back, nothing of it is stored */
 	char error[256];              /* why, when not ok */

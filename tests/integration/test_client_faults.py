@@ -108,10 +108,10 @@ def test_sigterm_finishes_in_flight_and_answers_waiters(record_countd, counterd)
 
 
 def test_server_closing_idle_keepalive_connections_is_harmless(record_countd, counterd):
-    rc = record_countd("--latency", "0", "--connection-timeout", "100ms")
+    rc = record_countd("--latency", "0", "--connection-timeout", "1s")
     cd = counterd(rc.url, "--retries", "0")
     got = []
-    for delay in (0.09, 0.1, 0.11, 0.12, 0.15, 0.1, 0.1, 0.11):
+    for delay in (0.99, 1.0, 1.01, 1.02, 1.05, 1.0, 1.0, 1.01):
         time.sleep(delay)  # let record-countd close the idle connection around now (fault injection)
         got.append(cd.next("idle"))
     assert [r.status for r in got] == [200] * 8, [r for r in got if r.status != 200]

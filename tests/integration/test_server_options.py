@@ -1,0 +1,208 @@
+"""record-countd: how options and their environment variables are read and checked, and what the log and metrics say
+about commits, against the real binary, real files and real HTTP."""
+import os
+import re
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from harness import free_port
+from test_server_helpers import RECORD_COUNTD
+
+ENV_VARS = ("RECORD_COUNTD_LISTEN", "RECORD_COUNTD_LATENCY", "RECORD_COUNTD_JITTER", "RECORD_COUNTD_MAX_LATENCY",
+            "RECORD_COUNTD_DB", "RECORD_COUNTD_DURABILITY", "RECORD_COUNTD_MAX_CONNECTIONS",
+            "RECORD_COUNTD_CONNECTION_TIMEOUT", "RECORD_COUNTD_ACCESS_LOG", "RECORD_COUNTD_LOG_LEVEL")
+
+
+def run(args, env=None, timeout=10):
+    """Run record-countd to completion with only the RECORD_COUNTD_* variables given in env."""
+    e = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    e.update(env or {})
+    return subprocess.run([RECORD_COUNTD] + list(args), capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def refused(out, message):
+    """out is a usage error (exit 2) whose stderr says message."""
+    assert out.returncode == 2, out
+    assert message in out.stderr, out.stderr
+
+
+def metric(text, name):
+    """The value of an unlabelled metric in a Prometheus text document."""
+    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
+    assert m, (name, text)
+    return int(m.group(1))
+
+
+def test_listen_port_is_parsed_strictly(tmp_path):
+    """Digits only, 0..65535, no sign, space or wrap-around; checked before anything is opened or created."""
+    for port in ("4294986301", "4294967297", "4294967296", "65536", "99999999999999999999999", "+80", "-1", " 80",
+                 "80 ", "8o", "0x50", ""):
+        try:
+            out = run(["--listen", "127.0.0.1:" + port, "--db", str(tmp_path / "x.db")], timeout=5)
+        except subprocess.TimeoutExpired:
+            pytest.fail("record-countd served on --listen 127.0.0.1:%s instead of refusing it" % port)
+        refused(out, 'record-countd: --listen: "127.0.0.1:%s" has no valid port (0..65535' % port)
+        assert not (tmp_path / "x.db").exists()
+
+
+def test_listen_port_does_not_wrap_around(tmp_path):
+    """A free port plus 2^32 is refused, not served on that free port (the old atoi check wrapped around)."""
+    spec = "127.0.0.1:%d" % (free_port() + 2 ** 32)
+    try:
+        out = run(["--listen", spec, "--db", str(tmp_path / "x.db"), "--latency", "0"], timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail("record-countd served on --listen %s instead of refusing it" % spec)
+    refused(out, 'record-countd: --listen: "%s" has no valid port' % spec)
+    out = run(["--db", str(tmp_path / "x.db")], env={"RECORD_COUNTD_LISTEN": spec}, timeout=5)
+    refused(out, 'record-countd: RECORD_COUNTD_LISTEN: "%s" has no valid port' % spec)
+
+
+@pytest.mark.parametrize("opt", ["--version", "--help"])
+def test_help_and_version_ignore_a_bad_environment(opt):
+    env = {v: "bogus" for v in ENV_VARS}
+    out = run([opt], env=env)
+    assert out.returncode == 0, out
+    assert out.stderr == ""
+    assert out.stdout.startswith("record-countd (lockstep) " if opt == "--version" else "usage: record-countd")
+
+
+def test_command_line_overrides_a_bad_environment(record_countd):
+    """Every variable is bogus and every option is given: the variables are not even checked."""
+    env = {v: "bogus" for v in ENV_VARS}
+    d = record_countd("--latency", "0", "--jitter", "0", "--max-latency", "0", "--durability", "normal",
+                      "--max-connections", "100", "--connection-timeout", "5s", "--access-log", "--log-level", "info",
+                      env=env)
+    t0 = time.monotonic()
+    r = d.get("/record-count?value=1&client=cli")
+    assert r.status == 200 and r.json()["seq"] == 1
+    assert time.monotonic() - t0 < 1
+    d.stop()
+    assert os.path.exists(d.db)
+    assert "access method=GET path=/record-count status=200 client=cli values=1" in d.read_log()
+
+
+def test_command_line_overrides_one_bad_variable(record_countd):
+    d = record_countd("--latency", "0", env={"RECORD_COUNTD_LATENCY": "bogus"})
+    assert d.get("/record-count?value=1").status == 200
+
+
+def test_bad_variable_not_overridden_is_named(tmp_path):
+    """Another option on the command line does not hide a bad variable of its own."""
+    out = run(["--db", str(tmp_path / "x.db"), "--latency", "0"], env={"RECORD_COUNTD_MAX_CONNECTIONS": "0",
+                                                                       "RECORD_COUNTD_LATENCY": "bogus"})
+    refused(out, 'record-countd: RECORD_COUNTD_MAX_CONNECTIONS: "0" is not a number of connections')
+    assert "RECORD_COUNTD_LATENCY" not in out.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (["--latency", "100ms", "--jitter", "500ms"], {},
+     'record-countd: --jitter "500ms" is larger than --latency "100ms"; the jitter must be at most the latency'),
+    (["--jitter", "500ms", "--latency", "100ms"], {},
+     'record-countd: --jitter "500ms" is larger than --latency "100ms"'),
+    (["--jitter", "101ms"], {}, 'record-countd: --jitter "101ms" is larger than --latency (default 100ms)'),
+    (["--latency", "0", "--jitter", "1ms"], {}, 'record-countd: --jitter "1ms" is larger than --latency "0"'),
+    (["--latency", "100ms"], {"RECORD_COUNTD_JITTER": "0.5s"},
+     'record-countd: RECORD_COUNTD_JITTER "0.5s" is larger than --latency "100ms"'),
+    (["--latency", "1s", "--max-latency", "10ms"], {},
+     'record-countd: --max-latency "10ms" is smaller than --latency "1s"; the cap must be at least the latency'
+     ' (or 0 for no cap)'),
+    (["--max-latency", "99ms"], {}, 'record-countd: --max-latency "99ms" is smaller than --latency (default 100ms)'),
+    (["--max-latency", "10ms"], {"RECORD_COUNTD_LATENCY": "1s"},
+     'record-countd: --max-latency "10ms" is smaller than RECORD_COUNTD_LATENCY "1s"'),
+])
+def test_contradictory_latency_is_refused(args, env, message, tmp_path):
+    out = run(["--listen", "127.0.0.1:0", "--db", str(tmp_path / "x.db")] + args, env=env)
+    refused(out, message)
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_latency_bounds_that_agree_are_served(record_countd):
+    """Jitter equal to the latency and a cap equal to it are fine; a long latency alone has no default cap."""
+    d = record_countd("--latency", "100ms", "--jitter", "100ms", "--max-latency", "100ms")
+    t0 = time.monotonic()
+    assert d.get("/record-count?value=1").status == 200
+    assert time.monotonic() - t0 < 0.1 + 0.5
+    d2 = record_countd("--latency", "30s")
+    assert d2.get("/healthz").status == 200
+    d.stop()
+    d2.stop()
+    assert "latency 100ms jitter 100ms max-latency 100ms" in d.read_log()
+    assert "latency 30000ms jitter 0ms max-latency 0ms (no cap)" in d2.read_log()
+
+
+def test_connection_timeout_must_be_whole_seconds(record_countd, tmp_path):
+    """libmicrohttpd counts whole seconds: anything else is refused, not rounded up; 0 is no timeout."""
+    for value in ("100ms", "500ms", "1500ms", "1.5s", "0.1s", "999ms", "1001ms"):
+        out = run(["--listen", "127.0.0.1:0", "--db", str(tmp_path / "x.db"), "--connection-timeout", value])
+        refused(out, 'record-countd: --connection-timeout: "%s" is not a whole number of seconds (libmicrohttpd'
+                     ' counts whole seconds; use 1s or more, or 0 for none)' % value)
+        out = run(["--listen", "127.0.0.1:0", "--db", str(tmp_path / "x.db")],
+                  env={"RECORD_COUNTD_CONNECTION_TIMEOUT": value})
+        refused(out, 'record-countd: RECORD_COUNTD_CONNECTION_TIMEOUT: "%s" is not a whole number of seconds' % value)
+        assert not (tmp_path / "x.db").exists()
+    for value in ("0", "1s", "1000ms", "2m"):
+        d = record_countd("--latency", "0", "--connection-timeout", value)
+        assert d.get("/record-count?value=1").status == 200
+        d.stop()
+
+
+def test_failed_commit_logs_its_record_count(record_countd):
+    """Another connection holds the write lock: BEGIN fails, the answer is 503, and the log counts the records."""
+    d = record_countd("--latency", "0")
+    assert d.get("/record-count?value=1&client=lk").status == 200
+    holder = sqlite3.connect(d.db, isolation_level=None, timeout=10)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        r = d.get("/record-count?value=2&client=lk", timeout=30)
+        assert r.status == 503, r
+        assert r.json()["error"] == "storage_error"
+        r = d.post("/record-count", {"client": "lk", "values": [3, 4, 1]}, timeout=30)
+        assert r.status == 503, r
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
+    assert d.get("/record-count?value=2&client=lk").json()["duplicate"] is False
+    assert d.get("/clients/lk").json() == {"client": "lk", "last_value": 2, "recorded": 2}
+    assert d.stop() == 0
+    log = d.read_log()
+    assert "commit of 1 record failed: database is locked" in log, log
+    assert "commit of 3 records failed: database is locked" in log, log
+    assert "commit of 0 records" not in log, log
+
+
+def test_committed_records_metric_counts_new_records_only(record_countd):
+    d = record_countd("--latency", "0")
+    assert d.post("/record-count", {"client": "m", "values": list(range(1, 21))}).status == 200
+    assert [x["duplicate"] for x in d.post("/record-count", {"client": "m", "values": [5, 6]}).json()["records"]] \
+        == [True, True]
+    assert d.get("/record-count?value=7&client=m").json()["duplicate"] is True
+    assert d.get("/record-count?value=20&client=m").json()["duplicate"] is True
+    stats = d.get("/stats").json()
+    assert stats["recorded"] == 20 and stats["duplicates"] == 4
+    text = d.get("/metrics").body.decode()
+    assert metric(text, "record_countd_db_committed_records_total") == 20
+    assert metric(text, "record_countd_records_total") == 20
+    assert metric(text, "record_countd_duplicates_total") == 4
+    # One request mixing a new value with duplicates of it and of an older one.
+    assert [x["duplicate"] for x in d.post("/record-count", {"client": "m", "values": [21, 21, 1]}).json()["records"]] \
+        == [False, True, True]
+    text = d.get("/metrics").body.decode()
+    assert metric(text, "record_countd_db_committed_records_total") == 21
+    assert metric(text, "record_countd_duplicates_total") == 6
+    assert "# HELP record_countd_db_committed_records_total New records written by group commits" in text
+
+
+def test_db_that_is_not_sqlite_is_named(tmp_path):
+    for i, content in enumerate((b"hi\n", b"this is a text file, not a database\n" * 20)):
+        path = tmp_path / ("notes%d.txt" % i)
+        path.write_bytes(content)
+        out = run(["--listen", "127.0.0.1:0", "--db", str(path)])
+        assert out.returncode == 1, out
+        assert "--db %s: is not an SQLite database" % path in out.stderr, out.stderr
+        assert "WAL" not in out.stderr and "shared memory" not in out.stderr, out.stderr
+        assert path.read_bytes() == content
