@@ -5,14 +5,20 @@
  * libmicrohttpd runs in external epoll mode: its epoll fd is one libevent read
  * event and MHD_get_timeout() drives one libevent timer, so no thread is parked
  * per request. Delayed requests are suspended connections (delay.c).
+ *
+ * Every connection is listed with its current request, so that shutdown can
+ * close the ones with nothing in flight: libmicrohttpd has no call to close a
+ * connection, so we shut its socket down and it closes it on seeing that.
  */
 #include "config.h"
 
+#include <sys/socket.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -35,6 +41,25 @@ static struct http_listener *http_listeners;
 static size_t http_nlisteners;
 static int http_quiesced;
 static int http_kick;
+
+/* One connection (libmicrohttpd's socket context) and the request it is on. */
+struct http_conn {
+	struct MHD_Connection *conn;
+	int fd;
+	struct req *req;              /* from its request line to its last callback, else NULL */
+	int shut;                     /* its socket is shut down: libmicrohttpd is closing it */
+	LIST_ENTRY(http_conn) entry;
+};
+static LIST_HEAD(, http_conn) http_conns = LIST_HEAD_INITIALIZER(http_conns);
+static struct event *http_grace_ev;
+
+/*
+ * libmicrohttpd keeps a request's target and header lines in its per-connection
+ * pool (MHD_MEMORY_LIMIT), with a record of about this many bytes for each
+ * header field and cookie, and builds the head of the answer in what is left.
+ */
+#define HTTP_POOL_RECORD 64
+#define HTTP_POOL_SPARE 512       /* left for the answer's head, with a margin */
 
 /* Re-arm l's timer from libmicrohttpd's next timeout. */
 static void
@@ -105,6 +130,128 @@ http_event_cb(evutil_socket_t fd, short what, void *arg)
 	http_run_one(arg);
 }
 
+static void http_req_free(struct req *r);
+static void http_access_log(struct req *r, double end);
+
+/* Shut hc's socket down; libmicrohttpd sees the end of it and closes the connection. */
+static void
+http_conn_shut(struct http_conn *hc)
+{
+	if (hc->shut || hc->fd == -1)
+		return;
+	hc->shut = 1;
+	shutdown(hc->fd, SHUT_RDWR);
+}
+
+/*
+ * The connection whose headers libmicrohttpd is rejecting right now: the
+ * only one with a request whose headers are all in, no handler run yet and
+ * no answer queued. NULL if there is not exactly one.
+ */
+static struct http_conn *
+http_rejected_conn(void)
+{
+	struct http_conn *hc, *found = NULL;
+
+	LIST_FOREACH(hc, &http_conns, entry) {
+		if (hc->req == NULL || hc->req->started || hc->req->answered || hc->shut)
+			continue;
+		if (MHD_get_connection_info(hc->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE) == NULL ||
+		    MHD_get_connection_info(hc->conn, MHD_CONNECTION_INFO_HTTP_STATUS) != NULL)
+			continue;
+		if (found != NULL)
+			return NULL;
+		found = hc;
+	}
+	return found;
+}
+
+/* Whether s is a decimal number (that may be too large to fit). */
+static int
+http_is_decimal(const char *s)
+{
+	return s[0] != '\0' && strspn(s, "0123456789") == strlen(s);
+}
+
+/*
+ * Write r's JSON error straight to hc's socket (Connection: close) and shut
+ * it down; r is answered. For requests whose answer libmicrohttpd would not
+ * send right: it has nothing else to send on the connection then, and the
+ * answer is small, so the socket's buffer takes it at once.
+ */
+static void
+http_answer_raw(struct http_conn *hc, struct req *r, unsigned status, const char *code, const char *msg)
+{
+	char date[64], *body, *out;
+	json_t *doc;
+	struct tm tm;
+	time_t now;
+	int len;
+
+	if ((doc = json_pack("{ss ss}", "error", code, "message", msg)) == NULL)
+		return;
+	body = json_dumps(doc, JSON_COMPACT);
+	json_decref(doc);
+	if (body == NULL)
+		return;
+	now = time(NULL);
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	len = asprintf(&out, "HTTP/1.1 %u %s\r\nDate: %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\n\r\n%s\n", status, MHD_get_reason_phrase_for(status), date, strlen(body) + 1, body);
+	free(body);
+	if (len < 0)
+		return;
+	send(hc->fd, out, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	free(out);
+	http_conn_shut(hc);
+	r->answered = 1;
+	r->status = status;
+	metrics_rejected();
+	metrics_response(r->route, status, (double)(now_mono_us() - r->arrival_us) / 1e6);
+	if (cfg.access_log && log_get_level() >= LOG_LEVEL_INFO)
+		http_access_log(r, now_wall());
+}
+
+/*
+ * libmicrohttpd 0.9.75 rejects some requests itself once their headers are
+ * in (a Content-Length that is not a number, or is past 2^64; cookies that
+ * overflow its pool) and then sends its HTML error with the status line and
+ * headers twice: its header step queues the answer and builds its head,
+ * then the next step builds the head again. Our handler never runs for such
+ * a request and there is no hook in between, so we answer it here, while it
+ * logs the error: the JSON answer goes straight to the socket, which is then
+ * shut down, so libmicrohttpd's copy goes nowhere and it closes the
+ * connection when its write fails. Any other rejection is left to it.
+ */
+static void
+http_rejected(unsigned status)
+{
+	struct http_conn *hc;
+	const char *cl;
+	char msg[256];
+
+	if ((hc = http_rejected_conn()) == NULL)
+		return;
+	cl = MHD_lookup_connection_value(hc->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if ((status == MHD_HTTP_BAD_REQUEST || status == MHD_HTTP_CONTENT_TOO_LARGE) && cl != NULL) {
+		/* It cannot parse it, or it is past 2^64 - 1. */
+		if (http_is_decimal(cl)) {
+			snprintf(msg, sizeof msg, "Content-Length %.40s is over the limit of %d bytes", cl, LIMIT_BODY);
+			http_answer_raw(hc, hc->req, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large", msg);
+		} else {
+			snprintf(msg, sizeof msg, "Content-Length \"%.40s\" is not a number of bytes (0..%d)", cl,
+			    LIMIT_BODY);
+			http_answer_raw(hc, hc->req, MHD_HTTP_BAD_REQUEST, "invalid_content_length", msg);
+		}
+	} else if (status == MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE &&
+	    MHD_lookup_connection_value(hc->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE) != NULL) {
+		snprintf(msg, sizeof msg, "the request's cookies do not fit in the %d bytes a request may use; "
+		    "send fewer (this API reads none)", MHD_MEMORY_LIMIT);
+		http_answer_raw(hc, hc->req, status, "headers_too_large", msg);
+	}
+}
+
 /*
  * libmicrohttpd's own messages go into our log (without their newline), at
  * info level: nearly all are about one client's connection, and a flood of
@@ -114,6 +261,7 @@ static void
 http_log_cb(void *arg, const char *fmt, va_list ap)
 {
 	char buf[1024];
+	unsigned status;
 	size_t n;
 
 	vsnprintf(buf, sizeof buf, fmt, ap);
@@ -122,19 +270,31 @@ http_log_cb(void *arg, const char *fmt, va_list ap)
 		buf[--n] = '\0';
 	http_kick = 1;
 	log_info("libmicrohttpd: %s", buf);
+	if (sscanf(buf, "Error processing request (HTTP response code is %u", &status) == 1)
+		http_rejected(status);
 }
 
-static void http_req_free(struct req *r);
-
-/* A request line arrived: allocate its state and note its arrival time. */
+/*
+ * A request line arrived: allocate its state and note its arrival time.
+ *
+ * libmicrohttpd would then split the query into its per-connection pool,
+ * one ~64-byte record per parameter, and a few hundred parameters exhaust it
+ * before our handler could refuse them. We parse the query ourselves (from
+ * r->query), so we end it where libmicrohttpd looks for it: uri points into
+ * its writable request-line buffer, and 0.9.75 splits the query only after
+ * this callback returns. Nothing may read MHD_GET_ARGUMENT_KIND values.
+ */
 static void *
 http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 {
 	const union MHD_ConnectionInfo *info;
-	struct req *r, **slot;
+	struct http_conn *hc;
+	struct req *r;
 	const char *q;
 	size_t plen, ulen;
 
+	if (uri == NULL)
+		uri = "";
 	ulen = strlen(uri);
 	q = strchr(uri, '?');
 	plen = q ? (size_t)(q - uri) : ulen;
@@ -152,13 +312,14 @@ http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 	memcpy(r->path, uri, plen);
 	r->path[plen] = '\0';
 	r->query = q ? r->uri + plen + 1 : "";
+	if (q != NULL)
+		((char *)q)[1] = '\0';
 	http_requests_open++;
 	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	if (info != NULL && info->socket_context != NULL) {
-		slot = info->socket_context;
-		if (*slot != NULL)
-			http_req_free(*slot);   /* the previous request was dropped by libmicrohttpd */
-		*slot = r;
+	if (info != NULL && (hc = info->socket_context) != NULL) {
+		if (hc->req != NULL)
+			http_req_free(hc->req);         /* the previous request was dropped by libmicrohttpd */
+		hc->req = r;
 	}
 	return r;
 }
@@ -280,13 +441,61 @@ http_send(struct req *r)
 	return ret;
 }
 
-/* Sum the length of the request's header lines. */
+/*
+ * Answer r with a JSON error on its socket, not through libmicrohttpd: a
+ * request with many or long header lines may leave its pool no room to
+ * build the answer's head, and it would close the connection unanswered.
+ */
+static void
+http_error_raw(struct req *r, unsigned status, const char *code, const char *fmt, ...)
+{
+	const union MHD_ConnectionInfo *info;
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	info = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	if (info == NULL || info->socket_context == NULL)
+		http_error(r, status, code, "%s", msg);
+	else
+		http_answer_raw(info->socket_context, r, status, code, msg);
+}
+
+/* Query parameters: '&'-separated fields, empty ones included, a trailing '&' adding none. */
+static size_t
+http_params(const char *q)
+{
+	size_t n = 0;
+
+	if (*q == '\0')
+		return 0;
+	for (; *q != '\0'; q++)
+		if (*q == '&')
+			n++;
+	return q[-1] == '&' ? n : n + 1;
+}
+
+/* What a request's headers take: their lines' bytes, and how many fields and cookies. */
+struct http_headers {
+	size_t bytes;
+	int fields;
+	int cookies;
+};
+
+/* Add one header field or cookie to the request's struct http_headers. */
 static enum MHD_Result
 http_header_size_cb(void *arg, enum MHD_ValueKind kind, const char *key, const char *value)
 {
-	size_t *sum = arg;
+	struct http_headers *h = arg;
 
-	*sum += strlen(key) + (value ? strlen(value) : 0) + 4;
+	if (kind == MHD_COOKIE_KIND) {
+		h->cookies++;
+		return MHD_YES;
+	}
+	h->bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
+	h->fields++;
 	return MHD_YES;
 }
 
@@ -342,9 +551,10 @@ http_route(struct req *r)
 static const struct route_entry *
 http_first(struct req *r)
 {
+	struct http_headers h = { 0, 0, 0 };
 	const struct route_entry *e;
 	const char *cl;
-	size_t hsize = 0;
+	size_t np, pool;
 	unsigned long long n;
 	char *end;
 
@@ -353,10 +563,29 @@ http_first(struct req *r)
 		    r->uri_len, LIMIT_URL);
 		return NULL;
 	}
-	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, http_header_size_cb, &hsize);
-	if (hsize > LIMIT_HEADERS) {
-		http_error(r, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large",
-		    "the request headers are %zu bytes; the limit is %d", hsize, LIMIT_HEADERS);
+	if ((np = http_params(r->query)) > LIMIT_PARAMS) {
+		http_error(r, MHD_HTTP_URI_TOO_LONG, "too_many_parameters",
+		    "the query has %zu parameters; the limit is %d", np, LIMIT_PARAMS);
+		return NULL;
+	}
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND | MHD_COOKIE_KIND, http_header_size_cb, &h);
+	if (h.bytes > LIMIT_HEADERS) {
+		http_error_raw(r, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large",
+		    "the request headers are %zu bytes; the limit is %d", h.bytes, LIMIT_HEADERS);
+		return NULL;
+	}
+	if (h.fields > LIMIT_HEADER_FIELDS) {
+		http_error_raw(r, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "too_many_headers",
+		    "the request has %d header fields; the limit is %d", h.fields, LIMIT_HEADER_FIELDS);
+		return NULL;
+	}
+	/* Within the limits above this can only fail with many cookies too, which this API never reads. */
+	pool = r->uri_len + h.bytes + (size_t)(h.fields + h.cookies) * HTTP_POOL_RECORD;
+	if (pool > MHD_MEMORY_LIMIT - HTTP_POOL_SPARE) {
+		http_error_raw(r, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large",
+		    "the request's target, header lines, %d fields and %d cookies need about %zu of the %d bytes "
+		    "a request may use; send fewer cookies or shorter headers", h.fields, h.cookies, pool,
+		    MHD_MEMORY_LIMIT);
 		return NULL;
 	}
 	cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -441,11 +670,11 @@ static void
 http_req_free(struct req *r)
 {
 	const union MHD_ConnectionInfo *info;
-	struct req **slot;
+	struct http_conn *hc;
 
 	info = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	if (info != NULL && (slot = info->socket_context) != NULL && *slot == r)
-		*slot = NULL;
+	if (info != NULL && (hc = info->socket_context) != NULL && hc->req == r)
+		hc->req = NULL;
 	delay_forget(r);
 	http_leave(r);
 	if (r->resp != NULL)
@@ -463,39 +692,52 @@ http_req_free(struct req *r)
 		main_maybe_exit();
 }
 
-/* The request is over (response sent, or the connection failed). */
+/* The request is over (response sent, or the connection failed); when shutting down, so is its connection. */
 static void
 http_completed_cb(void *arg, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
+	const union MHD_ConnectionInfo *info;
 	struct req *r = *con_cls;
 
 	if (r == NULL)
 		return;
 	*con_cls = NULL;
 	http_req_free(r);
+	/* Its answer is in the socket's buffer now; a keep-alive connection must not start another request. */
+	if (shutting_down && (info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT)) != NULL &&
+	    info->socket_context != NULL)
+		http_conn_shut(info->socket_context);
 }
 
 /*
- * Connections carry a slot with their current request: libmicrohttpd does
- * not report the end of a request it rejected by itself before our handler
- * ran (say, too many query parameters for its pool), so such a request is
- * freed when the next one arrives or the connection closes.
+ * Connections are listed with their current request: libmicrohttpd does not
+ * report the end of a request it rejected by itself before our handler ran
+ * (say, a malformed header line), so such a request is freed when the next
+ * one arrives or the connection closes.
  */
 static void
 http_connection_cb(void *arg, struct MHD_Connection *conn, void **socket_context,
     enum MHD_ConnectionNotificationCode toe)
 {
-	struct req **slot;
+	const union MHD_ConnectionInfo *info;
+	struct http_conn *hc;
 
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-		*socket_context = calloc(1, sizeof(struct req *));
+		if ((hc = calloc(1, sizeof *hc)) == NULL)
+			return;
+		hc->conn = conn;
+		info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		hc->fd = info != NULL ? info->connect_fd : -1;
+		LIST_INSERT_HEAD(&http_conns, hc, entry);
+		*socket_context = hc;
 		return;
 	}
-	if ((slot = *socket_context) == NULL)
+	if ((hc = *socket_context) == NULL)
 		return;
-	if (*slot != NULL)
-		http_req_free(*slot);
-	free(slot);
+	if (hc->req != NULL)
+		http_req_free(hc->req);
+	LIST_REMOVE(hc, entry);
+	free(hc);
 	*socket_context = NULL;
 }
 
@@ -555,12 +797,57 @@ http_start(const int *fds, size_t n)
 	return 0;
 }
 
-/* Stop accepting: the listening sockets leave libmicrohttpd and are closed. */
+/*
+ * Close the connections with no request in flight; their count. In flight
+ * is a request that was completely received: its handler ran, and it is
+ * answered or waits for its latency and commit. Not in flight: an idle
+ * connection, a request line or headers still arriving, and, once the grace
+ * is over, a body still arriving (the client has not finished sending it).
+ */
+static size_t
+http_sweep(int grace_over, size_t *uploading)
+{
+	struct http_conn *hc;
+	size_t n = 0;
+
+	*uploading = 0;
+	LIST_FOREACH(hc, &http_conns, entry) {
+		if (hc->shut || (hc->req != NULL && hc->req->started == 2))
+			continue;
+		if (hc->req != NULL && hc->req->started == 1 && !grace_over) {
+			(*uploading)++;
+			continue;
+		}
+		http_conn_shut(hc);
+		n++;
+	}
+	return n;
+}
+
+/* The shutdown grace for bodies still arriving is over: close those connections too. */
+static void
+http_grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	size_t n, uploading;
+
+	if ((n = http_sweep(1, &uploading)) > 0)
+		log_info("closing %zu connections whose request body did not arrive within %dms", n,
+		    SHUTDOWN_UPLOAD_GRACE_MS);
+	http_run();
+}
+
+/*
+ * Stop accepting: the listening sockets leave libmicrohttpd and are closed.
+ * Connections with no request in flight are closed now; a request body
+ * still arriving gets SHUTDOWN_UPLOAD_GRACE_MS to complete.
+ */
 void
 http_quiesce(void)
 {
+	struct http_conn *hc;
+	struct timeval tv;
 	MHD_socket fd;
-	size_t i;
+	size_t i, n, uploading, kept;
 
 	if (http_quiesced)
 		return;
@@ -571,6 +858,20 @@ http_quiesce(void)
 		fd = MHD_quiesce_daemon(http_listeners[i].daemon);
 		if (fd != MHD_INVALID_SOCKET)
 			close(fd);
+	}
+	n = http_sweep(0, &uploading);
+	kept = 0;
+	LIST_FOREACH(hc, &http_conns, entry)
+		if (!hc->shut)
+			kept++;
+	log_info("answering %zu requests in flight; closing %zu connections with none; %zu request bodies still "
+	    "arriving get %dms", kept - uploading, n, uploading, SHUTDOWN_UPLOAD_GRACE_MS);
+	if (uploading > 0) {
+		tv.tv_sec = SHUTDOWN_UPLOAD_GRACE_MS / 1000;
+		tv.tv_usec = (SHUTDOWN_UPLOAD_GRACE_MS % 1000) * 1000;
+		if ((http_grace_ev = evtimer_new(ev_base, http_grace_cb, NULL)) == NULL ||
+		    evtimer_add(http_grace_ev, &tv) != 0)
+			http_sweep(1, &uploading);
 	}
 	http_run();
 }
@@ -594,4 +895,7 @@ http_stop(void)
 	free(http_listeners);
 	http_listeners = NULL;
 	http_nlisteners = 0;
+	if (http_grace_ev != NULL)
+		event_free(http_grace_ev);
+	http_grace_ev = NULL;
 }

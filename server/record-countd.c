@@ -109,17 +109,19 @@ usage(FILE *f)
 	    "  -h, --help                  print this help and exit\n"
 	    "\n"
 	    "Limits (each answered with a JSON error):\n"
-	    "  request target (path and query) %d bytes: 414; all headers %d bytes: 431 (past %d bytes\n"
-	    "  together, or past 128 query parameters, libmicrohttpd answers 414/431 or closes the\n"
-	    "  connection itself); body %d bytes: 413; values per POST %d;\n"
-	    "  client id 1..%d characters of [A-Za-z0-9._:-]; values 1..9223372036854775807; /records\n"
-	    "  limit 1..%d (default %d).\n"
+	    "  request target (path and query) %d bytes: 414; query parameters %d: 414; all headers\n"
+	    "  %d bytes: 431; header fields %d: 431; body %d bytes: 413; a Content-Length that is not\n"
+	    "  a number: 400; values per POST %d; client id 1..%d characters of [A-Za-z0-9._:-];\n"
+	    "  values 1..9223372036854775807; /records limit 1..%d (default %d). A request's target,\n"
+	    "  header lines and 64 bytes per header field and cookie must fit in %d bytes: near that\n"
+	    "  431, past it libmicrohttpd answers 414/431 itself (HTML).\n"
 	    "\n"
 	    "API: GET /record-count?value=N[&client=ID], POST /record-count {\"client\":ID,\"values\":[...]},\n"
 	    "GET /records?client=ID&after=SEQ&limit=L, GET /clients/ID, GET /stats, GET /healthz, GET /metrics.\n"
-	    "SIGTERM or SIGINT: stop accepting, answer every request in flight, exit 0; a second one exits at once.\n",
-	    LIMIT_URL, LIMIT_HEADERS, MHD_MEMORY_LIMIT, LIMIT_BODY, LIMIT_VALUES, LIMIT_CLIENT, LIMIT_RECORDS_PAGE,
-	    DEFAULT_RECORDS_PAGE);
+	    "SIGTERM or SIGINT: stop accepting, close connections with no request in flight (a request body\n"
+	    "still arriving gets %d ms), answer every request in flight, exit 0; a second one exits at once.\n",
+	    LIMIT_URL, LIMIT_PARAMS, LIMIT_HEADERS, LIMIT_HEADER_FIELDS, LIMIT_BODY, LIMIT_VALUES, LIMIT_CLIENT,
+	    LIMIT_RECORDS_PAGE, DEFAULT_RECORDS_PAGE, MHD_MEMORY_LIMIT, SHUTDOWN_UPLOAD_GRACE_MS);
 }
 
 /* Report a bad option value and exit with the usage status. */
@@ -479,8 +481,7 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
 		_exit(1);
 	}
 	shutting_down = 1;
-	log_info("%s: stopping; answering %llu requests in flight", strsignal((int)sig),
-	    (unsigned long long)http_requests_open);
+	log_info("%s: stopping: no new connections", strsignal((int)sig));
 	sd_notify(0, "STOPPING=1\nSTATUS=stopping, answering requests in flight");
 	http_quiesce();
 	main_maybe_exit();

@@ -22,12 +22,15 @@ struct MHD_Response;
 /* Limits, documented in --help; each has a JSON error. */
 #define LIMIT_URL 4096            /* request target (path and query), bytes: 414 */
 #define LIMIT_HEADERS 8192        /* all header lines together, bytes: 431 */
+#define LIMIT_HEADER_FIELDS 50    /* header lines: 431 (each takes ~64 bytes of the pool below) */
+#define LIMIT_PARAMS 128          /* '&'-separated query parameters: 414 */
 #define LIMIT_BODY 65536          /* request body, bytes: 413 */
 #define LIMIT_VALUES 1000         /* values in one POST: 400 */
 #define LIMIT_CLIENT 128          /* client id length: 400 */
 #define LIMIT_RECORDS_PAGE 1000   /* /records?limit=: 400 above it */
 #define DEFAULT_RECORDS_PAGE 100
 #define MHD_MEMORY_LIMIT 16384    /* libmicrohttpd's per-connection pool (it clears it per request) */
+#define SHUTDOWN_UPLOAD_GRACE_MS 1000     /* at shutdown, a request body still arriving gets this long */
 
 /* record-countd.c */
 struct config {
@@ -139,7 +142,7 @@ struct req {
 	char *uri;                    /* raw request target, copied (in the same allocation as the req) */
 	size_t uri_len;
 	char *path;                   /* the part before '?' (likewise) */
-	const char *query;            /* inside uri, after '?', or "" */
+	const char *query;            /* inside uri, after '?', or "" (libmicrohttpd is not given it: no GET args) */
 	const char *method;
 	double arrival_wall;
 	uint64_t arrival_us;
@@ -179,7 +182,7 @@ struct req {
 
 /* Serve on n listening, non-blocking sockets (one libmicrohttpd daemon each); 0 or -1, logged. */
 int http_start(const int *fds, size_t n);
-/* Stop accepting new connections (shutdown begins). */
+/* Stop accepting new connections and close those with no request in flight (shutdown begins). */
 void http_quiesce(void);
 /* Stop the daemon (after every request is answered). */
 void http_stop(void);
