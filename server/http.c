@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -482,6 +483,9 @@ struct http_headers {
 	size_t bytes;
 	int fields;
 	int cookies;
+	const char *length;           /* the first Content-Length */
+	int lengths_differ;           /* another Content-Length says something else */
+	const char *coding;           /* Transfer-Encoding, if any */
 };
 
 /* Add one header field or cookie to the request's struct http_headers. */
@@ -496,6 +500,15 @@ http_header_size_cb(void *arg, enum MHD_ValueKind kind, const char *key, const c
 	}
 	h->bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
 	h->fields++;
+	if (value == NULL)
+		return MHD_YES;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		if (h->length == NULL)
+			h->length = value;
+		else if (strcmp(h->length, value) != 0)
+			h->lengths_differ = 1;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+		h->coding = value;
 	return MHD_YES;
 }
 
@@ -551,7 +564,7 @@ http_route(struct req *r)
 static const struct route_entry *
 http_first(struct req *r)
 {
-	struct http_headers h = { 0, 0, 0 };
+	struct http_headers h = { 0, 0, 0, NULL, 0, NULL };
 	const struct route_entry *e;
 	const char *cl;
 	size_t np, pool;
@@ -588,7 +601,23 @@ http_first(struct req *r)
 		    MHD_MEMORY_LIMIT);
 		return NULL;
 	}
-	cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	/*
+	 * Where the body ends must be beyond doubt (RFC 9112 6.3), or a proxy in
+	 * front and this server could disagree on where the next request starts:
+	 * such a request is answered and its connection closed.
+	 */
+	if (h.lengths_differ) {
+		http_error_raw(r, MHD_HTTP_BAD_REQUEST, "invalid_content_length",
+		    "the request has Content-Length headers that disagree");
+		return NULL;
+	}
+	if (h.coding != NULL && strcasecmp(h.coding, "chunked") != 0) {
+		http_error_raw(r, MHD_HTTP_NOT_IMPLEMENTED, "unsupported_transfer_encoding",
+		    "Transfer-Encoding \"%.40s\" is not supported; send the body with Content-Length or chunked",
+		    h.coding);
+		return NULL;
+	}
+	cl = h.length;
 	if (cl != NULL) {
 		errno = 0;
 		n = strtoull(cl, &end, 10);

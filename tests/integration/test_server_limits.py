@@ -227,6 +227,30 @@ def test_malformed_content_length_gets_one_json_answer(record_countd):
     assert d.stop() == 0
 
 
+def test_ambiguous_body_framing_is_refused(record_countd):
+    """Disagreeing Content-Lengths or an unknown Transfer-Encoding: one JSON answer, the connection closed, and what
+    followed on it never read as another request (RFC 9112 6.3: the way request smuggling works)."""
+    d = record_countd("--latency", "0")
+    smuggled = b"GET /record-count?value=7&client=smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+    body = b'{"values":[1]}'
+    msg = one_json_error(read_until_closed(d.port, b"POST /record-count HTTP/1.1\r\nHost: t\r\nContent-Length: 14\r\n"
+                                           b"Content-Length: 0\r\n\r\n" + body + smuggled), 400, "invalid_content_length")
+    assert "disagree" in msg
+    msg = one_json_error(read_until_closed(d.port, b"POST /record-count HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
+                                           b"\r\n" + body + smuggled), 501, "unsupported_transfer_encoding")
+    assert "gzip" in msg
+    still_serving_and_untouched(d, 0)
+    # The same Content-Length twice is one length; "Chunked" is chunked in any case.
+    ok = read_until_closed(d.port, b"POST /record-count HTTP/1.1\r\nHost: t\r\nContent-Length: 14\r\n"
+                           b"Content-Length: 14\r\nConnection: close\r\n\r\n" + body)
+    assert status_of(ok) == 200, ok
+    ok = read_until_closed(d.port, b"POST /record-count HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: Chunked\r\n"
+                           b"Connection: close\r\n\r\ne\r\n" + body + b"\r\n0\r\n\r\n")
+    assert status_of(ok) == 200 and b'"duplicate":true' in ok, ok
+    assert d.get("/clients/smuggled").json()["recorded"] == 0
+    assert d.stop() == 0
+
+
 def test_connection_limit_recovers(record_countd):
     """At --max-connections new connections wait; once idle ones time out it accepts and serves again."""
     import select
