@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -543,6 +544,36 @@ api_headers_size(struct evhttp_request *req)
 	return n;
 }
 
+/*
+ * Whether the request's body framing is in doubt (RFC 9112 6.3): two
+ * Content-Lengths that disagree, or a Transfer-Encoding other than chunked,
+ * which libevent would ignore and then read the body as the next request.
+ */
+static const char *
+api_framing(struct evhttp_request *req, int *status, const char **word)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+	struct evkeyval *kv;
+	const char *length = NULL;
+
+	TAILQ_FOREACH(kv, h, next) {
+		if (strcasecmp(kv->key, "Content-Length") == 0) {
+			if (length != NULL && strcmp(length, kv->value) != 0) {
+				*status = 400;
+				*word = "bad_framing";
+				return "the request has Content-Length headers that disagree";
+			}
+			length = kv->value;
+		} else if (strcasecmp(kv->key, "Transfer-Encoding") == 0 &&
+		    strcasecmp(kv->value, "chunked") != 0) {
+			*status = 501;
+			*word = "unsupported_transfer_encoding";
+			return "a Transfer-Encoding other than chunked is not supported";
+		}
+	}
+	return NULL;
+}
+
 /* Every request: check the limits, then route it. */
 static void
 api_request_cb(struct evhttp_request *req, void *arg)
@@ -551,7 +582,8 @@ api_request_cb(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 	char name[COUNTER_NAME_MAX + 1], allow[64] = "";
 	const struct api_route *hit = NULL;
-	int badname = 0;
+	const char *why, *word;
+	int badname = 0, status;
 	size_t i;
 
 	api_requests++;
@@ -570,6 +602,13 @@ api_request_cb(struct evhttp_request *req, void *arg)
 		api_error(req, 431, "headers_too_large",
 			  "request headers larger than %zu bytes",
 			  api_cf->max_headers);
+		return;
+	}
+	if ((why = api_framing(req, &status, &word)) != NULL) {
+		/* Closing the connection drops whatever follows on it. */
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Connection", "close");
+		api_error(req, status, word, "%s", why);
 		return;
 	}
 	if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) >

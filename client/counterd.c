@@ -130,8 +130,7 @@ opt_duration(const char *opt, const char *arg)
 	uint64_t ms;
 
 	if (parse_duration_ms(arg, &ms, &why) != 0)
-		fatalx("%s: \"%s\" is not a duration (e.g. 250ms, 1s): %s", opt,
-		       arg, why);
+		fatalx("%s: \"%s\" %s", opt, arg, why);
 	return ms;
 }
 

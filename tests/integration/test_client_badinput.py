@@ -96,6 +96,23 @@ def test_garbage_bytes_get_4xx_or_close(cd, data):
     assert cd.get("/counters/default").status == 404, "garbage never counts"
 
 
+@pytest.mark.parametrize("head,status,word", [
+    (b"Content-Length: 0\r\nContent-Length: 40\r\n", 400, "bad_framing"),
+    (b"Content-Length: 5\r\nContent-Length: 6\r\n", 400, "bad_framing"),
+    (b"Transfer-Encoding: gzip\r\n", 501, "unsupported_transfer_encoding"),
+])
+def test_ambiguous_framing_is_refused_and_closed(cd, head, status, word):
+    """Where a body ends must be beyond doubt, or what follows it could be read as a request (smuggling)."""
+    smuggled = b"POST /counters/smuggled/next HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    r = raw_bytes(cd.socket, b"POST /counters/framed/next HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n" + b"x" * 40 +
+                  smuggled, timeout=10)
+    assert r is not None and r[0] == status, r
+    assert json.loads(r[2])["error"] == word
+    assert {k.lower(): v for k, v in r[1].items()}.get("connection", "").lower() == "close", r
+    for name in ("framed", "smuggled"):
+        assert cd.get("/counters/" + name).status == 404, "a refused request used a number"
+
+
 def test_client_hangs_up_mid_request(cd):
     import socket
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
