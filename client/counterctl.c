@@ -15,10 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <jansson.h>
+
+#include "util.h"
 
 /* Where the shipped counterd.socket unit puts the socket. */
 #define COUNTERCTL_SYSTEM_SOCKET "/run/lockstep/counterd.sock"
@@ -32,6 +35,7 @@
 #define MAX_ANSWER (4 * 1024 * 1024)
 
 static const char *sock_path;
+static uint64_t timeout_ms = 120000;     /* per send or read; 0: none */
 
 /* An answer from counterd. */
 struct answer {
@@ -74,6 +78,10 @@ usage(FILE *f)
 		   "else ./counterd.sock,\n"
 		   "                     else " COUNTERCTL_SYSTEM_SOCKET
 		   " (systemd's counterd.socket))\n"
+		   "  -t, --timeout DUR  give up on a counterd that does not "
+		   "answer within DUR\n"
+		   "                     (default 120s, longer than counterd's "
+		   "own bounds; 0: never)\n"
 		   "  -h, --help         this text\n"
 		   "  -V, --version      the version\n"
 		   "\n"
@@ -121,6 +129,14 @@ conn_open(struct conn *c)
 		close(c->fd);
 		c->fd = -1;
 		return -1;
+	}
+	if (timeout_ms > 0) {
+		struct timeval tv;
+
+		tv.tv_sec = (time_t)(timeout_ms / 1000);
+		tv.tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000;
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	}
 	return 0;
 }
@@ -197,14 +213,19 @@ again:
 			break;
 		n = conn_fill(c);
 		if (n <= 0) {
-			int fresh = c->have == 0 && n == 0;
+			int fresh = c->have == 0 && n == 0, err = errno;
 
 			conn_close(c);
+			errno = err;
 			if (fresh && !retried++)
 				goto again;
-			warnmsg("counterd at %s closed the connection without "
-				"an answer",
-				sock_path);
+			if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				warnmsg("counterd at %s did not answer within "
+					"%" PRIu64 " ms (--timeout)", sock_path,
+					timeout_ms);
+			else
+				warnmsg("counterd at %s closed the connection "
+					"without an answer", sock_path);
 			return -1;
 		}
 	}
@@ -240,9 +261,13 @@ again:
 			n = read(c->fd, a->body + off, clen - off);
 		while (n == -1 && errno == EINTR);
 		if (n <= 0) {
-			warnmsg(
-			    "counterd at %s closed the connection mid-answer",
-			    sock_path);
+			if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				warnmsg("counterd at %s stopped answering for "
+					"%" PRIu64 " ms (--timeout)", sock_path,
+					timeout_ms);
+			else
+				warnmsg("counterd at %s closed the connection "
+					"mid-answer", sock_path);
 			free(a->body);
 			a->body = NULL;
 			conn_close(c);
@@ -489,6 +514,22 @@ main(int argc, char **argv)
 			sock_path = argv[k++];
 		} else if (strncmp(argv[k], "--socket=", 9) == 0) {
 			sock_path = argv[k++] + 9;
+		} else if (strcmp(argv[k], "-t") == 0 ||
+			   strcmp(argv[k], "--timeout") == 0 ||
+			   strncmp(argv[k], "--timeout=", 10) == 0) {
+			const char *arg, *why;
+
+			if (argv[k][2] == '-' && argv[k][9] == '=')
+				arg = argv[k++] + 10;
+			else if (++k == argc) {
+				warnmsg("%s needs a DURATION", argv[k - 1]);
+				return EX_USAGE;
+			} else
+				arg = argv[k++];
+			if (parse_duration_ms(arg, &timeout_ms, &why) != 0) {
+				warnmsg("--timeout: \"%s\" %s", arg, why);
+				return EX_USAGE;
+			}
 		} else {
 			warnmsg("unknown option %s (see counterctl --help)",
 				argv[k]);

@@ -55,6 +55,27 @@ def test_server_side_error_is_exit_1(counterd):
     assert p.returncode == 1
 
 
+def test_timeout_bounds_a_counterd_that_never_answers(record_countd, counterd):
+    import os
+    import signal
+    import time
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    assert cd.ctl("next").returncode == 0
+    os.kill(cd.proc.pid, signal.SIGSTOP)     # it accepts (the kernel does) but never answers
+    try:
+        t0 = time.monotonic()
+        p = run("--socket", cd.socket, "--timeout", "1s", "health", timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(cd.proc.pid, signal.SIGCONT)
+    assert p.returncode == 3 and "did not answer within 1000 ms" in p.stderr, p
+    assert 0.9 < took < 10, took
+    assert run("-t", "0", "--socket", cd.socket, "get", "default").stdout == "1\n"
+    p = run("--timeout", "soon", "list")
+    assert p.returncode == 2 and '--timeout: "soon"' in p.stderr, p
+
+
 def test_usage_errors_are_exit_2(tmp_path):
     sock = str(tmp_path / "x.sock")
     for args in (["bogus"], ["next", "b@d"], ["next", "a", "-n", "0"], ["next", "a", "-c"], ["get"],
