@@ -447,7 +447,10 @@ struct dfr_gather_result {
  * member (all of them, whatever their cancellers do); the gather then ends
  * as its members do: normally with the first member's DFR_ECANCELED.
  * Takes over the caller's reference to each member. n == 0 fires at once
- * with an empty result.
+ * with an empty result. The gather keeps its members, and its own state,
+ * until every member has fired, even after it has failed or been freed: a
+ * member that may never fire must be fired or cancelled (cancelling the
+ * gather does it for all), as with a lock's waiters.
  */
 struct dfr *dfr_gather(struct dfr **ds, size_t n, int flags);
 

@@ -104,6 +104,8 @@ sem_unlink(struct dfr_sem *s, struct dfr *d)
  * Canceller of a waiting acquire: leave the list (the cancel then fails d).
  * dfr_cancel() holds a reference, so dropping the list's is safe here.
  */
+static void sem_grant(struct dfr_sem *s, uint64_t now);
+
 static void
 sem_cancel_acquire(struct dfr *d, void *arg)
 {
@@ -114,6 +116,9 @@ sem_cancel_acquire(struct dfr *d, void *arg)
 	sem_unlink(s, d);
 	s->st.cancelled++;
 	dfr__unref(d);
+	/* A large request leaving the head may let the smaller ones behind it fit. */
+	if ((d = TAILQ_FIRST(&s->waiters)) != NULL && d->r.w.n <= s->tokens)
+		sem_grant(s, dfr__now_ns());
 }
 
 /* Canceller of a run() that waits for its token (run_step frees r later). */

@@ -113,6 +113,37 @@ test_acquire_many(void **state)
 	dfr_sem_free(s);
 }
 
+/* A large waiter cancelled at the head lets the smaller ones behind it that fit go on at once. */
+static void
+test_cancel_head_grants_behind(void **state)
+{
+	struct dfr_sem *s = dfr_sem_new(3);
+	struct dfr *a, *big, *small, *other;
+
+	(void)state;
+	a = dfr_sem_acquire_many(s, 2);
+	big = dfr_sem_acquire_many(s, 2);   /* waits: one token free */
+	small = dfr_sem_acquire(s);         /* fits, but waits behind big */
+	other = dfr_sem_acquire(s);         /* does not fit once small has it */
+	assert_false(dfr_fired(small));
+	dfr_cancel(big);
+	assert_int_equal(dfr_failure_code(big), ECANCELED);
+	dfr_failure_free(dfr_take_failure(big));
+	assert_true(dfr_fired(small));
+	assert_false(dfr_fired(other));
+	assert_int_equal(dfr_sem_tokens(s), 0);
+	assert_int_equal(dfr_sem_waiting(s), 1);
+	assert_int_equal(dfr_sem_release_many(s, 2), 0);
+	assert_true(dfr_fired(other));
+	assert_int_equal(dfr_sem_release_many(s, 2), 0);
+	assert_int_equal(dfr_sem_tokens(s), 3);
+	dfr_unref(a);
+	dfr_unref(big);
+	dfr_unref(small);
+	dfr_unref(other);
+	dfr_sem_free(s);
+}
+
 /* run() on a semaphore: up to N at once, the rest wait, results carried. */
 static struct dfr *works[4];
 static int nstarted;
@@ -271,6 +302,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_tokens, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_acquire_many, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_head_grants_behind, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run, unit_setup,
 					    unit_teardown),
