@@ -166,6 +166,18 @@ conn_fill(struct conn *c)
 	return n;
 }
 
+/* Say why a read returned n (0 or -1): the connection closed, or --timeout. */
+static void
+conn_lost(ssize_t n, const char *when)
+{
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		warnmsg("counterd at %s did not answer within %" PRIu64
+			" ms (--timeout)", sock_path, timeout_ms);
+	else
+		warnmsg("counterd at %s closed the connection %s", sock_path,
+			when);
+}
+
 /*
  * Send one request and read the answer. Returns 0, or -1 (message printed)
  * when counterd cannot be reached or does not speak HTTP.
@@ -219,13 +231,7 @@ again:
 			errno = err;
 			if (fresh && !retried++)
 				goto again;
-			if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-				warnmsg("counterd at %s did not answer within "
-					"%" PRIu64 " ms (--timeout)", sock_path,
-					timeout_ms);
-			else
-				warnmsg("counterd at %s closed the connection "
-					"without an answer", sock_path);
+			conn_lost(n, "without an answer");
 			return -1;
 		}
 	}
@@ -261,13 +267,7 @@ again:
 			n = read(c->fd, a->body + off, clen - off);
 		while (n == -1 && errno == EINTR);
 		if (n <= 0) {
-			if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-				warnmsg("counterd at %s stopped answering for "
-					"%" PRIu64 " ms (--timeout)", sock_path,
-					timeout_ms);
-			else
-				warnmsg("counterd at %s closed the connection "
-					"mid-answer", sock_path);
+			conn_lost(n, "mid-answer");
 			free(a->body);
 			a->body = NULL;
 			conn_close(c);

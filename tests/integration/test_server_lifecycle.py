@@ -14,6 +14,14 @@ from harness import free_port, http_tcp
 from test_server_helpers import RECORD_COUNTD, concurrent_gets, raise_nofile, read_response, wait_exit
 
 
+def wait_in_flight(d, n, within=5):
+    """Wait until record-countd has at least n requests in flight."""
+    deadline = time.monotonic() + within
+    while d.get("/stats").json()["in_flight"] < n:
+        assert time.monotonic() < deadline, "fewer than %d requests in flight" % n
+        time.sleep(0.01)
+
+
 def timed_get(d, path):
     t0 = time.monotonic()
     r = d.get(path)
@@ -114,10 +122,7 @@ def test_graceful_shutdown_answers_requests_in_flight(record_countd):
     t0 = time.monotonic()
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 5
-    while d.get("/stats").json()["in_flight"] < n:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_in_flight(d, n)
     d.signal(signal.SIGTERM)
     # It stops accepting at once.
     deadline = time.monotonic() + 2
@@ -142,10 +147,7 @@ def test_second_signal_exits_at_once(record_countd):
     th = threading.Thread(target=lambda: pytest.raises(Exception, http_tcp, "127.0.0.1", d.port, "GET",
                                                        "/record-count?value=1&client=s", timeout=30))
     th.start()
-    deadline = time.monotonic() + 5
-    while d.get("/stats").json()["in_flight"] < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_in_flight(d, 1)
     t0 = time.monotonic()
     d.signal(signal.SIGTERM)
     time.sleep(0.1)
@@ -185,10 +187,7 @@ def test_shutdown_closes_what_is_not_in_flight(record_countd):
         half.sendall(b"GET /stats HTTP/1.1\r\nHost: t\r\n")     # no blank line: the headers are incomplete
         idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(idle)[0] == 200                     # and kept alive
-        deadline = time.monotonic() + 5
-        while d.get("/stats").json()["in_flight"] < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_in_flight(d, 1)
         t0 = time.monotonic()
         d.signal(signal.SIGTERM)
         for s in socks:
