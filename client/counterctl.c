@@ -519,7 +519,7 @@ main(int argc, char **argv)
 			   strncmp(argv[k], "--timeout=", 10) == 0) {
 			const char *arg, *why;
 
-			if (argv[k][2] == '-' && argv[k][9] == '=')
+			if (strncmp(argv[k], "--timeout=", 10) == 0)
 				arg = argv[k++] + 10;
 			else if (++k == argc) {
 				warnmsg("%s needs a DURATION", argv[k - 1]);
