@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -411,44 +412,67 @@ count_arg(const char *opt, const char *s, long max)
 	return v;
 }
 
+/* Report a getopt error for command cmd ("" for the global options) and give the usage exit code. */
+static int
+opt_error(const char *cmd, int ch, char **argv)
+{
+	const char *sep = *cmd != '\0' ? ": " : "";
+	const char *opt = argv[optind - 1], *what = "an argument";
+
+	if (ch == ':') {
+		if (optopt == 'n')
+			what = "a COUNT";
+		else if (optopt == 'c')
+			what = "a CONCURRENCY";
+		else if (optopt == 's')
+			what = "a PATH";
+		else if (optopt == 't')
+			what = "a DURATION";
+		warnmsg("%s%s%s needs %s", cmd, sep, opt, what);
+	} else if (optopt != 0)
+		warnmsg("%s%sunknown option -%c (see counterctl --help)", cmd,
+			sep, optopt);
+	else
+		warnmsg("%s%sunknown option %s (see counterctl --help)", cmd,
+			sep, opt);
+	return EX_USAGE;
+}
+
 /* counterctl next [NAME] [-n COUNT] [-c CONCURRENCY] */
 static int
 cmd_next(int argc, char **argv)
 {
+	static const struct option longopts[] = {
+		{"count", required_argument, NULL, 'n'},
+		{"concurrency", required_argument, NULL, 'c'},
+		{NULL, 0, NULL, 0},
+	};
 	struct next_job job;
 	const char *name = NULL;
 	long conc = 1, i;
 	pthread_t *th;
-	int k;
+	int ch;
 
 	memset(&job, 0, sizeof job);
 	job.count = 1;
-	for (k = 1; k < argc; k++) {
-		if (strcmp(argv[k], "-n") == 0 ||
-		    strcmp(argv[k], "--count") == 0) {
-			if (++k == argc) {
-				warnmsg("next: -n needs a COUNT");
-				return EX_USAGE;
-			}
-			job.count = count_arg("-n", argv[k], 100000000L);
-		} else if (strcmp(argv[k], "-c") == 0 ||
-			   strcmp(argv[k], "--concurrency") == 0) {
-			if (++k == argc) {
-				warnmsg("next: -c needs a CONCURRENCY");
-				return EX_USAGE;
-			}
-			conc = count_arg("-c", argv[k], 1024);
-		} else if (argv[k][0] == '-') {
-			warnmsg(
-			    "next: unknown option %s (see counterctl --help)",
-			    argv[k]);
-			return EX_USAGE;
-		} else if (name == NULL) {
-			name = argv[k];
-		} else {
-			warnmsg("next: unexpected argument %s", argv[k]);
-			return EX_USAGE;
+	optind = 0; /* restart getopt on the command's own arguments */
+	while ((ch = getopt_long(argc, argv, ":n:c:", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'n':
+			job.count = count_arg("-n", optarg, 100000000L);
+			break;
+		case 'c':
+			conc = count_arg("-c", optarg, 1024);
+			break;
+		default:
+			return opt_error("next", ch, argv);
 		}
+	}
+	if (optind < argc)
+		name = argv[optind++];
+	if (optind < argc) {
+		warnmsg("next: unexpected argument %s", argv[optind]);
+		return EX_USAGE;
 	}
 	if (name != NULL && !name_ok(name)) {
 		warnmsg("next: \"%s\" is not a counter name (1 to 64 of A-Z "
@@ -490,52 +514,43 @@ cmd_next(int argc, char **argv)
 int
 main(int argc, char **argv)
 {
+	static const struct option longopts[] = {
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{"socket", required_argument, NULL, 's'},
+		{"timeout", required_argument, NULL, 't'},
+		{NULL, 0, NULL, 0},
+	};
 	char defsock[4096];
-	const char *env;
+	const char *env, *why;
 	json_t *j;
-	int k = 1, status;
+	int ch, k, status;
 
 	signal(SIGPIPE, SIG_IGN);
-	while (k < argc && argv[k][0] == '-') {
-		if (strcmp(argv[k], "-h") == 0 ||
-		    strcmp(argv[k], "--help") == 0) {
+	/* "+": the global options end at the command's name. */
+	while ((ch = getopt_long(argc, argv, "+:hVs:t:", longopts, NULL)) !=
+	       -1) {
+		switch (ch) {
+		case 'h':
 			usage(stdout);
 			return EX_OK;
-		} else if (strcmp(argv[k], "-V") == 0 ||
-			   strcmp(argv[k], "--version") == 0) {
+		case 'V':
 			printf("counterctl %s\n", PACKAGE_VERSION);
 			return EX_OK;
-		} else if (strcmp(argv[k], "-s") == 0 ||
-			   strcmp(argv[k], "--socket") == 0) {
-			if (++k == argc) {
-				warnmsg("--socket needs a PATH");
+		case 's':
+			sock_path = optarg;
+			break;
+		case 't':
+			if (parse_duration_ms(optarg, &timeout_ms, &why) != 0) {
+				warnmsg("--timeout: \"%s\" %s", optarg, why);
 				return EX_USAGE;
 			}
-			sock_path = argv[k++];
-		} else if (strncmp(argv[k], "--socket=", 9) == 0) {
-			sock_path = argv[k++] + 9;
-		} else if (strcmp(argv[k], "-t") == 0 ||
-			   strcmp(argv[k], "--timeout") == 0 ||
-			   strncmp(argv[k], "--timeout=", 10) == 0) {
-			const char *arg, *why;
-
-			if (strncmp(argv[k], "--timeout=", 10) == 0)
-				arg = argv[k++] + 10;
-			else if (++k == argc) {
-				warnmsg("%s needs a DURATION", argv[k - 1]);
-				return EX_USAGE;
-			} else
-				arg = argv[k++];
-			if (parse_duration_ms(arg, &timeout_ms, &why) != 0) {
-				warnmsg("--timeout: \"%s\" %s", arg, why);
-				return EX_USAGE;
-			}
-		} else {
-			warnmsg("unknown option %s (see counterctl --help)",
-				argv[k]);
-			return EX_USAGE;
+			break;
+		default:
+			return opt_error("", ch, argv);
 		}
 	}
+	k = optind;
 	if (k == argc) {
 		usage(stderr);
 		return EX_USAGE;

@@ -76,10 +76,22 @@ def test_timeout_bounds_a_counterd_that_never_answers(record_countd, counterd):
     assert p.returncode == 2 and '--timeout: "soon"' in p.stderr, p
 
 
+def test_options_take_every_getopt_spelling(record_countd, counterd):
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    p = run("-s" + cd.socket, "-t5s", "next", "a", "-n3")
+    assert p.returncode == 0 and p.stdout == "1\n2\n3\n", p
+    p = run("--socket=" + cd.socket, "--timeout=5s", "next", "--count=2", "--concurrency=2", "a")
+    assert p.returncode == 0 and sorted(p.stdout.split()) == ["4", "5"], p
+    p = run("--sock", cd.socket, "next", "-c2", "-n", "2", "--", "a")     # unique prefix, and -- ends options
+    assert p.returncode == 0 and sorted(p.stdout.split()) == ["6", "7"], p
+    assert run("-s", cd.socket, "get", "a").stdout == "7\n"
+
+
 def test_usage_errors_are_exit_2(tmp_path):
     sock = str(tmp_path / "x.sock")
     for args in (["bogus"], ["next", "b@d"], ["next", "a", "-n", "0"], ["next", "a", "-c"], ["get"],
-                 ["--frobnicate"], []):
+                 ["--frobnicate"], ["-x"], ["next", "-z"], ["next", "a", "b"], ["next", "-n3x"], []):
         p = run("--socket", sock, *args) if args else run()
         assert p.returncode == 2, (args, p)
         assert p.stderr, args
