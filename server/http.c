@@ -418,6 +418,18 @@ http_leave(struct req *r)
 	}
 }
 
+/*
+ * While shutting down, bound how long an answer may sit unread: a client
+ * that stops reading would otherwise hold the exit for --connection-timeout,
+ * or forever with 0. Any progress restarts libmicrohttpd's timer.
+ */
+static void
+http_bound_send(struct MHD_Connection *conn)
+{
+	if (cfg.connection_timeout_ms == 0 || cfg.connection_timeout_ms > SHUTDOWN_SEND_STALL_S * 1000)
+		MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned int)SHUTDOWN_SEND_STALL_S);
+}
+
 /* Queue r's prepared response now; the request is answered. */
 static enum MHD_Result
 http_send(struct req *r)
@@ -431,6 +443,8 @@ http_send(struct req *r)
 		return MHD_NO;
 	}
 	ret = MHD_queue_response(r->conn, r->status, r->resp);
+	if (http_quiesced)
+		http_bound_send(r->conn);
 	MHD_destroy_response(r->resp);
 	r->resp = NULL;
 	r->answered = 1;
@@ -731,6 +745,8 @@ http_completed_cb(void *arg, struct MHD_Connection *conn, void **con_cls, enum M
 	if (r == NULL)
 		return;
 	*con_cls = NULL;
+	if (shutting_down && r->answered && toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+		log_warnx("closing a connection whose client did not read its answer for %ds", SHUTDOWN_SEND_STALL_S);
 	http_req_free(r);
 	/* Its answer is in the socket's buffer now; a keep-alive connection must not start another request. */
 	if (shutting_down && (info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT)) != NULL &&
@@ -890,9 +906,13 @@ http_quiesce(void)
 	}
 	n = http_sweep(0, &uploading);
 	kept = 0;
-	LIST_FOREACH(hc, &http_conns, entry)
-		if (!hc->shut)
-			kept++;
+	LIST_FOREACH(hc, &http_conns, entry) {
+		if (hc->shut)
+			continue;
+		kept++;
+		if (hc->req != NULL && hc->req->answered)
+			http_bound_send(hc->conn);
+	}
 	log_info("answering %zu requests in flight; closing %zu connections with none; %zu request bodies still "
 	    "arriving get %dms", kept - uploading, n, uploading, SHUTDOWN_UPLOAD_GRACE_MS);
 	if (uploading > 0) {

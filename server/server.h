@@ -31,6 +31,7 @@ struct MHD_Response;
 #define DEFAULT_RECORDS_PAGE 100
 #define MHD_MEMORY_LIMIT 16384    /* libmicrohttpd's per-connection pool (it clears it per request) */
 #define SHUTDOWN_UPLOAD_GRACE_MS 1000     /* at shutdown, a request body still arriving gets this long */
+#define SHUTDOWN_SEND_STALL_S 5           /* at shutdown, an answer no client reads for this long is dropped */
 
 /* record-countd.c */
 struct config {

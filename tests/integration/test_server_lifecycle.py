@@ -237,6 +237,29 @@ def test_shutdown_gives_request_bodies_a_short_grace(record_countd):
     assert d.get("/clients/up").json()["recorded"] == 2
 
 
+def test_shutdown_drops_an_answer_nobody_reads(record_countd):
+    """At SIGTERM an answer its client has stopped reading gets SHUTDOWN_SEND_STALL_S (5 s) without progress, then
+    its connection is closed and the daemon exits 0: with --connection-timeout 0 it used to wait forever."""
+    d = record_countd("--latency", "0", "--connection-timeout", "0")
+    assert d.post("/record-count", {"client": "big", "values": list(range(1, 1001))}).status == 200
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)    # a small window: the answers back up at once
+    s.settimeout(10)
+    try:
+        s.connect(("127.0.0.1", d.port))
+        s.sendall(b"GET /records?client=big&limit=1000 HTTP/1.1\r\nHost: t\r\n\r\n" * 200)  # 12 MB of answers
+        time.sleep(0.5)
+        assert d.get("/healthz").status == 200        # others are served meanwhile
+        t0 = time.monotonic()
+        d.signal(signal.SIGTERM)
+        assert wait_exit(d.proc, 20) == 0, d.read_log()
+        took = time.monotonic() - t0
+    finally:
+        s.close()
+    assert 4.5 <= took < 10, took
+    assert "did not read its answer for 5s" in d.read_log()
+
+
 def test_sigint_without_requests_exits_0(record_countd):
     d = record_countd("--latency", "0")
     d.signal(signal.SIGINT)
