@@ -417,6 +417,9 @@ main_systemd_sockets(int **fds)
 		fatal("calloc");
 	for (i = 0; i < n; i++) {
 		fd = (*fds)[i] = SD_LISTEN_FDS_START + i;
+		if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0)
+			fatalx("socket %d (%s) from systemd is not a listening stream socket (ListenStream=)", fd,
+			    names ? names[i] : "?");
 		if ((flags = fcntl(fd, F_GETFL)) == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1)
 			fatal("socket %d (%s) from systemd: fcntl", fd, names ? names[i] : "?");
 		log_debug("serving on socket %d (%s) from systemd", fd, names ? names[i] : "?");
@@ -487,6 +490,13 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
 	main_maybe_exit();
 }
 
+/* SIGHUP: there is no configuration file to read again, so it is logged and ignored. */
+static void
+main_sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	log_info("Hangup: nothing to reload (options come from the command line and environment); ignored");
+}
+
 /* Tell systemd's watchdog the loop is alive. */
 static void
 main_watchdog_cb(evutil_socket_t fd, short what, void *arg)
@@ -498,14 +508,15 @@ main_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 static void
 main_status_cb(evutil_socket_t fd, short what, void *arg)
 {
-	sd_notifyf(0, "STATUS=serving on %s: %llu requests open, %llu waiting for latency or commit", main_where,
+	sd_notifyf(0, "STATUS=%s on %s: %llu requests open, %llu waiting for latency or commit",
+	    shutting_down ? "stopping, answering requests in flight" : "serving", main_where,
 	    (unsigned long long)http_requests_open, (unsigned long long)delay_suspended);
 }
 
 int
 main(int argc, char **argv)
 {
-	struct event *sigterm, *sigint;
+	struct event *sigterm, *sigint, *sighup;
 	struct event_config *evcfg;
 	char why[256];
 	uint64_t usec;
@@ -523,12 +534,20 @@ main(int argc, char **argv)
 			fatal("malloc");
 		fds[0] = main_listen(cfg.listen);
 		nfds = 1;
-	} else if (asprintf(&main_where_buf, "%d socket%s from systemd", nfds, nfds == 1 ? "" : "s") < 0)
-		fatal("asprintf");
+	} else {
+		if (asprintf(&main_where_buf, "%d socket%s from systemd", nfds, nfds == 1 ? "" : "s") < 0)
+			fatal("asprintf");
+		if (main_opt_find('l')->what != NULL)
+			log_info("%s %s not used: serving the sockets systemd passed", main_opt_what('l'), cfg.listen);
+	}
 	main_where = main_where_buf ? main_where_buf : cfg.listen;
 
-	if ((db = store_open(cfg.db, cfg.durability_full, why)) == NULL)
-		fatalx("%s %s: %s", main_opt_what('d'), cfg.db, why);
+	if ((db = store_open(cfg.db, cfg.durability_full, why)) == NULL) {
+		if (main_opt_find('d')->what != NULL)
+			fatalx("%s %s: %s", main_opt_what('d'), cfg.db, why);
+		fatalx("database %s (the default%s): %s", cfg.db,
+		    main_db_default != NULL ? " under $STATE_DIRECTORY" : " in the working directory; see --db", why);
+	}
 	main_load_stats();
 
 	/*
@@ -546,7 +565,9 @@ main(int argc, char **argv)
 		fatalx("cannot start serving");
 	sigterm = evsignal_new(ev_base, SIGTERM, main_signal_cb, NULL);
 	sigint = evsignal_new(ev_base, SIGINT, main_signal_cb, NULL);
-	if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) != 0 || evsignal_add(sigint, NULL) != 0)
+	sighup = evsignal_new(ev_base, SIGHUP, main_sighup_cb, NULL);
+	if (sigterm == NULL || sigint == NULL || sighup == NULL || evsignal_add(sigterm, NULL) != 0 ||
+	    evsignal_add(sigint, NULL) != 0 || evsignal_add(sighup, NULL) != 0)
 		fatalx("cannot handle signals");
 	if (sd_watchdog_enabled(0, &usec) > 0) {
 		main_watchdog_ev = event_new(ev_base, -1, EV_PERSIST, main_watchdog_cb, NULL);
@@ -581,6 +602,7 @@ main(int argc, char **argv)
 		event_free(main_status_ev);
 	event_free(sigterm);
 	event_free(sigint);
+	event_free(sighup);
 	event_base_free(ev_base);
 	free(main_db_default);
 	free(main_where_buf);

@@ -16,6 +16,7 @@
  */
 #include "config.h"
 
+#include <sys/stat.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -158,9 +159,32 @@ store_wal_error(sqlite3 *db, int rc, char *why)
 static int
 store_connect(const char *path, sqlite3 **db, char *why)
 {
+	struct stat sb;
+	char *dir, *slash;
+	int e;
+
 	if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 	    NULL) != SQLITE_OK) {
-		snprintf(why, 256, "%s", *db ? sqlite3_errmsg(*db) : "cannot open");
+		/* SQLite's errno is that of its last try (a read-only open): say what stopped the first. */
+		if ((dir = strdup(path)) != NULL) {
+			if ((slash = strrchr(dir, '/')) == NULL)
+				strcpy(dir, ".");
+			else
+				slash[slash == dir] = '\0';
+		}
+		if (dir != NULL && stat(path, &sb) != 0 && errno == ENOENT && stat(dir, &sb) == 0 &&
+		    S_ISDIR(sb.st_mode) && access(dir, W_OK | X_OK) != 0)
+			snprintf(why, 256, "cannot create it: directory %s is not writable (%s)", dir, strerror(errno));
+		else if (*db != NULL && (e = sqlite3_system_errno(*db)) != 0)
+			snprintf(why, 256, "%s (%s)", sqlite3_errmsg(*db), strerror(e));
+		else
+			snprintf(why, 256, "%s", *db ? sqlite3_errmsg(*db) : "cannot open");
+		free(dir);
+		return -1;
+	}
+	/* SQLite falls back to read-only when it cannot write the file: every record would fail. */
+	if (sqlite3_db_readonly(*db, "main") == 1) {
+		snprintf(why, 256, "cannot be written (check the owner and mode of the file and its directory)");
 		return -1;
 	}
 	sqlite3_busy_timeout(*db, 2000);

@@ -260,6 +260,43 @@ def test_shutdown_drops_an_answer_nobody_reads(record_countd):
     assert "did not read its answer for 5s" in d.read_log()
 
 
+def test_sighup_is_logged_and_ignored(record_countd):
+    """record-countd has no configuration file: SIGHUP must not kill it (it used to, with no log line)."""
+    d = record_countd("--latency", "0")
+    d.signal(signal.SIGHUP)
+    time.sleep(0.2)
+    assert d.proc.poll() is None
+    assert d.get("/record-count?value=1&client=hup").status == 200
+    assert "Hangup: nothing to reload" in d.read_log()
+
+
+def test_status_says_stopping_while_draining(record_countd, tmp_path):
+    """After STOPPING=1 the periodic STATUS= line says stopping, not serving (systemctl status shows it)."""
+    s, path = notify_listener(tmp_path)
+    with s:
+        d = record_countd("--latency", "6500ms", env={"NOTIFY_SOCKET": path})
+        assert "READY=1" in s.recv(4096).decode()
+        th = threading.Thread(target=d.get, args=("/record-count?value=1&client=st",))
+        th.start()
+        wait_in_flight(d, 1)
+        d.signal(signal.SIGTERM)
+        after = None
+        s.settimeout(1)
+        while d.proc.poll() is None:
+            try:
+                msg = s.recv(4096).decode()
+            except socket.timeout:
+                continue
+            if "STOPPING=1" in msg:
+                after = []
+            elif after is not None:
+                after.append(msg)
+        th.join(10)
+    assert wait_exit(d.proc, 10) == 0
+    assert after, "a STATUS= line while draining"
+    assert all(m.startswith("STATUS=stopping") for m in after), after
+
+
 def test_sigint_without_requests_exits_0(record_countd):
     d = record_countd("--latency", "0")
     d.signal(signal.SIGINT)
@@ -350,6 +387,37 @@ def test_socket_activation(tmp_path):
         err = p.stderr.read().decode()
     assert code == 0, err
     assert "listening on 2 sockets from systemd" in err
+    assert "--listen 127.0.0.1:1 not used: serving the sockets systemd passed" in err
+
+
+def test_socket_activation_refuses_a_datagram_socket(tmp_path):
+    """A ListenDatagram= socket cannot serve HTTP: exit 1 naming it, before READY=1 (it used to announce READY and
+    then spin logging accept errors)."""
+    port = free_port()
+    s, path = notify_listener(tmp_path)
+    env = dict(os.environ, NOTIFY_SOCKET=path)
+    log = tmp_path / "dg.log"
+    with open(log, "wb") as f:
+        p = subprocess.Popen(["systemd-socket-activate", "--datagram", "-l", "127.0.0.1:%d" % port,
+                              "-E", "NOTIFY_SOCKET", RECORD_COUNTD, "--latency", "0", "--db", str(tmp_path / "dg.db")],
+                             env=env, stderr=f, cwd=str(tmp_path))
+    try:
+        deadline = time.monotonic() + 10
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            while p.poll() is None and time.monotonic() < deadline:
+                u.sendto(b"x", ("127.0.0.1", port))
+                time.sleep(0.1)
+        code = wait_exit(p, 10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    err = log.read_text(errors="replace")[:2000]
+    assert code == 1, err
+    assert "from systemd is not a listening stream socket" in err, err
+    s.settimeout(0.2)
+    with s, pytest.raises(socket.timeout):
+        s.recv(4096)
 
 
 def test_latency_longer_than_connection_timeout(record_countd):

@@ -206,3 +206,62 @@ def test_db_that_is_not_sqlite_is_named(tmp_path):
         assert "--db %s: is not an SQLite database" % path in out.stderr, out.stderr
         assert "WAL" not in out.stderr and "shared memory" not in out.stderr, out.stderr
         assert path.read_bytes() == content
+
+
+def as_nobody(args):
+    """args run as user nobody when we are root (root writes any file), else as ourselves."""
+    if os.geteuid() != 0:
+        return args
+    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] + args
+
+
+def nobody_dir():
+    """A fresh directory user nobody owns, outside pytest's root-only tmp_path."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="rc-nobody-")
+    os.chmod(d, 0o755)
+    if os.geteuid() == 0:
+        import pwd
+        os.chown(d, pwd.getpwnam("nobody").pw_uid, -1)
+    return d
+
+
+def test_db_that_cannot_be_written_is_refused():
+    """SQLite opens a file it cannot write read-only: record-countd must refuse it at start (exit 1, before systemd
+    hears READY=1), not serve and fail every record with 503."""
+    import shutil
+    d = nobody_dir()
+    try:
+        db = os.path.join(d, "r.db")
+        sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.commit()
+        if os.geteuid() == 0:
+            import pwd
+            os.chown(db, pwd.getpwnam("nobody").pw_uid, -1)
+        os.chmod(db, 0o444)
+        out = subprocess.run(as_nobody([RECORD_COUNTD, "--listen", "127.0.0.1:%d" % free_port(), "--db", db]),
+                             capture_output=True, text=True, timeout=10)
+        assert out.returncode == 1, out
+        assert "--db %s: cannot be written (check the owner and mode" % db in out.stderr, out.stderr
+    finally:
+        shutil.rmtree(d)
+
+
+def test_database_errors_say_where_the_path_came_from_and_why(tmp_path):
+    import shutil
+    missing = str(tmp_path / "missing")
+    out = run(["--listen", "127.0.0.1:%d" % free_port()], env={"STATE_DIRECTORY": missing})
+    assert out.returncode == 1
+    assert ("database %s/records.db (the default under $STATE_DIRECTORY): unable to open database file "
+            "(No such file or directory)" % missing) in out.stderr, out.stderr
+    out = run(["--listen", "127.0.0.1:%d" % free_port(), "--db", str(tmp_path)])
+    assert out.returncode == 1 and "--db %s: unable to open database file (Is a directory)" % tmp_path in out.stderr
+    d = nobody_dir()
+    try:
+        os.chmod(d, 0o555)
+        out = subprocess.run(as_nobody([RECORD_COUNTD, "--listen", "127.0.0.1:%d" % free_port()]), cwd=d,
+                             capture_output=True, text=True, timeout=10)
+        assert out.returncode == 1
+        assert ("database ./record-countd.db (the default in the working directory; see --db): cannot create it: "
+                "directory . is not writable (Permission denied)") in out.stderr, out.stderr
+    finally:
+        shutil.rmtree(d)
