@@ -255,3 +255,56 @@ def test_readme_example(readme_daemons, example):
                 shown = f.read()
             assert '"error":"%s"' % doc["error"] in shown.replace('": "', '":"'), (
                 "README.md:%d `%s` answered an error the README does not show: %s" % (lineno, cmd, line))
+
+
+def readme_shown_outputs():
+    """(line number, JSON document) for every JSON line of a plain ``` block that follows a ```sh block in README.md:
+    the output the README says its commands print."""
+    with open(os.path.join(TOP_SRCDIR, "README.md")) as f:
+        lines = f.read().splitlines()
+    shown, lang, after_sh = [], None, False
+    for i, line in enumerate(lines, 1):
+        s = line.strip()
+        if s.startswith("```"):
+            if lang is None:
+                lang = s[3:].strip()
+                if lang == "" and not after_sh:
+                    lang = "-"              # a plain block that is not output
+            else:
+                after_sh, lang = lang == "sh", None
+            continue
+        if lang == "":
+            try:
+                shown.append((i, json.loads(s)))
+            except ValueError:
+                pass
+    return shown
+
+
+def test_readme_outputs_are_what_its_commands_print(tmp_path):
+    """The tour's commands, run in order on fresh daemons as a reader would, print every JSON line the README shows
+    (a count or seq that drifted from the commands is caught here)."""
+    shown = readme_shown_outputs()
+    assert shown, "README.md shows no JSON output after its ```sh blocks"
+    wd = str(tmp_path)
+    rc = harness.RecordCountd(wd, ["--latency", "10ms"])
+    cd = None
+    printed = []
+    try:
+        rc.start()
+        cd = harness.Counterd(wd, rc.url, [], socket_path=os.path.join(wd, "counterd.sock"), client_id="demo")
+        cd.start()
+        for lineno, cmd in README_CMDS:
+            p = subprocess.run(["bash", "-o", "pipefail", "-c", rewrite(cmd, rc.port, cd.socket)], cwd=wd,
+                               capture_output=True, text=True, timeout=60, env=dict(os.environ, RUNTIME_DIRECTORY=wd))
+            for line in p.stdout.splitlines():
+                try:
+                    printed.append(json.loads(line))
+                except ValueError:
+                    pass
+    finally:
+        for d in (cd, rc):
+            if d:
+                d.stop()
+    for lineno, doc in shown:
+        assert doc in printed, "README.md:%d shows %s, which no command printed" % (lineno, json.dumps(doc))
