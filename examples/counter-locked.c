@@ -8,7 +8,6 @@
  *   1 d1
  *   2 d2
  */
-#include "config.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -7,7 +7,6 @@
  *   2 d1
  *   2 d2
  */
-#include "config.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -2,7 +2,6 @@
  * fake-record.c: the examples' fake record call: a deferred fired by a
  * one-shot libevent timer, as a real HTTP request would fire it.
  */
-#include "config.h"
 
 #include <stdlib.h>
 

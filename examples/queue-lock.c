@@ -16,7 +16,6 @@
  *   job 2: recording
  *   ...
  */
-#include "config.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -16,7 +16,7 @@ check() {	# check NAME EXPECTED
 		fail=1
 	fi
 }
-echo "1..4"
+echo "1..5"
 check counter-unsafe $'2 d1\n2 d2'
 check counter-locked $'1 d1\n2 d2'
 check counter-stateless $'1 d1\n2 d2'
@@ -30,4 +30,17 @@ job 3: recorded
 job 4: recording
 job 4: recorded
 queue closed and drained: consumer stops"
+# They are what readers copy: each must build outside the tree, with dfr.h and libevent's headers only.
+n=$((n + 1))
+src=${TOP_SRCDIR:-..}
+out=$(for f in "$src"/examples/*.c; do
+	${CC:-cc} -std=c99 -Wall -Werror -fsyntax-only -I"$src/common" $(pkg-config --cflags libevent) "$f" 2>&1 ||
+		echo "($f)"
+done)
+if [ -z "$out" ]; then
+	echo "ok $n - the examples build without the project's config.h"
+else
+	echo "not ok $n - the examples build without the project's config.h"
+	printf '%s\n' "$out" | sed 's/^/#   /'
+fi
 exit 0
