@@ -183,7 +183,10 @@ void dfr_cancel(struct dfr *d);
 int dfr_set_timeout(struct dfr *d, struct event_base *base,
 		    const struct timeval *tv, dfr_cb on_timeout, void *arg);
 
-/* Whether d has fired (with a value or a failure). */
+/*
+ * Whether d has fired (with a value or a failure), also while its chain is
+ * paused (Twisted's "called"): the result is there if !dfr_paused(d) too.
+ */
 int dfr_fired(const struct dfr *d);
 
 /* Whether d's current result is a failure (0 if unfired). */
@@ -198,7 +201,7 @@ void *dfr_value(const struct dfr *d);
 /* d's current failure (NULL if none); d keeps ownership. */
 const struct dfr_failure *dfr_failure(const struct dfr *d);
 
-/* The failure's code, or 0 if d has no failure. */
+/* The failure's code, or 0 if d has no failure (so use nonzero codes). */
 int dfr_failure_code(const struct dfr *d);
 
 /*
