@@ -104,12 +104,20 @@ struct recorder *recorder_new(struct event_base *base,
 			      const struct server_url *url, uint64_t timeout_ms,
 			      unsigned retries, uint64_t backoff_ms,
 			      size_t pool);
+/* Free the recorder; operations still unfinished fail as in recorder_abort. */
 void recorder_free(struct recorder *r);
+/*
+ * Give up on record-countd (the shutdown grace expired): every operation
+ * in flight or queued fails now with CD_ESHUTDOWN and the message why (its
+ * callbacks run inside this call), and later operations fail at once.
+ */
+void recorder_abort(struct recorder *r, const char *why);
 /*
  * Record values first..first+n-1 for client in one POST /record-count.
  * Returns a deferred (caller's reference) that fires with a NULL value once
  * record-countd acknowledged them all, or fails with CD_EUNAVAILABLE,
- * CD_ETIMEOUT or CD_EBADGATEWAY after the retries. NULL on ENOMEM.
+ * CD_ETIMEOUT or CD_EBADGATEWAY after the retries (CD_ESHUTDOWN after
+ * recorder_abort). NULL on ENOMEM.
  */
 struct dfr *recorder_record(struct recorder *r, const char *client,
 			    int64_t first, size_t n);

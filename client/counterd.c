@@ -5,7 +5,7 @@
  * activation), the recorder for record-countd, the API, signals, readiness
  * and the watchdog, and runs the event loop until SIGTERM; then it stops
  * accepting, fails the calls still waiting, lets in-flight records finish
- * and exits 0.
+ * and exits 0 (1 if the shutdown grace ran out with calls unanswered).
  */
 #include "config.h"
 
@@ -31,17 +31,21 @@
 #include "util.h"
 #include "client.h"
 
-/* How long shutdown waits for in-flight records before giving up. */
-#define SHUTDOWN_GRACE_S 30
+/* Default of --shutdown-grace: how long shutdown waits for records. */
+#define SHUTDOWN_GRACE_MS 30000
 
 volatile int counterd_stopping;
 
 static struct event_base *base;
 static struct recorder *recorder;
 static char *socket_path; /* the file we made, to unlink on exit */
+static dev_t socket_dev;  /* and its identity, so we unlink only ours */
+static ino_t socket_ino;
 static struct timespec started;
 static struct event *ev_check, *ev_watchdog, *ev_health, *ev_sigterm,
-    *ev_sigint;
+    *ev_sigint, *ev_sighup;
+static uint64_t shutdown_grace_ms = SHUTDOWN_GRACE_MS;
+static int exit_status;
 static int probe_in_flight;
 static int last_reach = -1;
 static time_t last_probe;
@@ -112,6 +116,10 @@ usage(FILE *f)
 		"1024 for stateless and unsafe,\n"
 		"                        whose records overlap; more calls "
 		"queue for a free connection)\n"
+		"  --shutdown-grace DUR  after SIGTERM, how long in-flight "
+		"records may take (default 30s;\n"
+		"                        then their calls get 503 and counterd "
+		"exits 1)\n"
 		"  --log-level LEVEL     error, warn, info (default) or debug\n"
 		"  --version, --help\n"
 		"\n"
@@ -161,12 +169,15 @@ set_nonblock(int fd)
 /*
  * Create, bind and listen on the Unix socket at path. A socket file left by
  * a crash (nothing answers: ECONNREFUSED) is removed; a live one means
- * another counterd runs there, and we refuse to start.
+ * another counterd runs there, and we refuse to start. Anything that is not
+ * a socket is left alone: connect() is refused by a regular file too, so
+ * ECONNREFUSED alone does not prove the file is a stale socket.
  */
 static int
 socket_open(const char *path)
 {
 	struct sockaddr_un sun;
+	struct stat sb;
 	int fd, probe;
 
 	memset(&sun, 0, sizeof sun);
@@ -181,6 +192,13 @@ socket_open(const char *path)
 	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
 		if (errno != EADDRINUSE)
 			fatal("cannot bind %s", path);
+		if (lstat(path, &sb) == -1)
+			fatal("cannot bind %s", path);
+		if (!S_ISSOCK(sb.st_mode))
+			fatalx(
+			    "--socket: %s exists and is not a socket; remove "
+			    "it or choose another path",
+			    path);
 		if ((probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) ==
 		    -1)
 			fatal("socket");
@@ -189,7 +207,8 @@ socket_open(const char *path)
 			    "%s: another counterd is already listening there",
 			    path);
 		if (errno != ECONNREFUSED)
-			fatal("%s exists and is not a stale socket", path);
+			fatal("%s: cannot tell whether the socket is stale",
+			      path);
 		close(probe);
 		log_info("removing stale socket %s", path);
 		if (unlink(path) == -1)
@@ -199,7 +218,26 @@ socket_open(const char *path)
 	}
 	if (listen(fd, 4096) == -1)
 		fatal("listen on %s", path);
+	if (lstat(path, &sb) == -1)
+		fatal("%s", path);
+	socket_dev = sb.st_dev;
+	socket_ino = sb.st_ino;
 	return fd;
+}
+
+/* Remove our socket file, unless something else has taken its place. */
+static void
+socket_remove(void)
+{
+	struct stat sb;
+
+	if (socket_path == NULL)
+		return;
+	if (lstat(socket_path, &sb) == 0 && S_ISSOCK(sb.st_mode) &&
+	    sb.st_dev == socket_dev && sb.st_ino == socket_ino)
+		unlink(socket_path);
+	free(socket_path);
+	socket_path = NULL;
 }
 
 /* The socket systemd passed, or -1 if none. */
@@ -236,6 +274,7 @@ static void
 shutdown_check_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct timespec now;
+	int64_t elapsed_ms;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (api_pending() == 0 && recorder_busy(recorder) == 0) {
@@ -247,12 +286,32 @@ shutdown_check_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopexit(base, &flush);
 		return;
 	}
-	if (now.tv_sec - stop_started.tv_sec >= SHUTDOWN_GRACE_S) {
-		log_warnx("%zu call(s) and %zu record(s) still pending after "
-			  "%ds; exiting",
-			  api_pending(), recorder_busy(recorder),
-			  SHUTDOWN_GRACE_S);
-		event_base_loopexit(base, NULL);
+	elapsed_ms = (int64_t)(now.tv_sec - stop_started.tv_sec) * 1000 +
+		     (now.tv_nsec - stop_started.tv_nsec) / 1000000;
+	if (elapsed_ms >= (int64_t)shutdown_grace_ms) {
+		struct timeval flush = {0, 100 * 1000};
+
+		/*
+		 * Calls cut off here get no number, and their values may or
+		 * may not be recorded (a gap): not a clean stop, so exit 1 and
+		 * let systemd show it.
+		 */
+		if (api_pending() > 0)
+			exit_status = 1;
+		log_warnx("--shutdown-grace (%" PRIu64 "ms) expired with %zu "
+			  "call(s) unanswered and %zu record(s) unfinished; "
+			  "failing them and exiting with status %d",
+			  shutdown_grace_ms, api_pending(),
+			  recorder_busy(recorder), exit_status);
+		event_del(ev_check);
+		recorder_abort(recorder, "counterd is shutting down: "
+					 "--shutdown-grace expired before "
+					 "record-countd answered");
+		if (api_pending() > 0)
+			log_warnx("%zu call(s) still unanswered; closing their "
+				  "connections",
+				  api_pending());
+		event_base_loopexit(base, &flush);
 	}
 }
 
@@ -263,9 +322,10 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	struct timeval tv = {0, 10 * 1000};
 
 	if (counterd_stopping) {
-		log_warnx("second signal; exiting now");
-		if (socket_path != NULL)
-			unlink(socket_path);
+		log_warnx("%s again: exiting now with status 1, %zu call(s) "
+			  "left unanswered",
+			  strsignal((int)sig), api_pending());
+		socket_remove();
 		_exit(1);
 	}
 	counterd_stopping = 1;
@@ -275,17 +335,24 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	log_info("%s: stopping (%zu call(s) pending)", strsignal((int)sig),
 		 api_pending());
 	api_stop_accepting();
-	if (socket_path != NULL) {
-		unlink(socket_path);
-		free(socket_path);
-		socket_path = NULL;
-	}
+	socket_remove();
 	counter_shutdown_all();
 	ev_check = event_new(base, -1, EV_PERSIST, shutdown_check_cb, NULL);
 	if (ev_check == NULL)
 		event_base_loopexit(base, NULL);
 	else
 		event_add(ev_check, &tv);
+}
+
+/*
+ * SIGHUP: counterd has no configuration file to reload; say so and carry on
+ * (by default the signal would kill it and drop every call in flight).
+ */
+static void
+sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	log_info("SIGHUP: nothing to reload (counterd has no configuration "
+		 "file); ignored");
 }
 
 /* The watchdog: alive as long as the loop runs. */
@@ -357,6 +424,7 @@ main(int argc, char **argv)
 	    {"retries", required_argument, NULL, 'r'},
 	    {"backoff", required_argument, NULL, 'k'},
 	    {"connections", required_argument, NULL, 'c'},
+	    {"shutdown-grace", required_argument, NULL, 'g'},
 	    {"log-level", required_argument, NULL, 'l'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},
@@ -428,6 +496,12 @@ main(int argc, char **argv)
 			break;
 		case 'c':
 			pool = opt_uint("--connections", optarg, 1, 10000);
+			break;
+		case 'g':
+			shutdown_grace_ms =
+			    opt_duration("--shutdown-grace", optarg);
+			if (shutdown_grace_ms == 0)
+				fatalx("--shutdown-grace: must be more than 0");
 			break;
 		case 'l':
 			if (log_set_level_name(optarg) != 0)
@@ -525,9 +599,11 @@ main(int argc, char **argv)
 
 	ev_sigterm = evsignal_new(base, SIGTERM, signal_cb, NULL);
 	ev_sigint = evsignal_new(base, SIGINT, signal_cb, NULL);
-	if (ev_sigterm == NULL || ev_sigint == NULL ||
+	ev_sighup = evsignal_new(base, SIGHUP, sighup_cb, NULL);
+	if (ev_sigterm == NULL || ev_sigint == NULL || ev_sighup == NULL ||
 	    evsignal_add(ev_sigterm, NULL) != 0 ||
-	    evsignal_add(ev_sigint, NULL) != 0)
+	    evsignal_add(ev_sigint, NULL) != 0 ||
+	    evsignal_add(ev_sighup, NULL) != 0)
 		fatalx("cannot set up signal handling");
 	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
 		tv.tv_sec = (time_t)(wd_usec / 2 / 1000000);
@@ -561,10 +637,7 @@ main(int argc, char **argv)
 	event_base_dispatch(base);
 
 	log_info("stopped");
-	if (socket_path != NULL) {
-		unlink(socket_path);
-		free(socket_path);
-	}
+	socket_remove();
 	api_free();
 	counter_free_all();
 	recorder_free(recorder);
@@ -575,6 +648,7 @@ main(int argc, char **argv)
 	event_free(ev_health);
 	event_free(ev_sigterm);
 	event_free(ev_sigint);
+	event_free(ev_sighup);
 	event_base_free(base);
-	return 0;
+	return exit_status;
 }

@@ -60,8 +60,9 @@ struct rec_op {
 	int ro_last_code;    /* failure code if we give up now */
 	char ro_why[512];    /* reason if we give up now */
 	struct rec_conn *ro_conn;
-	struct event *ro_timer; /* backoff */
-	TAILQ_ENTRY(rec_op) ro_entry;
+	struct event *ro_timer;	      /* backoff */
+	TAILQ_ENTRY(rec_op) ro_entry; /* r_waitq */
+	TAILQ_ENTRY(rec_op) ro_all;   /* r_ops */
 };
 TAILQ_HEAD(rec_op_list, rec_op);
 
@@ -79,7 +80,9 @@ struct recorder {
 	size_t r_nconns;
 	struct rec_op_list r_waitq;
 	size_t r_nwait;
+	struct rec_op_list r_ops; /* every operation not yet finished */
 	size_t r_active;
+	int r_aborted; /* recorder_abort ran: new operations fail at once */
 	int r_reachable;
 	char r_last_error[512];
 	struct recorder_stats r_st;
@@ -87,6 +90,7 @@ struct recorder {
 
 static void recorder_send(struct rec_op *op, struct rec_conn *conn);
 static void recorder_dispatch(struct rec_op *op);
+static void recorder_op_fail(struct rec_op *op);
 
 /* Create the recorder; see client.h. */
 struct recorder *
@@ -129,35 +133,51 @@ recorder_new(struct event_base *base, const struct server_url *url,
 	TAILQ_INIT(&r->r_conns);
 	TAILQ_INIT(&r->r_idle);
 	TAILQ_INIT(&r->r_waitq);
+	TAILQ_INIT(&r->r_ops);
 	return r;
 }
 
-/* Free the recorder and its connections (nothing may be in flight). */
+/* Free the recorder and its connections (nothing should be in flight). */
 void
 recorder_free(struct recorder *r)
+{
+	if (r == NULL)
+		return;
+	recorder_abort(r, "counterd is exiting");
+	if (r->r_dns != NULL)
+		evdns_base_free(r->r_dns, 0);
+	free(r);
+}
+
+/*
+ * Fail every operation with CD_ESHUTDOWN and why, dropping the requests in
+ * flight; operations started later fail at once.
+ */
+void
+recorder_abort(struct recorder *r, const char *why)
 {
 	struct rec_conn *conn;
 	struct rec_op *op;
 
-	if (r == NULL)
-		return;
-	while ((op = TAILQ_FIRST(&r->r_waitq)) != NULL) {
-		TAILQ_REMOVE(&r->r_waitq, op, ro_entry);
-		dfr_errback(op->ro_d, CD_EUNAVAILABLE, "counterd is exiting");
-		dfr_unref(op->ro_d);
-		free(op->ro_client);
-		free(op->ro_path);
-		free(op->ro_body);
-		free(op);
-	}
+	r->r_aborted = 1;
+	/* Freeing a connection drops its request without calling back. */
 	while ((conn = TAILQ_FIRST(&r->r_conns)) != NULL) {
 		TAILQ_REMOVE(&r->r_conns, conn, rc_all);
 		evhttp_connection_free(conn->rc_evcon);
 		free(conn);
 	}
-	if (r->r_dns != NULL)
-		evdns_base_free(r->r_dns, 0);
-	free(r);
+	TAILQ_INIT(&r->r_idle);
+	r->r_nconns = 0;
+	while ((op = TAILQ_FIRST(&r->r_waitq)) != NULL)
+		TAILQ_REMOVE(&r->r_waitq, op, ro_entry);
+	r->r_nwait = 0;
+	/* The failures' callbacks may start operations: they fail at once. */
+	while ((op = TAILQ_FIRST(&r->r_ops)) != NULL) {
+		op->ro_conn = NULL;
+		op->ro_last_code = CD_ESHUTDOWN;
+		snprintf(op->ro_why, sizeof op->ro_why, "%s", why);
+		recorder_op_fail(op);
+	}
 }
 
 /* Whether the last finished exchange succeeded; -1 before the first. */
@@ -195,6 +215,7 @@ recorder_busy(const struct recorder *r)
 static void
 recorder_op_free(struct rec_op *op)
 {
+	TAILQ_REMOVE(&op->ro_r->r_ops, op, ro_all);
 	if (op->ro_timer != NULL)
 		event_free(op->ro_timer);
 	dfr_unref(op->ro_d);
@@ -385,7 +406,6 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 			recorder_dispatch(op);
 			return;
 		}
-		r->r_reachable = 0;
 		op->ro_last_code = op->ro_error == EVREQ_HTTP_TIMEOUT
 				       ? CD_ETIMEOUT
 				       : CD_EUNAVAILABLE;
@@ -395,6 +415,14 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 			 r->r_url.numeric || op->ro_error != -1
 			     ? ""
 			     : " (or the name did not resolve)");
+		/*
+		 * The flag and its reason change together: whoever reads one
+		 * now (health, the log, sd_notify) must not see the reason of
+		 * an older failure, or none.
+		 */
+		r->r_reachable = 0;
+		snprintf(r->r_last_error, sizeof r->r_last_error, "%s",
+			 op->ro_why);
 		recorder_attempt_failed(op);
 		return;
 	}
@@ -495,6 +523,13 @@ recorder_dispatch(struct rec_op *op)
 	struct recorder *r = op->ro_r;
 	struct rec_conn *conn;
 
+	if (r->r_aborted) {
+		op->ro_last_code = CD_ESHUTDOWN;
+		snprintf(op->ro_why, sizeof op->ro_why,
+			 "counterd is shutting down");
+		recorder_op_fail(op);
+		return;
+	}
 	if ((conn = TAILQ_FIRST(&r->r_idle)) != NULL) {
 		TAILQ_REMOVE(&r->r_idle, conn, rc_idle);
 		recorder_send(op, conn);
@@ -544,6 +579,7 @@ recorder_start(struct recorder *r, enum rec_kind kind, const char *client,
 	op->ro_body = body;
 	d = dfr_ref(op->ro_d);
 	r->r_active++;
+	TAILQ_INSERT_TAIL(&r->r_ops, op, ro_all);
 	recorder_dispatch(op);
 	return d;
 fail:

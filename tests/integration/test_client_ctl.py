@@ -110,7 +110,8 @@ def test_counterd_rejects_bad_options(tmp_path):
     sock = str(tmp_path / "x.sock")
     for args, msg in ((["--strategy", "fast"], "--strategy"), (["--wait-timeout", "10x"], "not a duration"),
                       (["--server", "ftp://x"], "--server"), (["--client-id", "a b"], "--client-id"),
-                      (["--batch-max", "0"], "--batch-max"), (["--log-level", "loud"], "--log-level")):
+                      (["--batch-max", "0"], "--batch-max"), (["--log-level", "loud"], "--log-level"),
+                      (["--shutdown-grace", "0"], "--shutdown-grace"), (["--shutdown-grace", "1x"], "not a duration")):
         p = subprocess.run([harness.COUNTERD, "--socket", sock] + args, capture_output=True, text=True, timeout=10)
         assert p.returncode != 0 and msg in p.stderr, (args, p.stderr)
 

@@ -1,4 +1,5 @@
 """counterd under faults: server down at start, record-countd killed mid-run, counterd restarts, SIGTERM."""
+import http.client
 import os
 import signal
 import subprocess
@@ -118,3 +119,139 @@ def test_server_closing_idle_keepalive_connections_is_harmless(record_countd, co
     assert [r.json()["count"] for r in got] == list(range(1, 9))
     st = cd.get("/stats").json()["recorder"]
     assert st["failed"] == 0 and st["retries"] == 0, st
+
+
+def next_in_background(cd, name):
+    """One next call in a thread; returns (thread, box): box["r"] is the Response or the connection error."""
+    box = {}
+
+    def call():
+        try:
+            box["r"] = cd.next(name)
+        except (OSError, http.client.HTTPException) as e:
+            box["r"] = e
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    return t, box
+
+
+def test_socket_path_that_is_not_a_socket_is_left_alone(tmp_path):
+    url = dead_url()
+    for kind in ("file", "dir"):
+        path = tmp_path / ("taken-" + kind)
+        if kind == "file":
+            path.write_text("important\n")
+        else:
+            path.mkdir()
+        p = subprocess.run([harness.COUNTERD, "--server", url, "--socket", str(path), "--client-id", "v"],
+                           capture_output=True, text=True, timeout=10)
+        assert p.returncode == 1, (kind, p.stderr)
+        assert "exists and is not a socket" in p.stderr, p.stderr
+        assert "removing" not in p.stderr
+        if kind == "file":
+            assert path.read_text() == "important\n", "the file is not removed"
+        else:
+            assert path.is_dir()
+
+
+def test_exit_leaves_a_file_that_replaced_the_socket(record_countd, counterd):
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    os.unlink(cd.socket)
+    with open(cd.socket, "w") as f:
+        f.write("not ours\n")
+    assert cd.stop() == 0
+    with open(cd.socket) as f:
+        assert f.read() == "not ours\n", "counterd removes only the socket it made"
+
+
+def test_sighup_is_logged_and_ignored(record_countd, counterd):
+    rc = record_countd("--latency", "500ms")
+    cd = counterd(rc.url, "--batch-max", "1")
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", many_next(cd.socket, "h", 2)))
+    t.start()
+    poll(lambda: cd.get("/counters/h").status == 200 and cd.get("/counters/h").json()["in_flight"] == 1)
+    cd.signal(signal.SIGHUP)
+    poll(lambda: "SIGHUP" in cd.read_log())
+    t.join(30)
+    assert sorted(j["count"] for s, j in box["r"] if s == 200) == [1, 2], "calls in flight are answered"
+    assert cd.proc.poll() is None, "counterd keeps running"
+    assert cd.next("h").json()["count"] == 3
+    assert os.path.exists(cd.socket)
+    assert "nothing to reload" in cd.read_log()
+    assert cd.stop() == 0
+
+
+def test_unreachable_reason_is_the_current_one(record_countd, counterd):
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url, "--record-timeout", "500ms", "--retries", "1", "--backoff", "10ms")
+    assert cd.next("u").json()["count"] == 1
+    poll(lambda: "record-countd is reachable" in cd.read_log())
+    rc.stop()
+    r = cd.next("u")
+    assert r.status == 503 and "refused" in r.json()["message"], r
+    poll(lambda: "refused" in cd.read_log())
+    rc.start()
+    poll(lambda: cd.get("/healthz").status == 200, timeout=15)
+    poll(lambda: cd.read_log().count("record-countd is reachable") >= 2)
+    mark = len(cd.read_log())
+    rc.signal(signal.SIGSTOP)  # record-countd hangs: requests time out (fault injection)
+    try:
+        r = cd.next("u")
+        assert r.status == 504 and r.json()["error"] == "record_timeout", r
+        lines = [l for l in cd.read_log()[mark:].splitlines() if "is unreachable" in l]
+        assert lines, cd.read_log()[mark:]
+        assert all("timed out" in l for l in lines), lines
+        h = cd.get("/healthz").json()
+        assert h["server_state"] == "unreachable" and "timed out" in h["last_error"], h
+    finally:
+        rc.signal(signal.SIGCONT)
+
+
+def test_first_failure_has_a_reason(record_countd, counterd):
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url, "--record-timeout", "500ms", "--retries", "1", "--backoff", "10ms")
+    poll(lambda: cd.get("/healthz").status == 200)
+    mark = len(cd.read_log())
+    rc.signal(signal.SIGSTOP)
+    try:
+        assert cd.next("f").status == 504
+        lines = [l for l in cd.read_log()[mark:].splitlines() if "is unreachable" in l]
+        assert lines and all("timed out" in l for l in lines), lines
+    finally:
+        rc.signal(signal.SIGCONT)
+
+
+def test_shutdown_grace_expiry_answers_503_and_exits_1(record_countd, counterd):
+    rc = record_countd("--latency", "5s")
+    cd = counterd(rc.url, "--record-timeout", "10s", "--shutdown-grace", "500ms")
+    t, box = next_in_background(cd, "g")
+    poll(lambda: cd.get("/counters/g").status == 200 and cd.get("/counters/g").json()["in_flight"] == 1)
+    t0 = time.monotonic()
+    cd.signal(signal.SIGTERM)
+    assert cd.proc.wait(10) == 1, cd.read_log()
+    assert time.monotonic() - t0 < 3
+    log = cd.read_log()
+    assert "expired with 1 call(s) unanswered" in log, log
+    assert not os.path.exists(cd.socket)
+    t.join(10)
+    r = box["r"]
+    assert isinstance(r, harness.Response) and r.status == 503, "the caller is told, not cut off: %r" % (r,)
+    assert r.json()["error"] == "shutting_down" and "--shutdown-grace" in r.json()["message"], r
+
+
+def test_second_sigterm_exits_1_at_once(record_countd, counterd):
+    rc = record_countd("--latency", "5s")
+    cd = counterd(rc.url, "--record-timeout", "10s")
+    t, box = next_in_background(cd, "s2")
+    poll(lambda: cd.get("/counters/s2").status == 200 and cd.get("/counters/s2").json()["in_flight"] == 1)
+    cd.signal(signal.SIGTERM)
+    poll(lambda: "stopping" in cd.read_log())
+    cd.signal(signal.SIGTERM)
+    assert cd.proc.wait(5) == 1
+    assert "exiting now" in cd.read_log()
+    assert not os.path.exists(cd.socket)
+    t.join(10)
+    assert isinstance(box["r"], (OSError, http.client.HTTPException)), box["r"]
