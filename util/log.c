@@ -1,7 +1,14 @@
 /*
  * log.c: OpenBSD-style logging to stderr (journald picks it up under systemd).
+ *
+ * When stderr is the journal's stream (JOURNAL_STREAM names its device and
+ * inode), each line starts with its syslog priority ("<3>", see
+ * sd-daemon(3)), so that "journalctl -p warning" finds the warnings; anywhere
+ * else the lines are plain "name: message".
  */
 #include "config.h"
+
+#include <sys/stat.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -9,14 +16,37 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
+#include <systemd/sd-daemon.h>
 
 #include "util.h"
 
 static const char *log_name = "lockstep";
 static enum log_level log_level = LOG_LEVEL_INFO;
+static int log_journal; /* stderr is journald's stream: prefix priorities */
 static const char *const log_words[] = { "error", "warn", "info", "debug" };
+static const char *const log_prio[] = { SD_ERR, SD_WARNING, SD_INFO, SD_DEBUG };
+
+/* Whether stderr is the stream JOURNAL_STREAM ("DEV:INO") names. */
+static int
+log_stderr_is_journal(void)
+{
+	const char *env;
+	unsigned long long dev, ino;
+	struct stat st;
+	int n;
+
+	if ((env = getenv("JOURNAL_STREAM")) == NULL)
+		return 0;
+	if (sscanf(env, "%llu:%llu%n", &dev, &ino, &n) != 2 || env[n] != '\0')
+		return 0;
+	if (fstat(STDERR_FILENO, &st) != 0)
+		return 0;
+	return (unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino;
+}
 
 /* Start logging to stderr under name at level. */
 void
@@ -24,6 +54,7 @@ log_init(const char *name, enum log_level level)
 {
 	log_name = name;
 	log_level = level;
+	log_journal = log_stderr_is_journal();
 	setvbuf(stderr, NULL, _IOLBF, 0);
 }
 
@@ -49,19 +80,34 @@ log_get_level(void)
 	return log_level;
 }
 
-/* Write one line: "name: message" with an optional strerror suffix. */
+/*
+ * Write one line: "name: message" with an optional strerror suffix, and for
+ * the journal the priority before it and before any line the message
+ * itself holds.
+ */
 static void
 log_emit(enum log_level level, const char *suffix, const char *fmt, va_list ap)
 {
-	char buf[2048];
+	char buf[2048], line[2304];
+	const char *p, *nl;
 
 	if (level > log_level)
 		return;
 	vsnprintf(buf, sizeof buf, fmt, ap);
+	if (!log_journal) {
+		if (suffix != NULL)
+			fprintf(stderr, "%s: %s: %s\n", log_name, buf, suffix);
+		else
+			fprintf(stderr, "%s: %s\n", log_name, buf);
+		return;
+	}
 	if (suffix != NULL)
-		fprintf(stderr, "%s: %s: %s\n", log_name, buf, suffix);
+		snprintf(line, sizeof line, "%s: %s: %s", log_name, buf, suffix);
 	else
-		fprintf(stderr, "%s: %s\n", log_name, buf);
+		snprintf(line, sizeof line, "%s: %s", log_name, buf);
+	for (p = line; (nl = strchr(p, '\n')) != NULL; p = nl + 1)
+		fprintf(stderr, "%s%.*s\n", log_prio[level], (int)(nl - p), p);
+	fprintf(stderr, "%s%s\n", log_prio[level], p);
 }
 
 /* Log at level. */

@@ -10,7 +10,10 @@
 
 /* log.c */
 enum log_level { LOG_LEVEL_ERROR = 0, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
-/* Start logging to stderr as name (the program name, used as prefix). */
+/*
+ * Start logging to stderr as name (the program name, used as prefix); when
+ * stderr is journald's stream (JOURNAL_STREAM), lines carry their priority.
+ */
 void log_init(const char *name, enum log_level level);
 /* Set the level from a word (error, warn, info, debug); -1 if unknown. */
 int log_set_level_name(const char *word);

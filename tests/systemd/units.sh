@@ -1,8 +1,9 @@
 #!/bin/bash
 # The installed units: systemd-analyze verify says nothing, the services' exposure is at most 2.0,
-# their man pages exist, and the sysusers.d file creates the group counterd's socket uses.
+# their man pages exist, the sysusers.d file creates the group counterd's socket uses, the drop-in
+# examples of the units, docs and man pages are valid, and make install stays under the prefix.
 . "$TOP_SRCDIR/tests/systemd/lib.sh"
-plan 14
+plan 18
 
 units="record-countd.service record-countd.socket counterd.service counterd.socket"
 gen="$TOP_BUILDDIR/systemd"
@@ -109,5 +110,62 @@ inst_ok() {
     find "$dest" -path "*/${sysusersdir##*/}/lockstep.conf" -type f | grep -q .
 }
 check "make install puts units and sysusers.d file into their directories" inst_ok
+
+# 15. ...and, unless the prefix is /usr (where systemd.pc's directories are meant) or a directory was
+# chosen with --with-...dir, under the prefix, not into the live system's /lib/systemd/system.
+prefix=$(sed -n 's/^prefix = //p' "$TOP_BUILDDIR/Makefile")
+under_prefix() {
+    local f n=0 bad=
+    [ "$rc" -eq 0 ] || return 1
+    for f in $(cd "$dest" && find . -type f \( -name '*.service' -o -name '*.socket' -o -name lockstep.conf \)); do
+        f=${f#.}
+        n=$((n + 1))
+        case $f in "${prefix%/}"/*) ;; *) bad="$bad $f";; esac
+    done
+    [ "$n" -eq 5 ] || { echo "$n files installed, not 5" | diag; return 1; }
+    [ -z "$bad" ] || { echo "outside $prefix:$bad" | diag; return 1; }
+}
+if [ "${prefix%/}" = /usr ]; then
+    tap_n=$((tap_n + 1)); echo "ok $tap_n - make install stays under the prefix # SKIP prefix is /usr"
+elif "$TOP_BUILDDIR/config.status" --config | grep -qE -- "--with-(systemdsystemunit|sysusers)dir"; then
+    tap_n=$((tap_n + 1)); echo "ok $tap_n - make install stays under the prefix # SKIP directories given to configure"
+else
+    check "make install stays under the prefix ($prefix)" under_prefix
+fi
+
+# 16-18. The drop-in examples users copy (Environment= lines of the units' comments, docs/systemd.md
+# and the man pages) verify without a warning: unquoted spaces separate assignments, so
+# Environment=COUNTERD_OPTIONS=--a=1 --b=2 loses --b=2 with "Invalid environment assignment".
+# examples FILE...: every Environment= example line, man-page escapes undone.
+examples() {
+    { sed -n 's/^#  *\(Environment=.*\)/\1/p' "$@"
+      grep -ohE '`Environment=[^`]*`' "$@" | tr -d '`'
+      grep -h '^Environment=.' "$@"; } | sed 's/\\-/-/g' | sort -u
+}
+# examples_verify NAME FILE...: FILE's examples as drop-ins of the service they set, verified quietly.
+examples_verify() {
+    local name=$1 lines line svc rc
+    shift
+    lines=$(examples "$@")
+    printf '%s\n' "$lines" | grep -q COUNTERD_OPTIONS || { echo "no COUNTERD_OPTIONS example in $*" | diag; return 1; }
+    rm -rf "$u"/*.service.d
+    mkdir -p "$u/record-countd.service.d" "$u/counterd.service.d"
+    printf '[Service]\n' > "$u/record-countd.service.d/$name.conf"
+    printf '[Service]\n' > "$u/counterd.service.d/$name.conf"
+    while IFS= read -r line; do
+        case $line in *RECORD_COUNTD_*) svc=record-countd;; *) svc=counterd;; esac
+        printf '%s\n' "$line" >> "$u/$svc.service.d/$name.conf"
+        echo "$svc: $line" | diag
+    done <<< "$lines"
+    verify_quiet $units; rc=$?
+    rm -rf "$u"/*.service.d
+    return $rc
+}
+check "the units' drop-in examples verify without warnings" \
+    examples_verify units "$gen/record-countd.service" "$gen/counterd.service"
+check "docs/systemd.md's drop-in examples verify without warnings" \
+    examples_verify docs "$TOP_SRCDIR/docs/systemd.md"
+check "the man pages' drop-in examples verify without warnings" \
+    examples_verify man "$TOP_SRCDIR/man/record-countd.8" "$TOP_SRCDIR/man/counterd.8"
 
 finish
