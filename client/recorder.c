@@ -427,7 +427,9 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 		return;
 	}
 	conn->rc_used++;
-	r->r_reachable = 1;
+	/* An answer of 5xx (storage failing, stopping) counts as unusable below. */
+	if (code < 500)
+		r->r_reachable = 1;
 	in = evhttp_request_get_input_buffer(req);
 	len = evbuffer_get_length(in);
 	if (len >= sizeof body && op->ro_kind == REC_RECORD) {
@@ -467,6 +469,16 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 		 "record-countd answered %d to %s", code, op->ro_path);
 	if (code >= 500) {
 		/* The server is shutting down or in trouble: worth a retry. */
+		while (len > 0 && len < sizeof body &&
+		       (body[len - 1] == '\n' || body[len - 1] == '\r'))
+			body[--len] = '\0';
+		if (len > 0 && len < 400 && strchr(body, '\n') == NULL)
+			snprintf(op->ro_why, sizeof op->ro_why,
+				 "record-countd answered %d to %s: %.*s", code,
+				 op->ro_path, (int)len, body);
+		r->r_reachable = 0;
+		snprintf(r->r_last_error, sizeof r->r_last_error, "%s",
+			 op->ro_why);
 		op->ro_last_code = CD_EUNAVAILABLE;
 		recorder_attempt_failed(op);
 	} else {

@@ -210,6 +210,24 @@ def test_unreachable_reason_is_the_current_one(record_countd, counterd):
         rc.signal(signal.SIGCONT)
 
 
+def test_server_whose_storage_failed_makes_counterd_degraded(record_countd, counterd, tmp_path):
+    """record-countd answering 5xx (here its disk failed a sync: it answers but records nothing) is as unusable as
+    one that is down: counterd's health says degraded, naming the answer, rather than ok."""
+    lib = os.environ.get("FAILSYNC_LIB", "")
+    assert os.path.exists(lib), "the fault shim is not built (FAILSYNC_LIB=%r)" % lib
+    flag = tmp_path / "disk-fails-now"
+    asan = (os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0").lstrip(":")
+    rc = record_countd("--latency", "0", env={"LD_PRELOAD": lib, "FAILSYNC_FILE": str(flag), "ASAN_OPTIONS": asan})
+    cd = counterd(rc.url, "--retries", "1", "--backoff", "10ms")
+    assert cd.next("d").json()["count"] == 1
+    flag.touch()
+    r = cd.next("d")
+    assert r.status == 503 and r.json()["error"] == "server_unreachable", r
+    h = poll(lambda: (lambda r: r if r.status == 503 else None)(cd.get("/healthz")))
+    assert h.json()["status"] == "degraded" and h.json()["server_state"] == "unreachable", h.json()
+    assert "answered 503" in h.json()["last_error"] and "storage_" in h.json()["last_error"], h.json()
+
+
 def test_first_failure_has_a_reason(record_countd, counterd):
     rc = record_countd("--latency", "0")
     cd = counterd(rc.url, "--record-timeout", "500ms", "--retries", "1", "--backoff", "10ms")
