@@ -89,12 +89,18 @@ def test_refuses_a_live_socket(record_countd, counterd, tmp_path):
     assert cd.get("/healthz").status == 200, "the live daemon keeps its socket"
 
 
+def many_in_background(cd, name, n):
+    """n concurrent next calls in a thread; returns (thread, box): box["r"] is many_next's result once it ends."""
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", many_next(cd.socket, name, n)))
+    t.start()
+    return t, box
+
+
 def test_sigterm_finishes_in_flight_and_answers_waiters(record_countd, counterd):
     rc = record_countd("--latency", "800ms")
     cd = counterd(rc.url, "--batch-max", "1")
-    box = {}
-    t = threading.Thread(target=lambda: box.setdefault("r", many_next(cd.socket, "t", 4)))
-    t.start()
+    t, box = many_in_background(cd, "t", 4)
     poll(lambda: cd.get("/counters/t").status == 200 and cd.get("/counters/t").json()["waiting"] == 3)
     cd.signal(signal.SIGTERM)
     assert cd.proc.wait(10) == 0
@@ -169,9 +175,7 @@ def test_exit_leaves_a_file_that_replaced_the_socket(record_countd, counterd):
 def test_sighup_is_logged_and_ignored(record_countd, counterd):
     rc = record_countd("--latency", "500ms")
     cd = counterd(rc.url, "--batch-max", "1")
-    box = {}
-    t = threading.Thread(target=lambda: box.setdefault("r", many_next(cd.socket, "h", 2)))
-    t.start()
+    t, box = many_in_background(cd, "h", 2)
     poll(lambda: cd.get("/counters/h").status == 200 and cd.get("/counters/h").json()["in_flight"] == 1)
     cd.signal(signal.SIGHUP)
     poll(lambda: "SIGHUP" in cd.read_log())
