@@ -166,7 +166,8 @@ store_connect(const char *path, sqlite3 **db, char *why)
 	if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 	    NULL) != SQLITE_OK) {
 		/* SQLite's errno is that of its last try (a read-only open): say what stopped the first. */
-		if ((dir = strdup(path)) != NULL) {
+		if ((dir = malloc(strlen(path) + 2)) != NULL) {
+			strcpy(dir, path);
 			if ((slash = strrchr(dir, '/')) == NULL)
 				strcpy(dir, ".");
 			else
