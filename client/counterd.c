@@ -638,6 +638,8 @@ main(int argc, char **argv)
 
 	log_info("stopped");
 	socket_remove();
+	/* Fail what is left (only if the loop ended early) while counters and calls still exist. */
+	recorder_abort(recorder, "counterd is exiting");
 	api_free();
 	counter_free_all();
 	recorder_free(recorder);
