@@ -376,6 +376,18 @@ recorder_answer(struct rec_op *op, const char *body, size_t len)
 	return -1;
 }
 
+/*
+ * Mark record-countd unusable for why. The flag and its reason change
+ * together: whoever reads one (health, the log, sd_notify) must not see the
+ * reason of an older failure, or none.
+ */
+static void
+recorder_unreachable(struct recorder *r, const char *why)
+{
+	r->r_reachable = 0;
+	snprintf(r->r_last_error, sizeof r->r_last_error, "%s", why);
+}
+
 /* A request finished (req NULL or code 0: it failed). */
 static void
 recorder_done_cb(struct evhttp_request *req, void *arg)
@@ -415,14 +427,7 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 			 r->r_url.numeric || op->ro_error != -1
 			     ? ""
 			     : " (or the name did not resolve)");
-		/*
-		 * The flag and its reason change together: whoever reads one
-		 * now (health, the log, sd_notify) must not see the reason of
-		 * an older failure, or none.
-		 */
-		r->r_reachable = 0;
-		snprintf(r->r_last_error, sizeof r->r_last_error, "%s",
-			 op->ro_why);
+		recorder_unreachable(r, op->ro_why);
 		recorder_attempt_failed(op);
 		return;
 	}
@@ -476,9 +481,7 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 			snprintf(op->ro_why, sizeof op->ro_why,
 				 "record-countd answered %d to %s: %.*s", code,
 				 op->ro_path, (int)len, body);
-		r->r_reachable = 0;
-		snprintf(r->r_last_error, sizeof r->r_last_error, "%s",
-			 op->ro_why);
+		recorder_unreachable(r, op->ro_why);
 		op->ro_last_code = CD_EUNAVAILABLE;
 		recorder_attempt_failed(op);
 	} else {
