@@ -385,6 +385,17 @@ http_answer_text(struct req *r, unsigned status, const char *type, char *text, s
 	http_set(r, status, type, text, len);
 }
 
+/* Copy s to p as one word of the access log ("-" if empty), each space, control or non-ASCII byte as '?'. */
+static char *
+http_log_word(char *p, const char *s)
+{
+	if (s == NULL || *s == '\0')
+		*p++ = '-';
+	for (; s != NULL && *s != '\0'; s++)
+		*p++ = (unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f ? '?' : *s;
+	return p;
+}
+
 /* Write the access-log line of r (one line, values listed). */
 static void
 http_access_log(struct req *r, double end)
@@ -392,12 +403,16 @@ http_access_log(struct req *r, double end)
 	char *line, *p;
 	size_t i, cap;
 
-	cap = 256 + strlen(r->path) + r->nvalues * 21;
+	/* The method and path are the client's, of any length its request line fits in. */
+	cap = 256 + (r->method ? strlen(r->method) : 0) + strlen(r->path) + r->nvalues * 21;
 	if ((line = malloc(cap)) == NULL)
 		return;
-	p = line;
-	p += snprintf(p, cap, "access method=%s path=%s status=%u client=%s values=", r->method ? r->method : "-",
-	    r->path, r->status, r->client[0] ? r->client : "-");
+	p = line + snprintf(line, cap, "access method=");
+	p = http_log_word(p, r->method);
+	p += snprintf(p, cap - (size_t)(p - line), " path=");
+	p = http_log_word(p, r->path);
+	p += snprintf(p, cap - (size_t)(p - line), " status=%u client=%s values=", r->status,
+	    r->client[0] ? r->client : "-");
 	for (i = 0; i < r->nvalues; i++)
 		p += snprintf(p, cap - (size_t)(p - line), "%s%llu", i ? "," : "", (unsigned long long)r->values[i]);
 	if (r->nvalues == 0)

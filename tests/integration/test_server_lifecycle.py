@@ -329,6 +329,22 @@ def test_access_log_format(record_countd):
     assert not any(ACCESS.match(line) for line in d2.read_log().splitlines())
 
 
+def test_access_log_line_is_whole_for_any_method_and_path(record_countd):
+    """A long method (the log line was sized without it: a heap overflow) and control bytes still give one line."""
+    d = record_countd("--latency", "0", "--access-log")
+    for req in (b"X" * 600 + b" /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                b"GET /a\x1bb HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+            s.sendall(req)
+            status, _, _ = read_response(s)
+            assert status in (404, 405)
+    assert d.get("/healthz").status == 200
+    d.stop()
+    lines = [m.groups() for m in map(ACCESS.match, d.read_log().splitlines()) if m]
+    assert ("X" * 600, "/stats", "405", "-", "-") in [g[:5] for g in lines]
+    assert ("GET", "/a?b", "404", "-", "-") in [g[:5] for g in lines]
+
+
 def notify_listener(tmp_path):
     path = str(tmp_path / "notify.sock")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
