@@ -60,7 +60,7 @@ struct store;
 extern struct store *db;
 
 /* input.c: strict parsing of what clients send; no I/O, fuzzed. */
-#define INPUT_MAX_KV 16
+#define INPUT_MAX_KV LIMIT_PARAMS     /* every parameter the limit lets through is parsed */
 struct input_kv {
 	char *key;
 	char *value;

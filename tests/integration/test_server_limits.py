@@ -203,6 +203,21 @@ def test_query_parameter_edges(record_countd):
     assert d.stop() == 0
 
 
+def test_up_to_128_parameters_are_each_checked(record_countd):
+    """Below the documented 128 there was a hidden limit of 16, answered "too many query parameters (at most 16)"."""
+    d = record_countd("--latency", "0")
+    extra = "&".join("x%d=1" % i for i in range(126))
+    r = d.get("/record-count?value=1&client=p&" + extra)
+    assert r.status == 400 and r.json()["error"] == "unknown_parameter", r
+    assert '"x0"' in r.json()["message"]
+    r = d.get("/records?" + "&".join(["limit=1"] * 20))
+    assert r.status == 400 and r.json()["error"] == "invalid_query", r
+    assert r.json()["message"] == "limit: given more than once"
+    r = d.get("/records?client=p&" + "&" * 126)
+    assert r.status == 200 and r.json()["records"] == [], r
+    still_serving_and_untouched(d, 0)
+
+
 def test_malformed_content_length_gets_one_json_answer(record_countd):
     """A Content-Length libmicrohttpd cannot parse used to get its HTML error with the status line sent twice."""
     d = record_countd("--latency", "0")
