@@ -600,6 +600,9 @@ http_first(struct req *r)
 	unsigned long long n;
 	char *end;
 
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND | MHD_COOKIE_KIND, http_header_size_cb, &h);
+	r->no_body = h.coding == NULL &&
+	    (h.length == NULL || (http_is_decimal(h.length) && strspn(h.length, "0") == strlen(h.length)));
 	if (r->uri_len > LIMIT_URL) {
 		http_error(r, MHD_HTTP_URI_TOO_LONG, "uri_too_long", "the request target is %zu bytes; the limit is %d",
 		    r->uri_len, LIMIT_URL);
@@ -610,7 +613,6 @@ http_first(struct req *r)
 		    "the query has %zu parameters; the limit is %d", np, LIMIT_PARAMS);
 		return NULL;
 	}
-	MHD_get_connection_values(r->conn, MHD_HEADER_KIND | MHD_COOKIE_KIND, http_header_size_cb, &h);
 	if (h.bytes > LIMIT_HEADERS) {
 		http_error_raw(r, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large",
 		    "the request headers are %zu bytes; the limit is %d", h.bytes, LIMIT_HEADERS);
@@ -681,6 +683,13 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 		r->method = method;
 		if (http_first(r) == NULL) {
 			r->started = 2;
+			/*
+			 * An answer queued now, before the end of the request, makes
+			 * libmicrohttpd close the connection. With no body to come, the
+			 * end is next: the answer waits for it and keep-alive survives.
+			 */
+			if (r->resp != NULL && r->no_body)
+				return MHD_YES;
 			return http_send(r);
 		}
 		return MHD_YES;

@@ -149,6 +149,7 @@ struct req {
 	uint64_t arrival_us;
 	int route;
 	int started;
+	int no_body;                  /* neither Content-Length (but 0) nor Transfer-Encoding: nothing follows the headers */
 	int answered;                 /* a response is queued or failed */
 	int counted;                  /* counted as in flight */
 

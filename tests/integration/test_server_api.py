@@ -1,5 +1,6 @@
 """record-countd: every endpoint, its answers and its errors, over real HTTP with a real SQLite file."""
 import os
+import socket
 import subprocess
 
 import pytest
@@ -284,6 +285,42 @@ def test_server_keeps_serving_after_errors(record_countd):
     d.post("/record-count", b"\xff\xfe garbage")
     d.get("/record-count?value=%ff")
     assert d.get("/record-count?value=1").status == 200
+
+
+def read_pipelined(s, n):
+    """Read n Content-Length framed answers from socket s; returns [(status, headers)], stopping early at EOF."""
+    buf, out = b"", []
+    while len(out) < n:
+        head, sep, rest = buf.partition(b"\r\n\r\n")
+        if sep:
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            length = int(headers.get("content-length", "0"))
+            if len(rest) >= length:
+                out.append((int(lines[0].split()[1]), headers))
+                buf = rest[length:]
+                continue
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return out
+
+
+def test_keep_alive_survives_error_answers(record_countd):
+    """404, 405 and 414 to requests without a body keep the connection: they used to close it (an answer queued
+    before the end of the request), so pipelined requests behind them went unanswered."""
+    d = record_countd("--latency", "0")
+    reqs = [b"GET /nope", b"DELETE /stats", b"OPTIONS /record-count", b"GET /stats?" + b"a" * 5000,
+            b"GET /record-count?value=7&client=ka"]
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        s.sendall(b"".join(r + b" HTTP/1.1\r\nHost: t\r\n\r\n" for r in reqs))
+        answers = read_pipelined(s, len(reqs))
+    assert [a[0] for a in answers] == [404, 405, 405, 414, 200], answers
+    for status, headers in answers:
+        assert headers.get("connection", "").lower() != "close", (status, headers)
+    assert answers[2][1]["allow"] == "GET, POST"
+    assert d.get("/clients/ka").json()["last_value"] == 7
 
 
 def test_version_and_help():
