@@ -344,7 +344,27 @@ main_options(int argc, char **argv)
 	}
 }
 
-/* Open a listening socket on ADDR:PORT ([v6]:PORT); exits with a clear error. */
+/* The address fd is bound to, as ADDR:PORT or [v6]:PORT (malloc'd), or NULL. */
+static char *
+main_bound(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	char host[NI_MAXHOST], port[NI_MAXSERV], *out;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
+	    getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, port, sizeof port,
+	    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		return NULL;
+	if (asprintf(&out, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port) < 0)
+		return NULL;
+	return out;
+}
+
+/*
+ * Open a listening socket on ADDR:PORT ([v6]:PORT); exits with a clear
+ * error. With port 0, main_where_buf names the port taken.
+ */
 static int
 main_listen(const char *spec)
 {
@@ -395,6 +415,8 @@ main_listen(const char *spec)
 	if (listen(fd, 4096) != 0)
 		fatal("%s %s: listen", what, spec);
 	freeaddrinfo(res);
+	if (pnum == 0)
+		main_where_buf = main_bound(fd);
 	return fd;
 }
 

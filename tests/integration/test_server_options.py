@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import free_port
+from harness import free_port, http_tcp
 from test_server_helpers import RECORD_COUNTD
 
 ENV_VARS = ("RECORD_COUNTD_LISTEN", "RECORD_COUNTD_LATENCY", "RECORD_COUNTD_JITTER", "RECORD_COUNTD_MAX_LATENCY",
@@ -58,6 +58,21 @@ def test_listen_port_does_not_wrap_around(tmp_path):
     refused(out, 'record-countd: --listen: "%s" has no valid port' % spec)
     out = run(["--db", str(tmp_path / "x.db")], env={"RECORD_COUNTD_LISTEN": spec}, timeout=5)
     refused(out, 'record-countd: RECORD_COUNTD_LISTEN: "%s" has no valid port' % spec)
+
+
+def test_listen_on_port_0_says_which_port(tmp_path):
+    """--listen ADDR:0 takes any free port: the start-up line names it (it said ":0", so nobody could connect)."""
+    e = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    p = subprocess.Popen([RECORD_COUNTD, "--listen", "127.0.0.1:0", "--db", str(tmp_path / "x.db"), "--latency", "0"],
+                         stderr=subprocess.PIPE, text=True, env=e)
+    try:
+        line = p.stderr.readline()
+        m = re.search(r"listening on 127\.0\.0\.1:(\d+), ", line)
+        assert m and m.group(1) != "0", line
+        assert http_tcp("127.0.0.1", int(m.group(1)), "GET", "/healthz").status == 200
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
 
 
 @pytest.mark.parametrize("opt", ["--version", "--help"])
