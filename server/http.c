@@ -291,16 +291,22 @@ http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 	const union MHD_ConnectionInfo *info;
 	struct http_conn *hc;
 	struct req *r;
-	const char *q;
+	const char *q, *p = NULL;
 	size_t plen, ulen;
 
 	if (uri == NULL)
 		uri = "";
 	ulen = strlen(uri);
 	q = strchr(uri, '?');
-	plen = q ? (size_t)(q - uri) : ulen;
-	/* One allocation per request: the state, then the target and its path. */
-	if ((r = calloc(1, sizeof *r + ulen + 1 + plen + 1)) == NULL)
+	/* The absolute form (RFC 9112 3.2.2: a server must accept it): the path follows the authority. */
+	if (strncasecmp(uri, "http://", 7) == 0)
+		p = uri + 7;
+	else if (strncasecmp(uri, "https://", 8) == 0)
+		p = uri + 8;
+	p = p != NULL ? p + strcspn(p, "/?") : uri;
+	plen = (size_t)((q ? q : uri + ulen) - p);
+	/* One allocation per request: the state, then the target and its path ("/" at least). */
+	if ((r = calloc(1, sizeof *r + ulen + 1 + plen + 2)) == NULL)
 		return NULL;
 	r->conn = conn;
 	r->arrival_us = now_mono_us();
@@ -310,9 +316,11 @@ http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 	r->uri = (char *)(r + 1);
 	memcpy(r->uri, uri, ulen + 1);
 	r->path = r->uri + ulen + 1;
-	memcpy(r->path, uri, plen);
+	memcpy(r->path, p, plen);
 	r->path[plen] = '\0';
-	r->query = q ? r->uri + plen + 1 : "";
+	if (plen == 0 && p != uri)
+		strcpy(r->path, "/");
+	r->query = q ? r->uri + (q - uri) + 1 : "";
 	if (q != NULL)
 		((char *)q)[1] = '\0';
 	http_requests_open++;

@@ -323,6 +323,19 @@ def test_keep_alive_survives_error_answers(record_countd):
     assert d.get("/clients/ka").json()["last_value"] == 7
 
 
+def test_absolute_form_target(record_countd):
+    """RFC 9112 3.2.2: a server must accept "GET http://host/path" (a client set to use a proxy sends it); it was 404."""
+    d = record_countd("--latency", "0")
+    for target, status in ((b"http://127.0.0.1/record-count?value=9&client=abs", 200),
+                           (b"HTTP://example.org/clients/abs", 200), (b"https://h/records?client=abs", 200),
+                           (b"http://h", 404), (b"http://h/nope?value=1", 404)):
+        with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+            s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+            answers = read_pipelined(s, 1)
+        assert answers and answers[0][0] == status, (target, answers)
+    assert d.get("/clients/abs").json() == {"client": "abs", "last_value": 9, "recorded": 1}
+
+
 def test_version_and_help():
     out = subprocess.run([RECORD_COUNTD, "--version"], capture_output=True, text=True, timeout=10)
     assert out.returncode == 0 and out.stdout == "record-countd (lockstep) 0.1.0\n"
