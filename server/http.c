@@ -522,7 +522,8 @@ struct http_headers {
 	int cookies;
 	const char *length;           /* the first Content-Length */
 	int lengths_differ;           /* another Content-Length says something else */
-	const char *coding;           /* Transfer-Encoding, if any */
+	const char *coding;           /* the first Transfer-Encoding (the one libmicrohttpd reads), if any */
+	int codings;                  /* Transfer-Encoding fields */
 };
 
 /* Add one header field or cookie to the request's struct http_headers. */
@@ -544,7 +545,7 @@ http_header_size_cb(void *arg, enum MHD_ValueKind kind, const char *key, const c
 			h->length = value;
 		else if (strcmp(h->length, value) != 0)
 			h->lengths_differ = 1;
-	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0 && h->codings++ == 0)
 		h->coding = value;
 	return MHD_YES;
 }
@@ -601,7 +602,7 @@ http_route(struct req *r)
 static const struct route_entry *
 http_first(struct req *r)
 {
-	struct http_headers h = { 0, 0, 0, NULL, 0, NULL };
+	struct http_headers h = { 0, 0, 0, NULL, 0, NULL, 0 };
 	const struct route_entry *e;
 	const char *cl;
 	size_t np, pool;
@@ -650,10 +651,22 @@ http_first(struct req *r)
 		    "the request has Content-Length headers that disagree");
 		return NULL;
 	}
+	if (h.codings > 1) {
+		http_error_raw(r, MHD_HTTP_NOT_IMPLEMENTED, "unsupported_transfer_encoding",
+		    "the request has %d Transfer-Encoding fields; send the body with Content-Length or with one "
+		    "Transfer-Encoding: chunked", h.codings);
+		return NULL;
+	}
 	if (h.coding != NULL && strcasecmp(h.coding, "chunked") != 0) {
 		http_error_raw(r, MHD_HTTP_NOT_IMPLEMENTED, "unsupported_transfer_encoding",
 		    "Transfer-Encoding \"%.40s\" is not supported; send the body with Content-Length or chunked",
 		    h.coding);
+		return NULL;
+	}
+	/* RFC 9112 6.1: chunked would win, but the connection must close, and a proxy may have used the length. */
+	if (h.coding != NULL && h.length != NULL) {
+		http_error_raw(r, MHD_HTTP_BAD_REQUEST, "invalid_content_length",
+		    "the request has both Content-Length and Transfer-Encoding; send one of them");
 		return NULL;
 	}
 	cl = h.length;

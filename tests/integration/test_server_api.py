@@ -324,7 +324,8 @@ def test_keep_alive_survives_error_answers(record_countd):
 
 
 def test_absolute_form_target(record_countd):
-    """RFC 9112 3.2.2: a server must accept "GET http://host/path" (a client set to use a proxy sends it); it was 404."""
+    """RFC 9112 3.2.2: a server must accept "GET http://host/path" (what a client set to use a proxy sends).
+    It was answered 404."""
     d = record_countd("--latency", "0")
     for target, status in ((b"http://127.0.0.1/record-count?value=9&client=abs", 200),
                            (b"HTTP://example.org/clients/abs", 200), (b"https://h/records?client=abs", 200),

@@ -266,6 +266,26 @@ def test_ambiguous_body_framing_is_refused(record_countd):
     assert d.stop() == 0
 
 
+def test_length_and_chunked_together_are_refused(record_countd):
+    """Content-Length with Transfer-Encoding: chunked, or several Transfer-Encoding fields, framed the body one way
+    here and maybe another in a proxy, and the connection stayed open: what followed was served as a request (and
+    "gzip" then "chunked" was never answered). Now one JSON answer, the connection closed (RFC 9112 6.1)."""
+    d = record_countd("--latency", "0")
+    smuggled = b"GET /record-count?value=7&client=smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+    body = b'{"values":[1]}'
+    chunked = b"e\r\n" + body + b"\r\n0\r\n\r\n"
+    cases = [(b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", 400, "invalid_content_length"),
+             (b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n" % len(chunked), 400, "invalid_content_length"),
+             (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 501, "unsupported_transfer_encoding"),
+             (b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", 501, "unsupported_transfer_encoding")]
+    for fields, status, code in cases:
+        request = b"POST /record-count HTTP/1.1\r\nHost: t\r\n" + fields + b"\r\n" + chunked + smuggled
+        data = read_until_closed(d.port, request, timeout=3)
+        one_json_error(data, status, code)
+    assert d.get("/clients/smuggled").json()["recorded"] == 0
+    still_serving_and_untouched(d, 0)
+
+
 def test_connection_limit_recovers(record_countd):
     """At --max-connections new connections wait; once idle ones time out it accepts and serves again."""
     import select
