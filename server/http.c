@@ -167,6 +167,30 @@ http_rejected_conn(void)
 	return found;
 }
 
+/*
+ * The connection whose chunked body libmicrohttpd is rejecting right now:
+ * the only one with a chunked body arriving (its handler ran for the
+ * headers, not yet for the end). NULL if there is not exactly one.
+ */
+static struct http_conn *
+http_chunked_conn(void)
+{
+	struct http_conn *hc, *found = NULL;
+	const char *te;
+
+	LIST_FOREACH(hc, &http_conns, entry) {
+		if (hc->req == NULL || hc->req->started != 1 || hc->req->answered || hc->shut)
+			continue;
+		te = MHD_lookup_connection_value(hc->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+		if (te == NULL || strcasecmp(te, "chunked") != 0)
+			continue;
+		if (found != NULL)
+			return NULL;
+		found = hc;
+	}
+	return found;
+}
+
 /* Whether s is a decimal number (that may be too large to fit). */
 static int
 http_is_decimal(const char *s)
@@ -226,12 +250,25 @@ http_answer_raw(struct http_conn *hc, struct req *r, unsigned status, const char
  * connection when its write fails. Any other rejection is left to it.
  */
 static void
-http_rejected(unsigned status)
+http_rejected(unsigned status, const char *text)
 {
 	struct http_conn *hc;
 	const char *cl;
 	char msg[256];
 
+	/* A malformed chunked body, or a chunk size past 2^64: the handler ran for the headers, so likewise. */
+	if (strstr(text, "chunk") != NULL) {
+		if ((hc = http_chunked_conn()) == NULL)
+			return;
+		if (status == MHD_HTTP_CONTENT_TOO_LARGE) {
+			snprintf(msg, sizeof msg, "a chunk size of the request body is too large; the body limit is %d bytes",
+			    LIMIT_BODY);
+			http_answer_raw(hc, hc->req, status, "body_too_large", msg);
+		} else
+			http_answer_raw(hc, hc->req, MHD_HTTP_BAD_REQUEST, "invalid_chunked_body",
+			    "the request body is not valid chunked encoding (hex size, CRLF, data, CRLF; a last chunk of 0)");
+		return;
+	}
 	if ((hc = http_rejected_conn()) == NULL)
 		return;
 	cl = MHD_lookup_connection_value(hc->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -272,7 +309,7 @@ http_log_cb(void *arg, const char *fmt, va_list ap)
 	http_kick = 1;
 	log_info("libmicrohttpd: %s", buf);
 	if (sscanf(buf, "Error processing request (HTTP response code is %u", &status) == 1)
-		http_rejected(status);
+		http_rejected(status, buf);
 }
 
 /*

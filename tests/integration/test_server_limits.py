@@ -286,6 +286,17 @@ def test_length_and_chunked_together_are_refused(record_countd):
     still_serving_and_untouched(d, 0)
 
 
+def test_malformed_chunked_body_gets_one_json_answer(record_countd):
+    """A chunked body that is not valid chunked encoding, or a chunk size past 2^64, got libmicrohttpd's HTML."""
+    d = record_countd("--latency", "0")
+    head = b"POST /record-count HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for body, status, code in ((b"zz\r\n", 400, "invalid_chunked_body"),
+                               (b"5\r\n{\"valXX\r\n", 400, "invalid_chunked_body"),
+                               (b"1" * 20 + b"\r\n", 413, "body_too_large")):
+        one_json_error(read_until_closed(d.port, head + body), status, code)
+    still_serving_and_untouched(d, 0)
+
+
 def test_connection_limit_recovers(record_countd):
     """At --max-connections new connections wait; once idle ones time out it accepts and serves again."""
     import select
