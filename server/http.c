@@ -199,21 +199,39 @@ http_is_decimal(const char *s)
 }
 
 /*
+ * Make an error message safe for JSON in place: bytes a client sent (a
+ * method, a header value) may be invalid UTF-8, which jansson refuses, and
+ * a message cut at its buffer's end may split a character. Control and
+ * non-ASCII bytes become '?'.
+ */
+static const char *
+http_printable(char *s)
+{
+	char *p;
+
+	for (p = s; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
+	return s;
+}
+
+/*
  * Write r's JSON error straight to hc's socket (Connection: close) and shut
  * it down; r is answered. For requests whose answer libmicrohttpd would not
  * send right: it has nothing else to send on the connection then, and the
  * answer is small, so the socket's buffer takes it at once.
  */
 static void
-http_answer_raw(struct http_conn *hc, struct req *r, unsigned status, const char *code, const char *msg)
+http_answer_raw(struct http_conn *hc, struct req *r, unsigned status, const char *code, const char *text)
 {
-	char date[64], *body, *out;
+	char date[64], msg[512], *body, *out;
 	json_t *doc;
 	struct tm tm;
 	time_t now;
 	int len;
 
-	if ((doc = json_pack("{ss ss}", "error", code, "message", msg)) == NULL)
+	snprintf(msg, sizeof msg, "%s", text);
+	if ((doc = json_pack("{ss ss}", "error", code, "message", http_printable(msg))) == NULL)
 		return;
 	body = json_dumps(doc, JSON_COMPACT);
 	json_decref(doc);
@@ -420,7 +438,7 @@ http_error(struct req *r, unsigned status, const char *code, const char *fmt, ..
 	va_end(ap);
 	if (status >= 400 && status < 500)
 		metrics_rejected();
-	http_answer(r, status, json_pack("{ss ss}", "error", code, "message", msg));
+	http_answer(r, status, json_pack("{ss ss}", "error", code, "message", http_printable(msg)));
 }
 
 /* Prepare a plain-text answer. */

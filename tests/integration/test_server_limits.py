@@ -297,6 +297,26 @@ def test_malformed_chunked_body_gets_one_json_answer(record_countd):
     still_serving_and_untouched(d, 0)
 
 
+def test_errors_quoting_non_utf8_bytes_are_answered(record_countd):
+    """An error quoting what the client sent (a method, a header value) that is not UTF-8, or is cut mid-character,
+    made jansson refuse the message: the connection was closed unanswered ("out of memory" in the log), or got
+    libmicrohttpd's status line twice. Such bytes are quoted as '?'."""
+    d = record_countd("--latency", "0")
+    end = b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    msg = one_json_error(read_until_closed(d.port, b"G\xffT /stats" + end), 405, "method_not_allowed")
+    assert msg.startswith("G?T is not allowed")
+    one_json_error(read_until_closed(d.port, "é".encode() * 300 + b" /stats" + end), 405, "method_not_allowed")
+    post = b"POST /record-count HTTP/1.1\r\nHost: t\r\n"
+    msg = one_json_error(read_until_closed(d.port, post + b"Transfer-Encoding: gz\xffip\r\n\r\n"), 501,
+                         "unsupported_transfer_encoding")
+    assert '"gz?ip"' in msg
+    msg = one_json_error(read_until_closed(d.port, post + b"Content-Length: 1\xff\r\n\r\n"), 400,
+                         "invalid_content_length")
+    assert '"1?"' in msg
+    assert "out of memory" not in d.read_log()
+    still_serving_and_untouched(d, 0)
+
+
 def test_connection_limit_recovers(record_countd):
     """At --max-connections new connections wait; once idle ones time out it accepts and serves again."""
     import select
