@@ -73,11 +73,12 @@ parse_duration_ms(const char *s, uint64_t *ms, const char **why)
 		unit = 1;
 	else
 		return -1;
-	if (whole * unit > limit)
+	/* whole * unit cannot overflow (whole <= limit, unit <= 60000); the fraction may still cross the limit. */
+	if (whole * unit + (frac * unit) / fracdiv > limit)
 		goto range;
 	*ms = whole * unit + (frac * unit) / fracdiv;
 	return 0;
 range:
-	*why = "is out of range (at most 24h)";
+	*why = "is out of range (at most 86400s, one day)";
 	return -1;
 }

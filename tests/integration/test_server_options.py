@@ -135,6 +135,20 @@ def test_contradictory_latency_is_refused(args, env, message, tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
+def test_durations_stop_at_one_day(tmp_path):
+    """Every duration option takes 86400s (1440m) and refuses a millisecond more, fractions included ("86400.5s"
+    was once taken, since the fraction was added after the range check)."""
+    for opt in ("--latency", "--jitter", "--max-latency", "--connection-timeout"):
+        for over in ("86400001ms", "86400.001s", "86400.5s", "1440.01m", "1441m"):
+            out = run(["--listen", "127.0.0.1:0", "--db", str(tmp_path / "x.db"), opt, over])
+            refused(out, 'record-countd: %s: "%s" is out of range (at most 86400s, one day)' % (opt, over))
+    for ok in ("86400s", "1440m", "86400000ms", "86399.999s"):
+        out = run(["--latency", ok, "--help"])
+        assert out.returncode == 0, (ok, out.stderr)
+    assert "at most 86400s" in run(["--help"]).stdout
+    assert not (tmp_path / "x.db").exists()
+
+
 def test_latency_bounds_that_agree_are_served(record_countd):
     """Jitter equal to the latency and a cap equal to it are fine; a long latency alone has no default cap."""
     d = record_countd("--latency", "100ms", "--jitter", "100ms", "--max-latency", "100ms")
