@@ -191,11 +191,32 @@ api_clients(struct req *r)
 	    "recorded", (json_int_t)recorded));
 }
 
-/* GET /stats */
+/* GET /stats[?client=ID] */
 static void
 api_stats(struct req *r)
 {
-	http_answer(r, MHD_HTTP_OK, metrics_stats_json());
+	static const char *const allowed[] = { "client", NULL };
+	struct input_query q;
+	struct input_error err;
+	const char *client;
+	char *text;
+	size_t len;
+
+	if (input_query_parse(r->query, strlen(r->query), &q, &err) != 0 ||
+	    input_query_check(&q, allowed, &err) != 0) {
+		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
+		goto out;
+	}
+	client = input_query_get(&q, "client");
+	if (client != NULL && input_client(client) != 0) {
+		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_client",
+		    "client: must be 1..128 characters of [A-Za-z0-9._:-]");
+		goto out;
+	}
+	text = metrics_stats(client, &len);
+	http_answer_text(r, MHD_HTTP_OK, "application/json", text, len);
+out:
+	input_query_free(&q);
 }
 
 /* GET /healthz */

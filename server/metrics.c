@@ -192,28 +192,6 @@ metrics_commit(double seconds, size_t records)
 	m.committed_records += records;
 }
 
-/* The /stats document. */
-json_t *
-metrics_stats_json(void)
-{
-	json_t *clients = json_object(), *o;
-	struct client_stats *cs;
-	size_t i;
-
-	for (i = 0; i < m.size; i++) {
-		for (cs = m.table[i]; cs != NULL; cs = cs->next) {
-			json_object_set_new(clients, cs->id, json_pack("{sI sI sI sI sI}",
-			    "recorded", (json_int_t)cs->recorded, "last_value", (json_int_t)cs->last_value,
-			    "in_flight", (json_int_t)cs->in_flight, "max_in_flight", (json_int_t)cs->max_in_flight,
-			    "out_of_order", (json_int_t)cs->out_of_order));
-		}
-	}
-	o = json_pack("{sI sI sI sI sI so}", "recorded", (json_int_t)m.recorded, "duplicates",
-	    (json_int_t)m.duplicates, "rejected", (json_int_t)m.rejected, "in_flight", (json_int_t)m.in_flight,
-	    "max_in_flight", (json_int_t)m.max_in_flight, "clients", clients);
-	return o;
-}
-
 /* A growing text buffer. */
 struct metrics_buf {
 	char *s;
@@ -240,6 +218,140 @@ metrics_printf(struct metrics_buf *b, const char *fmt, ...)
 		if ((b->s = realloc(b->s, b->cap)) == NULL)
 			fatal("realloc");
 	}
+}
+
+/* Append n bytes of p. */
+static void
+metrics_put(struct metrics_buf *b, const char *p, size_t n)
+{
+	if (b->cap - b->len <= n) {
+		b->cap = b->cap * 2 + n + 64;
+		if ((b->s = realloc(b->s, b->cap)) == NULL)
+			fatal("realloc");
+	}
+	memcpy(b->s + b->len, p, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+}
+
+/* Append v in decimal. */
+static void
+metrics_put_u64(struct metrics_buf *b, uint64_t v)
+{
+	char d[20], *p = d + sizeof d;
+
+	do
+		*--p = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	metrics_put(b, p, (size_t)(d + sizeof d - p));
+}
+
+/* The length of the valid UTF-8 sequence at p (2 to 4 bytes), or 0 if there is none. */
+static size_t
+metrics_utf8_len(const unsigned char *p)
+{
+	size_t n, i;
+	uint32_t c;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2, c = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		n = 3, c = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		n = 4, c = p[0] & 0x07;
+	else
+		return 0;
+	for (i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (p[i] & 0x3f);
+	}
+	if ((n == 3 && (c < 0x800 || (c >= 0xd800 && c <= 0xdfff))) || (n == 4 && (c < 0x10000 || c > 0x10ffff)))
+		return 0;
+	return n;
+}
+
+/*
+ * Append id as a JSON string. Ids the API takes need no escaping; one from a
+ * database written by other means may hold anything: quotes, backslashes and
+ * control bytes are escaped, valid UTF-8 is kept and any other byte becomes
+ * U+FFFD.
+ */
+static void
+metrics_put_id(struct metrics_buf *b, const char *id)
+{
+	const unsigned char *p;
+	char esc[8];
+	size_t n;
+
+	metrics_put(b, "\"", 1);
+	for (p = (const unsigned char *)id; *p != '\0'; p += n) {
+		n = 1;
+		if (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
+			metrics_put(b, (const char *)p, 1);
+		else if (*p < 0x80) {
+			snprintf(esc, sizeof esc, "\\u%04x", *p);
+			metrics_put(b, esc, 6);
+		} else if ((n = metrics_utf8_len(p)) != 0)
+			metrics_put(b, (const char *)p, n);
+		else {
+			metrics_put(b, "\\ufffd", 6);
+			n = 1;
+		}
+	}
+	metrics_put(b, "\"", 1);
+}
+
+/* Append one client's entry of the /stats document. */
+static void
+metrics_put_client(struct metrics_buf *b, const struct client_stats *cs, int first)
+{
+	if (!first)
+		metrics_put(b, ",", 1);
+	metrics_put_id(b, cs->id);
+	metrics_put(b, ":{\"recorded\":", 13);
+	metrics_put_u64(b, cs->recorded);
+	metrics_put(b, ",\"last_value\":", 14);
+	metrics_put_u64(b, cs->last_value);
+	metrics_put(b, ",\"in_flight\":", 13);
+	metrics_put_u64(b, cs->in_flight);
+	metrics_put(b, ",\"max_in_flight\":", 17);
+	metrics_put_u64(b, cs->max_in_flight);
+	metrics_put(b, ",\"out_of_order\":", 16);
+	metrics_put_u64(b, cs->out_of_order);
+	metrics_put(b, "}", 1);
+}
+
+/*
+ * The /stats document, written directly rather than built in jansson: with
+ * a million clients that took four seconds of the loop and left 800 MB
+ * behind. Only client only (if known) when only is not NULL.
+ */
+char *
+metrics_stats(const char *only, size_t *len)
+{
+	struct metrics_buf b = { NULL, 0, 0 };
+	struct client_stats *cs;
+	size_t i;
+	int first = 1;
+
+	b.cap = 256 + (only != NULL ? 0 : m.count * (48 + 5 * 20));
+	if ((b.s = malloc(b.cap)) == NULL)
+		fatal("malloc");
+	metrics_printf(&b, "{\"recorded\":%llu,\"duplicates\":%llu,\"rejected\":%llu,\"in_flight\":%llu,"
+	    "\"max_in_flight\":%llu,\"clients\":{", (unsigned long long)m.recorded, (unsigned long long)m.duplicates,
+	    (unsigned long long)m.rejected, (unsigned long long)m.in_flight, (unsigned long long)m.max_in_flight);
+	if (only != NULL) {
+		if ((cs = metrics_client_find(only)) != NULL)
+			metrics_put_client(&b, cs, 1);
+	} else {
+		for (i = 0; i < m.size; i++)
+			for (cs = m.table[i]; cs != NULL; cs = cs->next, first = 0)
+				metrics_put_client(&b, cs, first);
+	}
+	metrics_put(&b, "}}\n", 3);
+	*len = b.len;
+	return b.s;
 }
 
 /* The /metrics document in Prometheus text format 0.0.4. */

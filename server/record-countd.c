@@ -118,7 +118,8 @@ usage(FILE *f)
 	    "  431, past it libmicrohttpd answers 414/431 itself (HTML).\n"
 	    "\n"
 	    "API: GET /record-count?value=N[&client=ID], POST /record-count {\"client\":ID,\"values\":[...]},\n"
-	    "GET /records?client=ID&after=SEQ&limit=L, GET /clients/ID, GET /stats, GET /healthz, GET /metrics.\n"
+	    "GET /records?client=ID&after=SEQ&limit=L, GET /clients/ID, GET /stats[?client=ID],\n"
+	    "GET /healthz, GET /metrics.\n"
 	    "SIGTERM or SIGINT: stop accepting, close connections with no request in flight (a request body\n"
 	    "still arriving gets %d ms), answer every request in flight, exit 0; a second one exits at once.\n",
 	    LIMIT_URL, LIMIT_PARAMS, LIMIT_HEADERS, LIMIT_HEADER_FIELDS, LIMIT_BODY, LIMIT_VALUES, LIMIT_CLIENT,

@@ -119,7 +119,8 @@ void metrics_rejected(void);
 /* One response queued: route index, status, seconds since arrival. */
 void metrics_response(int route, unsigned status, double seconds);
 void metrics_commit(double seconds, size_t records);
-json_t *metrics_stats_json(void);
+/* The /stats JSON document (all clients, or only client only if known); malloc'd, caller frees. */
+char *metrics_stats(const char *only, size_t *len);
 /* Prometheus text; malloc'd, caller frees. */
 char *metrics_prometheus(size_t *len);
 void metrics_free(void);

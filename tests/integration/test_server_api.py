@@ -143,6 +143,56 @@ def test_stats_shape(record_countd):
                                    "out_of_order": 0}
 
 
+def test_stats_of_one_client(record_countd):
+    """?client=ID gives the totals and only that client, so a monitor need not fetch every client's entry."""
+    d = record_countd("--latency", "0")
+    d.get("/record-count?value=1&client=s")
+    d.get("/record-count?value=2&client=t")
+    doc = d.get("/stats?client=t").json()
+    assert doc["recorded"] == 2 and list(doc["clients"]) == ["t"]
+    assert doc["clients"]["t"]["last_value"] == 2
+    assert d.get("/stats?client=nobody").json()["clients"] == {}
+    assert d.get("/stats?client=s%3A").json()["clients"] == {}
+    is_error(d.get("/stats?client=a%20b"), 400, "invalid_client")
+    is_error(d.get("/stats?client="), 400, "invalid_client")
+    is_error(d.get("/stats?client=s&client=t"), 400, "invalid_query")
+    is_error(d.get("/stats?clients=s"), 400, "unknown_parameter")
+
+
+def test_stats_of_many_clients(record_countd):
+    """Every client of a large database is listed, each entry exact, and ids written into the database by other
+    means come out as valid JSON strings of the same text."""
+    import sqlite3
+    d = record_countd("--latency", "0")
+    d.get("/record-count?value=1&client=first")
+    d.stop()
+    con = sqlite3.connect(d.db)
+    odd = ['we"ird', "back\\slash", "tab\there", "caf\u00e9", "\U0001f600"]
+    con.executemany("INSERT INTO records (client, value, at) VALUES (?, ?, 0)",
+                    [("c%d" % i, 1 + i % 7) for i in range(200000)] + [(c, 5) for c in odd])
+    con.commit()
+    con.close()
+    d2 = record_countd("--latency", "0", db=d.db, port=d.port)
+    d2.get("/record-count?value=9&client=c3")
+    doc = d2.get("/stats").json()
+    assert doc["recorded"] == 200000 + len(odd) + 2
+    assert len(doc["clients"]) == 200000 + len(odd) + 1
+    assert doc["clients"]["c3"] == {"recorded": 2, "last_value": 9, "in_flight": 0, "max_in_flight": 1,
+                                    "out_of_order": 0}
+    assert doc["clients"]["c199999"]["last_value"] == 1 + 199999 % 7
+    for c in odd:
+        assert doc["clients"][c]["last_value"] == 5, c
+    # Bytes that are not UTF-8 (a BLOB written as text) become U+FFFD rather than invalid JSON.
+    d2.stop()
+    con = sqlite3.connect(d.db)
+    con.execute("INSERT INTO records (client, value, at) VALUES (CAST(X'61FF62C3' AS TEXT), 1, 0)")
+    con.commit()
+    con.close()
+    d3 = record_countd("--latency", "0", db=d.db, port=d.port)
+    assert d3.get("/stats").json()["clients"]["a\ufffdb\ufffd"]["recorded"] == 1
+    assert doc["clients"]["first"]["recorded"] == 1
+
+
 def test_out_of_order_counted(record_countd):
     d = record_countd("--latency", "0")
     for v in (1, 3, 2, 4, 1):

@@ -60,7 +60,7 @@ def test_values_per_post_edges(record_countd):
 
 def test_url_length_edges(record_countd):
     d = record_countd("--latency", "0")
-    path = "/stats?"
+    path = "/healthz?"
     ok = path + "a" * (4096 - len(path))
     assert d.get(ok).status == 200
     r = d.get(ok + "a")
@@ -164,7 +164,7 @@ def test_header_field_count_edges(record_countd):
     msg = one_json_error(get_with_fields(d.port, 51), 431, "too_many_headers")
     assert "51" in msg and "50" in msg
     # The limit leaves room in libmicrohttpd's per-connection pool for the other limits at their edges.
-    long_target = b"/stats?" + b"a" * (4096 - 7)
+    long_target = b"/healthz?" + b"a" * (4096 - 9)
     assert status_of(get_with_fields(d.port, 50, long_target, 8192)) == 200
     one_json_error(get_with_fields(d.port, 51, long_target, 8192), 431, "too_many_headers")
     one_json_error(get_with_fields(d.port, 50, long_target, 8193), 431, "headers_too_large")
@@ -185,9 +185,9 @@ def test_header_field_count_edges(record_countd):
 
 def test_query_parameter_edges(record_countd):
     d = record_countd("--latency", "0")
-    assert http_tcp("127.0.0.1", d.port, "GET", "/stats?" + "a=1&" * 128).status == 200
-    assert http_tcp("127.0.0.1", d.port, "GET", "/stats?" + "a=1&" * 127 + "a=1").status == 200
-    r = http_tcp("127.0.0.1", d.port, "GET", "/stats?" + "a=1&" * 128 + "a=1")
+    assert http_tcp("127.0.0.1", d.port, "GET", "/healthz?" + "a=1&" * 128).status == 200
+    assert http_tcp("127.0.0.1", d.port, "GET", "/healthz?" + "a=1&" * 127 + "a=1").status == 200
+    r = http_tcp("127.0.0.1", d.port, "GET", "/healthz?" + "a=1&" * 128 + "a=1")
     assert r.status == 414 and r.json()["error"] == "too_many_parameters", r
     assert "129" in r.json()["message"] and "128" in r.json()["message"]
     # Hundreds of parameters used to exhaust libmicrohttpd's pool: the connection was closed unanswered.
