@@ -222,11 +222,19 @@ again:
 	}
 	/* Headers. */
 	for (;;) {
-		c->buf[c->have < sizeof c->buf ? c->have : sizeof c->buf - 1] =
-		    '\0';
+		/*
+		 * No NUL is written into buf here: a full buf holds the start
+		 * of the body, whose last byte it would overwrite.
+		 */
 		if (c->have > 0 &&
 		    memmem(c->buf, c->have, "\r\n\r\n", 4) != NULL)
 			break;
+		if (c->have == sizeof c->buf) {
+			warnmsg("counterd at %s sent headers over %zu bytes",
+				sock_path, sizeof c->buf);
+			conn_close(c);
+			return -1;
+		}
 		n = conn_fill(c);
 		if (n <= 0) {
 			int fresh = c->have == 0 && n == 0, err = errno;

@@ -35,6 +35,22 @@ def test_get_list_stats_health(record_countd, counterd):
     assert p.returncode == 0 and json.loads(p.stdout)["status"] == "ok"
 
 
+def test_answers_larger_than_the_read_buffer_arrive_whole(record_countd, counterd):
+    # counterctl reads an answer's head into an 8 KiB buffer; an answer that fills it must not lose a byte.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    names = ["c%02d-%s" % (i, "x" * 60) for i in range(90)]
+    for n in names:
+        assert cd.next(n).status == 200
+    assert len(cd.get("/stats").body) > 16384 and len(cd.get("/counters").body) > 8192
+    p = cd.ctl("stats")
+    assert p.returncode == 0, p.stderr
+    assert sorted(json.loads(p.stdout)["counters"]) == sorted(names)
+    p = cd.ctl("list")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "".join("%s 1\n" % n for n in names)
+
+
 def test_daemon_not_running_is_one_clear_line(tmp_path):
     sock = str(tmp_path / "none.sock")
     p = run("--socket", sock, "next")
