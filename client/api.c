@@ -148,6 +148,9 @@ api_failure_status(int code, const char **word)
 	case CD_ETOOMANY:
 		*word = "too_many_counters";
 		return 503;
+	case CD_EEXHAUSTED:
+		*word = "counter_exhausted";
+		return 409;
 	case DFR_ECANCELED:
 		*word = "cancelled";
 		return 503;
