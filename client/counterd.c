@@ -123,8 +123,8 @@ usage(FILE *f)
 		"  --log-level LEVEL     error, warn, info (default) or debug\n"
 		"  --version, --help\n"
 		"\n"
-		"Durations: 250ms, 1s, 1.5s. API (curl --unix-socket PATH "
-		"http://localhost/...):\n"
+		"Durations: 250ms, 1s, 1.5s, 2m (ms, s or m; at most 86400s).\n"
+		"API (curl --unix-socket PATH http://localhost/...):\n"
 		"  POST /counters/NAME/next, POST /next, GET /counters, GET "
 		"/counters/NAME,\n"
 		"  GET /stats, GET /healthz, GET /metrics. See counterd(8).\n");

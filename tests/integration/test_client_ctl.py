@@ -132,6 +132,21 @@ def test_counterd_rejects_bad_options(tmp_path):
         assert p.returncode != 0 and msg in p.stderr, (args, p.stderr)
 
 
+def test_durations_are_limited_to_a_day_as_documented():
+    # Every duration option stops at 86400s (= 1440m); one millisecond more is out of range, with the usage status.
+    for opt in ("--wait-timeout", "--record-timeout", "--backoff", "--shutdown-grace"):
+        for ok in ("86400s", "1440m", "86400000ms"):
+            p = subprocess.run([harness.COUNTERD, opt, ok, "--help"], capture_output=True, text=True, timeout=10)
+            assert p.returncode == 0, (opt, ok, p.stderr)
+        p = subprocess.run([harness.COUNTERD, opt, "86400001ms", "--help"], capture_output=True, text=True, timeout=10)
+        assert p.returncode == 1 and "out of range (at most" in p.stderr, (opt, p.stderr)
+    assert run("--timeout", "86400s", "--help").returncode == 0
+    p = run("--timeout", "86400001ms", "--help")
+    assert p.returncode == 2 and "out of range" in p.stderr, p
+    assert "at most 86400s" in run("--help").stdout
+    assert "at most 86400s" in subprocess.run([harness.COUNTERD, "--help"], capture_output=True, text=True).stdout
+
+
 def test_default_socket_from_environment_and_cwd(record_countd, counterd, tmp_path):
     """Without --socket: $COUNTERD_SOCKET, then $RUNTIME_DIRECTORY/counterd.sock, then ./counterd.sock."""
     import os
