@@ -51,6 +51,45 @@ def test_answers_larger_than_the_read_buffer_arrive_whole(record_countd, counter
     assert p.stdout == "".join("%s 1\n" % n for n in names)
 
 
+def test_answer_size_limit_is_64_mib(tmp_path):
+    # counterctl reads answers of up to 64 MiB (counterd's /stats for its 10,000 counters can pass 4 MiB) and refuses a
+    # larger one with one line and status 3. A stand-in for counterd gives answers of exactly the limit and one byte more.
+    import socket
+    import threading
+
+    limit = 64 * 1024 * 1024
+    sock = str(tmp_path / "peer.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock)
+    srv.listen(4)
+
+    def serve():
+        for size in (limit, limit + 1):
+            c, _ = srv.accept()
+            c.recv(65536)
+            head, tail = b'{"counter":"x","count":7,"pad":"', b'"}\n'
+            body = head + b"p" * (size - len(head) - len(tail)) + tail
+            assert len(body) == size
+            try:
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + body)
+            except OSError:
+                pass  # counterctl hung up on the oversized one
+            c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        p = run("--socket", sock, "get", "x")
+        assert p.returncode == 0 and p.stdout == "7\n", p.stderr
+        p = run("--socket", sock, "get", "x")
+        assert p.returncode == 3 and p.stdout == "", p
+        assert p.stderr == "counterctl: counterd at %s sent an answer of %d bytes, over counterctl's limit of %d\n" % (
+            sock, limit + 1, limit)
+    finally:
+        t.join(30)
+        srv.close()
+
+
 def test_daemon_not_running_is_one_clear_line(tmp_path):
     sock = str(tmp_path / "none.sock")
     p = run("--socket", sock, "next")
