@@ -171,6 +171,20 @@ def test_counterd_rejects_bad_options(tmp_path):
         assert p.returncode != 0 and msg in p.stderr, (args, p.stderr)
 
 
+def test_number_options_take_their_documented_range():
+    # Each number option at both ends of the range that --help and counterd(8) give, and one past each end.
+    help_text = subprocess.run([harness.COUNTERD, "--help"], capture_output=True, text=True).stdout
+    for opt, lo, hi, shown in (("--batch-max", 1, 1000, "(1..1000)"), ("--backlog", 0, 10000000, "(0..10000000)"),
+                               ("--retries", 0, 100, "(0..100)"), ("--connections", 1, 10000, "1..10000")):
+        assert shown in help_text, opt
+        for v in (lo, hi):
+            p = subprocess.run([harness.COUNTERD, opt, str(v), "--help"], capture_output=True, text=True, timeout=10)
+            assert p.returncode == 0, (opt, v, p.stderr)
+        for v in (lo - 1, hi + 1):
+            p = subprocess.run([harness.COUNTERD, opt, str(v), "--help"], capture_output=True, text=True, timeout=10)
+            assert p.returncode == 1 and opt in p.stderr and "%d..%d" % (lo, hi) in p.stderr, (opt, v, p.stderr)
+
+
 def test_durations_are_limited_to_a_day_as_documented():
     # Every duration option stops at 86400s (= 1440m); one millisecond more is out of range, with the usage status.
     for opt in ("--wait-timeout", "--record-timeout", "--backoff", "--shutdown-grace"):
