@@ -96,8 +96,9 @@ usage(FILE *f)
 		   "\n"
 		   "Exit status: 0 success; 1 counterd answered with an error "
 		   "(e.g. 503 backlog full,\n"
-		   "record-countd unreachable); 2 usage error; 3 counterd is "
-		   "not reachable.\n");
+		   "record-countd unreachable), or the output could not be "
+		   "written (next then stops);\n"
+		   "2 usage error; 3 counterd is not reachable.\n");
 }
 
 /* Print "counterctl: ..." to stderr. */
@@ -352,6 +353,7 @@ struct next_job {
 	long taken;
 	int failed;	 /* counterd answered an error */
 	int unreachable; /* counterd could not be reached */
+	int unwritable;	 /* standard output failed (e.g. a closed pipe) */
 	pthread_mutex_t mu;
 };
 
@@ -368,7 +370,7 @@ next_worker(void *arg)
 
 		pthread_mutex_lock(&job->mu);
 		if (job->taken >= job->count || job->failed ||
-		    job->unreachable) {
+		    job->unreachable || job->unwritable) {
 			pthread_mutex_unlock(&job->mu);
 			break;
 		}
@@ -392,7 +394,12 @@ next_worker(void *arg)
 		} else {
 			printf("%" JSON_INTEGER_FORMAT "\n",
 			       json_integer_value(json_object_get(j, "count")));
-			fflush(stdout);
+			/* A reader that went away stops us taking numbers. */
+			if (fflush(stdout) != 0 && !job->unwritable) {
+				warnmsg("next: cannot write the numbers: %s",
+					strerror(errno));
+				job->unwritable = 1;
+			}
 		}
 		pthread_mutex_unlock(&job->mu);
 		json_decref(j);
@@ -526,7 +533,7 @@ cmd_next(int argc, char **argv)
 	pthread_mutex_destroy(&job.mu);
 	if (job.unreachable)
 		return EX_UNREACHABLE;
-	return job.failed ? EX_FAILED : EX_OK;
+	return job.failed || job.unwritable ? EX_FAILED : EX_OK;
 }
 
 int

@@ -90,6 +90,22 @@ def test_answer_size_limit_is_64_mib(tmp_path):
         srv.close()
 
 
+def test_next_stops_when_its_reader_goes_away(record_countd, counterd):
+    # `counterctl next -n N | head -1`: once nobody reads the numbers, counterctl stops taking them (it went on and
+    # used up all N, SIGPIPE being ignored) and exits 1 saying why.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    p = subprocess.Popen([harness.COUNTERCTL, "--socket", cd.socket, "next", "p", "-n", "20000", "-c", "4"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() != b""
+    p.stdout.close()
+    assert p.wait(60) == 1
+    assert b"cannot write the numbers" in p.stderr.read()
+    p.stderr.close()
+    taken = cd.get("/counters/p").json()["count"]
+    assert taken < 20000, "counterctl took numbers nobody could read"
+
+
 def test_daemon_not_running_is_one_clear_line(tmp_path):
     sock = str(tmp_path / "none.sock")
     p = run("--socket", sock, "next")
