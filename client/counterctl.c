@@ -409,6 +409,16 @@ next_worker(void *arg)
 	return NULL;
 }
 
+/* Whether all that was printed reached standard output; else say so. */
+static int
+output_ok(const char *what)
+{
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return 1;
+	warnmsg("%s: cannot write the answer: %s", what, strerror(errno));
+	return 0;
+}
+
 /* Whether s is a valid counter name. */
 static int
 name_ok(const char *s)
@@ -616,7 +626,7 @@ main(int argc, char **argv)
 		printf("%" JSON_INTEGER_FORMAT "\n",
 		       json_integer_value(json_object_get(j, "count")));
 		json_decref(j);
-		return EX_OK;
+		return output_ok("get") ? EX_OK : EX_FAILED;
 	}
 	if (strcmp(argv[0], "list") == 0) {
 		json_t *arr, *c;
@@ -633,7 +643,7 @@ main(int argc, char **argv)
 			   json_string_value(json_object_get(c, "counter")),
 			   json_integer_value(json_object_get(c, "count")));
 		json_decref(j);
-		return EX_OK;
+		return output_ok("list") ? EX_OK : EX_FAILED;
 	}
 	if (strcmp(argv[0], "stats") == 0 || strcmp(argv[0], "health") == 0) {
 		const char *path = argv[0][0] == 's' ? "/stats" : "/healthz";
@@ -649,6 +659,8 @@ main(int argc, char **argv)
 			printf("%s\n", text);
 		free(text);
 		json_decref(j);
+		if (!output_ok(argv[0]))
+			return EX_FAILED;
 		return status == 200 ? EX_OK : EX_FAILED;
 	}
 	warnmsg("unknown command \"%s\" (use next, get, list, stats or health)",

@@ -106,6 +106,18 @@ def test_next_stops_when_its_reader_goes_away(record_countd, counterd):
     assert taken < 20000, "counterctl took numbers nobody could read"
 
 
+def test_output_that_cannot_be_written_is_exit_1(record_countd, counterd):
+    # A full disk (/dev/full) loses the answer: counterctl must not report success.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    assert cd.ctl("next", "o").returncode == 0
+    for args in (["next", "o"], ["get", "o"], ["list"], ["stats"], ["health"]):
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([harness.COUNTERCTL, "--socket", cd.socket] + args, stdout=full,
+                               stderr=subprocess.PIPE, text=True, timeout=60)
+        assert p.returncode == 1 and "No space left on device" in p.stderr, (args, p)
+
+
 def test_daemon_not_running_is_one_clear_line(tmp_path):
     sock = str(tmp_path / "none.sock")
     p = run("--socket", sock, "next")
