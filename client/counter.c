@@ -300,10 +300,11 @@ batch_ok_cb(struct dfr *d, void *arg)
 {
 	struct batch *b = arg;
 	struct counter *c = b->b_c;
+	int64_t last = b->b_first + (int64_t)(b->b_n - 1); /* <= INT64_MAX */
 	size_t i;
 
-	if (b->b_first + (int64_t)b->b_n - 1 > c->c_last)
-		c->c_last = b->b_first + (int64_t)b->b_n - 1;
+	if (last > c->c_last)
+		c->c_last = last;
 	c->c_st.batches++;
 	if (b->b_n > c->c_st.max_batch)
 		c->c_st.max_batch = b->b_n;
