@@ -148,6 +148,9 @@ api_failure_status(int code, const char **word)
 	case CD_ETOOMANY:
 		*word = "too_many_counters";
 		return 503;
+	case CD_EEXHAUSTED:
+		*word = "counter_exhausted";
+		return 409;
 	case DFR_ECANCELED:
 		*word = "cancelled";
 		return 503;
@@ -287,6 +290,19 @@ api_counter_json(const struct counter *c)
 			 (json_int_t)st.in_flight, "resumed", st.resumed);
 }
 
+/*
+ * Whether c's count is known: it has read its last value from record-countd
+ * (before that, its count of 0 would be a lie after a restart).
+ */
+static int
+api_counter_known(const struct counter *c)
+{
+	struct counter_stats st;
+
+	counter_get_stats(c, &st);
+	return st.resumed;
+}
+
 /* GET /counters/NAME. */
 static void
 api_counter(struct evhttp_request *req, const char *name)
@@ -296,6 +312,13 @@ api_counter(struct evhttp_request *req, const char *name)
 	if (c == NULL) {
 		api_error(req, 404, "not_found",
 			  "no counter named %s (counters exist once used)",
+			  name);
+		return;
+	}
+	if (!api_counter_known(c)) {
+		api_error(req, 404, "not_found",
+			  "counter %s has not read its last value from "
+			  "record-countd yet, so its count is not known",
 			  name);
 		return;
 	}
@@ -310,7 +333,8 @@ api_list(struct evhttp_request *req, const char *name)
 	struct counter *c;
 
 	for (c = counter_first(); c != NULL; c = counter_after(c))
-		json_array_append_new(arr, api_counter_json(c));
+		if (api_counter_known(c))
+			json_array_append_new(arr, api_counter_json(c));
 	api_reply_json(req, 200, json_pack("{s:o}", "counters", arr));
 }
 

@@ -38,6 +38,7 @@ struct dfr_stats;
 #define CD_EWAIT 10002	  /* waited longer than --wait-timeout: 503 */
 #define CD_ESHUTDOWN 10003 /* counterd is stopping: 503 */
 #define CD_ETOOMANY 10004  /* too many counters: 503 */
+#define CD_EEXHAUSTED 10005 /* the counter handed out INT64_MAX: 409 */
 
 /* parse.c: pure parsers (no libevent), shared with the fuzz targets. */
 

@@ -68,7 +68,8 @@ struct next_req {
 struct batch {
 	struct counter *b_c;
 	int64_t b_first;
-	size_t b_n;
+	size_t b_n;	/* calls given a value (those past INT64_MAX fail) */
+	size_t b_total; /* calls drained into the batch */
 	struct next_req *b_reqs[];
 };
 
@@ -299,10 +300,11 @@ batch_ok_cb(struct dfr *d, void *arg)
 {
 	struct batch *b = arg;
 	struct counter *c = b->b_c;
+	int64_t last = b->b_first + (int64_t)(b->b_n - 1); /* <= INT64_MAX */
 	size_t i;
 
-	if (b->b_first + (int64_t)b->b_n - 1 > c->c_last)
-		c->c_last = b->b_first + (int64_t)b->b_n - 1;
+	if (last > c->c_last)
+		c->c_last = last;
 	c->c_st.batches++;
 	if (b->b_n > c->c_st.max_batch)
 		c->c_st.max_batch = b->b_n;
@@ -320,11 +322,12 @@ batch_fail_cb(struct dfr *d, void *arg)
 {
 	struct batch *b = arg;
 	struct counter *c = b->b_c;
-	struct dfr_failure *f = dfr_take_failure(d);
+	struct dfr_failure *f = d != NULL ? dfr_take_failure(d) : NULL;
 	size_t i;
 
-	log_warnx("counter %s: recording %zu value(s) failed: %s", c->c_name,
-		  b->b_n, f != NULL ? f->message : "?");
+	if (b->b_n > 0)
+		log_warnx("counter %s: recording %zu value(s) failed: %s",
+			  c->c_name, b->b_n, f != NULL ? f->message : "?");
 	c->c_in_flight = 0;
 	for (i = 0; i < b->b_n; i++) {
 		b->b_reqs[i]->nr_state = NR_DONE;
@@ -343,9 +346,37 @@ batch_free_cb(struct dfr *d, void *arg)
 	struct batch *b = arg;
 	size_t i;
 
-	for (i = 0; i < b->b_n; i++)
+	for (i = 0; i < b->b_total; i++)
 		next_req_unref(b->b_reqs[i]);
 	free(b);
+}
+
+/* Why a counter at INT64_MAX gives no more numbers (static storage). */
+static const char *
+counter_exhausted(const struct counter *c)
+{
+	static char msg[160];
+
+	snprintf(msg, sizeof msg,
+		 "counter %s has handed out its last number, %" PRId64,
+		 c->c_name, INT64_MAX);
+	return msg;
+}
+
+/* Fail the calls of a batch past the first keep: no number is left. */
+static void
+batch_exhaust(struct batch *b, size_t keep)
+{
+	struct counter *c = b->b_c;
+	size_t i;
+
+	for (i = keep; i < b->b_n; i++) {
+		b->b_reqs[i]->nr_state = NR_DONE;
+		c->c_st.errors++;
+		dfr_errback(b->b_reqs[i]->nr_d, CD_EEXHAUSTED, "%s",
+			    counter_exhausted(c));
+	}
+	b->b_n = keep;
 }
 
 /* Resumed (if needed): record the batch and wait for the answer. */
@@ -363,6 +394,13 @@ batch_record_cb(struct dfr *d, void *arg)
 		log_info("counter %s resumes after %" PRId64, c->c_name,
 			 c->c_last);
 	}
+	if ((uint64_t)(INT64_MAX - c->c_last) < b->b_n)
+		batch_exhaust(b, (size_t)(INT64_MAX - c->c_last));
+	if (b->b_n == 0) {
+		dfr_set_failure(d, CD_EEXHAUSTED, "%s", counter_exhausted(c));
+		return;
+	}
+	c->c_in_flight = b->b_n;
 	b->b_first = c->c_last + 1;
 	rd =
 	    recorder_record(c->c_cf->recorder, c->c_client, b->b_first, b->b_n);
@@ -415,6 +453,7 @@ counter_batch_run(void *arg)
 		nr->nr_state = NR_FLIGHT;
 		c->c_waiting--;
 		b->b_reqs[b->b_n++] = nr; /* takes over the queue's reference */
+		b->b_total = b->b_n;
 		dfr_callback(nr->nr_wait, NULL, NULL);
 	}
 	if (c->c_waiting > 0)
@@ -566,6 +605,10 @@ solo_go_cb(struct dfr *d, void *arg)
 	struct counter *c = s->s_c;
 	struct dfr *rd;
 
+	if (c->c_last == INT64_MAX) {
+		dfr_set_failure(d, CD_EEXHAUSTED, "%s", counter_exhausted(c));
+		return;
+	}
 	s->s_value = ++c->c_last;
 	s->s_flying = 1;
 	c->c_in_flight++;

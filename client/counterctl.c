@@ -33,7 +33,11 @@
 #define EX_USAGE 2	 /* bad command line */
 #define EX_UNREACHABLE 3 /* counterd not reachable, or not speaking HTTP */
 
-#define MAX_ANSWER (4 * 1024 * 1024)
+/*
+ * Largest answer read. counterd's /stats for its 10,000 counters with
+ * 64-character names can pass 4 MiB; it stays well under this.
+ */
+#define MAX_ANSWER (64 * 1024 * 1024)
 
 static const char *sock_path;
 static uint64_t timeout_ms = 120000;     /* per send or read; 0: none */
@@ -85,14 +89,16 @@ usage(FILE *f)
 		   "  -t, --timeout DUR  give up on a counterd that does not "
 		   "answer within DUR\n"
 		   "                     (default 120s, longer than counterd's "
-		   "own bounds; 0: never)\n"
+		   "own bounds; 0: never;\n"
+		   "                     ms, s or m, at most 86400s)\n"
 		   "  -h, --help         this text\n"
 		   "  -V, --version      the version\n"
 		   "\n"
 		   "Exit status: 0 success; 1 counterd answered with an error "
 		   "(e.g. 503 backlog full,\n"
-		   "record-countd unreachable); 2 usage error; 3 counterd is "
-		   "not reachable.\n");
+		   "record-countd unreachable), or the output could not be "
+		   "written (next then stops);\n"
+		   "2 usage error; 3 counterd is not reachable.\n");
 }
 
 /* Print "counterctl: ..." to stderr. */
@@ -222,11 +228,19 @@ again:
 	}
 	/* Headers. */
 	for (;;) {
-		c->buf[c->have < sizeof c->buf ? c->have : sizeof c->buf - 1] =
-		    '\0';
+		/*
+		 * No NUL is written into buf here: a full buf holds the start
+		 * of the body, whose last byte it would overwrite.
+		 */
 		if (c->have > 0 &&
 		    memmem(c->buf, c->have, "\r\n\r\n", 4) != NULL)
 			break;
+		if (c->have == sizeof c->buf) {
+			warnmsg("counterd at %s sent headers over %zu bytes",
+				sock_path, sizeof c->buf);
+			conn_close(c);
+			return -1;
+		}
 		n = conn_fill(c);
 		if (n <= 0) {
 			int fresh = c->have == 0 && n == 0, err = errno;
@@ -254,7 +268,9 @@ again:
 			close_after = 1;
 	}
 	if (clen > MAX_ANSWER) {
-		warnmsg("answer from counterd too large");
+		warnmsg("counterd at %s sent an answer of %zu bytes, over "
+			"counterctl's limit of %d",
+			sock_path, clen, MAX_ANSWER);
 		conn_close(c);
 		return -1;
 	}
@@ -337,6 +353,7 @@ struct next_job {
 	long taken;
 	int failed;	 /* counterd answered an error */
 	int unreachable; /* counterd could not be reached */
+	int unwritable;	 /* standard output failed (e.g. a closed pipe) */
 	pthread_mutex_t mu;
 };
 
@@ -353,7 +370,7 @@ next_worker(void *arg)
 
 		pthread_mutex_lock(&job->mu);
 		if (job->taken >= job->count || job->failed ||
-		    job->unreachable) {
+		    job->unreachable || job->unwritable) {
 			pthread_mutex_unlock(&job->mu);
 			break;
 		}
@@ -377,7 +394,12 @@ next_worker(void *arg)
 		} else {
 			printf("%" JSON_INTEGER_FORMAT "\n",
 			       json_integer_value(json_object_get(j, "count")));
-			fflush(stdout);
+			/* A reader that went away stops us taking numbers. */
+			if (fflush(stdout) != 0 && !job->unwritable) {
+				warnmsg("next: cannot write the numbers: %s",
+					strerror(errno));
+				job->unwritable = 1;
+			}
 		}
 		pthread_mutex_unlock(&job->mu);
 		json_decref(j);
@@ -385,6 +407,16 @@ next_worker(void *arg)
 	}
 	conn_close(&c);
 	return NULL;
+}
+
+/* Whether all that was printed reached standard output; else say so. */
+static int
+output_ok(const char *what)
+{
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return 1;
+	warnmsg("%s: cannot write the answer: %s", what, strerror(errno));
+	return 0;
 }
 
 /* Whether s is a valid counter name. */
@@ -511,7 +543,7 @@ cmd_next(int argc, char **argv)
 	pthread_mutex_destroy(&job.mu);
 	if (job.unreachable)
 		return EX_UNREACHABLE;
-	return job.failed ? EX_FAILED : EX_OK;
+	return job.failed || job.unwritable ? EX_FAILED : EX_OK;
 }
 
 int
@@ -594,7 +626,7 @@ main(int argc, char **argv)
 		printf("%" JSON_INTEGER_FORMAT "\n",
 		       json_integer_value(json_object_get(j, "count")));
 		json_decref(j);
-		return EX_OK;
+		return output_ok("get") ? EX_OK : EX_FAILED;
 	}
 	if (strcmp(argv[0], "list") == 0) {
 		json_t *arr, *c;
@@ -611,7 +643,7 @@ main(int argc, char **argv)
 			   json_string_value(json_object_get(c, "counter")),
 			   json_integer_value(json_object_get(c, "count")));
 		json_decref(j);
-		return EX_OK;
+		return output_ok("list") ? EX_OK : EX_FAILED;
 	}
 	if (strcmp(argv[0], "stats") == 0 || strcmp(argv[0], "health") == 0) {
 		const char *path = argv[0][0] == 's' ? "/stats" : "/healthz";
@@ -627,6 +659,8 @@ main(int argc, char **argv)
 			printf("%s\n", text);
 		free(text);
 		json_decref(j);
+		if (!output_ok(argv[0]))
+			return EX_FAILED;
 		return status == 200 ? EX_OK : EX_FAILED;
 	}
 	warnmsg("unknown command \"%s\" (use next, get, list, stats or health)",

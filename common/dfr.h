@@ -285,7 +285,8 @@ struct dfr_lock *dfr_lock_new(void);
  * Free a lock. Waiters still queued fail with DFR_ECLOSED first (as by
  * dfr_lock_close). The lock must not be used afterwards; deferreds already
  * handed out stay valid, and a run() whose work is still pending finishes
- * (the lock's memory goes when it has).
+ * (the lock's memory goes when it has). It may be called from a callback,
+ * or from a run()'s fn while it runs under this lock.
  */
 void dfr_lock_free(struct dfr_lock *l);
 

@@ -80,6 +80,14 @@ dfr_sem_free(struct dfr_sem *s)
 		free(s);
 }
 
+/* Drop a hold on s taken with s->runs++; the last one frees a freed s. */
+static void
+sem_unhold(struct dfr_sem *s)
+{
+	if (--s->runs == 0 && s->freed)
+		free(s);
+}
+
 /* A run() state is done with s. */
 static void
 run_free(struct sem_run *r)
@@ -87,8 +95,7 @@ run_free(struct sem_run *r)
 	struct dfr_sem *s = r->s;
 
 	free(r);
-	if (--s->runs == 0 && s->freed)
-		free(s);
+	sem_unhold(s);
 }
 
 /* Unlink a waiter (for cancel, close, grant and free). */
@@ -353,21 +360,22 @@ dfr__sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 	 * nothing to allocate.
 	 */
 	sem_take(s, 1, now);
+	s->runs++; /* fn may free s: its memory stays until we are done */
 	errno = 0;
 	work = fn(arg);
 	if (work != NULL && (work->flags & DFR_F_FIRED) &&
 	    work->inner == NULL && work->outer == NULL &&
 	    work->pos == work->ncbs && !(work->flags & DFR_F_QUEUED)) {
 		dfr__sem_release_many(s, 1);
-		return work;
-	}
-	if (work == NULL) {
+	} else if (work == NULL) {
 		int code = errno != 0 ? errno : EINVAL;
 
 		dfr__sem_release_many(s, 1);
-		return dfr_fail(code, "run: the function returned no deferred");
-	}
-	return sem_run_later(s, fn, arg, work, now);
+		work = dfr_fail(code, "run: the function returned no deferred");
+	} else
+		work = sem_run_later(s, fn, arg, work, now);
+	sem_unhold(s);
+	return work;
 }
 
 struct dfr *dfr_sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)

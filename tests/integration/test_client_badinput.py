@@ -120,3 +120,29 @@ def test_client_hangs_up_mid_request(cd):
     s.sendall(b"POST /counters/h/next HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
     s.close()
     assert cd.get("/counters/h").status == 404
+
+
+def test_counter_limit_is_10000(record_countd, counterd):
+    # The limit on counters (each holds a lock, a queue and a hash entry): the 10,000th is made, the next is refused
+    # with a JSON 503 that names the limit, and the counters that exist keep counting.
+    import http.client
+    import socket
+
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    conn = http.client.HTTPConnection("localhost", timeout=30)
+    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.sock.connect(cd.socket)
+    for i in range(10000):
+        conn.request("POST", "/counters/n%d/next" % i)
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 200, (i, body)
+    conn.close()
+    assert cd.get("/stats").json()["counters"].keys() == {"n%d" % i for i in range(10000)}
+    r = cd.next("one-too-many")
+    assert_json_error(r, 503, "too_many_counters")
+    assert "10000" in r.json()["message"]
+    assert cd.get("/counters/one-too-many").status == 404
+    assert cd.next("n9999").json() == {"counter": "n9999", "count": 2}
+    assert cd.next("n0").json() == {"counter": "n0", "count": 2}

@@ -3,6 +3,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from test_client_helpers import many_next, poll, server_client_stats, server_records
 
 
@@ -94,3 +96,26 @@ def test_stats_and_metrics_show_lock_times(record_countd, counterd):
     assert "# TYPE counterd_lock_wait_seconds_total counter" in text
     line = [l for l in text.splitlines() if l.startswith('counterd_lock_hold_seconds_total{counter="m"}')][0]
     assert float(line.split()[1]) >= 0.13
+
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize("strategy", ["locked", "stateless"])
+def test_counter_at_int64_max_is_exhausted_not_wrapped(record_countd, counterd, strategy):
+    # Resumed 2 short of INT64_MAX, 5 concurrent calls: 2 numbers are left, the other 3 get a clear 409, and no
+    # request with a wrapped (negative) value reaches record-countd. locked drains the last 4 into one batch.
+    rc = record_countd("--latency", "200ms")
+    assert rc.get("/record-count?value=%d&client=test:big" % (INT64_MAX - 2)).status == 200
+    cd = counterd(rc.url, "--strategy", strategy)
+    got = many_next(cd.socket, "big", 5)
+    assert sorted(j["count"] for s, j in got if s == 200) == [INT64_MAX - 1, INT64_MAX]
+    bad = [(s, j) for s, j in got if s != 200]
+    assert len(bad) == 3 and all(s == 409 and j["error"] == "counter_exhausted" for s, j in bad), bad
+    assert str(INT64_MAX) in bad[0][1]["message"]
+    r = cd.next("big")
+    assert r.status == 409 and r.json()["error"] == "counter_exhausted", r
+    p = cd.ctl("next", "big")
+    assert p.returncode == 1 and "409 counter_exhausted" in p.stderr, p
+    assert cd.get("/counters/big").json()["count"] == INT64_MAX
+    assert server_records(rc, "test:big") == [INT64_MAX - 2, INT64_MAX - 1, INT64_MAX]

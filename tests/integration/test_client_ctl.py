@@ -35,6 +35,89 @@ def test_get_list_stats_health(record_countd, counterd):
     assert p.returncode == 0 and json.loads(p.stdout)["status"] == "ok"
 
 
+def test_answers_larger_than_the_read_buffer_arrive_whole(record_countd, counterd):
+    # counterctl reads an answer's head into an 8 KiB buffer; an answer that fills it must not lose a byte.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    names = ["c%02d-%s" % (i, "x" * 60) for i in range(90)]
+    for n in names:
+        assert cd.next(n).status == 200
+    assert len(cd.get("/stats").body) > 16384 and len(cd.get("/counters").body) > 8192
+    p = cd.ctl("stats")
+    assert p.returncode == 0, p.stderr
+    assert sorted(json.loads(p.stdout)["counters"]) == sorted(names)
+    p = cd.ctl("list")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "".join("%s 1\n" % n for n in names)
+
+
+def test_answer_size_limit_is_64_mib(tmp_path):
+    # counterctl reads answers of up to 64 MiB (counterd's /stats for its 10,000 counters can pass 4 MiB) and refuses a
+    # larger one with one line and status 3. A stand-in for counterd gives answers of exactly the limit and one byte more.
+    import socket
+    import threading
+
+    limit = 64 * 1024 * 1024
+    sock = str(tmp_path / "peer.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock)
+    srv.listen(4)
+
+    def serve():
+        for size in (limit, limit + 1):
+            c, _ = srv.accept()
+            c.recv(65536)
+            head, tail = b'{"counter":"x","count":7,"pad":"', b'"}\n'
+            body = head + b"p" * (size - len(head) - len(tail)) + tail
+            assert len(body) == size
+            try:
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + body)
+            except OSError:
+                pass  # counterctl hung up on the oversized one
+            c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        p = run("--socket", sock, "get", "x")
+        assert p.returncode == 0 and p.stdout == "7\n", p.stderr
+        p = run("--socket", sock, "get", "x")
+        assert p.returncode == 3 and p.stdout == "", p
+        assert p.stderr == "counterctl: counterd at %s sent an answer of %d bytes, over counterctl's limit of %d\n" % (
+            sock, limit + 1, limit)
+    finally:
+        t.join(30)
+        srv.close()
+
+
+def test_next_stops_when_its_reader_goes_away(record_countd, counterd):
+    # `counterctl next -n N | head -1`: once nobody reads the numbers, counterctl stops taking them (it went on and
+    # used up all N, SIGPIPE being ignored) and exits 1 saying why.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    p = subprocess.Popen([harness.COUNTERCTL, "--socket", cd.socket, "next", "p", "-n", "20000", "-c", "4"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() != b""
+    p.stdout.close()
+    assert p.wait(60) == 1
+    assert b"cannot write the numbers" in p.stderr.read()
+    p.stderr.close()
+    taken = cd.get("/counters/p").json()["count"]
+    assert taken < 20000, "counterctl took numbers nobody could read"
+
+
+def test_output_that_cannot_be_written_is_exit_1(record_countd, counterd):
+    # A full disk (/dev/full) loses the answer: counterctl must not report success.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    assert cd.ctl("next", "o").returncode == 0
+    for args in (["next", "o"], ["get", "o"], ["list"], ["stats"], ["health"]):
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([harness.COUNTERCTL, "--socket", cd.socket] + args, stdout=full,
+                               stderr=subprocess.PIPE, text=True, timeout=60)
+        assert p.returncode == 1 and "No space left on device" in p.stderr, (args, p)
+
+
 def test_daemon_not_running_is_one_clear_line(tmp_path):
     sock = str(tmp_path / "none.sock")
     p = run("--socket", sock, "next")
@@ -114,6 +197,35 @@ def test_counterd_rejects_bad_options(tmp_path):
                       (["--shutdown-grace", "0"], "--shutdown-grace"), (["--shutdown-grace", "1x"], "not a duration")):
         p = subprocess.run([harness.COUNTERD, "--socket", sock] + args, capture_output=True, text=True, timeout=10)
         assert p.returncode != 0 and msg in p.stderr, (args, p.stderr)
+
+
+def test_number_options_take_their_documented_range():
+    # Each number option at both ends of the range that --help and counterd(8) give, and one past each end.
+    help_text = subprocess.run([harness.COUNTERD, "--help"], capture_output=True, text=True).stdout
+    for opt, lo, hi, shown in (("--batch-max", 1, 1000, "(1..1000)"), ("--backlog", 0, 10000000, "(0..10000000)"),
+                               ("--retries", 0, 100, "(0..100)"), ("--connections", 1, 10000, "1..10000")):
+        assert shown in help_text, opt
+        for v in (lo, hi):
+            p = subprocess.run([harness.COUNTERD, opt, str(v), "--help"], capture_output=True, text=True, timeout=10)
+            assert p.returncode == 0, (opt, v, p.stderr)
+        for v in (lo - 1, hi + 1):
+            p = subprocess.run([harness.COUNTERD, opt, str(v), "--help"], capture_output=True, text=True, timeout=10)
+            assert p.returncode == 1 and opt in p.stderr and "%d..%d" % (lo, hi) in p.stderr, (opt, v, p.stderr)
+
+
+def test_durations_are_limited_to_a_day_as_documented():
+    # Every duration option stops at 86400s (= 1440m); one millisecond more is out of range, with the usage status.
+    for opt in ("--wait-timeout", "--record-timeout", "--backoff", "--shutdown-grace"):
+        for ok in ("86400s", "1440m", "86400000ms"):
+            p = subprocess.run([harness.COUNTERD, opt, ok, "--help"], capture_output=True, text=True, timeout=10)
+            assert p.returncode == 0, (opt, ok, p.stderr)
+        p = subprocess.run([harness.COUNTERD, opt, "86400001ms", "--help"], capture_output=True, text=True, timeout=10)
+        assert p.returncode == 1 and "out of range (at most" in p.stderr, (opt, p.stderr)
+    assert run("--timeout", "86400s", "--help").returncode == 0
+    p = run("--timeout", "86400001ms", "--help")
+    assert p.returncode == 2 and "out of range" in p.stderr, p
+    assert "at most 86400s" in run("--help").stdout
+    assert "at most 86400s" in subprocess.run([harness.COUNTERD, "--help"], capture_output=True, text=True).stdout
 
 
 def test_default_socket_from_environment_and_cwd(record_countd, counterd, tmp_path):

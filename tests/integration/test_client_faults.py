@@ -71,6 +71,28 @@ def test_counterd_restart_resumes(record_countd, counterd):
     assert server_records(rc, "test:r") == [1, 2, 3, 4, 5]
 
 
+def test_counter_not_resumed_is_not_shown_as_0(record_countd, counterd):
+    # After a restart, a counter whose last value record-countd has not told yet has no known count: get and list
+    # must not show it (they showed 0 while the true count was 5).
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url, "--retries", "0")
+    assert [cd.next("r").json()["count"] for _ in range(5)] == [1, 2, 3, 4, 5]
+    cd.stop()
+    rc.stop()
+    cd.start()
+    assert cd.next("r").status == 503
+    r = cd.get("/counters/r")
+    assert r.status == 404 and r.json()["error"] == "not_found" and "not known" in r.json()["message"], r
+    assert cd.get("/counters").json() == {"counters": []}
+    p = cd.ctl("get", "r")
+    assert p.returncode == 1 and p.stdout == "" and "404 not_found" in p.stderr, p
+    assert cd.ctl("list").stdout == ""
+    rc.start()
+    poll(lambda: cd.get("/healthz").status == 200, timeout=15)
+    assert cd.next("r").json()["count"] == 6
+    assert cd.ctl("get", "r").stdout == "6\n" and cd.ctl("list").stdout == "r 6\n"
+
+
 def test_stateless_restart_resumes(record_countd, counterd):
     rc = record_countd("--latency", "0")
     cd = counterd(rc.url, "--strategy", "stateless")

@@ -294,6 +294,57 @@ test_run(void **state)
 	dfr_lock_free(l);
 }
 
+/* The lock that free_lock_work frees while it runs under it. */
+static struct dfr_lock *free_lock;
+
+/* Work that frees its own lock, then returns arg's deferred or a fired one. */
+static struct dfr *
+free_lock_work(void *arg)
+{
+	calls++;
+	dfr_lock_free(free_lock);
+	return arg != NULL ? dfr_ref(arg) : dfr_succeed(&calls, NULL);
+}
+
+/*
+ * run(f) where f frees the lock: the run still completes and the lock's
+ * memory goes after it, whether the lock was free (f called inside run())
+ * or handed over (f called from the release).
+ */
+static void
+test_run_frees_lock(void **state)
+{
+	struct dfr *r, *w, *a;
+
+	(void)state;
+	calls = 0;
+	free_lock = dfr_lock_new();
+	r = dfr_lock_run(free_lock, free_lock_work, NULL);
+	assert_int_equal(calls, 1);
+	assert_ptr_equal(dfr_value(r), &calls);
+	dfr_unref(r);
+
+	free_lock = dfr_lock_new();
+	w = dfr_new(NULL, NULL);
+	r = dfr_lock_run(free_lock, free_lock_work, w);
+	assert_int_equal(calls, 2);
+	assert_false(dfr_fired(r) && !dfr_paused(r));
+	dfr_callback(w, &calls, NULL);
+	assert_ptr_equal(dfr_value(r), &calls);
+	dfr_unref(w);
+	dfr_unref(r);
+
+	free_lock = dfr_lock_new();
+	a = dfr_lock_acquire(free_lock);
+	r = dfr_lock_run(free_lock, free_lock_work, NULL);
+	assert_int_equal(calls, 2);
+	assert_int_equal(dfr_lock_release(free_lock), 0);
+	assert_int_equal(calls, 3);
+	assert_ptr_equal(dfr_value(r), &calls);
+	dfr_unref(a);
+	dfr_unref(r);
+}
+
 /* run(f) where f fails, synchronously or later: released exactly once. */
 static void
 test_run_failure(void **state)
@@ -721,6 +772,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel_from_callback,
 					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_frees_lock, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_failure, unit_setup,
 					    unit_teardown),
