@@ -518,7 +518,7 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
 static void
 main_sighup_cb(evutil_socket_t sig, short what, void *arg)
 {
-	log_info("Hangup: nothing to reload (options come from the command line and environment); ignored");
+	log_info("SIGHUP: nothing to reload (options come from the command line and environment); ignored");
 }
 
 /* Tell systemd's watchdog the loop is alive. */

@@ -206,7 +206,7 @@ def test_sighup_is_logged_and_ignored(record_countd, counterd):
     assert cd.proc.poll() is None, "counterd keeps running"
     assert cd.next("h").json()["count"] == 3
     assert os.path.exists(cd.socket)
-    assert "nothing to reload" in cd.read_log()
+    assert "SIGHUP: nothing to reload" in cd.read_log()
     assert cd.stop() == 0
 
 

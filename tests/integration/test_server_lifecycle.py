@@ -267,7 +267,7 @@ def test_sighup_is_logged_and_ignored(record_countd):
     time.sleep(0.2)
     assert d.proc.poll() is None
     assert d.get("/record-count?value=1&client=hup").status == 200
-    assert "Hangup: nothing to reload" in d.read_log()
+    assert "SIGHUP: nothing to reload" in d.read_log()
 
 
 def test_status_says_stopping_while_draining(record_countd, tmp_path):
