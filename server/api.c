@@ -121,29 +121,43 @@ api_records_cb(int64_t seq, const char *client, uint64_t value, double at, void 
 	    (json_int_t)value, "at", at));
 }
 
+/*
+ * Parse r's query, allowing only the parameters in allowed, and check its
+ * client id if it has one; a bad query is answered 400 and gives -1. The
+ * caller frees q either way.
+ */
+static int
+api_query(struct req *r, const char *const *allowed, struct input_query *q, const char **client)
+{
+	struct input_error err;
+
+	if (input_query_parse(r->query, strlen(r->query), q, &err) != 0 ||
+	    input_query_check(q, allowed, &err) != 0) {
+		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
+		return -1;
+	}
+	*client = input_query_get(q, "client");
+	if (*client != NULL && input_client(*client) != 0) {
+		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_client",
+		    "client: must be 1..128 characters of [A-Za-z0-9._:-]");
+		return -1;
+	}
+	return 0;
+}
+
 /* GET /records?client=ID&after=SEQ&limit=L */
 static void
 api_records(struct req *r)
 {
 	static const char *const allowed[] = { "client", "after", "limit", NULL };
 	struct input_query q;
-	struct input_error err;
 	const char *client, *s, *why;
 	uint64_t after = 0, limit = DEFAULT_RECORDS_PAGE;
 	json_t *recs, *next;
 	size_t n;
 
-	if (input_query_parse(r->query, strlen(r->query), &q, &err) != 0 ||
-	    input_query_check(&q, allowed, &err) != 0) {
-		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
+	if (api_query(r, allowed, &q, &client) != 0)
 		goto out;
-	}
-	client = input_query_get(&q, "client");
-	if (client != NULL && input_client(client) != 0) {
-		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_client",
-		    "client: must be 1..128 characters of [A-Za-z0-9._:-]");
-		goto out;
-	}
 	if ((s = input_query_get(&q, "after")) != NULL && parse_uint(s, 0, INT64_MAX, &after, &why) != 0) {
 		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_after", "after: must be a seq, 0..9223372036854775807");
 		goto out;
@@ -197,22 +211,12 @@ api_stats(struct req *r)
 {
 	static const char *const allowed[] = { "client", NULL };
 	struct input_query q;
-	struct input_error err;
 	const char *client;
 	char *text;
 	size_t len;
 
-	if (input_query_parse(r->query, strlen(r->query), &q, &err) != 0 ||
-	    input_query_check(&q, allowed, &err) != 0) {
-		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
+	if (api_query(r, allowed, &q, &client) != 0)
 		goto out;
-	}
-	client = input_query_get(&q, "client");
-	if (client != NULL && input_client(client) != 0) {
-		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_client",
-		    "client: must be 1..128 characters of [A-Za-z0-9._:-]");
-		goto out;
-	}
 	text = metrics_stats(client, &len);
 	http_answer_text(r, MHD_HTTP_OK, "application/json", text, len);
 out:

@@ -306,19 +306,20 @@ metrics_put_id(struct metrics_buf *b, const char *id)
 static void
 metrics_put_client(struct metrics_buf *b, const struct client_stats *cs, int first)
 {
+	static const char *const names[] = { "{\"recorded\":", ",\"last_value\":", ",\"in_flight\":",
+		",\"max_in_flight\":", ",\"out_of_order\":" };
+	const uint64_t values[] = { cs->recorded, cs->last_value, cs->in_flight, cs->max_in_flight,
+		cs->out_of_order };
+	size_t i;
+
 	if (!first)
 		metrics_put(b, ",", 1);
 	metrics_put_id(b, cs->id);
-	metrics_put(b, ":{\"recorded\":", 13);
-	metrics_put_u64(b, cs->recorded);
-	metrics_put(b, ",\"last_value\":", 14);
-	metrics_put_u64(b, cs->last_value);
-	metrics_put(b, ",\"in_flight\":", 13);
-	metrics_put_u64(b, cs->in_flight);
-	metrics_put(b, ",\"max_in_flight\":", 17);
-	metrics_put_u64(b, cs->max_in_flight);
-	metrics_put(b, ",\"out_of_order\":", 16);
-	metrics_put_u64(b, cs->out_of_order);
+	metrics_put(b, ":", 1);
+	for (i = 0; i < sizeof values / sizeof values[0]; i++) {
+		metrics_put(b, names[i], strlen(names[i]));
+		metrics_put_u64(b, values[i]);
+	}
 	metrics_put(b, "}", 1);
 }
 
