@@ -4,6 +4,8 @@
  */
 #include "config.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +14,21 @@
 #include "server.h"
 #include "store.h"
 #include "util.h"
+
+/*
+ * A /records or /clients/ID read on its way through the store's reader
+ * thread, its connection suspended meanwhile. It outlives the request if the
+ * client hangs up first: the store owns it until it comes back.
+ */
+struct api_read {
+	struct store_read sr;         /* first: the store hands this back */
+	struct req *r;                /* NULL once the request is gone */
+	json_t *recs;                 /* a page's records, built on the reader thread */
+	char client[LIMIT_CLIENT + 1];
+};
+
+static struct event *api_read_ev;
+static uint64_t api_reads_out;    /* handed to the store, not yet collected */
 
 /* Start a /record-count request of r->client: count it in flight, then record and delay it. */
 static void
@@ -113,12 +130,139 @@ api_record_answer(struct req *r)
 	http_answer(r, MHD_HTTP_OK, json_pack("{ss so}", "client", r->client, "records", recs));
 }
 
-/* Add one record to a /records page. */
+/* Add one record to a /records page (on the store's reader thread). */
 static void
 api_records_cb(int64_t seq, const char *client, uint64_t value, double at, void *arg)
 {
 	json_array_append_new(arg, json_pack("{sI ss sI sf}", "seq", (json_int_t)seq, "client", client, "value",
 	    (json_int_t)value, "at", at));
+}
+
+/*
+ * Hand r's read to the store's reader thread and suspend r until it is back:
+ * with limit 0, client's summary; else a page of records after after.
+ */
+static void
+api_read(struct req *r, const char *client, int64_t after, unsigned limit)
+{
+	struct api_read *ar;
+
+	if ((ar = calloc(1, sizeof *ar)) == NULL || (limit != 0 && (ar->recs = json_array()) == NULL)) {
+		free(ar);
+		http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+		return;
+	}
+	if (client != NULL) {
+		snprintf(ar->client, sizeof ar->client, "%s", client);
+		ar->sr.client = ar->client;
+	}
+	ar->sr.after = after;
+	ar->sr.limit = limit;
+	ar->sr.cb = api_records_cb;
+	ar->sr.arg = ar->recs;
+	ar->r = r;
+	r->read = ar;
+	MHD_suspend_connection(r->conn);
+	api_reads_out++;
+	store_read(db, &ar->sr);
+}
+
+/* The answer of r, whose read ar is back. */
+static void
+api_read_answer(struct req *r, struct api_read *ar)
+{
+	size_t n;
+	json_t *next;
+
+	if (!ar->sr.ok) {
+		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error", "cannot read %s: %s",
+		    ar->sr.limit == 0 ? "client" : "records", ar->sr.error);
+		return;
+	}
+	if (ar->sr.limit == 0) {
+		http_answer(r, MHD_HTTP_OK, json_pack("{ss sI sI}", "client", ar->client, "last_value",
+		    (json_int_t)ar->sr.last_value, "recorded", (json_int_t)ar->sr.recorded));
+		return;
+	}
+	n = json_array_size(ar->recs);
+	if (n == ar->sr.limit)
+		next = json_integer(json_integer_value(json_object_get(json_array_get(ar->recs, n - 1), "seq")));
+	else
+		next = json_null();
+	http_answer(r, MHD_HTTP_OK, json_pack("{sO so}", "records", ar->recs, "next_after", next));
+}
+
+/* The reader thread is done with reads: answer and resume their requests. */
+static void
+api_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_read *sr, *next;
+	struct api_read *ar;
+	struct req *r;
+	int resumed = 0;
+
+	for (sr = store_read_collect(db); sr != NULL; sr = next) {
+		next = sr->next;
+		ar = (struct api_read *)sr;
+		api_reads_out--;
+		if ((r = ar->r) != NULL) {
+			r->read = NULL;
+			api_read_answer(r, ar);
+			MHD_resume_connection(r->conn);
+			resumed = 1;
+		}
+		json_decref(ar->recs);
+		free(ar);
+	}
+	if (resumed)
+		http_run();
+}
+
+/* Watch the store's read pipe. */
+int
+api_init(void)
+{
+	api_read_ev = event_new(ev_base, store_read_fd(db), EV_READ | EV_PERSIST, api_read_cb, NULL);
+	if (api_read_ev == NULL || event_add(api_read_ev, NULL) != 0) {
+		log_warnx("cannot watch the store's reads");
+		return -1;
+	}
+	return 0;
+}
+
+void
+api_free(void)
+{
+	if (api_read_ev != NULL)
+		event_free(api_read_ev);
+	api_read_ev = NULL;
+}
+
+/* r is going away; its read, if any, is freed when it comes back. */
+void
+api_forget(struct req *r)
+{
+	if (r->read != NULL) {
+		r->read->r = NULL;
+		r->read = NULL;
+	}
+}
+
+/* Wait until the store has handed back every read. */
+void
+api_drain(void)
+{
+	struct pollfd pfd;
+
+	pfd.fd = store_read_fd(db);
+	pfd.events = POLLIN;
+	while (api_reads_out > 0) {
+		if (poll(&pfd, 1, -1) == -1 && errno != EINTR) {
+			log_warn("poll");
+			return;
+		}
+		api_read_cb(-1, 0, NULL);
+	}
 }
 
 /*
@@ -153,8 +297,6 @@ api_records(struct req *r)
 	struct input_query q;
 	const char *client, *s, *why;
 	uint64_t after = 0, limit = DEFAULT_RECORDS_PAGE;
-	json_t *recs, *next;
-	size_t n;
 
 	if (api_query(r, allowed, &q, &client) != 0)
 		goto out;
@@ -167,19 +309,7 @@ api_records(struct req *r)
 		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_limit", "limit: must be 1..%d", LIMIT_RECORDS_PAGE);
 		goto out;
 	}
-	recs = json_array();
-	if (store_records(db, client, (int64_t)after, (unsigned)limit, api_records_cb, recs) != 0) {
-		json_decref(recs);
-		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error", "cannot read records: %s",
-		    store_error(db));
-		goto out;
-	}
-	n = json_array_size(recs);
-	if (n == limit)
-		next = json_integer(json_integer_value(json_object_get(json_array_get(recs, n - 1), "seq")));
-	else
-		next = json_null();
-	http_answer(r, MHD_HTTP_OK, json_pack("{so so}", "records", recs, "next_after", next));
+	api_read(r, client, (int64_t)after, (unsigned)limit);
 out:
 	input_query_free(&q);
 }
@@ -189,20 +319,13 @@ static void
 api_clients(struct req *r)
 {
 	char id[LIMIT_CLIENT + 1];
-	uint64_t last = 0, recorded = 0;
 
 	if (input_path_client(r->path + strlen("/clients/"), id) != 0) {
 		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_client",
 		    "client: the id in /clients/ID must be 1..128 characters of [A-Za-z0-9._:-]");
 		return;
 	}
-	if (store_client(db, id, &last, &recorded) != 0) {
-		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error", "cannot read client: %s",
-		    store_error(db));
-		return;
-	}
-	http_answer(r, MHD_HTTP_OK, json_pack("{ss sI sI}", "client", id, "last_value", (json_int_t)last,
-	    "recorded", (json_int_t)recorded));
+	api_read(r, id, 0, 0);
 }
 
 /* GET /stats[?client=ID] */

@@ -819,6 +819,7 @@ http_req_free(struct req *r)
 	if (info != NULL && (hc = info->socket_context) != NULL && hc->req == r)
 		hc->req = NULL;
 	delay_forget(r);
+	api_forget(r);
 	http_leave(r);
 	if (r->resp != NULL)
 		MHD_destroy_response(r->resp);

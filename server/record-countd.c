@@ -486,8 +486,10 @@ main_load_cb(const char *client, uint64_t last_value, uint64_t recorded, void *a
 static void
 main_load_stats(void)
 {
-	if (store_clients(db, main_load_cb, NULL) != 0)
-		log_warnx("cannot read client summaries: %s", store_error(db));
+	char why[256];
+
+	if (store_clients(db, main_load_cb, NULL, why) != 0)
+		log_warnx("cannot read client summaries: %s", why);
 }
 
 /* Leave the loop once shutting down and nothing is in flight. */
@@ -585,7 +587,7 @@ main(int argc, char **argv)
 	    (ev_base = event_base_new_with_config(evcfg)) == NULL)
 		fatalx("cannot create the event loop");
 	event_config_free(evcfg);
-	if (delay_init() != 0 || http_start(fds, (size_t)nfds) != 0)
+	if (delay_init() != 0 || api_init() != 0 || http_start(fds, (size_t)nfds) != 0)
 		fatalx("cannot start serving");
 	sigterm = evsignal_new(ev_base, SIGTERM, main_signal_cb, NULL);
 	sigint = evsignal_new(ev_base, SIGINT, main_signal_cb, NULL);
@@ -616,8 +618,10 @@ main(int argc, char **argv)
 	event_base_dispatch(ev_base);
 
 	delay_drain();
+	api_drain();
 	http_stop();
 	delay_free();
+	api_free();
 	store_close(db);
 	metrics_free();
 	if (main_watchdog_ev != NULL)

@@ -179,6 +179,7 @@ struct req {
 	int committed;
 	int failed;
 	struct delay_job *job;        /* delay.c's, while the store has the values */
+	struct api_read *read;        /* api.c's, while the store runs the read */
 	TAILQ_ENTRY(req) ready_entry;
 	int in_ready;
 };
@@ -214,6 +215,13 @@ extern const struct route_entry api_routes[];
 extern const size_t api_nroutes;
 /* Build the answer of a /record-count request once its records are committed. */
 void api_record_answer(struct req *r);
+/* Initialise the reads' event on ev_base; 0 or -1. */
+int api_init(void);
+void api_free(void);
+/* Forget r (its connection closed): its read, if any, is freed when the store hands it back. */
+void api_forget(struct req *r);
+/* Wait for every read handed to the store (shutdown). */
+void api_drain(void);
 
 /* delay.c */
 /* Initialise the delay machinery (events on ev_base). */

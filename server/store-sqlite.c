@@ -2,9 +2,10 @@
  * store-sqlite.c: records in one SQLite file, WAL mode, group commit on a
  * writer thread.
  *
- * Two connections: the writer thread's, which alone writes, and the loop's,
- * which alone reads. In WAL mode neither blocks the other, so reads never
- * wait for a commit's fsync and the loop never waits for the writer.
+ * Two connections: the writer thread's, which alone writes, and the reader
+ * thread's, which alone reads. In WAL mode neither blocks the other, so reads
+ * never wait for a commit's fsync, and the loop waits for neither: it hands
+ * both threads jobs and collects them through a pipe each.
  *
  * Durability is ours, not SQLite's: the writer commits with
  * synchronous=NORMAL (no fsync inside COMMIT, so the next batch can be
@@ -40,11 +41,22 @@ struct store {
 	sqlite3_stmt *insert;
 	sqlite3_stmt *lookup;
 
-	sqlite3 *r;                   /* the loop's connection, for reads */
+	sqlite3 *r;                   /* the reader thread's connection */
 	sqlite3_stmt *client;
 	sqlite3_stmt *clients;
 	sqlite3_stmt *records_all;
 	sqlite3_stmt *records_one;
+
+	pthread_t reader;
+	int reading;                  /* the reader thread runs */
+	pthread_mutex_t rmu;          /* guards the reads' lists and rquit */
+	pthread_cond_t rcv;           /* the reader waits here for reads */
+	struct store_read *rpending;  /* submitted, not yet run */
+	struct store_read **rpending_tail;
+	struct store_read *rdone;     /* run, not yet collected */
+	struct store_read **rdone_tail;
+	int rquit;
+	int rnotify[2];               /* one byte in the pipe while rdone is not empty */
 
 	pthread_t thread;
 	int threaded;
@@ -80,6 +92,7 @@ struct store {
 
 static void *store_thread(void *arg);
 static void *store_syncer(void *arg);
+static void *store_reader(void *arg);
 static void store_done(struct store *st, struct store_batch *b);
 static void store_release(struct store *st);
 static int store_open_wal(struct store *st, const char *path, char *why);
@@ -239,7 +252,9 @@ store_open(const char *path, int durable_full, char *why)
 		snprintf(why, 256, "out of memory");
 		return NULL;
 	}
-	st->notify[0] = st->notify[1] = st->wal_fd = -1;
+	st->notify[0] = st->notify[1] = st->rnotify[0] = st->rnotify[1] = st->wal_fd = -1;
+	st->rpending_tail = &st->rpending;
+	st->rdone_tail = &st->rdone;
 	st->unsynced_tail = &st->unsynced;
 	st->durable_full = durable_full;
 	/* No global memory statistics: they take a process-wide mutex on every SQLite allocation. */
@@ -278,7 +293,7 @@ store_open(const char *path, int durable_full, char *why)
 	}
 	if (durable_full && store_open_wal(st, path, why) != 0)
 		goto fail;
-	if (pipe2(st->notify, O_CLOEXEC | O_NONBLOCK) != 0) {
+	if (pipe2(st->notify, O_CLOEXEC | O_NONBLOCK) != 0 || pipe2(st->rnotify, O_CLOEXEC | O_NONBLOCK) != 0) {
 		snprintf(why, 256, "pipe: %s", strerror(errno));
 		goto fail;
 	}
@@ -297,6 +312,15 @@ store_open(const char *path, int durable_full, char *why)
 			snprintf(why, 256, "cannot start a syncer thread");
 			goto fail;
 		}
+	pthread_mutex_init(&st->rmu, NULL);
+	pthread_cond_init(&st->rcv, NULL);
+	if (pthread_create(&st->reader, NULL, store_reader, st) != 0) {
+		snprintf(why, 256, "cannot start the reader thread");
+		pthread_mutex_destroy(&st->rmu);
+		pthread_cond_destroy(&st->rcv);
+		goto fail;
+	}
+	st->reading = 1;
 	return st;
 fail:
 	store_close(st);
@@ -312,6 +336,16 @@ store_close(struct store *st)
 
 	if (st == NULL)
 		return;
+	if (st->reading) {
+		/* Reads still queued are run; those nobody collects are still their owners' to free. */
+		pthread_mutex_lock(&st->rmu);
+		st->rquit = 1;
+		pthread_mutex_unlock(&st->rmu);
+		pthread_cond_signal(&st->rcv);
+		pthread_join(st->reader, NULL);
+		pthread_mutex_destroy(&st->rmu);
+		pthread_cond_destroy(&st->rcv);
+	}
 	if (st->threaded) {
 		pthread_mutex_lock(&st->mu);
 		st->quit = 1;
@@ -337,6 +371,10 @@ store_close(struct store *st)
 	if (st->notify[0] != -1) {
 		close(st->notify[0]);
 		close(st->notify[1]);
+	}
+	if (st->rnotify[0] != -1) {
+		close(st->rnotify[0]);
+		close(st->rnotify[1]);
 	}
 	if (st->wal_fd != -1)
 		close(st->wal_fd);
@@ -595,25 +633,112 @@ store_batch_free(struct store_batch *b)
 	free(b);
 }
 
-/* Summary of one client from committed data. */
-int
-store_client(struct store *st, const char *client, uint64_t *last_value, uint64_t *recorded)
+/* Run one read on the reader's connection, filling in its answer. */
+static void
+store_run_read(struct store *st, struct store_read *rd)
 {
+	sqlite3_stmt *q;
 	int rc;
 
-	sqlite3_bind_text(st->client, 1, client, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st->client);
-	if (rc == SQLITE_ROW) {
-		*last_value = (uint64_t)sqlite3_column_int64(st->client, 0);
-		*recorded = (uint64_t)sqlite3_column_int64(st->client, 1);
+	if (rd->limit == 0) {
+		q = st->client;
+		sqlite3_bind_text(q, 1, rd->client, -1, SQLITE_STATIC);
+		if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+			rd->last_value = (uint64_t)sqlite3_column_int64(q, 0);
+			rd->recorded = (uint64_t)sqlite3_column_int64(q, 1);
+			rc = SQLITE_DONE;
+		}
+	} else {
+		q = rd->client != NULL ? st->records_one : st->records_all;
+		sqlite3_bind_int64(q, 1, rd->after);
+		sqlite3_bind_int64(q, 2, rd->limit);
+		if (rd->client != NULL)
+			sqlite3_bind_text(q, 3, rd->client, -1, SQLITE_STATIC);
+		while ((rc = sqlite3_step(q)) == SQLITE_ROW)
+			rd->cb(sqlite3_column_int64(q, 0), (const char *)sqlite3_column_text(q, 1),
+			    (uint64_t)sqlite3_column_int64(q, 2), sqlite3_column_double(q, 3), rd->arg);
 	}
-	sqlite3_reset(st->client);
-	return rc == SQLITE_ROW ? 0 : -1;
+	if (!(rd->ok = rc == SQLITE_DONE))
+		snprintf(rd->error, sizeof rd->error, "%s", sqlite3_errmsg(st->r));
+	sqlite3_reset(q);
+	sqlite3_clear_bindings(q);
 }
 
-/* Every client with its summary. */
+/* The reader thread: run each submitted read in order and hand it back. */
+static void *
+store_reader(void *arg)
+{
+	struct store *st = arg;
+	struct store_read *rd;
+
+	pthread_mutex_lock(&st->rmu);
+	for (;;) {
+		while (st->rpending == NULL && !st->rquit)
+			pthread_cond_wait(&st->rcv, &st->rmu);
+		if ((rd = st->rpending) == NULL)
+			break;          /* quitting, and every read is run */
+		if ((st->rpending = rd->next) == NULL)
+			st->rpending_tail = &st->rpending;
+		pthread_mutex_unlock(&st->rmu);
+
+		store_run_read(st, rd);
+
+		pthread_mutex_lock(&st->rmu);
+		rd->next = NULL;
+		if (st->rdone == NULL)
+			while (write(st->rnotify[1], "r", 1) == -1 && errno == EINTR)
+				;
+		*st->rdone_tail = rd;
+		st->rdone_tail = &rd->next;
+	}
+	pthread_mutex_unlock(&st->rmu);
+	return NULL;
+}
+
+/* Queue a read. */
+void
+store_read(struct store *st, struct store_read *rd)
+{
+	int wake;
+
+	rd->next = NULL;
+	pthread_mutex_lock(&st->rmu);
+	wake = st->rpending == NULL;
+	*st->rpending_tail = rd;
+	st->rpending_tail = &rd->next;
+	pthread_mutex_unlock(&st->rmu);
+	if (wake)
+		pthread_cond_signal(&st->rcv);
+}
+
+/* The fd the reader makes readable when a read is done. */
 int
-store_clients(struct store *st, store_client_cb cb, void *arg)
+store_read_fd(struct store *st)
+{
+	return st->rnotify[0];
+}
+
+/* Take every finished read. */
+struct store_read *
+store_read_collect(struct store *st)
+{
+	struct store_read *rd;
+	char c;
+
+	pthread_mutex_lock(&st->rmu);
+	if ((rd = st->rdone) != NULL) {
+		st->rdone = NULL;
+		st->rdone_tail = &st->rdone;
+		while (read(st->rnotify[0], &c, 1) == -1 && errno == EINTR)
+			;
+	}
+	pthread_mutex_unlock(&st->rmu);
+	return rd;
+}
+
+/* Every client with its summary (before the reader thread has any work). */
+int
+store_clients(struct store *st, store_client_cb cb, void *arg, char *why)
 {
 	int rc;
 
@@ -621,25 +746,9 @@ store_clients(struct store *st, store_client_cb cb, void *arg)
 		cb((const char *)sqlite3_column_text(st->clients, 0),
 		    (uint64_t)sqlite3_column_int64(st->clients, 1),
 		    (uint64_t)sqlite3_column_int64(st->clients, 2), arg);
+	if (rc != SQLITE_DONE)
+		snprintf(why, 256, "%s", sqlite3_errmsg(st->r));
 	sqlite3_reset(st->clients);
-	return rc == SQLITE_DONE ? 0 : -1;
-}
-
-/* A page of records in seq order. */
-int
-store_records(struct store *st, const char *client, int64_t after, unsigned limit, store_record_cb cb, void *arg)
-{
-	sqlite3_stmt *s = client ? st->records_one : st->records_all;
-	int rc;
-
-	sqlite3_bind_int64(s, 1, after);
-	sqlite3_bind_int64(s, 2, limit);
-	if (client)
-		sqlite3_bind_text(s, 3, client, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		cb(sqlite3_column_int64(s, 0), (const char *)sqlite3_column_text(s, 1),
-		    (uint64_t)sqlite3_column_int64(s, 2), sqlite3_column_double(s, 3), arg);
-	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -654,11 +763,4 @@ store_failed(struct store *st, char *why, size_t len)
 		snprintf(why, len, "%s", st->sync_error);
 	pthread_mutex_unlock(&st->mu);
 	return failed;
-}
-
-/* The last error of the loop's reads. */
-const char *
-store_error(struct store *st)
-{
-	return sqlite3_errmsg(st->r);
 }

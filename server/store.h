@@ -7,7 +7,10 @@
  * the store's writer thread writes every job submitted since its last commit
  * as one batch and commits it (group commit), then hands the batch back. A
  * job is acknowledged only once it is collected from a committed batch.
- * Reads run on the caller's thread and see committed records only.
+ *
+ * Reads are jobs too, run in order on the store's reader thread, so a slow
+ * one (a client with millions of records) holds up no other request; they
+ * see committed records only.
  */
 #ifndef STORE_H
 #define STORE_H
@@ -72,25 +75,47 @@ int store_notify_fd(struct store *st);
 struct store_batch *store_collect(struct store *st);
 void store_batch_free(struct store_batch *b);
 
-/* A client's committed summary: highest value and number of records. */
-int store_client(struct store *st, const char *client, uint64_t *last_value, uint64_t *recorded);
+typedef void (*store_record_cb)(int64_t seq, const char *client, uint64_t value, double at, void *arg);
+
+/*
+ * One read. The caller allocates it and fills the query; the store owns it
+ * from store_read() until store_read_collect() returns it with the answer.
+ * With limit 0 it is a client's summary (highest value and number of
+ * records); otherwise a page: the records with seq > after in seq order, at
+ * most limit, of one client or of all (client NULL), each passed to cb on
+ * the reader thread.
+ */
+struct store_read {
+	const char *client;           /* the caller's, valid until collected */
+	int64_t after;
+	unsigned limit;
+	store_record_cb cb;
+	void *arg;
+	uint64_t last_value;          /* the summary */
+	uint64_t recorded;
+	int ok;                       /* 0: the read failed, see error */
+	char error[256];
+	struct store_read *next;      /* the store's while it owns the read */
+};
+
+/* Queue a read behind every read submitted before it. */
+void store_read(struct store *st, struct store_read *rd);
+/* An fd that is readable while finished reads wait to be collected. */
+int store_read_fd(struct store *st);
+/* Take the finished reads, oldest first (linked by next), or NULL; they are the caller's again. */
+struct store_read *store_read_collect(struct store *st);
 
 typedef void (*store_client_cb)(const char *client, uint64_t last_value, uint64_t recorded, void *arg);
-/* Call cb for every client in the store (used to rebuild stats at start). */
-int store_clients(struct store *st, store_client_cb cb, void *arg);
-
-typedef void (*store_record_cb)(int64_t seq, const char *client, uint64_t value, double at, void *arg);
-/* Records with seq > after, in seq order, at most limit, optionally of one client (NULL: all). */
-int store_records(struct store *st, const char *client, int64_t after, unsigned limit, store_record_cb cb,
-    void *arg);
+/*
+ * Call cb for every client in the store (used to rebuild stats at start,
+ * before any store_read()); 0, or -1 with the reason in why (256 bytes).
+ */
+int store_clients(struct store *st, store_client_cb cb, void *arg, char *why);
 
 /*
  * Has a sync failed? Then nothing is acknowledged any more (the WAL may have
  * a hole) until the daemon restarts; why (len bytes) says what failed.
  */
 int store_failed(struct store *st, char *why, size_t len);
-
-/* The last error of the store's reads (valid until the next call). */
-const char *store_error(struct store *st);
 
 #endif /* STORE_H */
