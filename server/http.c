@@ -752,8 +752,9 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 		return MHD_NO;
 	if (r->answered)
 		return MHD_NO;
-	if (r->resp != NULL && r->started == 2)
-		return http_send(r);    /* resumed, or answered before the body */
+	/* Resumed, or answered before the body; resumed with no answer (out of memory), closed. */
+	if (r->started == 2 && (r->resp != NULL || r->handled))
+		return http_send(r);
 	if (!r->started) {
 		r->started = 1;
 		r->method = method;
@@ -802,6 +803,7 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 	}
 	if (i == api_nroutes)
 		return MHD_NO;
+	r->handled = 1;
 	api_routes[i].handler(r);
 	if (r->resp != NULL)
 		return http_send(r);

@@ -151,6 +151,7 @@ struct req {
 	int route;
 	int started;
 	int no_body;                  /* neither Content-Length (but 0) nor Transfer-Encoding: nothing follows the headers */
+	int handled;                  /* its route's handler ran (once) */
 	int answered;                 /* a response is queued or failed */
 	int counted;                  /* counted as in flight */
 
