@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +25,13 @@ struct api_read {
 	struct store_read sr;         /* first: the store hands this back */
 	struct req *r;                /* NULL once the request is gone */
 	json_t *recs;                 /* a page's records, built on the reader thread */
+	int incomplete;               /* a record of the page could not be built (out of memory) */
 	char client[LIMIT_CLIENT + 1];
 };
 
 static struct event *api_read_ev;
 static uint64_t api_reads_out;    /* handed to the store, not yet collected */
+uint64_t api_reads_waiting;
 
 /* Start a /record-count request of r->client: count it in flight, then record and delay it. */
 static void
@@ -130,12 +133,23 @@ api_record_answer(struct req *r)
 	http_answer(r, MHD_HTTP_OK, json_pack("{ss so}", "client", r->client, "records", recs));
 }
 
-/* Add one record to a /records page (on the store's reader thread). */
+/*
+ * Add one record to a /records page (on the store's reader thread). A client
+ * id or time written into the database by other means may not fit JSON: the
+ * id's stray bytes become U+FFFD, a time that is not finite is null.
+ */
 static void
 api_records_cb(int64_t seq, const char *client, uint64_t value, double at, void *arg)
 {
-	json_array_append_new(arg, json_pack("{sI ss sI sf}", "seq", (json_int_t)seq, "client", client, "value",
-	    (json_int_t)value, "at", at));
+	struct api_read *ar = arg;
+	char id[4 * LIMIT_CLIENT + 1];
+	json_t *rec;
+
+	rec = json_pack("{sI ss sI so}", "seq", (json_int_t)seq, "client",
+	    parse_utf8_fix(client != NULL ? client : "", id, sizeof id), "value", (json_int_t)value, "at",
+	    isfinite(at) ? json_real(at) : json_null());
+	if (rec == NULL || json_array_append_new(ar->recs, rec) != 0)
+		ar->incomplete = 1;
 }
 
 /*
@@ -159,11 +173,12 @@ api_read(struct req *r, const char *client, int64_t after, unsigned limit)
 	ar->sr.after = after;
 	ar->sr.limit = limit;
 	ar->sr.cb = api_records_cb;
-	ar->sr.arg = ar->recs;
+	ar->sr.arg = ar;
 	ar->r = r;
 	r->read = ar;
 	MHD_suspend_connection(r->conn);
 	api_reads_out++;
+	api_reads_waiting++;
 	store_read(db, &ar->sr);
 }
 
@@ -171,12 +186,11 @@ api_read(struct req *r, const char *client, int64_t after, unsigned limit)
 static void
 api_read_answer(struct req *r, struct api_read *ar)
 {
-	size_t n;
 	json_t *next;
 
-	if (!ar->sr.ok) {
+	if (!ar->sr.ok || ar->incomplete) {
 		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error", "cannot read %s: %s",
-		    ar->sr.limit == 0 ? "client" : "records", ar->sr.error);
+		    ar->sr.limit == 0 ? "client" : "records", ar->incomplete ? "out of memory" : ar->sr.error);
 		return;
 	}
 	if (ar->sr.limit == 0) {
@@ -184,11 +198,7 @@ api_read_answer(struct req *r, struct api_read *ar)
 		    (json_int_t)ar->sr.last_value, "recorded", (json_int_t)ar->sr.recorded));
 		return;
 	}
-	n = json_array_size(ar->recs);
-	if (n == ar->sr.limit)
-		next = json_integer(json_integer_value(json_object_get(json_array_get(ar->recs, n - 1), "seq")));
-	else
-		next = json_null();
+	next = ar->sr.rows == ar->sr.limit ? json_integer((json_int_t)ar->sr.last_seq) : json_null();
 	http_answer(r, MHD_HTTP_OK, json_pack("{sO so}", "records", ar->recs, "next_after", next));
 }
 
@@ -207,6 +217,7 @@ api_read_cb(evutil_socket_t fd, short what, void *arg)
 		api_reads_out--;
 		if ((r = ar->r) != NULL) {
 			r->read = NULL;
+			api_reads_waiting--;
 			api_read_answer(r, ar);
 			MHD_resume_connection(r->conn);
 			resumed = 1;
@@ -245,6 +256,7 @@ api_forget(struct req *r)
 	if (r->read != NULL) {
 		r->read->r = NULL;
 		r->read = NULL;
+		api_reads_waiting--;
 	}
 }
 

@@ -246,31 +246,6 @@ metrics_put_u64(struct metrics_buf *b, uint64_t v)
 	metrics_put(b, p, (size_t)(d + sizeof d - p));
 }
 
-/* The length of the valid UTF-8 sequence at p (2 to 4 bytes), or 0 if there is none. */
-static size_t
-metrics_utf8_len(const unsigned char *p)
-{
-	size_t n, i;
-	uint32_t c;
-
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		n = 2, c = p[0] & 0x1f;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		n = 3, c = p[0] & 0x0f;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		n = 4, c = p[0] & 0x07;
-	else
-		return 0;
-	for (i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		c = c << 6 | (p[i] & 0x3f);
-	}
-	if ((n == 3 && (c < 0x800 || (c >= 0xd800 && c <= 0xdfff))) || (n == 4 && (c < 0x10000 || c > 0x10ffff)))
-		return 0;
-	return n;
-}
-
 /*
  * Append id as a JSON string. Ids the API takes need no escaping; one from a
  * database written by other means may hold anything: quotes, backslashes and
@@ -292,7 +267,7 @@ metrics_put_id(struct metrics_buf *b, const char *id)
 		else if (*p < 0x80) {
 			snprintf(esc, sizeof esc, "\\u%04x", *p);
 			metrics_put(b, esc, 6);
-		} else if ((n = metrics_utf8_len(p)) != 0)
+		} else if ((n = parse_utf8_len(p)) != 0)
 			metrics_put(b, (const char *)p, n);
 		else {
 			metrics_put(b, "\\ufffd", 6);
@@ -394,7 +369,7 @@ metrics_prometheus(size_t *len)
 	    "# TYPE record_countd_in_flight gauge\nrecord_countd_in_flight %llu\n"
 	    "# HELP record_countd_max_in_flight Highest record_countd_in_flight since start.\n"
 	    "# TYPE record_countd_max_in_flight gauge\nrecord_countd_max_in_flight %llu\n"
-	    "# HELP record_countd_suspended_connections Connections waiting for their latency or commit.\n"
+	    "# HELP record_countd_suspended_connections Connections waiting for their latency, commit or read.\n"
 	    "# TYPE record_countd_suspended_connections gauge\nrecord_countd_suspended_connections %llu\n"
 	    "# HELP record_countd_records Records in the database.\n"
 	    "# TYPE record_countd_records gauge\nrecord_countd_records %llu\n"
@@ -407,7 +382,7 @@ metrics_prometheus(size_t *len)
 	    "# HELP record_countd_clients Clients known.\n"
 	    "# TYPE record_countd_clients gauge\nrecord_countd_clients %llu\n",
 	    (unsigned long long)m.in_flight, (unsigned long long)m.max_in_flight,
-	    (unsigned long long)delay_suspended, (unsigned long long)m.recorded,
+	    (unsigned long long)(delay_suspended + api_reads_waiting), (unsigned long long)m.recorded,
 	    (unsigned long long)m.recorded_here, (unsigned long long)m.duplicates,
 	    (unsigned long long)m.rejected, (unsigned long long)m.count);
 	metrics_printf(&b, "# HELP record_countd_db_commit_seconds Time of one group commit, from BEGIN until durable.\n"

@@ -516,6 +516,19 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
 	main_maybe_exit();
 }
 
+/*
+ * A second signal while the store drains after the loop has ended: libevent
+ * no longer dispatches, so it is handled here (async-signal-safe).
+ */
+static void
+main_drain_signal(int sig)
+{
+	static const char msg[] = "record-countd: second signal: exiting now, while the store drains\n";
+
+	(void)!write(STDERR_FILENO, msg, sizeof msg - 1);
+	_exit(1);
+}
+
 /* SIGHUP: there is no configuration file to read again, so it is logged and ignored. */
 static void
 main_sighup_cb(evutil_socket_t sig, short what, void *arg)
@@ -534,9 +547,10 @@ main_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 static void
 main_status_cb(evutil_socket_t fd, short what, void *arg)
 {
-	sd_notifyf(0, "STATUS=%s on %s: %llu requests open, %llu waiting for latency or commit",
+	sd_notifyf(0, "STATUS=%s on %s: %llu requests open, %llu waiting for latency or commit, %llu for a read",
 	    shutting_down ? "stopping, answering requests in flight" : "serving", main_where,
-	    (unsigned long long)http_requests_open, (unsigned long long)delay_suspended);
+	    (unsigned long long)http_requests_open, (unsigned long long)delay_suspended,
+	    (unsigned long long)api_reads_waiting);
 }
 
 int
@@ -617,6 +631,8 @@ main(int argc, char **argv)
 
 	event_base_dispatch(ev_base);
 
+	signal(SIGTERM, main_drain_signal);
+	signal(SIGINT, main_drain_signal);
 	delay_drain();
 	api_drain();
 	http_stop();

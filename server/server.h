@@ -223,6 +223,8 @@ void api_free(void);
 void api_forget(struct req *r);
 /* Wait for every read handed to the store (shutdown). */
 void api_drain(void);
+/* Requests suspended while the store reads for them. */
+extern uint64_t api_reads_waiting;
 
 /* delay.c */
 /* Initialise the delay machinery (events on ev_base). */

@@ -93,6 +93,8 @@ struct store_read {
 	void *arg;
 	uint64_t last_value;          /* the summary */
 	uint64_t recorded;
+	size_t rows;                  /* the page: records passed to cb */
+	int64_t last_seq;             /* and the seq of the last one */
 	int ok;                       /* 0: the read failed, see error */
 	char error[256];
 	struct store_read *next;      /* the store's while it owns the read */

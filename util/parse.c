@@ -77,8 +77,63 @@ parse_duration_ms(const char *s, uint64_t *ms, const char **why)
 	if (whole * unit + (frac * unit) / fracdiv > limit)
 		goto range;
 	*ms = whole * unit + (frac * unit) / fracdiv;
+	/* "0.5ms" is not "0" (which means none, never or no cap for some options). */
+	if (*ms == 0 && (whole != 0 || frac != 0)) {
+		*why = "is less than 1ms (durations count whole milliseconds; 0 is written 0)";
+		return -1;
+	}
 	return 0;
 range:
 	*why = "is out of range (at most 86400s, one day)";
 	return -1;
+}
+
+/* The length of the valid UTF-8 sequence at p. */
+size_t
+parse_utf8_len(const unsigned char *p)
+{
+	size_t n, i;
+	uint32_t c;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2, c = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		n = 3, c = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		n = 4, c = p[0] & 0x07;
+	else
+		return 0;
+	for (i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (p[i] & 0x3f);
+	}
+	if ((n == 3 && (c < 0x800 || (c >= 0xd800 && c <= 0xdfff))) || (n == 4 && (c < 0x10000 || c > 0x10ffff)))
+		return 0;
+	return n;
+}
+
+/* Copy s as valid UTF-8, cut at a whole character if out is too small. */
+char *
+parse_utf8_fix(const char *s, char *out, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t o = 0, n;
+
+	while (*p != '\0') {
+		n = *p < 0x80 ? 1 : parse_utf8_len(p);
+		if (o + (n ? n : 3) >= len)
+			break;
+		if (n == 0) {
+			memcpy(out + o, "\xef\xbf\xbd", 3);
+			o += 3;
+			p++;
+		} else {
+			memcpy(out + o, p, n);
+			o += n;
+			p += n;
+		}
+	}
+	out[o] = '\0';
+	return out;
 }

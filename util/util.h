@@ -6,6 +6,7 @@
 #define UTIL_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* log.c */
@@ -38,5 +39,9 @@ void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn)
 int parse_duration_ms(const char *s, uint64_t *ms, const char **why);
 /* Parse a decimal integer in [min, max]; 0 or -1 with *why set. */
 int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out, const char **why);
+/* The length of the valid UTF-8 sequence of 2 to 4 bytes at p, or 0 if there is none. */
+size_t parse_utf8_len(const unsigned char *p);
+/* Copy s to out (len bytes) as valid UTF-8: each byte that is not part of a valid sequence becomes U+FFFD. */
+char *parse_utf8_fix(const char *s, char *out, size_t len);
 
 #endif /* UTIL_H */

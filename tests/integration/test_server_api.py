@@ -193,6 +193,26 @@ def test_stats_of_many_clients(record_countd):
     assert doc["clients"]["first"]["recorded"] == 1
 
 
+def test_records_written_by_other_means_page_whole(record_countd):
+    """A client id that is not UTF-8 or a time that is not finite, written into the database by other means, no
+    longer drops its record from a /records page and ends the paging early (next_after was null)."""
+    import sqlite3
+    d = record_countd("--latency", "0")
+    d.stop()
+    con = sqlite3.connect(d.db)
+    con.execute("INSERT INTO records (client, value, at) VALUES ('a', 1, 0), (CAST(X'61FF' AS TEXT), 2, 0), "
+                "('a', 3, 9e999), ('a', 4, 0)")
+    con.commit()
+    con.close()
+    d2 = record_countd("--latency", "0", db=d.db, port=d.port)
+    page = d2.get("/records?limit=2").json()
+    assert [(x["seq"], x["client"]) for x in page["records"]] == [(1, "a"), (2, "a\ufffd")]
+    assert page["next_after"] == 2
+    page = d2.get("/records?after=2&limit=2").json()
+    assert [(x["seq"], x["at"]) for x in page["records"]] == [(3, None), (4, 0.0)] and page["next_after"] == 4
+    assert d2.get("/records?after=4").json() == {"records": [], "next_after": None}
+
+
 def test_out_of_order_counted(record_countd):
     d = record_countd("--latency", "0")
     for v in (1, 3, 2, 4, 1):

@@ -177,6 +177,8 @@ def test_slow_reads_hold_up_nothing(record_countd):
         t.join(30)
         assert [p for p, _ in answered][-1] == slow, [p for p, _ in answered]
         assert all(r.status == 200 for _, r in answered), answered
+        # The metrics were taken while only the slow read's connection was suspended.
+        assert "record_countd_suspended_connections 1\n" in answered[2][1].body.decode()
     page = d.get("/records?client=big&after=0&limit=3").json()
     assert [(x["seq"], x["value"]) for x in page["records"]] == [(2, 1), (3, 2), (4, 3)] and page["next_after"] == 4
     assert d.get("/clients/big").json() == {"client": "big", "last_value": 2000000, "recorded": 2000000}

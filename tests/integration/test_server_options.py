@@ -142,9 +142,14 @@ def test_durations_stop_at_one_day(tmp_path):
         for over in ("86400001ms", "86400.001s", "86400.5s", "1440.01m", "1441m"):
             out = run(["--listen", "127.0.0.1:0", "--db", str(tmp_path / "x.db"), opt, over])
             refused(out, 'record-countd: %s: "%s" is out of range (at most 86400s, one day)' % (opt, over))
-    for ok in ("86400s", "1440m", "86400000ms", "86399.999s"):
+    for ok in ("86400s", "1440m", "86400000ms", "86399.999s", "0.001s", "0.0s", "0"):
         out = run(["--latency", ok, "--help"])
         assert out.returncode == 0, (ok, out.stderr)
+    # Below a millisecond is not 0, which means none, never or no cap for some options.
+    for opt in ("--latency", "--max-latency", "--connection-timeout"):
+        for under in ("0.5ms", "0.0004s", "0.00001m"):
+            out = run(["--listen", "127.0.0.1:0", "--db", str(tmp_path / "x.db"), opt, under])
+            refused(out, 'record-countd: %s: "%s" is less than 1ms' % (opt, under))
     assert "at most 86400s" in run(["--help"]).stdout
     assert not (tmp_path / "x.db").exists()
 
