@@ -34,6 +34,18 @@
 /* fdatasync calls of the WAL in flight at most: overlapping syncs keep commits flowing. */
 #define STORE_SYNCERS 2
 
+/*
+ * The WAL: checkpointed (passively) after each commit once it holds 1000
+ * frames, as SQLite does by default. SQLite starts it again from the top only
+ * when a checkpoint has copied all of it while no read held an older view,
+ * so reads back to back would let it grow without bound under writes: past
+ * 4096 frames (16 MB of 4 KB pages) the reader waits for that, at most
+ * 200 ms before each read.
+ */
+#define STORE_WAL_CHECKPOINT_FRAMES 1000
+#define STORE_WAL_READ_PAUSE_FRAMES 4096
+#define STORE_WAL_READ_PAUSE_MS 200
+
 struct store {
 	sqlite3 *w;                   /* the writer thread's connection */
 	sqlite3_stmt *begin;
@@ -57,6 +69,7 @@ struct store {
 	struct store_read **rdone_tail;
 	int rquit;
 	int rnotify[2];               /* one byte in the pipe while rdone is not empty */
+	int wal_frames;               /* frames in the WAL after the last commit (atomic) */
 
 	pthread_t thread;
 	int threaded;
@@ -93,6 +106,7 @@ struct store {
 static void *store_thread(void *arg);
 static void *store_syncer(void *arg);
 static void *store_reader(void *arg);
+static int store_wal_hook(void *arg, sqlite3 *db, const char *name, int frames);
 static void store_done(struct store *st, struct store_batch *b);
 static void store_release(struct store *st);
 static int store_open_wal(struct store *st, const char *path, char *why);
@@ -267,10 +281,7 @@ store_open(const char *path, int durable_full, char *why)
 		store_wal_error(st->w, rc, why);
 		goto fail;
 	}
-	/*
-	 * Reads back to back keep SQLite from restarting the WAL, which then
-	 * grows past its usual 4 MB; once they pause it is cut back to 16 MB.
-	 */
+	/* A WAL grown past 16 MB (see STORE_WAL_READ_PAUSE_FRAMES) is cut back to that when it starts again. */
 	if (store_exec(st->w, "PRAGMA synchronous=NORMAL") != 0 ||
 	    store_exec(st->w, "PRAGMA journal_size_limit=16777216") != 0 ||
 	    store_exec(st->w, store_schema) != 0 ||
@@ -282,6 +293,7 @@ store_open(const char *path, int durable_full, char *why)
 		snprintf(why, 256, "%s", sqlite3_errmsg(st->w));
 		goto fail;
 	}
+	sqlite3_wal_hook(st->w, store_wal_hook, st);
 	if (store_connect(path, &st->r, why) != 0)
 		goto fail;
 	if (store_exec(st->r, "PRAGMA query_only=1") != 0 ||
@@ -672,12 +684,25 @@ store_run_read(struct store *st, struct store_read *rd)
 	sqlite3_clear_bindings(q);
 }
 
+/* After each commit (writer thread): checkpoint as SQLite would, and publish the WAL's size for the reader. */
+static int
+store_wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	struct store *st = arg;
+
+	if (frames >= STORE_WAL_CHECKPOINT_FRAMES)
+		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	__atomic_store_n(&st->wal_frames, frames, __ATOMIC_RELAXED);
+	return SQLITE_OK;
+}
+
 /* The reader thread: run each submitted read in order and hand it back. */
 static void *
 store_reader(void *arg)
 {
 	struct store *st = arg;
 	struct store_read *rd;
+	int i;
 
 	pthread_mutex_lock(&st->rmu);
 	for (;;) {
@@ -689,6 +714,10 @@ store_reader(void *arg)
 			st->rpending_tail = &st->rpending;
 		pthread_mutex_unlock(&st->rmu);
 
+		/* With no read holding it back, the next checkpoint can let the WAL start again. */
+		for (i = 0; i < STORE_WAL_READ_PAUSE_MS &&
+		    __atomic_load_n(&st->wal_frames, __ATOMIC_RELAXED) > STORE_WAL_READ_PAUSE_FRAMES; i++)
+			usleep(1000);
 		store_run_read(st, rd);
 
 		pthread_mutex_lock(&st->rmu);

@@ -1,4 +1,5 @@
 """record-countd over time: latency, concurrency, durability across kill -9, graceful shutdown, systemd protocol."""
+import http.client
 import json
 import os
 import re
@@ -182,6 +183,48 @@ def test_slow_reads_hold_up_nothing(record_countd):
     page = d.get("/records?client=big&after=0&limit=3").json()
     assert [(x["seq"], x["value"]) for x in page["records"]] == [(2, 1), (3, 2), (4, 3)] and page["next_after"] == 4
     assert d.get("/clients/big").json() == {"client": "big", "last_value": 2000000, "recorded": 2000000}
+
+
+def test_wal_stays_bounded_under_reads_back_to_back(record_countd):
+    """Slow reads one after another while records keep coming: SQLite can only start the WAL again from the top
+    when no read holds it back, so without the reader's pauses it grew by tens of MB a second; it stays near its
+    16 MB limit."""
+    d = with_big_client(record_countd)
+    wal = d.db + "-wal"
+    stop = time.monotonic() + 5
+    biggest = [0]
+    failed = []
+
+    def reads():
+        while time.monotonic() < stop:
+            r = d.get("/records?client=big&after=0&limit=1000")
+            if r.status != 200:
+                failed.append(r)
+
+    def writes(k):
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+        v = 0
+        while time.monotonic() < stop:
+            v += 1
+            conn.request("GET", "/record-count?value=%d&client=w%d" % (v, k))
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                failed.append(r.status)
+        conn.close()
+
+    threads = [threading.Thread(target=reads) for _ in range(3)] + \
+        [threading.Thread(target=writes, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    while time.monotonic() < stop:
+        biggest[0] = max(biggest[0], os.path.getsize(wal))
+        time.sleep(0.05)
+    for t in threads:
+        t.join(30)
+    assert not failed, failed
+    assert biggest[0] < 40 * 2 ** 20, "the WAL grew to %d bytes" % biggest[0]
+    assert d.get("/stats").json()["recorded"] > 2000000
 
 
 def test_slow_reads_of_callers_gone_or_stopping(record_countd):
