@@ -39,12 +39,14 @@
  * frames, as SQLite does by default. SQLite starts it again from the top only
  * when a checkpoint has copied all of it while no read held an older view,
  * so reads back to back would let it grow without bound under writes: past
- * 4096 frames (16 MB of 4 KB pages) the reader waits for that, at most
- * 200 ms before each read.
+ * 4096 frames (16 MB of 4 KB pages) the reader waits for that before each
+ * read, at most 1 s, and no longer once 20 ms pass without a commit (then it
+ * does not grow).
  */
 #define STORE_WAL_CHECKPOINT_FRAMES 1000
 #define STORE_WAL_READ_PAUSE_FRAMES 4096
-#define STORE_WAL_READ_PAUSE_MS 200
+#define STORE_WAL_READ_PAUSE_MS 1000
+#define STORE_WAL_IDLE_MS 20
 
 struct store {
 	sqlite3 *w;                   /* the writer thread's connection */
@@ -70,6 +72,7 @@ struct store {
 	int rquit;
 	int rnotify[2];               /* one byte in the pipe while rdone is not empty */
 	int wal_frames;               /* frames in the WAL after the last commit (atomic) */
+	unsigned wal_commits;         /* commits so far, as the WAL hook saw them (atomic) */
 
 	pthread_t thread;
 	int threaded;
@@ -693,7 +696,27 @@ store_wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 	if (frames >= STORE_WAL_CHECKPOINT_FRAMES)
 		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 	__atomic_store_n(&st->wal_frames, frames, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&st->wal_commits, 1, __ATOMIC_RELAXED);
 	return SQLITE_OK;
+}
+
+/* Before a read: while the WAL is past its bound and commits go on, let a checkpoint with no reader restart it. */
+static void
+store_read_pause(struct store *st)
+{
+	unsigned seen = 0;
+	int i;
+
+	for (i = 0; i < STORE_WAL_READ_PAUSE_MS; i++) {
+		if (__atomic_load_n(&st->wal_frames, __ATOMIC_RELAXED) <= STORE_WAL_READ_PAUSE_FRAMES)
+			return;
+		if (i % STORE_WAL_IDLE_MS == 0) {
+			if (i > 0 && __atomic_load_n(&st->wal_commits, __ATOMIC_RELAXED) == seen)
+				return;
+			seen = __atomic_load_n(&st->wal_commits, __ATOMIC_RELAXED);
+		}
+		usleep(1000);
+	}
 }
 
 /* The reader thread: run each submitted read in order and hand it back. */
@@ -702,7 +725,6 @@ store_reader(void *arg)
 {
 	struct store *st = arg;
 	struct store_read *rd;
-	int i;
 
 	pthread_mutex_lock(&st->rmu);
 	for (;;) {
@@ -714,10 +736,7 @@ store_reader(void *arg)
 			st->rpending_tail = &st->rpending;
 		pthread_mutex_unlock(&st->rmu);
 
-		/* With no read holding it back, the next checkpoint can let the WAL start again. */
-		for (i = 0; i < STORE_WAL_READ_PAUSE_MS &&
-		    __atomic_load_n(&st->wal_frames, __ATOMIC_RELAXED) > STORE_WAL_READ_PAUSE_FRAMES; i++)
-			usleep(1000);
+		store_read_pause(st);
 		store_run_read(st, rd);
 
 		pthread_mutex_lock(&st->rmu);
