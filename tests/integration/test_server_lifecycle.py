@@ -158,6 +158,14 @@ def with_big_client(record_countd, n=2000000):
     return record_countd("--latency", "0", db=d.db, port=d.port)
 
 
+def wait_read_in_flight(d, within=10):
+    """Wait until a read holds a suspended connection (record-countd's gauge says 1)."""
+    deadline = time.monotonic() + within
+    while "record_countd_suspended_connections 1\n" not in d.get("/metrics").body.decode():
+        assert time.monotonic() < deadline, "no read in flight"
+        time.sleep(0.002)
+
+
 def in_background(d, path, into):
     """GET path on its own connection in a thread, appending (path, response) to into when it is answered."""
     t = threading.Thread(target=lambda: into.append((path, d.get(path))))
@@ -172,7 +180,7 @@ def test_slow_reads_hold_up_nothing(record_countd):
     for slow in ("/records?client=big&after=0&limit=3", "/clients/big"):
         answered = []
         t = in_background(d, slow, answered)
-        time.sleep(0.03)
+        wait_read_in_flight(d)
         for path in ("/record-count?value=2&client=first", "/stats?client=first", "/metrics"):
             answered.append((path, d.get(path)))
         t.join(30)
@@ -234,12 +242,12 @@ def test_slow_reads_of_callers_gone_or_stopping(record_countd):
     d = with_big_client(record_countd)
     s = socket.create_connection(("127.0.0.1", d.port))
     s.sendall(b"GET /records?client=big&limit=1000 HTTP/1.1\r\nHost: t\r\n\r\n")
-    time.sleep(0.03)
+    wait_read_in_flight(d)
     s.close()
     assert d.get("/clients/first").json()["recorded"] == 1
     answered = []
     t = in_background(d, "/records?client=big&after=10&limit=2", answered)
-    time.sleep(0.03)
+    wait_read_in_flight(d)
     d.signal(signal.SIGTERM)
     assert wait_exit(d.proc, 30) == 0, d.read_log()
     t.join(30)
