@@ -14,7 +14,7 @@ command -v systemd-nspawn >/dev/null 2>&1 || skip_all "systemd-nspawn is not ins
 [ -x /lib/systemd/systemd ] || skip_all "systemd is not installed"
 prefix=$(sed -n 's/^prefix = //p' "$TOP_BUILDDIR/Makefile" 2>/dev/null)
 [ "$prefix" = /usr/local ] || skip_all "installs into the container only with the default prefix /usr/local (this build's: $prefix)"
-plan 14
+plan 15
 
 root="$tmp/root"
 upper="$tmp/usr"
@@ -76,9 +76,23 @@ echo "$out" | diag
 check "make install: the installed counterd runs (libdfr.so.0 is found)" test "$rc" -eq 0 -a -n "$out" \
     -a "${out#*cannot open shared}" = "$out"
 
+# 3. A program of a libdfr user: examples/counter-locked.c built against the installed library with
+# pkg-config, as README.md and libdfr(3) say, and run without any path set (with the sanitizers
+# of a sanitizer build, whose libdfr needs them).
+san=$(sed -n 's/^SAN_CFLAGS = *//p' "$TOP_BUILDDIR/Makefile")
+ex="$TOP_SRCDIR/examples"
+built() {
+    in_ct sh -c 'cc $2 -o /tmp/counter-locked "$1/counter-locked.c" "$1/fake-record.c" \
+        $(pkg-config --cflags --libs libdfr libevent)' sh "$ex" "$san" > "$tmp/cc.log" 2>&1
+    local rc=$?
+    diag < "$tmp/cc.log"
+    [ "$rc" -eq 0 ] && [ "$(in_ct /tmp/counter-locked)" = $'1 d1\n2 d2' ]
+}
+check "a program built with pkg-config against the installed libdfr runs (1 d1, 2 d2)" built
+
 # A sanitizer build's daemons run in the units' sandbox as they are, but LeakSanitizer's exit check
 # needs ptrace, which SystemCallFilter forbids: it is off here (the other tests check leaks).
-if [ -n "$(sed -n 's/^SAN_CFLAGS = *//p' "$TOP_BUILDDIR/Makefile")" ]; then
+if [ -n "$san" ]; then
     for u in record-countd counterd; do
         in_ct mkdir -p /etc/systemd/system/$u.service.d
         printf '[Service]\nEnvironment=ASAN_OPTIONS=detect_leaks=0\n' |
@@ -86,7 +100,7 @@ if [ -n "$(sed -n 's/^SAN_CFLAGS = *//p' "$TOP_BUILDDIR/Makefile")" ]; then
     done
 fi
 
-# 3. The steps of docs/systemd.md.
+# 4. The steps of docs/systemd.md.
 steps() {
     { in_ct systemd-sysusers && in_ct systemctl daemon-reload &&
         in_ct systemctl enable --now record-countd.socket counterd.socket; } > "$tmp/steps.log" 2>&1
@@ -98,7 +112,7 @@ check "systemd-sysusers, daemon-reload, enable --now both sockets" steps
 
 sock=/run/lockstep/counterd.sock
 ctl() { in_ct "$@" /usr/local/bin/counterctl --socket "$sock" next 2>&1; }
-# 4. The first number starts counterd (socket activation), which starts record-countd.
+# 5. The first number starts counterd (socket activation), which starts record-countd.
 out=$(ctl)
 echo "counterctl: $out" | diag
 check "counterctl next as root gives 1 through both socket-activated services" test "$out" = 1
@@ -109,7 +123,7 @@ wait_for 10 reachable
 echo "counterd STATUS: $status" | diag
 check "counterd says record-countd is reachable (STATUS=)" test "${status#*reachable}" != "$status"
 
-# 7-8. The socket's group: a member gets numbers, anyone else a clear refusal.
+# 8-9. The socket's group: a member gets numbers, anyone else a clear refusal.
 in_ct useradd -M -G lockstep member && in_ct useradd -M outsider
 out=$(ctl runuser -u member --)
 echo "member: $out" | diag
@@ -118,13 +132,13 @@ out=$(ctl runuser -u outsider --); rc=$?
 echo "outsider ($rc): $out" | diag
 check "anyone else is refused with a message" test "$rc" -ne 0 -a "${out#*Permission denied}" != "$out"
 
-# 9. The watchdog is fed: its timestamp moves on (WatchdogSec=10s, pinged every 5 s or sooner).
+# 10. The watchdog is fed: its timestamp moves on (WatchdogSec=10s, pinged every 5 s or sooner).
 wd() { in_ct systemctl show -P WatchdogTimestampMonotonic "$1"; }
 w1=$(wd record-countd.service); w2=$(wd counterd.service)
 fed() { [ "$(wd record-countd.service)" != "$w1" ] && [ "$(wd counterd.service)" != "$w2" ]; }
 check "both services feed the watchdog" wait_for 8 fed
 
-# 10. A drop-in sets an option (the example of docs/systemd.md), and the restart takes it.
+# 11. A drop-in sets an option (the example of docs/systemd.md), and the restart takes it.
 in_ct mkdir -p /etc/systemd/system/record-countd.service.d
 printf '[Service]\nEnvironment=RECORD_COUNTD_LATENCY=250ms RECORD_COUNTD_ACCESS_LOG=1\n' |
     in_ct tee /etc/systemd/system/record-countd.service.d/latency.conf > /dev/null
@@ -134,7 +148,7 @@ started=$(in_ct journalctl -b -o cat -u record-countd.service | grep 'latency ' 
 echo "$started" | diag
 check "a drop-in's RECORD_COUNTD_LATENCY=250ms is used" test "${started#*latency 250ms}" != "$started"
 
-# 11. SIGKILL: Restart=on-failure starts it again and the records are in $STATE_DIRECTORY.
+# 12. SIGKILL: Restart=on-failure starts it again and the records are in $STATE_DIRECTORY.
 before=$(in_ct curl -s http://127.0.0.1:8080/stats)
 in_ct systemctl kill -s KILL record-countd.service
 restarted() { [ "$(in_ct systemctl show -P NRestarts record-countd.service)" = 1 ] && active record-countd.service; }
@@ -143,11 +157,11 @@ after=$(in_ct curl -s http://127.0.0.1:8080/clients/"$(in_ct hostname)":default)
 echo "before: $before" | diag; echo "after restart: $after" | diag
 check "a killed record-countd is restarted and keeps its 3 records" test "${after#*\"recorded\":3}" != "$after"
 
-# 12. The next number continues from there.
+# 13. The next number continues from there.
 out=$(ctl)
 check "counterctl next after the restart gives 4" test "$out" = 4
 
-# 13-14. systemctl stop: each exits 0 (SIGTERM is a clean stop) and systemd records success.
+# 14-15. systemctl stop: each exits 0 (SIGTERM is a clean stop) and systemd records success.
 stopped_ok() {
     in_ct systemctl stop "$1" 2> /dev/null &&
         [ "$(in_ct systemctl show -P Result "$1")" = success ] &&
