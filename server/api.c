@@ -139,7 +139,7 @@ api_record_answer(struct req *r)
  * id's stray bytes become U+FFFD, a time that is not finite is null.
  */
 static void
-api_records_cb(int64_t seq, const char *client, uint64_t value, double at, void *arg)
+api_records_cb(int64_t seq, const char *client, int64_t value, double at, void *arg)
 {
 	struct api_read *ar = arg;
 	char id[4 * LIMIT_CLIENT + 1];

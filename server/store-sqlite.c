@@ -122,6 +122,14 @@ static const char *const store_schema =
     " at REAL NOT NULL,"
     " UNIQUE (client, value))";
 
+/*
+ * A record's value as a client's highest, or NULL: a value outside the API's
+ * 1..9223372036854775807 (negative, 0, text) can only have been written by
+ * other means, and no client's last value is one (max() would take -5 for a
+ * client with no other record, and text above any number).
+ */
+#define STORE_VALUE_OK "CASE WHEN typeof(value) = 'integer' AND value > 0 THEN value END"
+
 /* Run one statement without results on db; 0 or -1. */
 static int
 store_exec(sqlite3 *db, const char *sql)
@@ -300,10 +308,10 @@ store_open(const char *path, int durable_full, char *why)
 	if (store_connect(path, &st->r, why) != 0)
 		goto fail;
 	if (store_exec(st->r, "PRAGMA query_only=1") != 0 ||
-	    store_prepare(st->r, "SELECT coalesce(max(value), 0), count(*) FROM records WHERE client = ?1",
-	    &st->client) != 0 ||
-	    store_prepare(st->r, "SELECT client, max(value), count(*) FROM records GROUP BY client",
-	    &st->clients) != 0 ||
+	    store_prepare(st->r, "SELECT coalesce(max(" STORE_VALUE_OK "), 0), count(*) FROM records"
+	    " WHERE client = ?1", &st->client) != 0 ||
+	    store_prepare(st->r, "SELECT client, coalesce(max(" STORE_VALUE_OK "), 0), count(*),"
+	    " count(*) - count(" STORE_VALUE_OK ") FROM records GROUP BY client", &st->clients) != 0 ||
 	    store_prepare(st->r, "SELECT seq, client, value, at FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
 	    &st->records_all) != 0 ||
 	    store_prepare(st->r, "SELECT seq, client, value, at FROM records WHERE client = ?3 AND seq > ?1"
@@ -678,7 +686,7 @@ store_run_read(struct store *st, struct store_read *rd)
 			rd->last_seq = sqlite3_column_int64(q, 0);
 			rd->rows++;
 			rd->cb(rd->last_seq, (const char *)sqlite3_column_text(q, 1),
-			    (uint64_t)sqlite3_column_int64(q, 2), sqlite3_column_double(q, 3), rd->arg);
+			    sqlite3_column_int64(q, 2), sqlite3_column_double(q, 3), rd->arg);
 		}
 	}
 	if (!(rd->ok = rc == SQLITE_DONE))
@@ -801,7 +809,8 @@ store_clients(struct store *st, store_client_cb cb, void *arg, char *why)
 	while ((rc = sqlite3_step(st->clients)) == SQLITE_ROW)
 		cb((const char *)sqlite3_column_text(st->clients, 0),
 		    (uint64_t)sqlite3_column_int64(st->clients, 1),
-		    (uint64_t)sqlite3_column_int64(st->clients, 2), arg);
+		    (uint64_t)sqlite3_column_int64(st->clients, 2),
+		    (uint64_t)sqlite3_column_int64(st->clients, 3), arg);
 	if (rc != SQLITE_DONE)
 		snprintf(why, 256, "%s", sqlite3_errmsg(st->r));
 	sqlite3_reset(st->clients);

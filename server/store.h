@@ -75,13 +75,17 @@ int store_notify_fd(struct store *st);
 struct store_batch *store_collect(struct store *st);
 void store_batch_free(struct store_batch *b);
 
-typedef void (*store_record_cb)(int64_t seq, const char *client, uint64_t value, double at, void *arg);
+/*
+ * One record of a page. value is as stored: outside 1..9223372036854775807
+ * only if written by other means (text reads as 0).
+ */
+typedef void (*store_record_cb)(int64_t seq, const char *client, int64_t value, double at, void *arg);
 
 /*
  * One read. The caller allocates it and fills the query; the store owns it
  * from store_read() until store_read_collect() returns it with the answer.
- * With limit 0 it is a client's summary (highest value and number of
- * records); otherwise a page: the records with seq > after in seq order, at
+ * With limit 0 it is a client's summary (highest value, 0 if none is in
+ * 1..9223372036854775807, and number of records); otherwise a page: the records with seq > after in seq order, at
  * most limit, of one client or of all (client NULL), each passed to cb on
  * the reader thread.
  */
@@ -107,10 +111,13 @@ int store_read_fd(struct store *st);
 /* Take the finished reads, oldest first (linked by next), or NULL; they are the caller's again. */
 struct store_read *store_read_collect(struct store *st);
 
-typedef void (*store_client_cb)(const char *client, uint64_t last_value, uint64_t recorded, void *arg);
+typedef void (*store_client_cb)(const char *client, uint64_t last_value, uint64_t recorded,
+    uint64_t out_of_range, void *arg);
 /*
  * Call cb for every client in the store (used to rebuild stats at start,
- * before any store_read()); 0, or -1 with the reason in why (256 bytes).
+ * before any store_read()) with its summary as a read's, and how many of its
+ * records have a value outside 1..9223372036854775807 (counted in recorded,
+ * never its last_value); 0, or -1 with the reason in why (256 bytes).
  */
 int store_clients(struct store *st, store_client_cb cb, void *arg, char *why);
 
