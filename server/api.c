@@ -136,18 +136,28 @@ api_record_answer(struct req *r)
 /*
  * Add one record to a /records page (on the store's reader thread). A client
  * id or time written into the database by other means may not fit JSON: the
- * id's stray bytes become U+FFFD, a time that is not finite is null.
+ * id's stray bytes become U+FFFD, a time that is not finite is null. Such an
+ * id may be of any length, so it is copied whole (each byte may take three).
  */
 static void
 api_records_cb(int64_t seq, const char *client, int64_t value, double at, void *arg)
 {
 	struct api_read *ar = arg;
-	char id[4 * LIMIT_CLIENT + 1];
+	char buf[4 * LIMIT_CLIENT + 1], *id = buf;
+	size_t need;
 	json_t *rec;
 
+	if (client == NULL)
+		client = "";
+	if ((need = 3 * strlen(client) + 1) > sizeof buf && (id = malloc(need)) == NULL) {
+		ar->incomplete = 1;
+		return;
+	}
 	rec = json_pack("{sI ss sI so}", "seq", (json_int_t)seq, "client",
-	    parse_utf8_fix(client != NULL ? client : "", id, sizeof id), "value", (json_int_t)value, "at",
+	    parse_utf8_fix(client, id, id == buf ? sizeof buf : need), "value", (json_int_t)value, "at",
 	    isfinite(at) ? json_real(at) : json_null());
+	if (id != buf)
+		free(id);
 	if (rec == NULL || json_array_append_new(ar->recs, rec) != 0)
 		ar->incomplete = 1;
 }

@@ -243,6 +243,25 @@ def test_values_out_of_range_written_by_other_means(record_countd):
     assert d2.get("/clients/neg").json() == {"client": "neg", "last_value": 2, "recorded": 3}
 
 
+def test_long_client_ids_written_by_other_means_are_whole(record_countd):
+    """/records gives a client id written into the database by other means whole, however long: it was cut at 512
+    bytes, at 170 bytes when they were not UTF-8 (each becomes U+FFFD, 3 bytes). /stats gives them whole too."""
+    import sqlite3
+    d = record_countd("--latency", "0")
+    d.stop()
+    ids = ["L" * 600, "\U0001f600" * 300]
+    con = sqlite3.connect(d.db)
+    con.executemany("INSERT INTO records (client, value, at) VALUES (?, 1, 0)", [(c,) for c in ids])
+    con.execute("INSERT INTO records (client, value, at) VALUES (CAST(X'%s' AS TEXT), 1, 0)" % ("FF" * 200))
+    con.commit()
+    con.close()
+    ids.append("\ufffd" * 200)
+    d2 = record_countd("--latency", "0", db=d.db, port=d.port)
+    assert [x["client"] for x in d2.get("/records").json()["records"]] == ids
+    stats = d2.get("/stats").json()["clients"]
+    assert all(stats[c]["recorded"] == 1 for c in ids)
+
+
 def test_out_of_order_counted(record_countd):
     d = record_countd("--latency", "0")
     for v in (1, 3, 2, 4, 1):
