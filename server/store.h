@@ -8,9 +8,10 @@
  * as one batch and commits it (group commit), then hands the batch back. A
  * job is acknowledged only once it is collected from a committed batch.
  *
- * Reads are jobs too, run in order on the store's reader thread, so a slow
- * one (a client with millions of records) holds up no other request; they
- * see committed records only.
+ * Reads are jobs too, taken in order by a few reader threads that run them
+ * at once, so a slow one (a client with millions of records) holds up no
+ * other request, and no other read unless every reader is busy; they see
+ * committed records only.
  */
 #ifndef STORE_H
 #define STORE_H
@@ -57,7 +58,7 @@ struct store_batch {
  * crash of the process. Returns NULL with a reason in why (256 bytes).
  */
 struct store *store_open(const char *path, int durable_full, char *why);
-/* Write and commit every submitted job, stop the writer thread, close; the store is freed. */
+/* Run every submitted read and write and commit every submitted job, stop the threads, close; the store is freed. */
 void store_close(struct store *st);
 
 /*
@@ -87,7 +88,7 @@ typedef void (*store_record_cb)(int64_t seq, const char *client, int64_t value, 
  * With limit 0 it is a client's summary (highest value, 0 if none is in
  * 1..9223372036854775807, and number of records); otherwise a page: the records with seq > after in seq order, at
  * most limit, of one client or of all (client NULL), each passed to cb on
- * the reader thread.
+ * a reader thread.
  */
 struct store_read {
 	const char *client;           /* the caller's, valid until collected */
@@ -104,11 +105,14 @@ struct store_read {
 	struct store_read *next;      /* the store's while it owns the read */
 };
 
-/* Queue a read behind every read submitted before it. */
+/* Queue a read: the next reader free takes it, once every read submitted before it is taken. */
 void store_read(struct store *st, struct store_read *rd);
 /* An fd that is readable while finished reads wait to be collected. */
 int store_read_fd(struct store *st);
-/* Take the finished reads, oldest first (linked by next), or NULL; they are the caller's again. */
+/*
+ * Take the finished reads, in the order they finished (linked by next), or
+ * NULL; they are the caller's again.
+ */
 struct store_read *store_read_collect(struct store *st);
 
 typedef void (*store_client_cb)(const char *client, uint64_t last_value, uint64_t recorded,
