@@ -17,14 +17,14 @@
 #include "util.h"
 
 /*
- * A /records or /clients/ID read on its way through the store's reader
- * thread, its connection suspended meanwhile. It outlives the request if the
+ * A /records or /clients/ID read on its way through one of the store's
+ * reader threads, its connection suspended meanwhile. It outlives the request if the
  * client hangs up first: the store owns it until it comes back.
  */
 struct api_read {
 	struct store_read sr;         /* first: the store hands this back */
 	struct req *r;                /* NULL once the request is gone */
-	json_t *recs;                 /* a page's records, built on the reader thread */
+	json_t *recs;                 /* a page's records, built on a reader thread */
 	int incomplete;               /* a record of the page could not be built (out of memory) */
 	char client[LIMIT_CLIENT + 1];
 };
@@ -134,26 +134,36 @@ api_record_answer(struct req *r)
 }
 
 /*
- * Add one record to a /records page (on the store's reader thread). A client
+ * Add one record to a /records page (on one of the store's reader threads). A client
  * id or time written into the database by other means may not fit JSON: the
- * id's stray bytes become U+FFFD, a time that is not finite is null.
+ * id's stray bytes become U+FFFD, a time that is not finite is null. Such an
+ * id may be of any length, so it is copied whole (each byte may take three).
  */
 static void
-api_records_cb(int64_t seq, const char *client, uint64_t value, double at, void *arg)
+api_records_cb(int64_t seq, const char *client, int64_t value, double at, void *arg)
 {
 	struct api_read *ar = arg;
-	char id[4 * LIMIT_CLIENT + 1];
+	char buf[4 * LIMIT_CLIENT + 1], *id = buf;
+	size_t need;
 	json_t *rec;
 
+	if (client == NULL)
+		client = "";
+	if ((need = 3 * strlen(client) + 1) > sizeof buf && (id = malloc(need)) == NULL) {
+		ar->incomplete = 1;
+		return;
+	}
 	rec = json_pack("{sI ss sI so}", "seq", (json_int_t)seq, "client",
-	    parse_utf8_fix(client != NULL ? client : "", id, sizeof id), "value", (json_int_t)value, "at",
+	    parse_utf8_fix(client, id, id == buf ? sizeof buf : need), "value", (json_int_t)value, "at",
 	    isfinite(at) ? json_real(at) : json_null());
+	if (id != buf)
+		free(id);
 	if (rec == NULL || json_array_append_new(ar->recs, rec) != 0)
 		ar->incomplete = 1;
 }
 
 /*
- * Hand r's read to the store's reader thread and suspend r until it is back:
+ * Hand r's read to the store's reader threads and suspend r until it is back:
  * with limit 0, client's summary; else a page of records after after.
  */
 static void
@@ -202,7 +212,7 @@ api_read_answer(struct req *r, struct api_read *ar)
 	http_answer(r, MHD_HTTP_OK, json_pack("{sO so}", "records", ar->recs, "next_after", next));
 }
 
-/* The reader thread is done with reads: answer and resume their requests. */
+/* The reader threads are done with reads: answer and resume their requests. */
 static void
 api_read_cb(evutil_socket_t fd, short what, void *arg)
 {

@@ -475,21 +475,33 @@ main_rlimit(void)
 		    (unsigned long long)rl.rlim_cur, (unsigned long long)cfg.max_connections);
 }
 
-/* Load one client's stored summary into the stats. */
+/* Load one client's stored summary into the stats, counting records with values the API never takes. */
 static void
-main_load_cb(const char *client, uint64_t last_value, uint64_t recorded, void *arg)
+main_load_cb(const char *client, uint64_t last_value, uint64_t recorded, uint64_t out_of_range, void *arg)
 {
+	uint64_t *bad = arg;
+
 	metrics_loaded(client, last_value, recorded);
+	if (out_of_range != 0) {
+		bad[0] += out_of_range;
+		bad[1]++;
+	}
 }
 
 /* Load per-client stats from the store. */
 static void
 main_load_stats(void)
 {
+	uint64_t bad[2] = { 0, 0 };   /* such records, and their clients */
 	char why[256];
 
-	if (store_clients(db, main_load_cb, NULL, why) != 0)
+	if (store_clients(db, main_load_cb, bad, why) != 0)
 		log_warnx("cannot read client summaries: %s", why);
+	if (bad[0] > 0)
+		log_warnx("%llu records of %llu clients have values outside 1..9223372036854775807, written by other "
+		    "means: /records lists them as stored, but none is a client's last_value (find them with "
+		    "SELECT * FROM records WHERE typeof(value) != 'integer' OR value < 1)",
+		    (unsigned long long)bad[0], (unsigned long long)bad[1]);
 }
 
 /* Leave the loop once shutting down and nothing is in flight. */

@@ -2,10 +2,11 @@
  * store-sqlite.c: records in one SQLite file, WAL mode, group commit on a
  * writer thread.
  *
- * Two connections: the writer thread's, which alone writes, and the reader
- * thread's, which alone reads. In WAL mode neither blocks the other, so reads
- * never wait for a commit's fsync, and the loop waits for neither: it hands
- * both threads jobs and collects them through a pipe each.
+ * One connection for the writer thread, which alone writes, and one for each
+ * of a few reader threads, which alone read. In WAL mode none blocks
+ * another, so reads never wait for a commit's fsync nor for each other, and
+ * the loop waits for none: it hands the writer jobs and the readers reads,
+ * and collects each kind through a pipe.
  *
  * Durability is ours, not SQLite's: the writer commits with
  * synchronous=NORMAL (no fsync inside COMMIT, so the next batch can be
@@ -35,18 +36,37 @@
 #define STORE_SYNCERS 2
 
 /*
+ * Reads run at once at most, each on its own thread and connection: a read
+ * waits for another only when this many are running (a client with millions
+ * of records takes about 0.1 s a million). Few, as each takes a core while
+ * it runs and keeps a page cache (up to 2 MB).
+ */
+#define STORE_READERS 4
+
+/*
  * The WAL: checkpointed (passively) after each commit once it holds 1000
  * frames, as SQLite does by default. SQLite starts it again from the top only
  * when a checkpoint has copied all of it while no read held an older view,
  * so reads back to back would let it grow without bound under writes: past
- * 4096 frames (16 MB of 4 KB pages) the reader waits for that before each
+ * 4096 frames (16 MB of 4 KB pages) each reader waits for that before each
  * read, at most 1 s, and no longer once 20 ms pass without a commit (then it
- * does not grow).
+ * does not grow). As every reader does, the reads running then end and none
+ * starts, and the next commits restart the WAL.
  */
 #define STORE_WAL_CHECKPOINT_FRAMES 1000
 #define STORE_WAL_READ_PAUSE_FRAMES 4096
 #define STORE_WAL_READ_PAUSE_MS 1000
 #define STORE_WAL_IDLE_MS 20
+
+/* One reader thread with its connection (read-only) and statements. */
+struct store_reader {
+	struct store *st;
+	sqlite3 *db;
+	sqlite3_stmt *client;
+	sqlite3_stmt *records_all;
+	sqlite3_stmt *records_one;
+	pthread_t thread;
+};
 
 struct store {
 	sqlite3 *w;                   /* the writer thread's connection */
@@ -55,16 +75,12 @@ struct store {
 	sqlite3_stmt *insert;
 	sqlite3_stmt *lookup;
 
-	sqlite3 *r;                   /* the reader thread's connection */
-	sqlite3_stmt *client;
-	sqlite3_stmt *clients;
-	sqlite3_stmt *records_all;
-	sqlite3_stmt *records_one;
-
-	pthread_t reader;
-	int reading;                  /* the reader thread runs */
+	struct store_reader readers[STORE_READERS];
+	int nreaders;                 /* reader threads started */
+	sqlite3_stmt *clients;        /* on the first reader's connection, before reads */
+	int reading;                  /* rmu and rcv are initialised */
 	pthread_mutex_t rmu;          /* guards the reads' lists and rquit */
-	pthread_cond_t rcv;           /* the reader waits here for reads */
+	pthread_cond_t rcv;           /* the readers wait here for reads */
 	struct store_read *rpending;  /* submitted, not yet run */
 	struct store_read **rpending_tail;
 	struct store_read *rdone;     /* run, not yet collected */
@@ -108,7 +124,7 @@ struct store {
 
 static void *store_thread(void *arg);
 static void *store_syncer(void *arg);
-static void *store_reader(void *arg);
+static void *store_reader_thread(void *arg);
 static int store_wal_hook(void *arg, sqlite3 *db, const char *name, int frames);
 static void store_done(struct store *st, struct store_batch *b);
 static void store_release(struct store *st);
@@ -121,6 +137,14 @@ static const char *const store_schema =
     " value INTEGER NOT NULL,"
     " at REAL NOT NULL,"
     " UNIQUE (client, value))";
+
+/*
+ * A record's value as a client's highest, or NULL: a value outside the API's
+ * 1..9223372036854775807 (negative, 0, text) can only have been written by
+ * other means, and no client's last value is one (max() would take -5 for a
+ * client with no other record, and text above any number).
+ */
+#define STORE_VALUE_OK "CASE WHEN typeof(value) = 'integer' AND value > 0 THEN value END"
 
 /* Run one statement without results on db; 0 or -1. */
 static int
@@ -258,12 +282,32 @@ store_open_wal(struct store *st, const char *path, char *why)
 	return 0;
 }
 
-/* Open the database at path, prepare every statement and start the writer. */
+/* Open rd's read-only connection to path and prepare its statements; 0, or -1 with the reason in why. */
+static int
+store_reader_open(struct store *st, struct store_reader *rd, const char *path, char *why)
+{
+	rd->st = st;
+	if (store_connect(path, &rd->db, why) != 0)
+		return -1;
+	if (store_exec(rd->db, "PRAGMA query_only=1") != 0 ||
+	    store_prepare(rd->db, "SELECT coalesce(max(" STORE_VALUE_OK "), 0), count(*) FROM records"
+	    " WHERE client = ?1", &rd->client) != 0 ||
+	    store_prepare(rd->db, "SELECT seq, client, value, at FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+	    &rd->records_all) != 0 ||
+	    store_prepare(rd->db, "SELECT seq, client, value, at FROM records WHERE client = ?3 AND seq > ?1"
+	    " ORDER BY seq LIMIT ?2", &rd->records_one) != 0) {
+		snprintf(why, 256, "%s", sqlite3_errmsg(rd->db));
+		return -1;
+	}
+	return 0;
+}
+
+/* Open the database at path, prepare every statement and start the writer, syncers and readers. */
 struct store *
 store_open(const char *path, int durable_full, char *why)
 {
 	struct store *st;
-	int rc;
+	int rc, i;
 
 	if ((st = calloc(1, sizeof *st)) == NULL) {
 		snprintf(why, 256, "out of memory");
@@ -297,18 +341,12 @@ store_open(const char *path, int durable_full, char *why)
 		goto fail;
 	}
 	sqlite3_wal_hook(st->w, store_wal_hook, st);
-	if (store_connect(path, &st->r, why) != 0)
-		goto fail;
-	if (store_exec(st->r, "PRAGMA query_only=1") != 0 ||
-	    store_prepare(st->r, "SELECT coalesce(max(value), 0), count(*) FROM records WHERE client = ?1",
-	    &st->client) != 0 ||
-	    store_prepare(st->r, "SELECT client, max(value), count(*) FROM records GROUP BY client",
-	    &st->clients) != 0 ||
-	    store_prepare(st->r, "SELECT seq, client, value, at FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-	    &st->records_all) != 0 ||
-	    store_prepare(st->r, "SELECT seq, client, value, at FROM records WHERE client = ?3 AND seq > ?1"
-	    " ORDER BY seq LIMIT ?2", &st->records_one) != 0) {
-		snprintf(why, 256, "%s", sqlite3_errmsg(st->r));
+	for (i = 0; i < STORE_READERS; i++)
+		if (store_reader_open(st, &st->readers[i], path, why) != 0)
+			goto fail;
+	if (store_prepare(st->readers[0].db, "SELECT client, coalesce(max(" STORE_VALUE_OK "), 0), count(*),"
+	    " count(*) - count(" STORE_VALUE_OK ") FROM records GROUP BY client", &st->clients) != 0) {
+		snprintf(why, 256, "%s", sqlite3_errmsg(st->readers[0].db));
 		goto fail;
 	}
 	if (durable_full && store_open_wal(st, path, why) != 0)
@@ -334,13 +372,13 @@ store_open(const char *path, int durable_full, char *why)
 		}
 	pthread_mutex_init(&st->rmu, NULL);
 	pthread_cond_init(&st->rcv, NULL);
-	if (pthread_create(&st->reader, NULL, store_reader, st) != 0) {
-		snprintf(why, 256, "cannot start the reader thread");
-		pthread_mutex_destroy(&st->rmu);
-		pthread_cond_destroy(&st->rcv);
-		goto fail;
-	}
 	st->reading = 1;
+	for (; st->nreaders < STORE_READERS; st->nreaders++)
+		if (pthread_create(&st->readers[st->nreaders].thread, NULL, store_reader_thread,
+		    &st->readers[st->nreaders]) != 0) {
+			snprintf(why, 256, "cannot start a reader thread");
+			goto fail;
+		}
 	return st;
 fail:
 	store_close(st);
@@ -360,9 +398,10 @@ store_close(struct store *st)
 		/* Reads still queued are run; those nobody collects are still their owners' to free. */
 		pthread_mutex_lock(&st->rmu);
 		st->rquit = 1;
+		pthread_cond_broadcast(&st->rcv);
 		pthread_mutex_unlock(&st->rmu);
-		pthread_cond_signal(&st->rcv);
-		pthread_join(st->reader, NULL);
+		for (i = 0; i < st->nreaders; i++)
+			pthread_join(st->readers[i].thread, NULL);
 		pthread_mutex_destroy(&st->rmu);
 		pthread_cond_destroy(&st->rcv);
 	}
@@ -402,12 +441,14 @@ store_close(struct store *st)
 	sqlite3_finalize(st->commit);
 	sqlite3_finalize(st->insert);
 	sqlite3_finalize(st->lookup);
-	sqlite3_finalize(st->client);
 	sqlite3_finalize(st->clients);
-	sqlite3_finalize(st->records_all);
-	sqlite3_finalize(st->records_one);
+	for (i = 0; i < STORE_READERS; i++) {
+		sqlite3_finalize(st->readers[i].client);
+		sqlite3_finalize(st->readers[i].records_all);
+		sqlite3_finalize(st->readers[i].records_one);
+		sqlite3_close(st->readers[i].db);
+	}
 	sqlite3_close(st->w);
-	sqlite3_close(st->r);
 	free(st);
 }
 
@@ -653,15 +694,15 @@ store_batch_free(struct store_batch *b)
 	free(b);
 }
 
-/* Run one read on the reader's connection, filling in its answer. */
+/* Run one read on reader's connection, filling in its answer. */
 static void
-store_run_read(struct store *st, struct store_read *rd)
+store_run_read(struct store_reader *reader, struct store_read *rd)
 {
 	sqlite3_stmt *q;
 	int rc;
 
 	if (rd->limit == 0) {
-		q = st->client;
+		q = reader->client;
 		sqlite3_bind_text(q, 1, rd->client, -1, SQLITE_STATIC);
 		if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
 			rd->last_value = (uint64_t)sqlite3_column_int64(q, 0);
@@ -669,7 +710,7 @@ store_run_read(struct store *st, struct store_read *rd)
 			rc = SQLITE_DONE;
 		}
 	} else {
-		q = rd->client != NULL ? st->records_one : st->records_all;
+		q = rd->client != NULL ? reader->records_one : reader->records_all;
 		sqlite3_bind_int64(q, 1, rd->after);
 		sqlite3_bind_int64(q, 2, rd->limit);
 		if (rd->client != NULL)
@@ -678,16 +719,16 @@ store_run_read(struct store *st, struct store_read *rd)
 			rd->last_seq = sqlite3_column_int64(q, 0);
 			rd->rows++;
 			rd->cb(rd->last_seq, (const char *)sqlite3_column_text(q, 1),
-			    (uint64_t)sqlite3_column_int64(q, 2), sqlite3_column_double(q, 3), rd->arg);
+			    sqlite3_column_int64(q, 2), sqlite3_column_double(q, 3), rd->arg);
 		}
 	}
 	if (!(rd->ok = rc == SQLITE_DONE))
-		snprintf(rd->error, sizeof rd->error, "%s", sqlite3_errmsg(st->r));
+		snprintf(rd->error, sizeof rd->error, "%s", sqlite3_errmsg(reader->db));
 	sqlite3_reset(q);
 	sqlite3_clear_bindings(q);
 }
 
-/* After each commit (writer thread): checkpoint as SQLite would, and publish the WAL's size for the reader. */
+/* After each commit (writer thread): checkpoint as SQLite would, and publish the WAL's size for the readers. */
 static int
 store_wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
@@ -719,11 +760,12 @@ store_read_pause(struct store *st)
 	}
 }
 
-/* The reader thread: run each submitted read in order and hand it back. */
+/* A reader thread: take the oldest submitted read, run it and hand it back; again. */
 static void *
-store_reader(void *arg)
+store_reader_thread(void *arg)
 {
-	struct store *st = arg;
+	struct store_reader *reader = arg;
+	struct store *st = reader->st;
 	struct store_read *rd;
 
 	pthread_mutex_lock(&st->rmu);
@@ -737,7 +779,7 @@ store_reader(void *arg)
 		pthread_mutex_unlock(&st->rmu);
 
 		store_read_pause(st);
-		store_run_read(st, rd);
+		store_run_read(reader, rd);
 
 		pthread_mutex_lock(&st->rmu);
 		rd->next = NULL;
@@ -751,23 +793,19 @@ store_reader(void *arg)
 	return NULL;
 }
 
-/* Queue a read. */
+/* Queue a read and wake a reader for it (each read its own: two queued at once go to two readers). */
 void
 store_read(struct store *st, struct store_read *rd)
 {
-	int wake;
-
 	rd->next = NULL;
 	pthread_mutex_lock(&st->rmu);
-	wake = st->rpending == NULL;
 	*st->rpending_tail = rd;
 	st->rpending_tail = &rd->next;
 	pthread_mutex_unlock(&st->rmu);
-	if (wake)
-		pthread_cond_signal(&st->rcv);
+	pthread_cond_signal(&st->rcv);
 }
 
-/* The fd the reader makes readable when a read is done. */
+/* The fd the readers make readable when a read is done. */
 int
 store_read_fd(struct store *st)
 {
@@ -792,7 +830,7 @@ store_read_collect(struct store *st)
 	return rd;
 }
 
-/* Every client with its summary (before the reader thread has any work). */
+/* Every client with its summary (on the first reader's connection, before the readers have any work). */
 int
 store_clients(struct store *st, store_client_cb cb, void *arg, char *why)
 {
@@ -801,9 +839,10 @@ store_clients(struct store *st, store_client_cb cb, void *arg, char *why)
 	while ((rc = sqlite3_step(st->clients)) == SQLITE_ROW)
 		cb((const char *)sqlite3_column_text(st->clients, 0),
 		    (uint64_t)sqlite3_column_int64(st->clients, 1),
-		    (uint64_t)sqlite3_column_int64(st->clients, 2), arg);
+		    (uint64_t)sqlite3_column_int64(st->clients, 2),
+		    (uint64_t)sqlite3_column_int64(st->clients, 3), arg);
 	if (rc != SQLITE_DONE)
-		snprintf(why, 256, "%s", sqlite3_errmsg(st->r));
+		snprintf(why, 256, "%s", sqlite3_errmsg(st->readers[0].db));
 	sqlite3_reset(st->clients);
 	return rc == SQLITE_DONE ? 0 : -1;
 }

@@ -8,9 +8,10 @@
  * as one batch and commits it (group commit), then hands the batch back. A
  * job is acknowledged only once it is collected from a committed batch.
  *
- * Reads are jobs too, run in order on the store's reader thread, so a slow
- * one (a client with millions of records) holds up no other request; they
- * see committed records only.
+ * Reads are jobs too, taken in order by a few reader threads that run them
+ * at once, so a slow one (a client with millions of records) holds up no
+ * other request, and no other read unless every reader is busy; they see
+ * committed records only.
  */
 #ifndef STORE_H
 #define STORE_H
@@ -57,7 +58,7 @@ struct store_batch {
  * crash of the process. Returns NULL with a reason in why (256 bytes).
  */
 struct store *store_open(const char *path, int durable_full, char *why);
-/* Write and commit every submitted job, stop the writer thread, close; the store is freed. */
+/* Run every submitted read and write and commit every submitted job, stop the threads, close; the store is freed. */
 void store_close(struct store *st);
 
 /*
@@ -75,15 +76,19 @@ int store_notify_fd(struct store *st);
 struct store_batch *store_collect(struct store *st);
 void store_batch_free(struct store_batch *b);
 
-typedef void (*store_record_cb)(int64_t seq, const char *client, uint64_t value, double at, void *arg);
+/*
+ * One record of a page. value is as stored: outside 1..9223372036854775807
+ * only if written by other means (text reads as 0).
+ */
+typedef void (*store_record_cb)(int64_t seq, const char *client, int64_t value, double at, void *arg);
 
 /*
  * One read. The caller allocates it and fills the query; the store owns it
  * from store_read() until store_read_collect() returns it with the answer.
- * With limit 0 it is a client's summary (highest value and number of
- * records); otherwise a page: the records with seq > after in seq order, at
+ * With limit 0 it is a client's summary (highest value, 0 if none is in
+ * 1..9223372036854775807, and number of records); otherwise a page: the records with seq > after in seq order, at
  * most limit, of one client or of all (client NULL), each passed to cb on
- * the reader thread.
+ * a reader thread.
  */
 struct store_read {
 	const char *client;           /* the caller's, valid until collected */
@@ -100,17 +105,23 @@ struct store_read {
 	struct store_read *next;      /* the store's while it owns the read */
 };
 
-/* Queue a read behind every read submitted before it. */
+/* Queue a read: the next reader free takes it, once every read submitted before it is taken. */
 void store_read(struct store *st, struct store_read *rd);
 /* An fd that is readable while finished reads wait to be collected. */
 int store_read_fd(struct store *st);
-/* Take the finished reads, oldest first (linked by next), or NULL; they are the caller's again. */
+/*
+ * Take the finished reads, in the order they finished (linked by next), or
+ * NULL; they are the caller's again.
+ */
 struct store_read *store_read_collect(struct store *st);
 
-typedef void (*store_client_cb)(const char *client, uint64_t last_value, uint64_t recorded, void *arg);
+typedef void (*store_client_cb)(const char *client, uint64_t last_value, uint64_t recorded,
+    uint64_t out_of_range, void *arg);
 /*
  * Call cb for every client in the store (used to rebuild stats at start,
- * before any store_read()); 0, or -1 with the reason in why (256 bytes).
+ * before any store_read()) with its summary as a read's, and how many of its
+ * records have a value outside 1..9223372036854775807 (counted in recorded,
+ * never its last_value); 0, or -1 with the reason in why (256 bytes).
  */
 int store_clients(struct store *st, store_client_cb cb, void *arg, char *why);
 

@@ -213,6 +213,55 @@ def test_records_written_by_other_means_page_whole(record_countd):
     assert d2.get("/records?after=4").json() == {"records": [], "next_after": None}
 
 
+def test_values_out_of_range_written_by_other_means(record_countd):
+    """A value outside 1..9223372036854775807 (negative, 0, text) written into the database by other means is
+    listed by /records as stored, but it is no client's last_value: /stats printed -5 as 18446744073709551611 and
+    then counted every new value of the client out of order, and a text value hid the client's highest one. /stats
+    and /clients/ID agree, and the start says how many such records there are."""
+    import sqlite3
+    d = record_countd("--latency", "0")
+    d.stop()
+    con = sqlite3.connect(d.db)
+    con.execute("INSERT INTO records (client, value, at) VALUES ('neg', -5, 0), ('mix', 3, 0), ('mix', -7, 0), "
+                "('mix', 0, 0), ('mix', 'x', 0), ('ok', 2, 0)")
+    con.commit()
+    con.close()
+    d2 = record_countd("--latency", "0", db=d.db, port=d.port)
+    stats = d2.get("/stats").json()["clients"]
+    for client, last, n in (("neg", 0, 1), ("mix", 3, 4), ("ok", 2, 1)):
+        assert stats[client] == {"recorded": n, "last_value": last, "in_flight": 0, "max_in_flight": 0,
+                                 "out_of_order": 0}, client
+        assert d2.get("/clients/" + client).json() == {"client": client, "last_value": last, "recorded": n}
+    page = d2.get("/records").json()
+    assert [(x["client"], x["value"]) for x in page["records"][:4]] == [("neg", -5), ("mix", 3), ("mix", -7),
+                                                                        ("mix", 0)]
+    assert "4 records of 2 clients have values outside 1..9223372036854775807" in d2.read_log()
+    assert d2.get("/record-count?value=1&client=neg").status == 200
+    assert d2.get("/record-count?value=2&client=neg").status == 200
+    assert d2.get("/stats?client=neg").json()["clients"]["neg"] == {"recorded": 3, "last_value": 2, "in_flight": 0,
+                                                                    "max_in_flight": 1, "out_of_order": 0}
+    assert d2.get("/clients/neg").json() == {"client": "neg", "last_value": 2, "recorded": 3}
+
+
+def test_long_client_ids_written_by_other_means_are_whole(record_countd):
+    """/records gives a client id written into the database by other means whole, however long: it was cut at 512
+    bytes, at 170 bytes when they were not UTF-8 (each becomes U+FFFD, 3 bytes). /stats gives them whole too."""
+    import sqlite3
+    d = record_countd("--latency", "0")
+    d.stop()
+    ids = ["L" * 600, "\U0001f600" * 300]
+    con = sqlite3.connect(d.db)
+    con.executemany("INSERT INTO records (client, value, at) VALUES (?, 1, 0)", [(c,) for c in ids])
+    con.execute("INSERT INTO records (client, value, at) VALUES (CAST(X'%s' AS TEXT), 1, 0)" % ("FF" * 200))
+    con.commit()
+    con.close()
+    ids.append("\ufffd" * 200)
+    d2 = record_countd("--latency", "0", db=d.db, port=d.port)
+    assert [x["client"] for x in d2.get("/records").json()["records"]] == ids
+    stats = d2.get("/stats").json()["clients"]
+    assert all(stats[c]["recorded"] == 1 for c in ids)
+
+
 def test_out_of_order_counted(record_countd):
     d = record_countd("--latency", "0")
     for v in (1, 3, 2, 4, 1):

@@ -158,11 +158,11 @@ def with_big_client(record_countd, n=2000000):
     return record_countd("--latency", "0", db=d.db, port=d.port)
 
 
-def wait_read_in_flight(d, within=10):
-    """Wait until a read holds a suspended connection (record-countd's gauge says 1)."""
+def wait_read_in_flight(d, n=1, within=10):
+    """Wait until n reads hold a suspended connection each (record-countd's gauge says n)."""
     deadline = time.monotonic() + within
-    while "record_countd_suspended_connections 1\n" not in d.get("/metrics").body.decode():
-        assert time.monotonic() < deadline, "no read in flight"
+    while "record_countd_suspended_connections %d\n" % n not in d.get("/metrics").body.decode():
+        assert time.monotonic() < deadline, "not %d reads in flight" % n
         time.sleep(0.002)
 
 
@@ -174,7 +174,7 @@ def in_background(d, path, into):
 
 
 def test_slow_reads_hold_up_nothing(record_countd):
-    """Reads run on the store's reader thread: while a slow one runs, records, stats and metrics are answered
+    """Reads run on the store's reader threads: while a slow one runs, records, stats and metrics are answered
     (when reads ran on the loop, each of them waited for it), and the slow answer is still right."""
     d = with_big_client(record_countd)
     for slow in ("/records?client=big&after=0&limit=3", "/clients/big"):
@@ -191,6 +191,52 @@ def test_slow_reads_hold_up_nothing(record_countd):
     page = d.get("/records?client=big&after=0&limit=3").json()
     assert [(x["seq"], x["value"]) for x in page["records"]] == [(2, 1), (3, 2), (4, 3)] and page["next_after"] == 4
     assert d.get("/clients/big").json() == {"client": "big", "last_value": 2000000, "recorded": 2000000}
+
+
+def test_fast_read_is_not_stuck_behind_slow_ones(record_countd):
+    """Reads run on a few reader threads at once: while two slow reads run (a client with 2 million records), a
+    read of another client is answered first; with one reader thread it waited for both. Then every answer is
+    right."""
+    d = with_big_client(record_countd)
+    answered = []
+    slow = ["/records?client=big&after=0&limit=3", "/clients/big"]
+    threads = []
+    for path in slow:
+        threads.append(in_background(d, path, answered))
+        wait_read_in_flight(d, len(threads))
+    answered.append(("/clients/first", d.get("/clients/first")))
+    for t in threads:
+        t.join(30)
+    assert [p for p, _ in answered][0] == "/clients/first", [p for p, _ in answered]
+    got = dict(answered)
+    assert got["/clients/first"].json() == {"client": "first", "last_value": 1, "recorded": 1}
+    assert [x["value"] for x in got[slow[0]].json()["records"]] == [1, 2, 3]
+    assert got[slow[1]].json() == {"client": "big", "last_value": 2000000, "recorded": 2000000}
+
+
+def test_shutdown_answers_reads_running_and_queued(record_countd):
+    """SIGTERM with more slow reads in flight than there are reader threads (4): those running and those still
+    queued are all answered, right, and the server exits 0 (every reader thread joined, nothing leaked)."""
+    d = with_big_client(record_countd)
+    paths = ["/clients/big", "/records?client=big&after=7&limit=2"] * 3
+    socks = []
+    try:
+        for path in paths:
+            socks.append(socket.create_connection(("127.0.0.1", d.port), timeout=30))
+            socks[-1].sendall(("GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path).encode())
+        wait_read_in_flight(d, len(paths))
+        d.signal(signal.SIGTERM)
+        answers = [read_response(s) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    assert wait_exit(d.proc, 30) == 0, d.read_log()
+    assert [status for status, _, _ in answers] == [200] * len(paths), answers
+    for path, (_, _, body) in zip(paths, answers):
+        if path == "/clients/big":
+            assert json.loads(body) == {"client": "big", "last_value": 2000000, "recorded": 2000000}
+        else:
+            assert [x["value"] for x in json.loads(body)["records"]] == [7, 8]
 
 
 def test_wal_stays_bounded_under_reads_back_to_back(record_countd):
