@@ -401,6 +401,22 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 	size_t len = 0;
 
 	op->ro_conn = NULL;
+	if (code == 0 && op->ro_error == EVREQ_HTTP_DATA_TOO_LONG) {
+		/*
+		 * record-countd answered, but more than we read: a malformed
+		 * answer like any other, not an outage, and a retry would get
+		 * the same.
+		 */
+		conn->rc_used = 0;
+		recorder_conn_release(conn);
+		op->ro_last_code = CD_EBADGATEWAY;
+		snprintf(op->ro_why, sizeof op->ro_why,
+			 "record-countd at %s: answer to %s larger than "
+			 "counterd's limit of 1 MiB (%d bytes)",
+			 r->r_hosthdr, op->ro_path, RECORDER_MAX_ANSWER);
+		recorder_op_fail(op);
+		return;
+	}
 	if (code == 0) {
 		int stale = op->ro_error == EVREQ_HTTP_EOF &&
 			    conn->rc_used > 0 && !op->ro_eof_retried;
@@ -438,14 +454,16 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 	in = evhttp_request_get_input_buffer(req);
 	len = evbuffer_get_length(in);
 	if (len >= sizeof body && op->ro_kind == REC_RECORD) {
-		/* Batches of up to 1000 records need more room. */
-		char *big = len < RECORDER_MAX_ANSWER ? malloc(len + 1) : NULL;
+		/* Batches of up to 1000 records need more room (libevent
+		 * refused answers over RECORDER_MAX_ANSWER already). */
+		char *big = malloc(len + 1);
 
 		recorder_conn_release(conn);
 		if (big == NULL) {
 			op->ro_last_code = CD_EBADGATEWAY;
 			snprintf(op->ro_why, sizeof op->ro_why,
-				 "answer too large");
+				 "out of memory reading a %zu-byte answer",
+				 len);
 			recorder_op_fail(op);
 			return;
 		}
