@@ -394,3 +394,39 @@ def test_answer_over_the_limit_is_a_bad_gateway_not_an_outage(fake_record_countd
     assert cd.get("/stats").json()["recorder"]["retries"] == 0
     fake.record = FakeRecordCountd.ack
     assert cd.next("big").json()["count"] == 1, "the failed call consumed no number"
+
+
+@pytest.mark.parametrize("strategy", ["stateless", "unsafe"])
+def test_hung_up_call_stays_in_flight_until_recorded(fake_record_countd, counterd, strategy):
+    # A call that queued for the counter's lock while the counter resumed is watched for a hang-up; when its caller
+    # hung up while its value was being recorded, the record's deferred was cancelled and in_flight dropped at once
+    # although the POST to record-countd was still outstanding.
+    def record(client, values):
+        time.sleep(0.8)
+        return FakeRecordCountd.ack(client, values)
+
+    fake = fake_record_countd(record, get_delay=0.3)
+    cd = counterd(fake.url, "--strategy", strategy, "--log-level", "debug")
+
+    def in_flight():
+        return cd.get("/stats").json()["counters"].get("hup", {}).get("in_flight")
+
+    a = harness.UnixHTTPConnection(cd.socket)
+    b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        a.request("POST", "/counters/hup/next", body=b"")  # takes the lock and resumes (0.3 s)
+        poll(lambda: in_flight() is not None)
+        b.connect(cd.socket)
+        b.sendall(b"POST /counters/hup/next HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+        poll(lambda: in_flight() == 2)
+        b.close()
+        poll(lambda: "caller of counter hup hung up" in cd.read_log())
+        assert in_flight() == 2, "the hung-up call's record is still outstanding"
+        assert cd.get("/stats").json()["recorder"]["active"] == 2
+        assert a.getresponse().status == 200
+        poll(lambda: cd.get("/stats").json()["recorder"]["active"] == 0)
+        assert in_flight() == 0, "and no longer once it finished"
+        assert sorted(fake.posts) == [[1], [2]]
+    finally:
+        a.close()
+        b.close()
