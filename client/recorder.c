@@ -85,6 +85,8 @@ struct recorder {
 	int r_aborted; /* recorder_abort ran: new operations fail at once */
 	int r_reachable;
 	char r_last_error[512];
+	uint64_t r_outages;	  /* times r_reachable became 0 */
+	char r_outage_error[512]; /* the reason it last became 0 */
 	struct recorder_stats r_st;
 };
 
@@ -192,6 +194,14 @@ const char *
 recorder_last_error(const struct recorder *r)
 {
 	return r->r_last_error;
+}
+
+/* How many times record-countd became unreachable, and why the last time. */
+uint64_t
+recorder_outages(const struct recorder *r, const char **why)
+{
+	*why = r->r_outage_error;
+	return r->r_outages;
 }
 
 /* Copy the statistics. */
@@ -384,6 +394,11 @@ recorder_answer(struct rec_op *op, const char *body, size_t len)
 static void
 recorder_unreachable(struct recorder *r, const char *why)
 {
+	if (r->r_reachable != 0) {
+		r->r_outages++;
+		snprintf(r->r_outage_error, sizeof r->r_outage_error, "%s",
+			 why);
+	}
 	r->r_reachable = 0;
 	snprintf(r->r_last_error, sizeof r->r_last_error, "%s", why);
 }

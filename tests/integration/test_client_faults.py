@@ -430,3 +430,24 @@ def test_hung_up_call_stays_in_flight_until_recorded(fake_record_countd, counter
     finally:
         a.close()
         b.close()
+
+
+def test_outage_shorter_than_the_health_check_is_logged(fake_record_countd, counterd):
+    # counterd samples reachability every 200 ms: an outage that began and ended between two samples (here one 503
+    # answer, then a good one) failed a call but left no line in the log.
+    def record(client, values):
+        if values == [1]:
+            return 503, b'{"error": "storage_failed", "message": "the disk failed"}'
+        return FakeRecordCountd.ack(client, values)
+
+    fake = fake_record_countd(record)
+    cd = counterd(fake.url, "--strategy", "stateless", "--retries", "0")
+    poll(lambda: "record-countd is reachable" in cd.read_log())
+    mark = len(cd.read_log())
+    r = cd.next("flap")
+    assert r.status == 503 and r.json()["error"] == "server_unreachable", r
+    assert cd.next("flap").json()["count"] == 2
+    poll(lambda: "record-countd is reachable" in cd.read_log()[mark:], timeout=3)
+    lines = [l for l in cd.read_log()[mark:].splitlines() if "record-countd is" in l]
+    assert len(lines) == 2 and "is unreachable" in lines[0] and "answered 503" in lines[0], lines
+    assert "is reachable" in lines[1], lines
