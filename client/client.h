@@ -134,6 +134,13 @@ struct dfr *recorder_probe(struct recorder *r);
 int recorder_reachable(const struct recorder *r);
 /* The reason of the last failure ("" if none). */
 const char *recorder_last_error(const struct recorder *r);
+/*
+ * How many times recorder_reachable() has turned to 0, with *why set to the
+ * reason of the latest (recorder's storage, valid until the next call into
+ * it): whoever samples the state now and then sees outages that began and
+ * ended between two looks.
+ */
+uint64_t recorder_outages(const struct recorder *r, const char **why);
 void recorder_get_stats(const struct recorder *r, struct recorder_stats *st);
 /* Operations in flight or queued. */
 size_t recorder_busy(const struct recorder *r);

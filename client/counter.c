@@ -11,7 +11,9 @@
  * failure the same values are offered again to the next batch.
  *
  * stateless: each next() reserves a value at once and records it alone;
- * records overlap and a failed record leaves a gap.
+ * records overlap and a failed record leaves a gap. A caller that goes away
+ * does not cancel its record: the value stays in flight (and counted) until
+ * record-countd answers.
  *
  * unsafe: the seed's bug on purpose: the shared count is incremented,
  * recorded, and read again after the record completes, so concurrent
@@ -77,7 +79,12 @@ struct batch {
 struct solo_req {
 	struct counter *s_c;
 	int64_t s_value;
-	int s_flying;
+};
+
+/* The record of a stateless or unsafe call; it may outlive the call. */
+struct solo_rec {
+	struct counter *sr_c;
+	struct dfr *sr_d; /* what the call waits for (our reference) */
 };
 
 TAILQ_HEAD(counter_list, counter);
@@ -597,27 +604,77 @@ counter_resume_run(void *arg)
 	return d;
 }
 
-/* stateless/unsafe: reserve a value and record it alone. */
+/*
+ * stateless/unsafe: record-countd answered (or the recorder gave up): the
+ * value is no longer in flight. Pass the result on to the call, which drops
+ * it if its caller went away.
+ */
+static void
+solo_recorded_cb(struct dfr *rd, void *arg)
+{
+	struct solo_rec *sr = arg;
+	struct counter *c = sr->sr_c;
+
+	c->c_in_flight--;
+	if (dfr_failed(rd))
+		dfr_errback_failure(sr->sr_d, dfr_take_failure(rd));
+	else {
+		c->c_st.batches++;
+		c->c_st.max_batch = 1;
+		dfr_callback(sr->sr_d, NULL, NULL);
+	}
+	dfr_unref(sr->sr_d);
+	free(sr);
+}
+
+/*
+ * stateless/unsafe: reserve a value and record it alone. The call waits for
+ * a deferred of its own, not for the recorder's: cancelling the call (its
+ * caller hung up) fails only that one, and the record goes on, counted in
+ * in_flight until it ends.
+ */
 static void
 solo_go_cb(struct dfr *d, void *arg)
 {
 	struct solo_req *s = arg;
 	struct counter *c = s->s_c;
-	struct dfr *rd;
+	struct solo_rec *sr;
+	struct dfr *rd, *w;
 
 	if (c->c_last == INT64_MAX) {
 		dfr_set_failure(d, CD_EEXHAUSTED, "%s", counter_exhausted(c));
 		return;
 	}
-	s->s_value = ++c->c_last;
-	s->s_flying = 1;
-	c->c_in_flight++;
-	if ((rd = recorder_record(c->c_cf->recorder, c->c_client, s->s_value,
-				  1)) == NULL) {
+	if ((sr = malloc(sizeof *sr)) == NULL ||
+	    (w = dfr_new(NULL, NULL)) == NULL) {
+		free(sr);
 		dfr_set_failure(d, ENOMEM, "out of memory");
 		return;
 	}
-	dfr_wait(d, rd);
+	s->s_value = ++c->c_last;
+	if ((rd = recorder_record(c->c_cf->recorder, c->c_client, s->s_value,
+				  1)) == NULL) {
+		dfr_unref(w);
+		free(sr);
+		dfr_set_failure(d, ENOMEM, "out of memory");
+		return;
+	}
+	sr->sr_c = c;
+	sr->sr_d = dfr_ref(w);
+	c->c_in_flight++;
+	if (dfr_add_both(rd, solo_recorded_cb, sr) != 0) {
+		/* rd's own reference keeps the record going, uncounted. */
+		c->c_in_flight--;
+		dfr_unref(sr->sr_d);
+		free(sr);
+		dfr_unref(w);
+		dfr_unref(rd);
+		dfr_set_failure(d, ENOMEM, "out of memory");
+		return;
+	}
+	/* The recorder holds rd until it fires it. */
+	dfr_unref(rd);
+	dfr_wait(d, w);
 }
 
 /* stateless/unsafe: the record was acknowledged. */
@@ -632,11 +689,7 @@ solo_ok_cb(struct dfr *d, void *arg)
 	    c->c_cf->strategy == STRATEGY_UNSAFE ? c->c_last : s->s_value;
 	int64_t *p = counter_boxed(v);
 
-	c->c_in_flight--;
-	s->s_flying = 0;
 	c->c_st.handed++;
-	c->c_st.batches++;
-	c->c_st.max_batch = 1;
 	if (p == NULL)
 		dfr_set_failure(d, ENOMEM, "out of memory");
 	else
@@ -650,10 +703,6 @@ solo_fail_cb(struct dfr *d, void *arg)
 	struct solo_req *s = arg;
 	struct counter *c = s->s_c;
 
-	if (s->s_flying) {
-		c->c_in_flight--;
-		s->s_flying = 0;
-	}
 	c->c_st.errors++;
 	if (dfr_failure_code(d) == DFR_ECLOSED)
 		dfr_set_failure(d, CD_ESHUTDOWN, "counterd is shutting down");

@@ -48,6 +48,7 @@ static uint64_t shutdown_grace_ms = SHUTDOWN_GRACE_MS;
 static int exit_status;
 static int probe_in_flight;
 static int last_reach = -1;
+static uint64_t last_outages;
 static time_t last_probe;
 static struct timespec stop_started;
 
@@ -378,8 +379,21 @@ health_cb(evutil_socket_t fd, short what, void *arg)
 {
 	int reach = recorder_reachable(recorder);
 	time_t now = time(NULL);
+	uint64_t outages;
+	const char *why;
 	struct dfr *d;
 
+	outages = recorder_outages(recorder, &why);
+	if (outages != last_outages && reach != 0) {
+		/*
+		 * An outage began and ended since the last look (a sample
+		 * every 200 ms would miss it): its failed calls deserve a
+		 * line all the same, then the recovery is logged below.
+		 */
+		log_warnx("record-countd is unreachable: %s", why);
+		last_reach = 0;
+	}
+	last_outages = outages;
 	if (reach != last_reach) {
 		if (reach == 1) {
 			log_info("record-countd is reachable");

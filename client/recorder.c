@@ -85,6 +85,8 @@ struct recorder {
 	int r_aborted; /* recorder_abort ran: new operations fail at once */
 	int r_reachable;
 	char r_last_error[512];
+	uint64_t r_outages;	  /* times r_reachable became 0 */
+	char r_outage_error[512]; /* the reason it last became 0 */
 	struct recorder_stats r_st;
 };
 
@@ -192,6 +194,14 @@ const char *
 recorder_last_error(const struct recorder *r)
 {
 	return r->r_last_error;
+}
+
+/* How many times record-countd became unreachable, and why the last time. */
+uint64_t
+recorder_outages(const struct recorder *r, const char **why)
+{
+	*why = r->r_outage_error;
+	return r->r_outages;
 }
 
 /* Copy the statistics. */
@@ -384,6 +394,11 @@ recorder_answer(struct rec_op *op, const char *body, size_t len)
 static void
 recorder_unreachable(struct recorder *r, const char *why)
 {
+	if (r->r_reachable != 0) {
+		r->r_outages++;
+		snprintf(r->r_outage_error, sizeof r->r_outage_error, "%s",
+			 why);
+	}
 	r->r_reachable = 0;
 	snprintf(r->r_last_error, sizeof r->r_last_error, "%s", why);
 }
@@ -401,6 +416,22 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 	size_t len = 0;
 
 	op->ro_conn = NULL;
+	if (code == 0 && op->ro_error == EVREQ_HTTP_DATA_TOO_LONG) {
+		/*
+		 * record-countd answered, but more than we read: a malformed
+		 * answer like any other, not an outage, and a retry would get
+		 * the same.
+		 */
+		conn->rc_used = 0;
+		recorder_conn_release(conn);
+		op->ro_last_code = CD_EBADGATEWAY;
+		snprintf(op->ro_why, sizeof op->ro_why,
+			 "record-countd at %s: answer to %s larger than "
+			 "counterd's limit of 1 MiB (%d bytes)",
+			 r->r_hosthdr, op->ro_path, RECORDER_MAX_ANSWER);
+		recorder_op_fail(op);
+		return;
+	}
 	if (code == 0) {
 		int stale = op->ro_error == EVREQ_HTTP_EOF &&
 			    conn->rc_used > 0 && !op->ro_eof_retried;
@@ -438,14 +469,16 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 	in = evhttp_request_get_input_buffer(req);
 	len = evbuffer_get_length(in);
 	if (len >= sizeof body && op->ro_kind == REC_RECORD) {
-		/* Batches of up to 1000 records need more room. */
-		char *big = len < RECORDER_MAX_ANSWER ? malloc(len + 1) : NULL;
+		/* Batches of up to 1000 records need more room (libevent
+		 * refused answers over RECORDER_MAX_ANSWER already). */
+		char *big = malloc(len + 1);
 
 		recorder_conn_release(conn);
 		if (big == NULL) {
 			op->ro_last_code = CD_EBADGATEWAY;
 			snprintf(op->ro_why, sizeof op->ro_why,
-				 "answer too large");
+				 "out of memory reading a %zu-byte answer",
+				 len);
 			recorder_op_fail(op);
 			return;
 		}

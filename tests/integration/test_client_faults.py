@@ -1,10 +1,15 @@
 """counterd under faults: server down at start, record-countd killed mid-run, counterd restarts, SIGTERM."""
 import http.client
+import http.server
+import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
+
+import pytest
 
 import harness
 from test_client_helpers import dead_url, many_next, poll, server_client_stats, server_records
@@ -299,3 +304,150 @@ def test_second_sigterm_exits_1_at_once(record_countd, counterd):
     assert not os.path.exists(cd.socket)
     t.join(10)
     assert isinstance(box["r"], (OSError, http.client.HTTPException)), box["r"]
+
+
+class FakeRecordCountd:
+    """A misbehaving record-countd on 127.0.0.1: /healthz and /clients/ID answer as the real one (last_value 0);
+    each POST /record-count is answered by record(client, values) -> (status, body bytes), by default the real
+    answer (record may sleep first: requests are served each in its thread). GET /clients/ID waits get_delay s."""
+
+    def __init__(self, record=None, get_delay=0):
+        self.record = record or self.ack
+        self.get_delay = get_delay
+        self.posts = []  # the values of every POST /record-count, in arrival order
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as record-countd
+
+            def log_message(self, *args):
+                pass
+
+            def answer(self, status, body):
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # counterd stopped reading (it refuses the answer)
+
+            def do_GET(self):
+                if self.path.startswith("/clients/"):
+                    time.sleep(fake.get_delay)
+                    client = self.path[len("/clients/"):]
+                    self.answer(200, json.dumps({"client": client, "last_value": 0}).encode())
+                else:
+                    self.answer(200, b'{"status": "ok"}')
+
+            def do_POST(self):
+                req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.posts.append(req["values"])
+                status, body = fake.record(req["client"], req["values"])
+                self.answer(status, body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def ack(client, values):
+        """record-countd's answer: every value acknowledged."""
+        recs = [{"value": v, "seq": v} for v in values]
+        return 200, json.dumps({"client": client, "records": recs}).encode()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_record_countd():
+    """Factory: start a FakeRecordCountd(record); every one started is closed after the test."""
+    started = []
+
+    def start(record=None, get_delay=0):
+        f = FakeRecordCountd(record, get_delay)
+        started.append(f)
+        return f
+
+    yield start
+    for f in started:
+        f.close()
+
+
+def test_answer_over_the_limit_is_a_bad_gateway_not_an_outage(fake_record_countd, counterd):
+    # An answer body over counterd's 1 MiB limit was taken as "connection refused or failed": counterd retried it,
+    # answered 503 server_unreachable and marked record-countd unreachable although it answered at once.
+    fake = fake_record_countd(lambda client, values: (200, b" " * (2 * 1024 * 1024)))
+    cd = counterd(fake.url, "--retries", "2", "--backoff", "10ms")
+    poll(lambda: cd.get("/healthz").status == 200)
+    r = cd.next("big")
+    assert r.status == 502 and r.json()["error"] == "bad_gateway", r
+    assert "1 MiB" in r.json()["message"] and "record-countd" in r.json()["message"], r
+    h = cd.get("/healthz")
+    assert h.status == 200 and h.json()["server_state"] == "reachable", h
+    assert fake.posts == [[1]], "a malformed answer is not retried"
+    assert cd.get("/stats").json()["recorder"]["retries"] == 0
+    fake.record = FakeRecordCountd.ack
+    assert cd.next("big").json()["count"] == 1, "the failed call consumed no number"
+
+
+@pytest.mark.parametrize("strategy", ["stateless", "unsafe"])
+def test_hung_up_call_stays_in_flight_until_recorded(fake_record_countd, counterd, strategy):
+    # A call that queued for the counter's lock while the counter resumed is watched for a hang-up; when its caller
+    # hung up while its value was being recorded, the record's deferred was cancelled and in_flight dropped at once
+    # although the POST to record-countd was still outstanding.
+    def record(client, values):
+        time.sleep(0.8)
+        return FakeRecordCountd.ack(client, values)
+
+    fake = fake_record_countd(record, get_delay=0.3)
+    cd = counterd(fake.url, "--strategy", strategy, "--log-level", "debug")
+
+    def in_flight():
+        return cd.get("/stats").json()["counters"].get("hup", {}).get("in_flight")
+
+    a = harness.UnixHTTPConnection(cd.socket)
+    b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        a.request("POST", "/counters/hup/next", body=b"")  # takes the lock and resumes (0.3 s)
+        poll(lambda: in_flight() is not None)
+        b.connect(cd.socket)
+        b.sendall(b"POST /counters/hup/next HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+        poll(lambda: in_flight() == 2)
+        b.close()
+        poll(lambda: "caller of counter hup hung up" in cd.read_log())
+        assert in_flight() == 2, "the hung-up call's record is still outstanding"
+        assert cd.get("/stats").json()["recorder"]["active"] == 2
+        assert a.getresponse().status == 200
+        poll(lambda: cd.get("/stats").json()["recorder"]["active"] == 0)
+        assert in_flight() == 0, "and no longer once it finished"
+        assert sorted(fake.posts) == [[1], [2]]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_outage_shorter_than_the_health_check_is_logged(fake_record_countd, counterd):
+    # counterd samples reachability every 200 ms: an outage that began and ended between two samples (here one 503
+    # answer, then a good one) failed a call but left no line in the log.
+    def record(client, values):
+        if values == [1]:
+            return 503, b'{"error": "storage_failed", "message": "the disk failed"}'
+        return FakeRecordCountd.ack(client, values)
+
+    fake = fake_record_countd(record)
+    cd = counterd(fake.url, "--strategy", "stateless", "--retries", "0")
+    poll(lambda: "record-countd is reachable" in cd.read_log())
+    mark = len(cd.read_log())
+    r = cd.next("flap")
+    assert r.status == 503 and r.json()["error"] == "server_unreachable", r
+    assert cd.next("flap").json()["count"] == 2
+    poll(lambda: "record-countd is reachable" in cd.read_log()[mark:], timeout=3)
+    lines = [l for l in cd.read_log()[mark:].splitlines() if "record-countd is" in l]
+    assert len(lines) == 2 and "is unreachable" in lines[0] and "answered 503" in lines[0], lines
+    assert "is reachable" in lines[1], lines
