@@ -134,8 +134,10 @@ conn_open(struct conn *c)
 		return -1;
 	}
 	if (connect(c->fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
-		warnmsg("cannot connect to %s: %s (is counterd running?)",
-			sock_path, strerror(errno));
+		/* The hint for a refusal: systemd's socket is for the lockstep group. */
+		warnmsg("cannot connect to %s: %s (%s)", sock_path, strerror(errno),
+			errno == EACCES ? "is your user in the socket's group? "
+			"systemd's socket is for group lockstep" : "is counterd running?");
 		close(c->fd);
 		c->fd = -1;
 		return -1;

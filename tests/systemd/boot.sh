@@ -130,7 +130,7 @@ echo "member: $out" | diag
 check "a member of group lockstep gets the next number" test "$out" = 2
 out=$(ctl runuser -u outsider --); rc=$?
 echo "outsider ($rc): $out" | diag
-check "anyone else is refused with a message" test "$rc" -ne 0 -a "${out#*Permission denied}" != "$out"
+check "anyone else is refused with a message naming the group" test "$rc" -ne 0 -a "${out#*Permission denied*group lockstep}" != "$out"
 
 # 10. The watchdog is fed: its timestamp moves on (WatchdogSec=10s, pinged every 5 s or sooner).
 wd() { in_ct systemctl show -P WatchdogTimestampMonotonic "$1"; }
