@@ -4,7 +4,8 @@
 # docs/systemd.md (systemd-sysusers, daemon-reload, enable --now both sockets), and checks what a
 # user relies on: the installed daemons start, counterctl gets numbers as root and as a member of
 # the lockstep group (not as anyone else), a drop-in sets an option, the watchdog is fed, a killed
-# record-countd is restarted with its records kept, and both services stop with status 0.
+# record-countd is restarted with its records kept, journald gets the log priorities, and both
+# services stop with status 0.
 # Needs root and systemd-nspawn (package systemd-container); otherwise the whole file is skipped.
 . "$TOP_SRCDIR/tests/systemd/lib.sh"
 
@@ -14,7 +15,7 @@ command -v systemd-nspawn >/dev/null 2>&1 || skip_all "systemd-nspawn is not ins
 [ -x /lib/systemd/systemd ] || skip_all "systemd is not installed"
 prefix=$(sed -n 's/^prefix = //p' "$TOP_BUILDDIR/Makefile" 2>/dev/null)
 [ "$prefix" = /usr/local ] || skip_all "installs into the container only with the default prefix /usr/local (this build's: $prefix)"
-plan 15
+plan 16
 
 root="$tmp/root"
 upper="$tmp/usr"
@@ -161,14 +162,27 @@ check "a killed record-countd is restarted and keeps its 3 records" test "${afte
 out=$(ctl)
 check "counterctl next after the restart gives 4" test "$out" = 4
 
-# 14-15. systemctl stop: each exits 0 (SIGTERM is a clean stop) and systemd records success.
+# 14. systemctl stop (with its socket, or the next probe would start it again): record-countd exits
+# 0 on SIGTERM and systemd records success.
 stopped_ok() {
-    in_ct systemctl stop "$1" 2> /dev/null &&
-        [ "$(in_ct systemctl show -P Result "$1")" = success ] &&
-        [ "$(in_ct systemctl show -P ExecMainStatus "$1")" = 0 ]
+    in_ct systemctl stop "$@" 2> /dev/null &&
+        [ "$(in_ct systemctl show -P Result "${@: -1}")" = success ] &&
+        [ "$(in_ct systemctl show -P ExecMainStatus "${@: -1}")" = 0 ]
 }
-check "systemctl stop counterd.service: status 0" stopped_ok counterd.service
-check "systemctl stop record-countd.service: status 0" stopped_ok record-countd.service
+check "systemctl stop record-countd: status 0" stopped_ok record-countd.socket record-countd.service
+
+# 15. Priorities reach journald: counterd's warning that record-countd is gone is shown by
+# "journalctl -p warning", its info line that it was reachable only without -p.
+jc() { in_ct journalctl -b -u counterd.service -o cat "$@"; }
+warned() { jc -p warning | grep -q "record-countd is unreachable"; }
+prio_ok() {
+    wait_for 10 warned && ! jc -p warning | grep -q "record-countd is reachable" &&
+        jc | grep -q "record-countd is reachable"
+}
+check "journalctl -p warning shows counterd's warning and not its info lines" prio_ok
+
+# 16. counterd, with nothing in flight, exits 0 on SIGTERM too.
+check "systemctl stop counterd: status 0" stopped_ok counterd.socket counterd.service
 
 in_ct journalctl -b -o short-monotonic -u record-countd.service -u counterd.service > "$tmp/journal" 2>&1
 [ "$tap_failed" -eq 0 ] || diag < "$tmp/journal"
