@@ -68,10 +68,14 @@ void dfr_failure_free(struct dfr_failure *f);
 
 /*
  * Called when a deferred whose final result is an unhandled failure is
- * freed (Twisted's "Unhandled error in Deferred"). The failure is owned by
- * the library and valid only during the call. The default reporter writes
- * one line to stderr; set NULL to restore it. dfr_unhandled_count() counts
- * every report since the process started.
+ * freed (Twisted's "Unhandled error in Deferred"). A failure is handled when
+ * a callback takes it away (dfr_take_failure() then dfr_failure_free(), or
+ * dfr_set_value() to recover) or by DFR_GATHER_CONSUME_ERRORS; an errback
+ * that only reads it leaves it unhandled. This includes the DFR_ECANCELED of
+ * a cancelled deferred and the DFR_ECLOSED of a closed waiter. The failure
+ * is owned by the library and valid only during the call. The default reporter
+ * writes one line to stderr; set NULL to restore it. dfr_unhandled_count()
+ * counts every report since the process started.
  */
 typedef void (*dfr_unhandled_cb)(const struct dfr_failure *f, void *arg);
 void dfr_set_unhandled_cb(dfr_unhandled_cb cb, void *arg);
@@ -123,7 +127,10 @@ struct dfr *dfr_ref(struct dfr *d);
  * that runner or that deferred holds its own reference, so dropping yours
  * never stops the chain. An unfired deferred with pending callbacks freed
  * this way never fires them; if another deferred waited for it, that one
- * goes on with an EPIPE failure.
+ * goes on with an EPIPE failure. A timeout (dfr_set_timeout) holds no
+ * reference. Whoever will fire a deferred must hold a reference until it
+ * has: a function that creates one and fires it later returns
+ * dfr_ref(d) and keeps d, then calls dfr_callback(d, ...); dfr_unref(d).
  */
 void dfr_unref(struct dfr *d);
 
@@ -171,14 +178,19 @@ void dfr_cancel(struct dfr *d);
 /*
  * Cancel d after tv unless it fires first; when it does fire first the timer
  * is removed. On expiry d is cancelled; if that leaves a DFR_ECANCELED
- * failure it becomes DFR_ETIMEDOUT, or on_timeout (if not NULL) runs in its
- * place as an errback that may set any result. A canceller's own value or
- * other failure is kept. The timer runs on base. As in Twisted, this adds a
- * pair to d's chain: callbacks added before dfr_set_timeout() see
- * DFR_ECANCELED, those added after see DFR_ETIMEDOUT. d may also be paused
- * on an inner deferred (a run() whose work is pending). Returns 0,
- * -EALREADY if d has fired (and is not paused), -EBUSY if d has a timeout
- * already, or -ENOMEM.
+ * failure it becomes DFR_ETIMEDOUT, or, if on_timeout is not NULL, on_timeout
+ * runs instead of that conversion: it sees the DFR_ECANCELED failure and may
+ * set any result (doing nothing leaves DFR_ECANCELED). A canceller's own
+ * value or other failure is kept, and on_timeout is then not called. The
+ * timer runs on base. As in Twisted, this adds a pair to d's chain:
+ * callbacks added before dfr_set_timeout() see DFR_ECANCELED, those added
+ * after see DFR_ETIMEDOUT. d may also be paused on an inner deferred (a run()
+ * whose work is pending), or be a waiting acquire or get (the timeout bounds
+ * the wait). The timer holds no reference to d (unlike Twisted's reactor):
+ * if d's last reference goes first, d is freed with its timer and its
+ * callbacks never run. Returns 0, -EALREADY if d has fired (and is not
+ * paused), -EBUSY if d has a timeout already, -ENOMEM, or -EINVAL if
+ * libevent refuses the timer (d is then never timed out).
  */
 int dfr_set_timeout(struct dfr *d, struct event_base *base,
 		    const struct timeval *tv, dfr_cb on_timeout, void *arg);
@@ -218,8 +230,9 @@ void dfr_set_failure(struct dfr *d, int code, const char *fmt, ...)
 void dfr_set_failure_obj(struct dfr *d, struct dfr_failure *f);
 
 /*
- * For callbacks: take d's value; the caller owns it and must release it.
- * d's result becomes NULL (not owned).
+ * For callbacks: take d's value; the caller owns it and must release it
+ * (the free_cb it was given with is not returned: the caller must know how
+ * the value was made). d's result becomes NULL (not owned).
  */
 void *dfr_take_value(struct dfr *d);
 
@@ -232,12 +245,13 @@ struct dfr_failure *dfr_take_failure(struct dfr *d);
 /*
  * For callbacks (chaining, Twisted's "return a Deferred"): pause d's chain
  * until inner fires, then continue with inner's result, which moves into d
- * (inner is left with a NULL value). Takes over the caller's reference to
- * inner; from then on inner holds a reference to d until it resumes it (so
- * whoever will fire inner must hold inner: if inner is freed unfired, d goes
- * on with an EPIPE failure). Waiting on d itself, or on a deferred already
- * waited on, fails d's chain with DFR_ECYCLE. Depth of chaining has no
- * stack cost.
+ * (inner is left with a NULL value). d's current result is released first
+ * (its value through its free_cb): take it before if it is still needed. Takes
+ * over the caller's reference to inner; from then on inner holds a reference to
+ * d until it resumes it (so whoever will fire inner must hold inner: if inner
+ * is freed unfired, d goes on with an EPIPE failure). Waiting on d itself, or
+ * on a deferred already waited on, fails d's chain with DFR_ECYCLE. Depth of
+ * chaining has no stack cost.
  */
 void dfr_wait(struct dfr *d, struct dfr *inner);
 
@@ -274,7 +288,10 @@ struct dfr_sem;
 /*
  * The work run under a lock or semaphore: returns a deferred carrying its
  * result (the caller of run gets that result); the library takes the
- * reference. Returning NULL counts as a failure with errno's code.
+ * reference, so whoever will fire the deferred keeps one of its own (return
+ * dfr_ref(d)). Its result moves into run's deferred: return a deferred that
+ * no other chain waits on (one that is waited on already fails the run with
+ * DFR_ECYCLE). Returning NULL counts as a failure with errno's code.
  */
 typedef struct dfr *(*dfr_run_cb)(void *arg);
 
@@ -323,7 +340,8 @@ int dfr_lock_release(struct dfr_lock *l);
  * releases at once and lets the next waiter overlap work still running).
  * The caller's deferred fires at that same moment, with whatever fn's
  * deferred ended with. Work whose deferred has no canceller simply runs to
- * its end.
+ * its end. The caller's callbacks run after the lock has been released (or
+ * handed to the next waiter, whose fn runs after them).
  */
 struct dfr *dfr_lock_run(struct dfr_lock *l, dfr_run_cb fn, void *arg);
 
@@ -407,7 +425,8 @@ int dfr_queue_put(struct dfr_queue *q, void *item, dfr_free_cb free_cb);
 
 /*
  * Get: a deferred (caller's reference) that fires with the oldest item,
- * which it then owns: at once if one is stored, else when put. If the
+ * which it then owns (a callback keeps it with dfr_take_value() and releases
+ * it itself): at once if one is stored, else when put. If the
  * backlog is full it fails at once with DFR_EUNDERFLOW; after close (with
  * nothing stored) with DFR_ECLOSED. Cancelling a waiting get removes it in
  * O(1); an item is never lost to a cancelled get. As with locks, the queue
@@ -431,7 +450,11 @@ void dfr_queue_stats(const struct dfr_queue *q, struct dfr_stats *st);
 /* ------------------------------------------------------------------------ */
 /* gather (Twisted's gatherResults / DeferredList)                          */
 
-/* The value of a successful gather: n values in the order of the inputs. */
+/*
+ * The value of a successful gather: n values in the order of the inputs.
+ * It and the values belong to the gather's deferred: read them in place
+ * (a result taken with dfr_take_value() has no public release function).
+ */
 struct dfr_gather_result {
 	size_t n;
 	void **values; /* values[i] is member i's value, owned by the result */
@@ -444,17 +467,19 @@ struct dfr_gather_result {
  * Fire when all of ds[0..n-1] have fired. Success: the value is a struct
  * dfr_gather_result (owned by the deferred; members' values are moved into
  * it, with their free callbacks). First failure: the deferred fails at once
- * with that failure's code, its message prefixed by the member's index,
- * and failure->index set to that index. With
+ * with that failure's code, its message prefixed by the member's index
+ * ("member I: message"), and failure->index set to that index. With
  * DFR_GATHER_CONSUME_ERRORS, members' failures are marked handled (not
- * reported when freed). Cancelling the gather cancels every unfired
- * member (all of them, whatever their cancellers do); the gather then ends
- * as its members do: normally with the first member's DFR_ECANCELED.
- * Takes over the caller's reference to each member. n == 0 fires at once
- * with an empty result. The gather keeps its members, and its own state,
- * until every member has fired, even after it has failed or been freed: a
- * member that may never fire must be fired or cancelled (cancelling the
- * gather does it for all), as with a lock's waiters.
+ * reported when freed); without it, each failed member (each cancelled one
+ * too) is reported as unhandled when the gather drops it, even if the
+ * gather's own failure is handled, as with Twisted's consumeErrors=False.
+ * Cancelling the gather cancels every unfired member (all of them, whatever
+ * their cancellers do); the gather then ends as its members do: normally with
+ * the first member's DFR_ECANCELED. Takes over the caller's reference to each
+ * member. n == 0 fires at once with an empty result. The gather keeps its
+ * members, and its own state, until every member has fired, even after it has
+ * failed or been freed: a member that may never fire must be fired or cancelled
+ * (cancelling the gather does it for all), as with a lock's waiters.
  */
 struct dfr *dfr_gather(struct dfr **ds, size_t n, int flags);
 
