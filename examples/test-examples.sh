@@ -16,7 +16,7 @@ check() {	# check NAME EXPECTED
 		fail=1
 	fi
 }
-echo "1..5"
+echo "1..6"
 check counter-unsafe $'2 d1\n2 d2'
 check counter-locked $'1 d1\n2 d2'
 check counter-stateless $'1 d1\n2 d2'
@@ -30,6 +30,16 @@ job 3: recorded
 job 4: recording
 job 4: recorded
 queue closed and drained: consumer stops"
+check queue-lock-shutdown "job 1: recording
+job 1: recorded
+job 2: recording
+job 2: recorded
+job 3: recording
+job 3: recorded
+job 4: recording
+job 4: recorded
+consumer: waiting get cancelled
+4 job(s) recorded, at most 1 at once; 3 waited for the lock"
 # They are what readers copy: each must build outside the tree, with dfr.h and libevent's headers only.
 n=$((n + 1))
 src=${TOP_SRCDIR:-..}
