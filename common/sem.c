@@ -372,6 +372,13 @@ dfr__sem_run(struct dfr_sem *s, dfr_run_cb fn, void *arg)
 
 		dfr__sem_release_many(s, 1);
 		work = dfr_fail(code, "run: the function returned no deferred");
+	} else if (work->outer != NULL) {
+		/* Nothing can follow it (dfr_wait refuses): no token kept. */
+		dfr__sem_release_many(s, 1);
+		dfr__unref(work);
+		work = dfr_fail(DFR_ECYCLE,
+				"run: the function returned a deferred another "
+				"chain already waits on");
 	} else
 		work = sem_run_later(s, fn, arg, work, now);
 	sem_unhold(s);

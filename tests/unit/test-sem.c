@@ -215,6 +215,45 @@ test_run_cancel_pending(void **state)
 	dfr_sem_free(s);
 }
 
+/* fn returns works[0] again for a second run: a deferred another chain already waits on. */
+static struct dfr *
+again_work(void *arg)
+{
+	(void)arg;
+	return dfr_ref(works[0]);
+}
+
+/*
+ * A run whose fn returns a deferred already waited on fails with DFR_ECYCLE
+ * and gives its token back at once, whether or not its caller adds
+ * callbacks (with the token free, it kept the token and leaked the run).
+ */
+static void
+test_run_cycle_gives_token_back(void **state)
+{
+	struct dfr_sem *s = dfr_sem_new(2);
+	struct dfr *a, *b;
+	int x = 1;
+
+	(void)state;
+	nstarted = 0;
+	a = dfr_sem_run(s, start_work, NULL);
+	assert_int_equal(dfr_sem_tokens(s), 1);
+	b = dfr_sem_run(s, again_work, NULL);
+	assert_true(dfr_fired(b));
+	assert_int_equal(dfr_failure_code(b), DFR_ECYCLE);
+	assert_int_equal(dfr_sem_tokens(s), 1);
+	dfr_failure_free(dfr_take_failure(b));
+	dfr_unref(b);
+	dfr_callback(works[0], &x, NULL);
+	assert_ptr_equal(dfr_value(a), &x);
+	assert_int_equal(dfr_sem_tokens(s), 2);
+	dfr_unref(a);
+	dfr_unref(works[0]);
+	dfr_sem_free(s);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* close(): every waiter fails, later acquires fail, holders may release. */
 static void
 test_close(void **state)
@@ -306,6 +345,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel_head_grants_behind, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cycle_gives_token_back, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup,
 					    unit_teardown),
