@@ -452,8 +452,9 @@ void dfr_queue_stats(const struct dfr_queue *q, struct dfr_stats *st);
 
 /*
  * The value of a successful gather: n values in the order of the inputs.
- * It and the values belong to the gather's deferred: read them in place
- * (a result taken with dfr_take_value() has no public release function).
+ * It and the values belong to the gather's deferred: read them in place, or
+ * take the result with dfr_take_value() and release it with
+ * dfr_gather_result_free().
  */
 struct dfr_gather_result {
 	size_t n;
@@ -482,6 +483,12 @@ struct dfr_gather_result {
  * (cancelling the gather does it for all), as with a lock's waiters.
  */
 struct dfr *dfr_gather(struct dfr **ds, size_t n, int flags);
+
+/*
+ * Release a gather result taken with dfr_take_value(), and every value in it
+ * with its member's free callback. NULL is a no-op.
+ */
+void dfr_gather_result_free(struct dfr_gather_result *res);
 
 #ifdef __cplusplus
 }

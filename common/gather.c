@@ -35,10 +35,19 @@ struct gather {
 static void
 gather_result_free(void *value)
 {
-	struct dfr_gather_result *res = value;
-	dfr_free_cb *fcbs = (dfr_free_cb *)(res->values + res->n);
+	dfr_gather_result_free(value);
+}
+
+/* Release a gather result taken from its deferred, and the values it owns. */
+void
+dfr_gather_result_free(struct dfr_gather_result *res)
+{
+	dfr_free_cb *fcbs;
 	size_t i;
 
+	if (res == NULL)
+		return;
+	fcbs = (dfr_free_cb *)(res->values + res->n);
 	for (i = 0; i < res->n; i++)
 		if (fcbs[i] != NULL)
 			fcbs[i](res->values[i]);

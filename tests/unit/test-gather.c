@@ -48,6 +48,28 @@ test_order(void **state)
 	assert_int_equal(unit_freed, 3);
 }
 
+/* A result taken from the gather is the caller's; dfr_gather_result_free()
+ * releases it and its values. */
+static void
+test_take_result(void **state)
+{
+	struct dfr *ds[2], *g;
+	struct dfr_gather_result *res;
+
+	(void)state;
+	ds[0] = dfr_succeed(unit_int(5), unit_free_cb);
+	ds[1] = dfr_succeed(unit_int(6), unit_free_cb);
+	g = dfr_gather(ds, 2, 0);
+	res = dfr_take_value(g);
+	assert_non_null(res);
+	dfr_unref(g);
+	assert_int_equal(unit_freed, 0); /* the caller's now */
+	assert_int_equal(*(int *)res->values[1], 6);
+	dfr_gather_result_free(res);
+	assert_int_equal(unit_freed, 2);
+	dfr_gather_result_free(NULL);
+}
+
 /* First failure: fails with the member's code and index; others are reported.
  */
 static void
@@ -178,6 +200,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_empty, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_order, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_take_result, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_first_failure, unit_setup,
 					    unit_teardown),
