@@ -112,7 +112,7 @@ usage(FILE *f)
 		"                        (default 3; then 503, or 504 if it "
 		"timed out)\n"
 		"  --backoff DUR         first backoff (default 50ms, "
-		"doubling, at most 2s)\n"
+		"doubling up to 2s or to itself if larger)\n"
 		"  --connections N       keep-alive connections to "
 		"record-countd, 1..10000 (default: 64 for locked,\n"
 		"                        which needs one per busy counter; "

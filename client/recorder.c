@@ -293,17 +293,20 @@ static void
 recorder_attempt_failed(struct rec_op *op)
 {
 	struct recorder *r = op->ro_r;
-	uint64_t delay, shift;
+	uint64_t delay, shift, cap;
 	struct timeval tv;
 
 	if (op->ro_attempt > r->r_retries || op->ro_kind == REC_PROBE) {
 		recorder_op_fail(op);
 		return;
 	}
+	/* Doubling up to 2 s, or not at all from a first backoff above that. */
+	cap = r->r_backoff_ms > RECORDER_BACKOFF_CAP_MS ? r->r_backoff_ms
+							: RECORDER_BACKOFF_CAP_MS;
 	shift = op->ro_attempt - 1 > 16 ? 16 : op->ro_attempt - 1;
 	delay = r->r_backoff_ms << shift;
-	if (delay > RECORDER_BACKOFF_CAP_MS)
-		delay = RECORDER_BACKOFF_CAP_MS;
+	if (delay > cap)
+		delay = cap;
 	/* Jitter: a random point in the upper half, so clients spread out. */
 	delay = delay / 2 +
 		(delay > 1 ? (uint64_t)random() % (delay - delay / 2 + 1) : 0);

@@ -3,6 +3,7 @@ import http.client
 import http.server
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -451,3 +452,15 @@ def test_outage_shorter_than_the_health_check_is_logged(fake_record_countd, coun
     lines = [l for l in cd.read_log()[mark:].splitlines() if "record-countd is" in l]
     assert len(lines) == 2 and "is unreachable" in lines[0] and "answered 503" in lines[0], lines
     assert "is reachable" in lines[1], lines
+
+
+def test_backoff_above_the_doubling_cap_is_used_not_cut_to_2s(fake_record_countd, counterd):
+    # --backoff took values up to a day but waited at most 2 s: the doubling stops at 2 s, a larger first backoff
+    # is each wait's backoff (a random point in its upper half), as counterd(8) says.
+    fake = fake_record_countd(lambda client, values: (503, b'{"error": "storage_failed", "message": "x"}'))
+    cd = counterd(fake.url, "--retries", "1", "--backoff", "10s", "--log-level", "debug")
+    poll(lambda: cd.get("/healthz").status == 200)
+    next_in_background(cd, "b")
+    poll(lambda: re.search(r"retry 1 in (\d+)ms", cd.read_log()))
+    wait = int(re.search(r"retry 1 in (\d+)ms", cd.read_log()).group(1))
+    assert 5000 <= wait <= 10000, wait
