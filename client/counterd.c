@@ -464,7 +464,8 @@ main(int argc, char **argv)
 	cc.batch_max = 64;
 	cc.backlog = 10000;
 	cc.wait_timeout_ms = 30000;
-	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	opterr = 0; /* getopt's own messages would carry no log priority */
+	while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 's':
 			server = optarg;
@@ -531,15 +532,20 @@ main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case ':':
+			log_errx("%s needs a value; see --help",
+				 argv[optind - 1]);
+			return 2;
 		default:
-			usage(stderr);
+			log_errx("unknown option \"%s\"; see --help for the "
+				 "options",
+				 argv[optind - 1]);
 			return 2;
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "counterd: unexpected argument \"%s\"\n",
-			argv[optind]);
-		usage(stderr);
+		log_errx("unexpected argument \"%s\"; see --help",
+			 argv[optind]);
 		return 2;
 	}
 	if (batch_given && cc.strategy != STRATEGY_LOCKED)

@@ -130,7 +130,7 @@ usage(FILE *f)
 static void __attribute__((noreturn))
 usage_error(const char *what, const char *value, const char *why)
 {
-	fprintf(stderr, "record-countd: %s: \"%s\" %s\n", what, value, why);
+	log_errx("%s: \"%s\" %s", what, value, why);
 	exit(EXIT_USAGE);
 }
 
@@ -268,14 +268,14 @@ main_check_latency(void)
 	char a[128], b[128];
 
 	if (cfg.jitter_ms > cfg.latency_ms) {
-		fprintf(stderr, "record-countd: %s is larger than %s; the jitter must be at most the latency,"
-		    " as a delay cannot go below 0\n", main_opt_name('j', cfg.jitter_ms, a, sizeof a),
+		log_errx("%s is larger than %s; the jitter must be at most the latency,"
+		    " as a delay cannot go below 0", main_opt_name('j', cfg.jitter_ms, a, sizeof a),
 		    main_opt_name('L', cfg.latency_ms, b, sizeof b));
 		exit(EXIT_USAGE);
 	}
 	if (cfg.max_latency_ms > 0 && cfg.max_latency_ms < cfg.latency_ms) {
-		fprintf(stderr, "record-countd: %s is smaller than %s; the cap must be at least the latency"
-		    " (or 0 for no cap)\n", main_opt_name('M', cfg.max_latency_ms, a, sizeof a),
+		log_errx("%s is smaller than %s; the cap must be at least the latency"
+		    " (or 0 for no cap)", main_opt_name('M', cfg.max_latency_ms, a, sizeof a),
 		    main_opt_name('L', cfg.latency_ms, b, sizeof b));
 		exit(EXIT_USAGE);
 	}
@@ -297,6 +297,16 @@ static const struct option main_longopts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
+/* Say which option is unknown (arg is the argument getopt stopped at). */
+static void
+main_unknown_option(const char *arg)
+{
+	if (optopt != 0 && arg[0] == '-' && arg[1] != '-')
+		log_errx("unknown option -%c; see --help for the options", optopt);
+	else
+		log_errx("unknown option \"%s\"; see --help for the options", arg);
+}
+
 /*
  * Read options from the command line, then the environment. --help and
  * --version never read the environment, and a variable whose option is on
@@ -309,7 +319,8 @@ main_options(int argc, char **argv)
 	const char *v;
 	int ch;
 
-	while ((ch = getopt_long(argc, argv, "l:L:j:M:d:D:c:t:av:Vh", main_longopts, NULL)) != -1) {
+	opterr = 0;	/* getopt's own messages would carry no log priority */
+	while ((ch = getopt_long(argc, argv, ":l:L:j:M:d:D:c:t:av:Vh", main_longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'V':
 			printf("record-countd (lockstep) %s\n", PACKAGE_VERSION);
@@ -317,8 +328,11 @@ main_options(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			exit(0);
+		case ':':
+			log_errx("%s needs a value; see --help", argv[optind - 1]);
+			exit(EXIT_USAGE);
 		case '?':
-			fprintf(stderr, "record-countd: see --help for the options\n");
+			main_unknown_option(argv[optind - 1]);
 			exit(EXIT_USAGE);
 		default:
 			o = main_opt_find(ch);
@@ -327,7 +341,7 @@ main_options(int argc, char **argv)
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "record-countd: unexpected argument \"%s\"; see --help\n", argv[optind]);
+		log_errx("unexpected argument \"%s\"; see --help", argv[optind]);
 		exit(EXIT_USAGE);
 	}
 	for (o = main_opts; o->ch != 0; o++)

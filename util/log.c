@@ -163,6 +163,17 @@ log_debug(const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Log an error. */
+void
+log_errx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(LOG_LEVEL_ERROR, NULL, fmt, ap);
+	va_end(ap);
+}
+
 /* Log an error with strerror(errno) and exit 1. */
 void
 fatal(const char *fmt, ...)

@@ -26,6 +26,8 @@ void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_vlog(enum log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* Log an error (and go on: the caller decides how to exit). */
+void log_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Log an error with strerror(errno) appended, and exit 1. */
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* Log an error and exit 1. */

@@ -2,6 +2,8 @@
 import json
 import subprocess
 
+import pytest
+
 import harness
 from test_client_helpers import dead_url, server_records
 
@@ -197,6 +199,18 @@ def test_counterd_rejects_bad_options(tmp_path):
                       (["--shutdown-grace", "0"], "--shutdown-grace"), (["--shutdown-grace", "1x"], "not a duration")):
         p = subprocess.run([harness.COUNTERD, "--socket", sock] + args, capture_output=True, text=True, timeout=10)
         assert p.returncode != 0 and msg in p.stderr, (args, p.stderr)
+
+
+@pytest.mark.parametrize("args,line", [
+    (["--bogus"], 'counterd: unknown option "--bogus"; see --help for the options'),
+    (["--socket"], "counterd: --socket needs a value; see --help"),
+    (["extra"], 'counterd: unexpected argument "extra"; see --help'),
+])
+def test_counterd_usage_errors_are_one_line_exit_2(args, line):
+    # An unknown option printed getopt's message and then the whole --help on stderr (a screenful in the journal,
+    # none of it with a priority): one line naming the problem.
+    p = subprocess.run([harness.COUNTERD] + args, capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and p.stderr == line + "\n", p.stderr
 
 
 def test_number_options_take_their_documented_range():

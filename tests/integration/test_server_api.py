@@ -477,7 +477,9 @@ def test_version_and_help():
     (["--log-level", "loud"], 'record-countd: --log-level: "loud" is not a log level'),
     (["--listen", "nohostport"], 'record-countd: --listen: "nohostport" is not ADDR:PORT'),
     (["--listen", "127.0.0.1:99999"], 'record-countd: --listen: "127.0.0.1:99999" has no valid port'),
-    (["--bogus"], "record-countd: see --help"),
+    (["--bogus"], 'record-countd: unknown option "--bogus"; see --help'),
+    (["-x"], "record-countd: unknown option -x; see --help"),
+    (["--latency"], "record-countd: --latency needs a value; see --help"),
     (["extra"], 'record-countd: unexpected argument "extra"'),
 ])
 def test_bad_options_exit_2(args, message, tmp_path):

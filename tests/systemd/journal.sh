@@ -3,7 +3,7 @@
 # line starts with its priority (<3> error, <4> warning, <6> info, <7> debug), so that
 # "journalctl -p warning" finds the warnings; without it, or naming another file, lines are plain.
 . "$TOP_SRCDIR/tests/systemd/lib.sh"
-plan 8
+plan 10
 
 err="$tmp/err"
 other="$tmp/other"
@@ -83,5 +83,20 @@ else
     diag < "$err"
     notok "counterd did not start or stop without JOURNAL_STREAM"
 fi
+
+# 9-10. Usage errors under the journal carry <3> too (a bad value in a drop-in is the likeliest
+# mistake under systemd), and counterd's is one line, not its whole --help.
+: > "$err"
+JOURNAL_STREAM=$(dev_ino "$err") RECORD_COUNTD_LATENCY=5 "$RECORD_COUNTD" --db "$tmp/x.db" 2>"$err"
+rc=$?
+diag < "$err"
+check "record-countd: a bad RECORD_COUNTD_LATENCY is an error line with <3>, exit 2" \
+    eval '[ "$rc" -eq 2 ] && grep -q "^<3>record-countd: RECORD_COUNTD_LATENCY" "$err" && ! grep -qv "^<3>" "$err"'
+: > "$err"
+JOURNAL_STREAM=$(dev_ino "$err") "$COUNTERD" --bogus 2>"$err"
+rc=$?
+diag < "$err"
+check "counterd: an unknown option is one error line with <3>, exit 2" \
+    eval '[ "$rc" -eq 2 ] && [ "$(wc -l < "$err")" -eq 1 ] && grep -q "^<3>counterd: unknown option" "$err"'
 
 finish
