@@ -21,6 +21,8 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <event2/util.h>
 #include <jansson.h>
 
 #include "dfr.h"
@@ -30,6 +32,10 @@
 /* Libevent's own hard limits, above ours (it answers those in HTML). */
 #define API_HARD_HEADERS (64 * 1024)
 #define API_HARD_BODY (1024 * 1024)
+/* Pause of the listener after accept() failed (out of file descriptors). */
+#define API_ACCEPT_PAUSE_MS 100
+/* At most one log line per this many seconds about failing accepts. */
+#define API_ACCEPT_LOG_S 10
 
 typedef void (*api_handler)(struct evhttp_request *req, const char *name);
 
@@ -53,6 +59,8 @@ struct api_wait {
 static struct api_config *api_cf;
 static struct evhttp *api_http;
 static struct evhttp_bound_socket *api_socket;
+static struct event *api_accept_ev; /* ends the pause after a failed accept */
+static struct log_limit api_accept_ll;
 static size_t api_npending;
 static int api_closed;
 static uint64_t api_requests, api_errors4xx;
@@ -138,6 +146,9 @@ api_failure_status(int code, const char **word)
 		return 503;
 	case CD_EUNAVAILABLE:
 		*word = "server_unreachable";
+		return 503;
+	case CD_ENOFD:
+		*word = "out_of_file_descriptors";
 		return 503;
 	case CD_ETIMEOUT:
 		*word = "record_timeout";
@@ -684,6 +695,52 @@ api_request_cb(struct evhttp_request *req, void *arg)
 	api_error(req, 404, "not_found", "no such endpoint");
 }
 
+/* The pause after a failed accept() is over: listen again. */
+static void
+api_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	if (api_socket != NULL)
+		evconnlistener_enable(
+		    evhttp_bound_socket_get_listener(api_socket));
+}
+
+/*
+ * accept() failed for another reason than a client that went away: most
+ * likely no file descriptor is left (EMFILE, ENFILE). The connection stays
+ * in the socket's backlog, so the listener would be woken again at once and
+ * spin on the same failure (libevent would also log each one): pause it for
+ * API_ACCEPT_PAUSE_MS instead, and say so at most every API_ACCEPT_LOG_S.
+ * Open connections are served meanwhile; the waiting ones are accepted once
+ * descriptors are free again.
+ */
+static void
+api_accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	int e = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = {0, API_ACCEPT_PAUSE_MS * 1000};
+	unsigned long skipped;
+	char more[64] = "";
+
+	evconnlistener_disable(lev);
+	evtimer_add(api_accept_ev, &tv);
+	if (!log_limit_due(&api_accept_ll, API_ACCEPT_LOG_S, &skipped))
+		return;
+	if (skipped > 0)
+		snprintf(more, sizeof more, " (%lu more since the last)",
+			 skipped);
+	if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
+		log_warnx("cannot accept connections: %s%s: no file "
+			  "descriptor left; new connections wait and are "
+			  "accepted when one is free (raise the open-files "
+			  "limit: LimitNOFILE=, ulimit -n)",
+			  evutil_socket_error_to_string(e), more);
+	else
+		log_warnx("cannot accept connections: %s%s; retrying every "
+			  "%dms",
+			  evutil_socket_error_to_string(e), more,
+			  API_ACCEPT_PAUSE_MS);
+}
+
 /* Serve the API on the listening socket fd. */
 int
 api_start(struct api_config *cf, int fd)
@@ -708,6 +765,13 @@ api_start(struct api_config *cf, int fd)
 		log_warnx("cannot serve HTTP on the socket");
 		return -1;
 	}
+	if ((api_accept_ev = evtimer_new(cf->base, api_accept_resume_cb,
+					 NULL)) == NULL) {
+		log_warnx("out of memory");
+		return -1;
+	}
+	evconnlistener_set_error_cb(
+	    evhttp_bound_socket_get_listener(api_socket), api_accept_error_cb);
 	return 0;
 }
 
@@ -716,6 +780,8 @@ void
 api_stop_accepting(void)
 {
 	api_closed = 1;
+	if (api_accept_ev != NULL)
+		evtimer_del(api_accept_ev);
 	if (api_socket != NULL) {
 		evhttp_del_accept_socket(api_http, api_socket);
 		api_socket = NULL;
@@ -733,6 +799,9 @@ api_pending(void)
 void
 api_free(void)
 {
+	if (api_accept_ev != NULL)
+		event_free(api_accept_ev);
+	api_accept_ev = NULL;
 	if (api_http != NULL)
 		evhttp_free(api_http);
 	api_http = NULL;

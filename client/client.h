@@ -39,6 +39,7 @@ struct dfr_stats;
 #define CD_ESHUTDOWN 10003 /* counterd is stopping: 503 */
 #define CD_ETOOMANY 10004  /* too many counters: 503 */
 #define CD_EEXHAUSTED 10005 /* the counter handed out INT64_MAX: 409 */
+#define CD_ENOFD 10006	    /* no file descriptor for a connection: 503 */
 
 /* parse.c: pure parsers (no libevent), shared with the fuzz targets. */
 

@@ -12,13 +12,17 @@
  */
 #include "config.h"
 
+#include <sys/socket.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -93,6 +97,7 @@ struct recorder {
 static void recorder_send(struct rec_op *op, struct rec_conn *conn);
 static void recorder_dispatch(struct rec_op *op);
 static void recorder_op_fail(struct rec_op *op);
+static void recorder_attempt_failed(struct rec_op *op);
 
 /* Create the recorder; see client.h. */
 struct recorder *
@@ -235,17 +240,64 @@ recorder_op_free(struct rec_op *op)
 	free(op);
 }
 
+/*
+ * Whether a request can go out on conn now: 0, or the errno of a socket of
+ * our own when conn is not connected (libevent would open one) and no file
+ * descriptor is left. libevent would fail the request as if record-countd
+ * had refused it, sending the operator to look at the wrong daemon.
+ */
+static int
+recorder_fd_check(struct recorder *r, struct rec_conn *conn)
+{
+	int fd, e;
+
+	if (bufferevent_getfd(evhttp_connection_get_bufferevent(
+		conn->rc_evcon)) != -1)
+		return 0;
+	fd = socket(r->r_url.ipv6 ? AF_INET6 : AF_INET,
+		    SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		e = errno;
+		if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
+			return e;
+		return 0;
+	}
+	close(fd);
+	return 0;
+}
+
+/* op's attempt failed for want of a file descriptor (errno e). */
+static void
+recorder_no_fd(struct rec_op *op, int e)
+{
+	struct recorder *r = op->ro_r;
+
+	op->ro_attempt++;
+	r->r_st.requests++;
+	op->ro_last_code = CD_ENOFD;
+	snprintf(op->ro_why, sizeof op->ro_why,
+		 "counterd cannot open a connection to record-countd at %s: "
+		 "%s (raise its open-files limit: LimitNOFILE=, ulimit -n)",
+		 r->r_hosthdr, strerror(e));
+	recorder_attempt_failed(op);
+}
+
 /* Give a connection back: to the oldest waiting operation, else idle. */
 static void
 recorder_conn_release(struct rec_conn *conn)
 {
 	struct recorder *r = conn->rc_r;
 	struct rec_op *op;
+	int e;
 
 	conn->rc_busy = 0;
-	if ((op = TAILQ_FIRST(&r->r_waitq)) != NULL) {
+	while ((op = TAILQ_FIRST(&r->r_waitq)) != NULL) {
 		TAILQ_REMOVE(&r->r_waitq, op, ro_entry);
 		r->r_nwait--;
+		if ((e = recorder_fd_check(r, conn)) != 0) {
+			recorder_no_fd(op, e);
+			continue;
+		}
 		recorder_send(op, conn);
 		return;
 	}
@@ -573,6 +625,7 @@ recorder_dispatch(struct rec_op *op)
 {
 	struct recorder *r = op->ro_r;
 	struct rec_conn *conn;
+	int e;
 
 	if (r->r_aborted) {
 		op->ro_last_code = CD_ESHUTDOWN;
@@ -582,6 +635,10 @@ recorder_dispatch(struct rec_op *op)
 		return;
 	}
 	if ((conn = TAILQ_FIRST(&r->r_idle)) != NULL) {
+		if ((e = recorder_fd_check(r, conn)) != 0) {
+			recorder_no_fd(op, e);
+			return;
+		}
 		TAILQ_REMOVE(&r->r_idle, conn, rc_idle);
 		recorder_send(op, conn);
 		return;
@@ -598,6 +655,11 @@ recorder_dispatch(struct rec_op *op)
 			    conn->rc_evcon, RECORDER_MAX_ANSWER);
 			TAILQ_INSERT_TAIL(&r->r_conns, conn, rc_all);
 			r->r_nconns++;
+			if ((e = recorder_fd_check(r, conn)) != 0) {
+				TAILQ_INSERT_HEAD(&r->r_idle, conn, rc_idle);
+				recorder_no_fd(op, e);
+				return;
+			}
 			recorder_send(op, conn);
 			return;
 		}

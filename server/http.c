@@ -37,7 +37,14 @@ struct http_listener {
 	struct MHD_Daemon *daemon;
 	struct event *epoll_ev;
 	struct event *timer_ev;
+	struct event *pause_ev;       /* ends a pause after accept() failed with no connection open */
+	int starved;                  /* accept() failed with no connection open (see http_run_one) */
 };
+/* The pause of a listener whose accept() fails with no connection open. */
+#define HTTP_ACCEPT_PAUSE_MS 100
+/* At most one log line per this many seconds about failing accepts. */
+#define HTTP_ACCEPT_LOG_S 10
+static struct log_limit http_accept_ll;
 static struct http_listener *http_listeners;
 static size_t http_nlisteners;
 static int http_quiesced;
@@ -108,10 +115,39 @@ http_run_one(struct http_listener *l)
 		http_kick = 0;
 		before = http_connections(l->daemon);
 		MHD_run(l->daemon);
-		if (!http_kick && http_connections(l->daemon) >= before)
+		if (l->starved || (!http_kick && http_connections(l->daemon) >= before))
 			break;
 	}
+	/*
+	 * accept() failed for want of descriptors with no connection open
+	 * in this daemon: libmicrohttpd then keeps the listening socket in
+	 * its epoll set (it stops accepting only until one of its own
+	 * connections closes, and there is none), so its epoll fd stays
+	 * readable and the loop would spin on accept(). Nothing else is in
+	 * that set: stop watching it for a while.
+	 */
+	if (l->starved) {
+		l->starved = 0;
+		if (http_connections(l->daemon) == 0) {
+			struct timeval tv = { 0, HTTP_ACCEPT_PAUSE_MS * 1000 };
+
+			event_del(l->epoll_ev);
+			evtimer_add(l->pause_ev, &tv);
+		}
+	}
 	http_reschedule(l);
+}
+
+/* The pause after a failed accept() is over: watch the daemon again. */
+static void
+http_pause_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_listener *l = arg;
+
+	if (http_quiesced)
+		return;
+	event_add(l->epoll_ev, NULL);
+	http_run_one(l);
 }
 
 /* Run every daemon once (after resuming connections, which may belong to any). */
@@ -313,9 +349,35 @@ http_rejected(unsigned status, const char *text)
  * info level: nearly all are about one client's connection, and a flood of
  * them at warn would drown the journal.
  */
+/*
+ * libmicrohttpd's accept() on l failed (why: strerror's text): say so at
+ * most every HTTP_ACCEPT_LOG_S seconds, not once per try. Out of
+ * descriptors, it stops accepting until one of l's connections closes
+ * (with none open, http_run_one() pauses l instead); the connections
+ * wait in the listening socket's backlog meanwhile.
+ */
+static void
+http_accept_failed(struct http_listener *l, const char *why)
+{
+	unsigned long skipped;
+	char more[64] = "";
+
+	if (!log_limit_due(&http_accept_ll, HTTP_ACCEPT_LOG_S, &skipped))
+		return;
+	if (skipped > 0)
+		snprintf(more, sizeof more, " (%lu more since the last)", skipped);
+	if (strcmp(why, strerror(EMFILE)) == 0 || strcmp(why, strerror(ENFILE)) == 0)
+		log_warnx("cannot accept connections: %s%s: no file descriptor left, with %u connections open; new "
+		    "connections wait and are accepted when one is free (raise the open-files limit: LimitNOFILE=, "
+		    "ulimit -n; or lower --max-connections)", why, more, http_connections(l->daemon));
+	else
+		log_warnx("cannot accept connections: %s%s", why, more);
+}
+
 static void
 http_log_cb(void *arg, const char *fmt, va_list ap)
 {
+	struct http_listener *l = arg;
 	char buf[1024];
 	unsigned status;
 	size_t n;
@@ -324,6 +386,16 @@ http_log_cb(void *arg, const char *fmt, va_list ap)
 	n = strlen(buf);
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
 		buf[--n] = '\0';
+	if (strncmp(buf, "Error accepting connection: ", 28) == 0) {
+		http_accept_failed(l, buf + 28);
+		return;
+	}
+	if (strncmp(buf, "Hit process or system resource limit", 36) == 0) {
+		/* Said after each failed accept of too few descriptors: http_accept_failed() said it better. */
+		if (strstr(buf, "FIRST connection") != NULL)
+			l->starved = 1;
+		return;
+	}
 	http_kick = 1;
 	log_info("libmicrohttpd: %s", buf);
 	if (sscanf(buf, "Error processing request (HTTP response code is %u", &status) == 1)
@@ -899,7 +971,7 @@ http_start_one(struct http_listener *l, int fd)
 	timeout_s = (unsigned int)((cfg.connection_timeout_ms + 999) / 1000);
 	l->daemon = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0,
 	    NULL, NULL, http_access_cb, NULL,
-	    MHD_OPTION_EXTERNAL_LOGGER, http_log_cb, NULL,
+	    MHD_OPTION_EXTERNAL_LOGGER, http_log_cb, l,
 	    MHD_OPTION_LISTEN_SOCKET, fd,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg.max_connections,
 	    MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
@@ -919,7 +991,8 @@ http_start_one(struct http_listener *l, int fd)
 	}
 	l->epoll_ev = event_new(ev_base, info->epoll_fd, EV_READ | EV_PERSIST, http_event_cb, l);
 	l->timer_ev = evtimer_new(ev_base, http_event_cb, l);
-	if (l->epoll_ev == NULL || l->timer_ev == NULL || event_add(l->epoll_ev, NULL) != 0) {
+	l->pause_ev = evtimer_new(ev_base, http_pause_cb, l);
+	if (l->epoll_ev == NULL || l->timer_ev == NULL || l->pause_ev == NULL || event_add(l->epoll_ev, NULL) != 0) {
 		log_warnx("cannot add libmicrohttpd's events to the loop");
 		return -1;
 	}
@@ -1006,6 +1079,10 @@ http_quiesce(void)
 		fd = MHD_quiesce_daemon(http_listeners[i].daemon);
 		if (fd != MHD_INVALID_SOCKET)
 			close(fd);
+		if (evtimer_pending(http_listeners[i].pause_ev, NULL)) {
+			evtimer_del(http_listeners[i].pause_ev);
+			event_add(http_listeners[i].epoll_ev, NULL);
+		}
 	}
 	n = http_sweep(0, &uploading);
 	kept = 0;
@@ -1041,6 +1118,8 @@ http_stop(void)
 			event_free(l->epoll_ev);
 		if (l->timer_ev != NULL)
 			event_free(l->timer_ev);
+		if (l->pause_ev != NULL)
+			event_free(l->pause_ev);
 		if (l->daemon != NULL)
 			MHD_stop_daemon(l->daemon);
 	}

@@ -26,6 +26,16 @@ void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_vlog(enum log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/*
+ * A message logged at most once per interval: log_limit_due() says whether
+ * it is due now (first time, or interval_s seconds after the last), and
+ * counts in *skipped the calls suppressed since the last one it let through.
+ */
+struct log_limit {
+	double ll_last;               /* monotonic seconds of the last line, 0 never */
+	unsigned long ll_skipped;     /* suppressed since */
+};
+int log_limit_due(struct log_limit *ll, double interval_s, unsigned long *skipped);
 /* Log an error (and go on: the caller decides how to exit). */
 void log_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Log an error with strerror(errno) appended, and exit 1. */

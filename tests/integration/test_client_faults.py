@@ -4,6 +4,7 @@ import http.server
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -464,3 +465,86 @@ def test_backoff_above_the_doubling_cap_is_used_not_cut_to_2s(fake_record_countd
     poll(lambda: re.search(r"retry 1 in (\d+)ms", cd.read_log()))
     wait = int(re.search(r"retry 1 in (\d+)ms", cd.read_log()).group(1))
     assert 5000 <= wait <= 10000, wait
+
+
+def cpu_seconds(pid):
+    """User and system CPU time the process has used so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_waits_without_spinning_and_recovers(record_countd, counterd):
+    """With LimitNOFILE=64 and 100 callers connected: counterd stops accepting without a busy loop (libevent's
+    listener retries accept() at once), logs it once rather than per try, serves the connections it has, and accepts
+    the waiting ones once descriptors are free."""
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url, nofile=64)
+    assert cd.next("fd").status == 200
+    conns = []
+    try:
+        for _ in range(100):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(cd.socket)
+            conns.append(s)
+        time.sleep(0.3)
+        c0 = cpu_seconds(cd.proc.pid)
+        time.sleep(1.5)
+        assert cpu_seconds(cd.proc.pid) - c0 < 0.3
+        s = conns[0]
+        s.sendall(b"POST /counters/fd/next HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        assert b'"count":2' in s.recv(4096)
+        last = conns[-1]
+        for c in conns[:-1]:
+            c.close()
+        conns = [last]
+        last.sendall(b"POST /counters/fd/next HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        assert b'"count":3' in last.recv(4096)
+        assert cd.next("fd").json()["count"] == 4
+    finally:
+        for c in conns:
+            c.close()
+    log = cd.read_log()
+    lines = [x for x in log.splitlines() if "cannot accept connections" in x]
+    assert len(lines) == 1 and "Too many open files" in lines[0] and "LimitNOFILE" in lines[0], log[-3000:]
+    assert "Error from accept" not in log, log[-3000:]
+
+
+def test_no_file_descriptor_for_record_countd_is_a_clear_error(record_countd, counterd):
+    """counterd has no descriptor left to connect to record-countd: calls fail fast with 503 out_of_file_descriptors
+    naming counterd's limit, not "record-countd refused", and record-countd is not reported unreachable."""
+    rc = record_countd("--latency", "300ms")
+    cd = counterd(rc.url, "--retries", "1", "--backoff", "10ms", "--record-timeout", "5s")
+    conns = []
+    try:
+        for _ in range(4):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(20)
+            s.connect(cd.socket)
+            s.sendall(b"GET /counters HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b" 200 " in s.recv(4096)
+            conns.append(s)
+        n = len(os.listdir("/proc/%d/fd" % cd.proc.pid))
+        hard = resource.prlimit(cd.proc.pid, resource.RLIMIT_NOFILE)[1]
+        resource.prlimit(cd.proc.pid, resource.RLIMIT_NOFILE, (n, hard))
+        t0 = time.monotonic()
+        for i, s in enumerate(conns):
+            s.sendall(b"POST /counters/c%d/next HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" % i)
+        answers = [s.recv(4096).partition(b"\r\n\r\n") for s in conns]
+        assert time.monotonic() - t0 < 10
+        failed = [json.loads(body) for head, _, body in answers if b" 503 " in head.split(b"\r\n")[0] + b" "]
+        assert failed, answers
+        for doc in failed:
+            assert doc["error"] == "out_of_file_descriptors", doc
+            assert "counterd cannot open a connection" in doc["message"] and "Too many open files" in doc["message"]
+        resource.prlimit(cd.proc.pid, resource.RLIMIT_NOFILE, (hard, hard))
+        conns[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, body = conns[0].recv(4096).partition(b"\r\n\r\n")
+        assert json.loads(body)["server_state"] != "unreachable", body
+        for i in range(4):
+            assert cd.next("c%d" % i).status == 200
+    finally:
+        for c in conns:
+            c.close()
+    assert "unreachable" not in cd.read_log()

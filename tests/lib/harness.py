@@ -86,12 +86,19 @@ class Daemon:
         self.proc = None
         self.log_path = os.path.join(workdir, "%s.%d.log" % (name, id(self)))
 
+    nofile = None  # if set, the daemon's open-files limit, soft and hard (as LimitNOFILE= would set it)
+
     def spawn(self, argv, env=None):
         e = dict(os.environ)
         e.update(env or {})
         self.log = open(self.log_path, "ab")
+        preexec = None
+        if self.nofile is not None:
+            import resource
+            n = self.nofile
+            preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))  # noqa: E731
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                     env=e, start_new_session=True)
+                                     env=e, start_new_session=True, preexec_fn=preexec)
 
     def wait_ready(self, probe):
         """Poll probe() until it returns true; fail with the daemon's log if it exits or times out."""
@@ -142,8 +149,9 @@ class Daemon:
 class RecordCountd(Daemon):
     """record-countd on a free 127.0.0.1 port with its database in the test's temp dir."""
 
-    def __init__(self, workdir, args, port=None, db=None, env=None):
+    def __init__(self, workdir, args, port=None, db=None, env=None, nofile=None):
         super().__init__(workdir, "record-countd")
+        self.nofile = nofile
         self.port = port or free_port()
         self.db = db or os.path.join(workdir, "records.db")
         self.args = args
@@ -173,8 +181,9 @@ class RecordCountd(Daemon):
 class Counterd(Daemon):
     """counterd on a Unix socket in the test's temp dir, recording to server_url."""
 
-    def __init__(self, workdir, server_url, args, socket_path=None, client_id="test", env=None):
+    def __init__(self, workdir, server_url, args, socket_path=None, client_id="test", env=None, nofile=None):
         super().__init__(workdir, "counterd")
+        self.nofile = nofile
         self.server_url = server_url
         self.socket = socket_path or os.path.join(workdir, "counterd.%d.sock" % id(self))
         self.client_id = client_id
