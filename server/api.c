@@ -107,6 +107,12 @@ api_record_answer(struct req *r)
 		    "the answer says duplicate", why);
 		return;
 	}
+	if (r->failed && r->full) {
+		http_error(r, MHD_HTTP_INSUFFICIENT_STORAGE, "storage_full",
+		    "the disk holding the database is full: nothing of this request was recorded (records acknowledged "
+		    "before are safe); retry once space is freed");
+		return;
+	}
 	if (r->failed) {
 		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error",
 		    "the record could not be stored; nothing was recorded, retry later");
@@ -379,6 +385,9 @@ api_healthz(struct req *r)
 	else if (store_failed(db, why, sizeof why))
 		http_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, json_pack("{ss ss ss}", "status", "failed",
 		    "error", "storage_failed", "message", why));
+	else if (store_full(db, why, sizeof why))
+		http_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, json_pack("{ss ss ss}", "status", "failed",
+		    "error", "storage_full", "message", why));
 	else
 		http_answer(r, MHD_HTTP_OK, json_pack("{ss}", "status", "ok"));
 }

@@ -63,7 +63,7 @@ delay_check(struct req *r)
 
 /* Account for one job of a collected batch and release its request, if it is still there. */
 static void
-delay_job_done(struct delay_job *dj, int ok)
+delay_job_done(struct delay_job *dj, int ok, int full)
 {
 	struct store_job *sj = &dj->sj;
 	struct req *r = dj->r;
@@ -81,8 +81,10 @@ delay_job_done(struct delay_job *dj, int ok)
 		if (ok) {
 			memcpy(r->seqs, sj->seqs, sj->n * sizeof *r->seqs);
 			memcpy(r->dups, sj->dups, sj->n * sizeof *r->dups);
-		} else
+		} else {
 			r->failed = 1;
+			r->full = full;
+		}
 		r->committed = 1;
 		delay_check(r);
 	}
@@ -93,19 +95,27 @@ delay_job_done(struct delay_job *dj, int ok)
 static void
 delay_done_cb(evutil_socket_t fd, short what, void *arg)
 {
+	static struct log_limit delay_full_ll;
 	struct store_batch *b, *nb;
 	struct store_job *sj, *nj;
+	unsigned long skipped;
 
 	for (b = store_collect(db); b != NULL; b = nb) {
 		nb = b->next;
 		if (b->ok)
 			metrics_commit(b->seconds, b->added);
-		else
+		else if (b->full) {
+			/* Every commit fails while the disk is full: once per 10 s is enough. */
+			if (log_limit_due(&delay_full_ll, 10, &skipped))
+				log_warnx("commit of %zu record%s failed: %s (the disk holding the database is full; "
+				    "%lu more commit%s failed so since the last such line)", b->records,
+				    b->records == 1 ? "" : "s", b->error, skipped, skipped == 1 ? "" : "s");
+		} else
 			log_warnx("commit of %zu record%s failed: %s", b->records, b->records == 1 ? "" : "s",
 			    b->error);
 		for (sj = b->jobs; sj != NULL; sj = nj) {
 			nj = sj->next;
-			delay_job_done((struct delay_job *)sj, b->ok);
+			delay_job_done((struct delay_job *)sj, b->ok, b->full);
 		}
 		store_batch_free(b);
 	}

@@ -179,6 +179,7 @@ struct req {
 	int due;
 	int committed;
 	int failed;
+	int full;                     /* failed: the disk is full */
 	struct delay_job *job;        /* delay.c's, while the store has the values */
 	struct api_read *read;        /* api.c's, while the store runs the read */
 	TAILQ_ENTRY(req) ready_entry;

@@ -19,6 +19,7 @@
 #include "config.h"
 
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -120,6 +121,9 @@ struct store {
 	uint64_t claimed;             /* commits covered by a sync already begun */
 	uint64_t synced;              /* commits covered by a sync that is over */
 	int sync_failed;              /* a sync failed: nothing more is acknowledged */
+	char *dir;                    /* the database's directory, for its free space */
+	int full;                     /* the loop's: the last commit failed, disk full (store_full()) */
+	unsigned long long full_free; /* the loop's: bytes free then */
 	int sync_quit;                /* the writer is gone: syncers finish and leave */
 	char sync_error[200];
 };
@@ -131,6 +135,7 @@ static int store_wal_hook(void *arg, sqlite3 *db, const char *name, int frames);
 static void store_done(struct store *st, struct store_batch *b);
 static void store_release(struct store *st);
 static int store_open_wal(struct store *st, const char *path, char *why);
+static unsigned long long store_free_bytes(struct store *st);
 
 static const char *const store_schema =
     "CREATE TABLE IF NOT EXISTS records ("
@@ -200,6 +205,9 @@ store_wal_error(sqlite3 *db, int rc, char *why)
 
 	if (rc == -1)
 		snprintf(why, 256, "cannot use WAL mode; it needs a local filesystem with shared memory");
+	else if ((rc & 0xff) == SQLITE_FULL || sqlite3_system_errno(db) == ENOSPC || sqlite3_system_errno(db) == EDQUOT)
+		snprintf(why, 256, "cannot create its WAL files (-wal, -shm): %s; free space on that filesystem",
+		    strerror(sqlite3_system_errno(db) ? sqlite3_system_errno(db) : ENOSPC));
 	else if ((rc & 0xff) == SQLITE_NOTADB)
 		snprintf(why, 256, "is not an SQLite database (%s); give a record-countd database or a new file",
 		    sqlite3_errmsg(db));
@@ -325,6 +333,14 @@ store_open(const char *path, int durable_full, char *why)
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	st->pending_tail = &st->pending;
 	st->done_tail = &st->done;
+	if ((st->dir = strdup(path)) != NULL) {
+		char *slash = strrchr(st->dir, '/');
+
+		if (slash == NULL)
+			strcpy(st->dir, ".");
+		else
+			slash[slash == st->dir] = '\0';
+	}
 	if (store_connect(path, &st->w, why) != 0)
 		goto fail;
 	if ((rc = store_wal_mode(st->w)) != SQLITE_OK) {
@@ -456,6 +472,7 @@ store_close(struct store *st)
 		sqlite3_close(st->readers[i].db);
 	}
 	sqlite3_close(st->w);
+	free(st->dir);
 	free(st);
 }
 
@@ -518,6 +535,7 @@ store_write(struct store *st, struct store_batch *b)
 		ok = store_step(st->commit) == 0;
 	if (!ok) {
 		snprintf(b->error, sizeof b->error, "%s", sqlite3_errmsg(st->w));
+		b->full = (sqlite3_errcode(st->w) & 0xff) == SQLITE_FULL;
 		if (sqlite3_get_autocommit(st->w) == 0)
 			store_exec(st->w, "ROLLBACK");
 	}
@@ -680,7 +698,7 @@ store_notify_fd(struct store *st)
 struct store_batch *
 store_collect(struct store *st)
 {
-	struct store_batch *b;
+	struct store_batch *b, *nb;
 	char c;
 
 	pthread_mutex_lock(&st->mu);
@@ -691,6 +709,13 @@ store_collect(struct store *st)
 			;
 	}
 	pthread_mutex_unlock(&st->mu);
+	for (nb = b; nb != NULL; nb = nb->next)
+		if (nb->ok)
+			st->full = 0;
+		else if (nb->full) {
+			st->full = 1;
+			st->full_free = store_free_bytes(st);
+		}
 	return b;
 }
 
@@ -893,6 +918,32 @@ store_clients(struct store *st, store_client_cb cb, void *arg, char *why)
 		snprintf(why, 256, "%s", sqlite3_errmsg(st->readers[0].db));
 	sqlite3_reset(q);
 	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Bytes free for us on the database's filesystem; 0 if unknown. */
+static unsigned long long
+store_free_bytes(struct store *st)
+{
+	struct statvfs sv;
+
+	if (st->dir == NULL || statvfs(st->dir, &sv) != 0)
+		return 0;
+	return (unsigned long long)sv.f_bavail * sv.f_frsize;
+}
+
+/* Is the disk full (and why)? */
+int
+store_full(struct store *st, char *why, size_t len)
+{
+	unsigned long long now;
+
+	if (!st->full)
+		return 0;
+	if ((now = store_free_bytes(st)) > st->full_free)
+		return 0;
+	snprintf(why, len, "the disk holding the database is full (%llu bytes free in %s): the last commit failed "
+	    "and was rolled back; records are refused until space is freed", now, st->dir);
+	return 1;
 }
 
 /* Has a sync failed (and why)? */

@@ -45,6 +45,7 @@ struct store_batch {
 	size_t added;                 /* of them, records newly stored (not duplicates); only if ok */
 	double seconds;               /* from BEGIN until durable (the end of its sync, or of COMMIT) */
 	int ok;                       /* 0: rolled back, nothing of it is stored */
+	int full;                     /* not ok because the disk is full (SQLITE_FULL) */
 	char error[256];              /* why, when not ok */
 	uint64_t synced_by;           /* the store's: the commit number a sync must cover */
 	double began;                 /* the store's: when BEGIN ran (monotonic seconds) */
@@ -130,5 +131,14 @@ int store_clients(struct store *st, store_client_cb cb, void *arg, char *why);
  * a hole) until the daemon restarts; why (len bytes) says what failed.
  */
 int store_failed(struct store *st, char *why, size_t len);
+
+/*
+ * Is the disk full? Yes from a commit that failed for want of space (it was
+ * rolled back: nothing acknowledged is lost) until a commit succeeds, as
+ * long as the filesystem of the database has no more space free than then
+ * (once it has, the next commit tries again). why (len bytes) says what.
+ * Loop thread only: the state changes in store_collect().
+ */
+int store_full(struct store *st, char *why, size_t len);
 
 #endif /* STORE_H */

@@ -1,9 +1,17 @@
 """record-countd: the edge of every limit, answered with JSON errors, leaving the server serving and the database untouched."""
+import errno
 import json
+import os
+import resource
 import socket
+import sqlite3
+import subprocess
+import time
+
+import pytest
 
 from harness import http_tcp
-from test_server_helpers import INT64_MAX, raw_request
+from test_server_helpers import INT64_MAX, RECORD_COUNTD, raw_request, read_response
 
 
 def error_of(status, headers, body, want_status, want_code):
@@ -347,3 +355,152 @@ def test_connection_limit_recovers(record_countd):
             pass
         assert time.monotonic() < deadline, "not serving again after the connection limit was reached"
     assert d.get("/record-count?value=1").status == 200
+
+
+def cpu_seconds(pid):
+    """User and system CPU time the process has used so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_over(pid, seconds):
+    c0 = cpu_seconds(pid)
+    time.sleep(seconds)
+    return cpu_seconds(pid) - c0
+
+
+def test_out_of_file_descriptors_waits_without_spinning_and_recovers(record_countd):
+    """With LimitNOFILE=64, 100 connections: the server stops accepting without a busy loop, says so in one log line
+    (not one per try), serves the connections it has, and accepts the waiting ones as descriptors free up."""
+    d = record_countd("--latency", "0", nofile=64)
+    conns = []
+    try:
+        for _ in range(100):
+            conns.append(socket.create_connection(("127.0.0.1", d.port), timeout=10))
+        time.sleep(0.3)
+        assert cpu_over(d.proc.pid, 1.5) < 0.3
+        s = conns[0]
+        s.sendall(b"GET /record-count?value=1&client=fd HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, _, body = read_response(s)
+        assert status == 200 and json.loads(body)["value"] == 1
+        s = conns[-1]
+        for c in conns[:-1]:
+            c.close()
+        conns = [s]
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(s)[0] == 200
+        assert d.get("/record-count?value=2&client=fd").status == 200
+    finally:
+        for c in conns:
+            c.close()
+    log = d.read_log()
+    lines = [x for x in log.splitlines() if "cannot accept connections" in x]
+    assert 1 <= len(lines) <= 2, log[-3000:]
+    assert "Too many open files" in lines[0] and "LimitNOFILE" in lines[0], lines
+    assert "Error accepting" not in log and "Hit process" not in log, log[-3000:]
+
+
+def test_out_of_file_descriptors_with_no_connection_open_does_not_spin(record_countd):
+    """The limit is hit with no connection open (all descriptors taken by the database and the loop, or by another
+    listening socket's connections): libmicrohttpd would retry accept() in a busy loop; the server pauses instead."""
+    d = record_countd("--latency", "0", nofile=64)
+    fds = lambda: len(os.listdir("/proc/%d/fd" % d.proc.pid))  # noqa: E731
+    n = fds()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until the readiness probe's connection is closed
+        time.sleep(0.3)
+        n, was = fds(), n
+        if n == was:
+            break
+    resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE, (n, 64))
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        time.sleep(0.3)
+        assert cpu_over(d.proc.pid, 1.5) < 0.3
+        resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE, (64, 64))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(s)[0] == 200
+    log = d.read_log()
+    assert "with 0 connections open" in log and "Hit process" not in log, log[-3000:]
+    assert d.stop() == 0
+
+
+def fill(path):
+    """Write to path until the filesystem is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"x" * 65536)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 2 MB tmpfs (root only: CI runs as root); unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def all_values(d, client):
+    values, after = set(), 0
+    while True:
+        j = d.get("/records?client=%s&after=%d&limit=1000" % (client, after)).json()
+        values.update(x["value"] for x in j["records"])
+        if j["next_after"] is None:
+            return values
+        after = j["next_after"]
+
+
+def test_disk_full_refuses_with_507_loses_nothing_and_recovers(record_countd, small_fs):
+    """Recording until the database's disk is full: what does not fit is answered 507 storage_full (rolled back),
+    /healthz says storage_full, every acknowledged record survives, and once space is freed records are taken again
+    without a restart."""
+    d = record_countd("--latency", "0", db=str(small_fs / "r.db"))
+    acked, v, refused = set(), 0, None
+    deadline = time.monotonic() + 60
+    while refused is None and time.monotonic() < deadline:
+        values = list(range(v + 1, v + 201))
+        v += 200
+        r = d.post("/record-count", {"client": "full", "values": values})
+        if r.status == 200:
+            acked.update(values)
+        else:
+            refused = r
+    assert refused is not None, "the 2 MB filesystem never filled"
+    assert refused.status == 507, refused
+    assert refused.json()["error"] == "storage_full" and "disk" in refused.json()["message"], refused
+    h = d.get("/healthz")
+    assert h.status == 503 and h.json()["error"] == "storage_full", h
+    assert "full" in h.json()["message"]
+    assert d.proc.poll() is None
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_fs)], check=True)
+    assert d.get("/healthz").status == 200
+    r = d.post("/record-count", {"client": "full", "values": list(range(v + 1, v + 201))})
+    assert r.status == 200, r
+    acked.update(range(v + 1, v + 201))
+    assert d.get("/healthz").status == 200
+    assert d.stop() == 0
+    d.start()
+    assert acked <= all_values(d, "full")
+    assert "database or disk is full" in d.read_log()
+
+
+def test_start_on_a_full_disk_says_so(small_fs):
+    """A database on a full disk: start-up fails (exit 1) naming the lack of space, not shared memory."""
+    db = small_fs / "r.db"
+    sqlite3.connect(str(db)).execute("CREATE TABLE t (x)").connection.close()
+    fill(str(small_fs / "filler"))
+    out = subprocess.run([RECORD_COUNTD, "--listen", "127.0.0.1:0", "--db", str(db)], capture_output=True, text=True,
+                         timeout=20)
+    assert out.returncode == 1, out
+    assert "No space left on device" in out.stderr and "shared memory" not in out.stderr, out.stderr
