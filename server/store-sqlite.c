@@ -137,6 +137,17 @@ static void store_release(struct store *st);
 static int store_open_wal(struct store *st, const char *path, char *why);
 static unsigned long long store_free_bytes(struct store *st);
 
+/*
+ * The database's identity in its header: application_id "lkst" says it is
+ * record-countd's, user_version the schema it holds. A database that is not
+ * (another program's, or one written by a newer record-countd) is refused
+ * before anything is written to it.
+ */
+#define STORE_APPLICATION_ID 1818981236 /* 0x6c6b7374, "lkst" */
+#define STORE_SCHEMA_VERSION 1
+#define STORE_STR2(x) #x
+#define STORE_STR(x) STORE_STR2(x)
+
 static const char *const store_schema =
     "CREATE TABLE IF NOT EXISTS records ("
     " seq INTEGER PRIMARY KEY,"
@@ -217,6 +228,68 @@ store_wal_error(sqlite3 *db, int rc, char *why)
 		    sqlite3_errmsg(db));
 	else
 		snprintf(why, 256, "%s", sqlite3_errmsg(db));
+}
+
+/* One integer from sql on db into *v; an SQLite result code. */
+static int
+store_int(sqlite3 *db, const char *sql, int64_t *v)
+{
+	sqlite3_stmt *q;
+	int rc;
+
+	if ((rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL)) != SQLITE_OK)
+		return rc;
+	if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		*v = sqlite3_column_int64(q, 0);
+		rc = SQLITE_OK;
+	} else if (rc == SQLITE_DONE)
+		rc = SQLITE_ERROR;
+	sqlite3_finalize(q);
+	return rc;
+}
+
+/*
+ * Whether db may be record-countd's, before anything is written to it: ours
+ * of a schema we know, a new (empty) file, or one of an older record-countd
+ * (no application_id yet, but our records table). *stamp says it needs our
+ * identity written. 0, or -1 with the reason in why (256 bytes).
+ */
+static int
+store_identify(sqlite3 *db, int *stamp, char *why)
+{
+	int64_t app, ver, tables, ours;
+	int rc;
+
+	*stamp = 0;
+	if ((rc = store_int(db, "PRAGMA application_id", &app)) != SQLITE_OK ||
+	    (rc = store_int(db, "PRAGMA user_version", &ver)) != SQLITE_OK ||
+	    (rc = store_int(db, "SELECT count(*) FROM sqlite_master", &tables)) != SQLITE_OK ||
+	    (rc = store_int(db, "SELECT count(*) = 4 AND group_concat(name, ',') = 'seq,client,value,at'"
+	    " FROM (SELECT name FROM pragma_table_info('records') ORDER BY cid)", &ours)) != SQLITE_OK) {
+		store_wal_error(db, rc, why);
+		return -1;
+	}
+	if (app == STORE_APPLICATION_ID) {
+		if (ver > STORE_SCHEMA_VERSION) {
+			snprintf(why, 256, "was written by a newer record-countd (schema version %lld; this one knows"
+			    " %d): use that version", (long long)ver, STORE_SCHEMA_VERSION);
+			return -1;
+		}
+		*stamp = ver != STORE_SCHEMA_VERSION;
+		return 0;
+	}
+	if (app != 0) {
+		snprintf(why, 256, "is the database of another program (application_id 0x%08llx); give a"
+		    " record-countd database or a new file", (unsigned long long)(uint32_t)app);
+		return -1;
+	}
+	if (tables != 0 && !ours) {
+		snprintf(why, 256, "holds tables of another program, not record-countd's records; give a"
+		    " record-countd database or a new file (nothing was changed)");
+		return -1;
+	}
+	*stamp = 1;
+	return 0;
 }
 
 /* Open one connection to path; 0, or -1 with the reason in why. */
@@ -318,7 +391,7 @@ struct store *
 store_open(const char *path, int durable_full, char *why)
 {
 	struct store *st;
-	int rc, i;
+	int rc, i, stamp;
 
 	if ((st = calloc(1, sizeof *st)) == NULL) {
 		snprintf(why, 256, "out of memory");
@@ -341,7 +414,7 @@ store_open(const char *path, int durable_full, char *why)
 		else
 			slash[slash == st->dir] = '\0';
 	}
-	if (store_connect(path, &st->w, why) != 0)
+	if (store_connect(path, &st->w, why) != 0 || store_identify(st->w, &stamp, why) != 0)
 		goto fail;
 	if ((rc = store_wal_mode(st->w)) != SQLITE_OK) {
 		store_wal_error(st->w, rc, why);
@@ -351,6 +424,8 @@ store_open(const char *path, int durable_full, char *why)
 	if (store_exec(st->w, "PRAGMA synchronous=NORMAL") != 0 ||
 	    store_exec(st->w, "PRAGMA journal_size_limit=16777216") != 0 ||
 	    store_exec(st->w, store_schema) != 0 ||
+	    (stamp && (store_exec(st->w, "PRAGMA application_id=" STORE_STR(STORE_APPLICATION_ID)) != 0 ||
+	    store_exec(st->w, "PRAGMA user_version=" STORE_STR(STORE_SCHEMA_VERSION)) != 0)) ||
 	    store_prepare(st->w, "BEGIN IMMEDIATE", &st->begin) != 0 ||
 	    store_prepare(st->w, "COMMIT", &st->commit) != 0 ||
 	    store_prepare(st->w, "INSERT INTO records (client, value, at) VALUES (?1, ?2, ?3)"

@@ -242,6 +242,68 @@ def test_db_that_is_not_sqlite_is_named(tmp_path):
         assert path.read_bytes() == content
 
 
+RC_APPLICATION_ID = 0x6C6B7374  # "lkst" in the database header: record-countd's
+
+
+def db_header(path):
+    """(application_id, user_version, journal_mode) of the SQLite file at path."""
+    con = sqlite3.connect(path)
+    try:
+        return tuple(con.execute("PRAGMA %s" % p).fetchone()[0] for p in ("application_id", "user_version",
+                                                                         "journal_mode"))
+    finally:
+        con.close()
+
+
+def test_new_database_carries_record_countds_identity(record_countd):
+    d = record_countd("--latency", "0")
+    assert d.get("/record-count?value=1&client=i").status == 200
+    d.stop()
+    assert db_header(d.db) == (RC_APPLICATION_ID, 1, "wal")
+
+
+@pytest.mark.parametrize("make,message", [
+    (["CREATE TABLE users (id INTEGER, name TEXT)", "INSERT INTO users VALUES (1, 'ann')"],
+     "holds tables of another program, not record-countd's records"),
+    (["CREATE TABLE records (id INTEGER, note TEXT)"], "holds tables of another program"),
+    (["PRAGMA application_id = 42", "CREATE TABLE t (x)"],
+     "is the database of another program (application_id 0x0000002a)"),
+    (["PRAGMA application_id = %d" % RC_APPLICATION_ID, "PRAGMA user_version = 2"],
+     "was written by a newer record-countd (schema version 2; this one knows 1)"),
+])
+def test_database_of_another_program_is_refused_untouched(make, message, tmp_path):
+    # --db naming another program's database (a typo, a wrong $STATE_DIRECTORY) was switched to WAL mode and given a
+    # records table: it is refused before anything is written, and named.
+    path = tmp_path / "other.db"
+    con = sqlite3.connect(path)
+    for sql in make:
+        con.execute(sql)
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    out = run(["--listen", "127.0.0.1:0", "--db", str(path)])
+    assert out.returncode == 1, out
+    assert "--db %s: %s" % (path, message) in out.stderr, out.stderr
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["other.db"], "no -wal or -shm file"
+
+
+def test_database_of_an_older_record_countd_is_taken_and_stamped(record_countd, tmp_path):
+    # Databases written before the identity was stamped (our records table, no application_id) are ours.
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY, client TEXT NOT NULL, value INTEGER NOT NULL,"
+                " at REAL NOT NULL, UNIQUE (client, value))")
+    con.execute("INSERT INTO records (client, value, at) VALUES ('old', 1, 0), ('old', 2, 0)")
+    con.commit()
+    con.close()
+    d = record_countd("--latency", "0", db=str(path))
+    assert d.get("/clients/old").json() == {"client": "old", "last_value": 2, "recorded": 2}
+    assert d.get("/record-count?value=2&client=old").json()["duplicate"] is True
+    d.stop()
+    assert db_header(str(path))[:2] == (RC_APPLICATION_ID, 1)
+
+
 def as_nobody(args):
     """args run as user nobody when we are root (root writes any file), else as ourselves."""
     if os.geteuid() != 0:
