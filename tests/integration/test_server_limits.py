@@ -498,7 +498,8 @@ def test_disk_full_refuses_with_507_loses_nothing_and_recovers(record_countd, sm
 def test_start_on_a_full_disk_says_so(small_fs):
     """A database on a full disk: start-up fails (exit 1) naming the lack of space, not shared memory."""
     db = small_fs / "r.db"
-    sqlite3.connect(str(db)).execute("CREATE TABLE t (x)").connection.close()
+    sqlite3.connect(str(db)).execute("CREATE TABLE records (seq INTEGER PRIMARY KEY, client TEXT NOT NULL, value"
+                                     " INTEGER NOT NULL, at REAL NOT NULL, UNIQUE (client, value))").connection.close()
     fill(str(small_fs / "filler"))
     out = subprocess.run([RECORD_COUNTD, "--listen", "127.0.0.1:0", "--db", str(db)], capture_output=True, text=True,
                          timeout=20)
