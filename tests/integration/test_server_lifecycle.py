@@ -108,6 +108,42 @@ def test_acknowledged_records_survive_kill_9(record_countd, durability):
     assert stats["recorded"] == 4 and stats["clients"]["dur"]["last_value"] == 44
 
 
+def test_online_backup_while_recording_holds_every_acknowledged_record(record_countd, tmp_path):
+    """The backup record-countd(8) documents: sqlite3's .backup of the live database while records keep coming. The
+    copy is consistent, carries the database's identity, holds every record acknowledged before the backup began,
+    and a record-countd started on it serves them (and takes retries of them as duplicates)."""
+    d = record_countd("--latency", "0")
+    for v in range(1, 201):
+        assert d.get("/record-count?value=%d&client=bk" % v).status == 200
+    stop = threading.Event()
+    later = []
+
+    def more():
+        v = 201
+        while not stop.is_set():
+            if d.get("/record-count?value=%d&client=bk" % v).status == 200:
+                later.append(v)
+            v += 1
+    t = threading.Thread(target=more)
+    t.start()
+    try:
+        time.sleep(0.2)
+        copy = tmp_path / "copy.db"
+        out = subprocess.run(["sqlite3", d.db, ".backup %s" % copy], capture_output=True, text=True, timeout=60)
+    finally:
+        stop.set()
+        t.join(30)
+    assert out.returncode == 0 and out.stderr == "", out
+    assert later, "records kept coming during the backup"
+    check = subprocess.run(["sqlite3", str(copy), "PRAGMA integrity_check; PRAGMA application_id;"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.stdout.split() == ["ok", str(0x6C6B7374)], check
+    b = record_countd("--latency", "0", db=str(copy))
+    last = b.get("/clients/bk").json()
+    assert 200 <= last["last_value"] <= later[-1] and last["recorded"] == last["last_value"], last
+    assert b.get("/record-count?value=200&client=bk").json()["duplicate"] is True
+
+
 def test_graceful_shutdown_answers_requests_in_flight(record_countd):
     d = record_countd("--latency", "600ms")
     n = 20

@@ -4,8 +4,8 @@
 # docs/systemd.md (systemd-sysusers, daemon-reload, enable --now both sockets), and checks what a
 # user relies on: the installed daemons start, counterctl gets numbers as root and as a member of
 # the lockstep group (not as anyone else), a drop-in sets an option, the watchdog is fed, a killed
-# record-countd is restarted with its records kept, journald gets the log priorities, and both
-# services stop with status 0.
+# record-countd is restarted with its records kept, an online backup restores, journald gets the
+# log priorities, and both services stop with status 0.
 # Needs root and systemd-nspawn (package systemd-container); otherwise the whole file is skipped.
 . "$TOP_SRCDIR/tests/systemd/lib.sh"
 
@@ -15,7 +15,7 @@ command -v systemd-nspawn >/dev/null 2>&1 || skip_all "systemd-nspawn is not ins
 [ -x /lib/systemd/systemd ] || skip_all "systemd is not installed"
 prefix=$(sed -n 's/^prefix = //p' "$TOP_BUILDDIR/Makefile" 2>/dev/null)
 [ "$prefix" = /usr/local ] || skip_all "installs into the container only with the default prefix /usr/local (this build's: $prefix)"
-plan 16
+plan 17
 
 root="$tmp/root"
 upper="$tmp/usr"
@@ -162,7 +162,26 @@ check "a killed record-countd is restarted and keeps its 3 records" test "${afte
 out=$(ctl)
 check "counterctl next after the restart gives 4" test "$out" = 4
 
-# 14. systemctl stop (with its socket, or the next probe would start it again): record-countd exits
+# 14. Backup and restore as docs/systemd.md says: sqlite3's online backup of the live database, one
+# more record, then the copy put back with the service stopped: the service starts on it (owned by
+# root now, in a DynamicUser= state directory) with the four records of the backup.
+db=/var/lib/record-countd/records.db
+cid=$(in_ct hostname):default
+restored() {
+    in_ct sqlite3 "$db" ".backup /root/records.backup" &&
+        [ "$(ctl)" = 5 ] &&
+        in_ct systemctl stop record-countd.socket record-countd.service 2> /dev/null &&
+        in_ct cp /root/records.backup "$db" && in_ct rm -f "$db-wal" "$db-shm" &&
+        in_ct systemctl start record-countd.socket &&
+        after=$(in_ct curl -s "http://127.0.0.1:8080/clients/$cid") &&
+        echo "after restore: $after" | diag &&
+        [ "${after#*\"last_value\":4,\"recorded\":4}" != "$after" ] && active record-countd.service &&
+        rec=$(in_ct curl -s "http://127.0.0.1:8080/record-count?value=5&client=$cid") &&
+        echo "record 5 again: $rec" | diag && [ "${rec#*\"duplicate\":false}" != "$rec" ]
+}
+check "an online backup restored with the service stopped is served and written (4 records, then 5)" restored
+
+# 15. systemctl stop (with its socket, or the next probe would start it again): record-countd exits
 # 0 on SIGTERM and systemd records success.
 stopped_ok() {
     in_ct systemctl stop "$@" 2> /dev/null &&
@@ -171,7 +190,7 @@ stopped_ok() {
 }
 check "systemctl stop record-countd: status 0" stopped_ok record-countd.socket record-countd.service
 
-# 15. Priorities reach journald: counterd's warning that record-countd is gone is shown by
+# 16. Priorities reach journald: counterd's warning that record-countd is gone is shown by
 # "journalctl -p warning", its info line that it was reachable only without -p.
 jc() { in_ct journalctl -b -u counterd.service -o cat "$@"; }
 warned() { jc -p warning | grep -q "record-countd is unreachable"; }
@@ -181,7 +200,7 @@ prio_ok() {
 }
 check "journalctl -p warning shows counterd's warning and not its info lines" prio_ok
 
-# 16. counterd, with nothing in flight, exits 0 on SIGTERM too.
+# 17. counterd, with nothing in flight, exits 0 on SIGTERM too.
 check "systemctl stop counterd: status 0" stopped_ok counterd.socket counterd.service
 
 in_ct journalctl -b -o short-monotonic -u record-countd.service -u counterd.service > "$tmp/journal" 2>&1
