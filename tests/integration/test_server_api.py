@@ -159,20 +159,27 @@ def test_stats_of_one_client(record_countd):
     is_error(d.get("/stats?clients=s"), 400, "unknown_parameter")
 
 
+def restarted_after_writing(record_countd, d, fill):
+    """record-countd started again on d's database after fill(con) wrote into it by other means (Python's sqlite3,
+    d stopped meanwhile)."""
+    import sqlite3
+    d.stop()
+    con = sqlite3.connect(d.db)
+    fill(con)
+    con.commit()
+    con.close()
+    return record_countd("--latency", "0", db=d.db, port=d.port)
+
+
 def test_stats_of_many_clients(record_countd):
     """Every client of a large database is listed, each entry exact, and ids written into the database by other
     means come out as valid JSON strings of the same text."""
-    import sqlite3
     d = record_countd("--latency", "0")
     d.get("/record-count?value=1&client=first")
-    d.stop()
-    con = sqlite3.connect(d.db)
     odd = ['we"ird', "back\\slash", "tab\there", "caf\u00e9", "\U0001f600"]
-    con.executemany("INSERT INTO records (client, value, at) VALUES (?, ?, 0)",
-                    [("c%d" % i, 1 + i % 7) for i in range(200000)] + [(c, 5) for c in odd])
-    con.commit()
-    con.close()
-    d2 = record_countd("--latency", "0", db=d.db, port=d.port)
+    d2 = restarted_after_writing(record_countd, d, lambda con: con.executemany(
+        "INSERT INTO records (client, value, at) VALUES (?, ?, 0)",
+        [("c%d" % i, 1 + i % 7) for i in range(200000)] + [(c, 5) for c in odd]))
     d2.get("/record-count?value=9&client=c3")
     doc = d2.get("/stats").json()
     assert doc["recorded"] == 200000 + len(odd) + 2
@@ -183,12 +190,8 @@ def test_stats_of_many_clients(record_countd):
     for c in odd:
         assert doc["clients"][c]["last_value"] == 5, c
     # Bytes that are not UTF-8 (a BLOB written as text) become U+FFFD rather than invalid JSON.
-    d2.stop()
-    con = sqlite3.connect(d.db)
-    con.execute("INSERT INTO records (client, value, at) VALUES (CAST(X'61FF62C3' AS TEXT), 1, 0)")
-    con.commit()
-    con.close()
-    d3 = record_countd("--latency", "0", db=d.db, port=d.port)
+    d3 = restarted_after_writing(record_countd, d2, lambda con: con.execute(
+        "INSERT INTO records (client, value, at) VALUES (CAST(X'61FF62C3' AS TEXT), 1, 0)"))
     assert d3.get("/stats").json()["clients"]["a\ufffdb\ufffd"]["recorded"] == 1
     assert doc["clients"]["first"]["recorded"] == 1
 
@@ -196,15 +199,9 @@ def test_stats_of_many_clients(record_countd):
 def test_records_written_by_other_means_page_whole(record_countd):
     """A client id that is not UTF-8 or a time that is not finite, written into the database by other means, no
     longer drops its record from a /records page and ends the paging early (next_after was null)."""
-    import sqlite3
-    d = record_countd("--latency", "0")
-    d.stop()
-    con = sqlite3.connect(d.db)
-    con.execute("INSERT INTO records (client, value, at) VALUES ('a', 1, 0), (CAST(X'61FF' AS TEXT), 2, 0), "
-                "('a', 3, 9e999), ('a', 4, 0)")
-    con.commit()
-    con.close()
-    d2 = record_countd("--latency", "0", db=d.db, port=d.port)
+    d2 = restarted_after_writing(record_countd, record_countd("--latency", "0"), lambda con: con.execute(
+        "INSERT INTO records (client, value, at) VALUES ('a', 1, 0), (CAST(X'61FF' AS TEXT), 2, 0), "
+        "('a', 3, 9e999), ('a', 4, 0)"))
     page = d2.get("/records?limit=2").json()
     assert [(x["seq"], x["client"]) for x in page["records"]] == [(1, "a"), (2, "a\ufffd")]
     assert page["next_after"] == 2
@@ -218,15 +215,9 @@ def test_values_out_of_range_written_by_other_means(record_countd):
     listed by /records as stored, but it is no client's last_value: /stats printed -5 as 18446744073709551611 and
     then counted every new value of the client out of order, and a text value hid the client's highest one. /stats
     and /clients/ID agree, and the start says how many such records there are."""
-    import sqlite3
-    d = record_countd("--latency", "0")
-    d.stop()
-    con = sqlite3.connect(d.db)
-    con.execute("INSERT INTO records (client, value, at) VALUES ('neg', -5, 0), ('mix', 3, 0), ('mix', -7, 0), "
-                "('mix', 0, 0), ('mix', 'x', 0), ('ok', 2, 0)")
-    con.commit()
-    con.close()
-    d2 = record_countd("--latency", "0", db=d.db, port=d.port)
+    d2 = restarted_after_writing(record_countd, record_countd("--latency", "0"), lambda con: con.execute(
+        "INSERT INTO records (client, value, at) VALUES ('neg', -5, 0), ('mix', 3, 0), ('mix', -7, 0), "
+        "('mix', 0, 0), ('mix', 'x', 0), ('ok', 2, 0)"))
     stats = d2.get("/stats").json()["clients"]
     for client, last, n in (("neg", 0, 1), ("mix", 3, 4), ("ok", 2, 1)):
         assert stats[client] == {"recorded": n, "last_value": last, "in_flight": 0, "max_in_flight": 0,
@@ -246,17 +237,13 @@ def test_values_out_of_range_written_by_other_means(record_countd):
 def test_long_client_ids_written_by_other_means_are_whole(record_countd):
     """/records gives a client id written into the database by other means whole, however long: it was cut at 512
     bytes, at 170 bytes when they were not UTF-8 (each becomes U+FFFD, 3 bytes). /stats gives them whole too."""
-    import sqlite3
-    d = record_countd("--latency", "0")
-    d.stop()
     ids = ["L" * 600, "\U0001f600" * 300]
-    con = sqlite3.connect(d.db)
-    con.executemany("INSERT INTO records (client, value, at) VALUES (?, 1, 0)", [(c,) for c in ids])
-    con.execute("INSERT INTO records (client, value, at) VALUES (CAST(X'%s' AS TEXT), 1, 0)" % ("FF" * 200))
-    con.commit()
-    con.close()
+
+    def fill(con):
+        con.executemany("INSERT INTO records (client, value, at) VALUES (?, 1, 0)", [(c,) for c in ids])
+        con.execute("INSERT INTO records (client, value, at) VALUES (CAST(X'%s' AS TEXT), 1, 0)" % ("FF" * 200))
+    d2 = restarted_after_writing(record_countd, record_countd("--latency", "0"), fill)
     ids.append("\ufffd" * 200)
-    d2 = record_countd("--latency", "0", db=d.db, port=d.port)
     assert [x["client"] for x in d2.get("/records").json()["records"]] == ids
     stats = d2.get("/stats").json()["clients"]
     assert all(stats[c]["recorded"] == 1 for c in ids)
