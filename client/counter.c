@@ -700,12 +700,26 @@ solo_ok_cb(struct dfr *d, void *arg)
 static void
 solo_fail_cb(struct dfr *d, void *arg)
 {
+	static struct log_limit solo_ll;
 	struct solo_req *s = arg;
 	struct counter *c = s->s_c;
+	int code = dfr_failure_code(d);
+	unsigned long skipped;
 
 	c->c_st.errors++;
-	if (dfr_failure_code(d) == DFR_ECLOSED)
+	if (code == DFR_ECLOSED)
 		dfr_set_failure(d, CD_ESHUTDOWN, "counterd is shutting down");
+	/*
+	 * A record that failed (as locked logs its failed batches), but one
+	 * line per 10 s at most: every call of these strategies is a record.
+	 */
+	if ((code == CD_EUNAVAILABLE || code == CD_ETIMEOUT ||
+	     code == CD_EBADGATEWAY || code == CD_ENOFD) &&
+	    log_limit_due(&solo_ll, 10, &skipped))
+		log_warnx("counter %s: recording %" PRId64 " failed: %s (%lu "
+			  "more failed since the last such line)",
+			  c->c_name, s->s_value, dfr_failure(d)->message,
+			  skipped);
 }
 
 /* stateless/unsafe: free the call's state. */

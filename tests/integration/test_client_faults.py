@@ -548,3 +548,18 @@ def test_no_file_descriptor_for_record_countd_is_a_clear_error(record_countd, co
         for c in conns:
             c.close()
     assert "unreachable" not in cd.read_log()
+
+
+@pytest.mark.parametrize("strategy", ["stateless", "unsafe"])
+def test_failed_record_of_a_lone_call_is_logged_once_per_10s(fake_record_countd, counterd, strategy):
+    # A stateless or unsafe call whose record failed with a bad answer (502) left no line at the default level
+    # (locked logs its failed batches): it is a warning, at most one per 10 s as every such call is a record.
+    fake = fake_record_countd(lambda client, values: (200, b"this is not JSON"))
+    cd = counterd(fake.url, "--strategy", strategy, "--retries", "0")
+    poll(lambda: cd.get("/healthz").status == 200)
+    for _ in range(3):
+        r = cd.next("lone")
+        assert r.status == 502 and r.json()["error"] == "bad_gateway", r
+    lines = [x for x in cd.read_log().splitlines() if "counter lone: recording" in x]
+    assert len(lines) == 1 and "counter lone: recording 1 failed: invalid JSON" in lines[0], lines
+    assert "more failed since the last such line" in lines[0], lines
