@@ -686,7 +686,11 @@ dfr_cancel(struct dfr *d)
 	}
 	if (d->flags & (DFR_F_FIRED | DFR_F_CANCELLED))
 		return;
-	if (soft) {
+	/*
+	 * A waiting acquire, get or run is work that ends when cancelled: its
+	 * canceller only unlinks it, and nothing else would ever fire it.
+	 */
+	if (soft && !(d->flags & DFR_F_WAITER)) {
 		dfr__soft_cancel(d);
 		return;
 	}

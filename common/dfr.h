@@ -338,6 +338,9 @@ int dfr_lock_release(struct dfr_lock *l);
  * deferred by fiat: the lock is released only when fn's deferred actually
  * fires, by its canceller or when the work ends (unlike Twisted, which
  * releases at once and lets the next waiter overlap work still running).
+ * fn's deferred that is itself a waiting acquire, get or run (of any lock,
+ * semaphore or queue) is the exception: nothing else would ever fire it, so
+ * it is cancelled as by dfr_cancel() and fails with DFR_ECANCELED.
  * The caller's deferred fires at that same moment, with whatever fn's
  * deferred ended with. Work whose deferred has no canceller simply runs to
  * its end. The caller's callbacks run after the lock has been released (or

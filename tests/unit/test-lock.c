@@ -480,6 +480,84 @@ test_run_cancel_pending(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/*
+ * Work that is itself a wait (a get, an acquire, a run on another lock):
+ * cancelling the run cancels that wait outright, since nothing else would
+ * ever fire it; the run fails with DFR_ECANCELED and the lock is released.
+ */
+static struct dfr_queue *work_q;
+static struct dfr_lock *work_l;
+static struct dfr *work_get;
+
+static struct dfr *
+get_work(void *arg)
+{
+	work_get = dfr_queue_get(work_q);
+	return arg != NULL ? dfr_ref(work_get) : work_get;
+}
+
+static struct dfr *
+run_work(void *arg)
+{
+	(void)arg;
+	return dfr_lock_run(work_l, done_work, NULL);
+}
+
+static void
+test_run_cancel_waiting_work(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r, *h;
+	struct dfr_stats st;
+	int keep;
+
+	(void)state;
+	work_q = dfr_queue_new(DFR_UNBOUNDED, DFR_UNBOUNDED);
+	for (keep = 0; keep < 2; keep++) {
+		/* The get is the library's alone, then also the caller's. */
+		r = dfr_lock_run(l, get_work, keep ? &keep : NULL);
+		assert_true(dfr_paused(r));
+		assert_int_equal(dfr_queue_waiting(work_q), 1);
+		dfr_cancel(r);
+		assert_false(dfr_paused(r));
+		assert_int_equal(dfr_failure_code(r), DFR_ECANCELED);
+		assert_false(dfr_lock_locked(l));
+		assert_int_equal(dfr_queue_waiting(work_q), 0);
+		if (keep) {
+			assert_true(dfr_fired(work_get));
+			dfr_unref(work_get);
+		}
+		dfr_failure_free(dfr_take_failure(r));
+		dfr_unref(r);
+	}
+	dfr_queue_stats(work_q, &st);
+	assert_int_equal(st.cancelled, 2);
+	/* A later put is stored, not lost to a cancelled get. */
+	assert_int_equal(dfr_queue_put(work_q, unit_int(1), unit_free_cb), 0);
+	assert_int_equal(dfr_queue_size(work_q), 1);
+	dfr_queue_free(work_q);
+	assert_int_equal(unit_freed, 1);
+
+	/* A run on another lock that waits for it: its state goes too. */
+	calls = 0;
+	work_l = dfr_lock_new();
+	h = dfr_lock_acquire(work_l);
+	r = dfr_lock_run(l, run_work, NULL);
+	assert_int_equal(dfr_lock_waiting(work_l), 1);
+	dfr_cancel(r);
+	assert_int_equal(dfr_failure_code(r), DFR_ECANCELED);
+	assert_false(dfr_lock_locked(l));
+	assert_int_equal(dfr_lock_waiting(work_l), 0);
+	assert_int_equal(dfr_lock_release(work_l), 0);
+	assert_int_equal(calls, 0);
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
+	dfr_unref(h);
+	dfr_lock_free(work_l);
+	dfr_lock_free(l);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* Close fails every waiter and every later acquire; the holder may release. */
 static void
 test_close(void **state)
@@ -781,6 +859,8 @@ main(void)
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup,
 					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_waiting_work,
+					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_stats, unit_setup,

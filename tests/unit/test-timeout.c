@@ -238,6 +238,50 @@ test_run_timeout(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/*
+ * A run whose work waits for a queue item: the timeout cancels that get, the
+ * lock is released and the run times out, also when the caller keeps the get.
+ */
+static struct dfr_queue *work_q;
+static struct dfr *work_get;
+
+static struct dfr *
+start_get(void *arg)
+{
+	work_get = dfr_queue_get(work_q);
+	return arg != NULL ? dfr_ref(work_get) : work_get;
+}
+
+static void
+test_run_get_timeout(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r;
+	int keep;
+
+	(void)state;
+	work_q = dfr_queue_new(DFR_UNBOUNDED, DFR_UNBOUNDED);
+	for (keep = 0; keep < 2; keep++) {
+		r = dfr_lock_run(l, start_get, keep ? &keep : NULL);
+		assert_int_equal(
+		    dfr_set_timeout(r, base, &short_tv, NULL, NULL), 0);
+		event_base_dispatch(base);
+		assert_int_equal(dfr_failure_code(r), DFR_ETIMEDOUT);
+		assert_false(dfr_lock_locked(l));
+		assert_int_equal(dfr_queue_waiting(work_q), 0);
+		assert_int_equal(timers(base), 0);
+		if (keep)
+			dfr_unref(work_get);
+		dfr_failure_free(dfr_take_failure(r));
+		dfr_unref(r);
+	}
+	dfr_queue_free(work_q);
+	dfr_lock_free(l);
+	event_base_free(base);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 int
 main(void)
 {
@@ -253,6 +297,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_lock_wait_timeout, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_timeout, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_get_timeout, unit_setup,
 					    unit_teardown),
 	};
 
