@@ -193,6 +193,42 @@ test_dropped(void **state)
 	dfr_unref(keep);
 }
 
+/*
+ * The gather's deferred fired by its caller first (as Twisted's DeferredList
+ * allows): the members' later results are released, not leaked, and do not
+ * fire it again.
+ */
+static void
+test_fired_by_caller(void **state)
+{
+	struct dfr *ds[2], *keep, *g;
+	static int mine = 7;
+
+	(void)state;
+	ds[0] = dfr_succeed(unit_int(1), unit_free_cb);
+	ds[1] = dfr_new(NULL, NULL);
+	keep = dfr_ref(ds[1]);
+	g = dfr_gather(ds, 2, 0);
+	assert_int_equal(dfr_callback(g, &mine, NULL), 0);
+	assert_int_equal(dfr_callback(keep, unit_int(2), unit_free_cb), 0);
+	assert_ptr_equal(dfr_value(g), &mine);
+	dfr_unref(keep);
+	assert_int_equal(unit_freed, 2);
+	dfr_unref(g);
+
+	/* Same with a member's failure after the caller's own. */
+	ds[0] = dfr_new(NULL, NULL);
+	keep = dfr_ref(ds[0]);
+	g = dfr_gather(ds, 1, DFR_GATHER_CONSUME_ERRORS);
+	assert_int_equal(dfr_errback(g, EIO, "mine"), 0);
+	assert_int_equal(dfr_errback(keep, EPERM, "member"), 0);
+	assert_int_equal(dfr_failure_code(g), EIO);
+	dfr_failure_free(dfr_take_failure(g));
+	dfr_unref(g);
+	dfr_unref(keep);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 int
 main(void)
 {
@@ -210,6 +246,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_dropped, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_fired_by_caller, unit_setup,
 					    unit_teardown),
 	};
 
