@@ -360,6 +360,7 @@ destroy(struct dfr *d)
 		    dfr_failure_new(EPIPE, "the deferred this chain waited for "
 					   "was freed before it fired");
 
+		result_clear(o); /* anything set on o while it was paused */
 		d->outer = NULL;
 		o->inner = NULL;
 		o->r.failure = f != NULL ? f : &oom_failure;
@@ -451,6 +452,7 @@ resume_outer(struct dfr *inner)
 	struct dfr *o = inner->outer;
 	const uint16_t moved = DFR_F_FAILED | DFR_F_HANDLED;
 
+	result_clear(o); /* anything set on o while it was paused */
 	inner->outer = NULL;
 	o->inner = NULL;
 	o->flags = (uint16_t)((o->flags & ~moved) | (inner->flags & moved));
@@ -884,10 +886,23 @@ dfr_wait(struct dfr *d, struct dfr *inner)
 		if (x == d)
 			break;
 	if (x != NULL || inner->outer != NULL || d->inner != NULL) {
+		/*
+		 * Already paused: give up that wait too, or its result would
+		 * later overwrite (and leak) the failure.
+		 */
+		x = d->inner;
+		if (x != NULL) {
+			x->outer = NULL;
+			d->inner = NULL;
+		}
 		dfr__unref(inner);
 		dfr_set_failure(
 		    d, DFR_ECYCLE,
 		    "dfr_wait: deferred chained to itself or already chained");
+		if (x != NULL) {
+			schedule(d);
+			dfr__unref(d); /* the reference the first inner held */
+		}
 		return;
 	}
 	/*

@@ -250,8 +250,10 @@ struct dfr_failure *dfr_take_failure(struct dfr *d);
  * over the caller's reference to inner; from then on inner holds a reference to
  * d until it resumes it (so whoever will fire inner must hold inner: if inner
  * is freed unfired, d goes on with an EPIPE failure). Waiting on d itself, or
- * on a deferred already waited on, fails d's chain with DFR_ECYCLE. Depth of
- * chaining has no stack cost.
+ * on a deferred already waited on, fails d's chain with DFR_ECYCLE; so does
+ * a second dfr_wait() while d is paused, and d then gives up its first wait
+ * too. A result set on d while it is paused is released when inner's
+ * arrives. Depth of chaining has no stack cost.
  */
 void dfr_wait(struct dfr *d, struct dfr *inner);
 

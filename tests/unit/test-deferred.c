@@ -590,6 +590,89 @@ test_cycle(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/*
+ * A callback that waits twice: the second wait fails the chain with
+ * DFR_ECYCLE, and the first inner no longer resumes it (nor overwrites, and
+ * leaks, that failure). A result set while paused gives way to inner's.
+ */
+static struct dfr *inner2;
+static int twice_paused;
+
+static void
+wait_twice(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_ref(inner));
+	dfr_wait(d, dfr_ref(arg != NULL ? inner : inner2));
+	twice_paused = dfr_paused(d);
+}
+
+static void
+wait_then_set(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_ref(inner));
+	if (arg != NULL)
+		dfr_set_value(d, unit_int(5), unit_free_cb);
+	else
+		dfr_set_failure(d, EIO, "set while paused");
+}
+
+static void
+test_wait_while_paused(void **state)
+{
+	struct dfr *d;
+	int same;
+
+	(void)state;
+	for (same = 0; same < 2; same++) {
+		lg.n = 0;
+		inner = dfr_new(NULL, NULL);
+		inner2 = dfr_new(NULL, NULL);
+		d = dfr_new(NULL, NULL);
+		dfr_add_callback(d, wait_twice, same ? &same : NULL);
+		dfr_add_errback(d, log_eb, (void *)1);
+		assert_int_equal(dfr_callback(d, NULL, NULL), 0);
+		assert_false(twice_paused);
+		assert_int_equal(lg.n, 1);
+		assert_int_equal(dfr_failure_code(d), DFR_ECYCLE);
+		/* inner is free again: it fires on its own, d is untouched. */
+		assert_int_equal(dfr_callback(inner, unit_int(1), unit_free_cb),
+				 0);
+		assert_int_equal(lg.n, 1);
+		assert_int_equal(dfr_failure_code(d), DFR_ECYCLE);
+		assert_int_equal(*(int *)dfr_value(inner), 1);
+		dfr_unref(inner);
+		dfr_unref(inner2);
+		dfr_failure_free(dfr_take_failure(d));
+		dfr_unref(d);
+	}
+	assert_int_equal(unit_freed, 2);
+
+	/* A value, then a failure, set on d while it waits. */
+	for (same = 0; same < 2; same++) {
+		inner = dfr_new(NULL, NULL);
+		d = dfr_succeed(NULL, NULL);
+		dfr_add_callback(d, wait_then_set, same ? &same : NULL);
+		assert_true(dfr_paused(d));
+		assert_int_equal(dfr_callback(inner, unit_int(2), unit_free_cb),
+				 0);
+		assert_false(dfr_failed(d));
+		assert_int_equal(*(int *)dfr_value(d), 2);
+		dfr_unref(d);
+		dfr_unref(inner);
+	}
+	assert_int_equal(unit_freed, 5);
+	/* Also when inner is freed unfired (EPIPE). */
+	inner = dfr_new(NULL, NULL);
+	d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(d, wait_then_set, &same);
+	dfr_unref(inner);
+	assert_int_equal(dfr_failure_code(d), EPIPE);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+	assert_int_equal(unit_freed, 6);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* Long chains: N deferreds each paused on the next, resolved from the end. */
 struct chain {
 	size_t n;
@@ -818,6 +901,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel_forwarded, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_cycle, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_wait_while_paused, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_long_chain, unit_setup,
 					    unit_teardown),
