@@ -686,7 +686,13 @@ dfr_cancel(struct dfr *d)
 			soft = 1;
 		d = d->inner;
 	}
-	if (d->flags & (DFR_F_FIRED | DFR_F_CANCELLED))
+	if (d->flags & DFR_F_FIRED) {
+		/* Its chain has not run yet: a run() not started heeds this. */
+		if (d->flags & DFR_F_QUEUED)
+			d->flags |= DFR_F_CANCELQ;
+		return;
+	}
+	if (d->flags & DFR_F_CANCELLED)
 		return;
 	/*
 	 * A waiting acquire, get or run is work that ends when cancelled: its

@@ -171,7 +171,9 @@ int dfr_add_both(struct dfr *d, dfr_cb fn, void *arg);
  * d is still unfired afterwards it fails with DFR_ECANCELED. If d's chain is
  * paused on an inner deferred (dfr_wait), the cancel goes to the inner one
  * (for the deferred of a lock or semaphore run(), see dfr_lock_run()).
- * Fired: nothing happens. Repeated cancels do nothing more.
+ * Fired: nothing happens (but a run() handed its lock whose fn has not
+ * started yet is stopped, see dfr_lock_run()). Repeated cancels do nothing
+ * more.
  */
 void dfr_cancel(struct dfr *d);
 
@@ -335,18 +337,21 @@ int dfr_lock_release(struct dfr_lock *l);
  * the lock is released at once and that very deferred is returned.
  *
  * Cancelling it while waiting for the lock removes the waiter; fn never
- * runs. Cancelling it (or its timeout expiring) while fn's work is pending
- * calls the canceller of fn's deferred, if it has one, but never fails that
- * deferred by fiat: the lock is released only when fn's deferred actually
- * fires, by its canceller or when the work ends (unlike Twisted, which
- * releases at once and lets the next waiter overlap work still running).
- * fn's deferred that is itself a waiting acquire, get or run (of any lock,
- * semaphore or queue) is the exception: nothing else would ever fire it, so
- * it is cancelled as by dfr_cancel() and fails with DFR_ECANCELED.
- * The caller's deferred fires at that same moment, with whatever fn's
- * deferred ended with. Work whose deferred has no canceller simply runs to
- * its end. The caller's callbacks run after the lock has been released (or
- * handed to the next waiter, whose fn runs after them).
+ * runs. So too if it is cancelled after the lock was handed to it but
+ * before fn was called (a hand-off made inside a callback starts fn only
+ * when that callback returns): the lock goes on to the next waiter and the
+ * run fails with DFR_ECANCELED. Cancelling it (or its timeout expiring) while
+ * fn's work is pending calls the canceller of fn's deferred, if it has one, but
+ * never fails that deferred by fiat: the lock is released only when fn's
+ * deferred actually fires, by its canceller or when the work ends (unlike
+ * Twisted, which releases at once and lets the next waiter overlap work still
+ * running). fn's deferred that is itself a waiting acquire, get or run (of any
+ * lock, semaphore or queue) is the exception: nothing else would ever fire it,
+ * so it is cancelled as by dfr_cancel() and fails with DFR_ECANCELED. The
+ * caller's deferred fires at that same moment, with whatever fn's deferred
+ * ended with. Work whose deferred has no canceller simply runs to its end. The
+ * caller's callbacks run after the lock has been released (or handed to the
+ * next waiter, whose fn runs after them).
  */
 struct dfr *dfr_lock_run(struct dfr_lock *l, dfr_run_cb fn, void *arg);
 

@@ -481,6 +481,55 @@ test_run_cancel_pending(void **state)
 }
 
 /*
+ * A run handed the lock from inside a callback starts only once that callback
+ * returns; cancelled in between (release, then cancel everything), its fn
+ * never runs and the lock goes on to the next waiter.
+ */
+static struct dfr_lock *rc_lock;
+static struct dfr *rc_run;
+
+static void
+release_then_cancel(struct dfr *d, void *arg)
+{
+	assert_int_equal(dfr_lock_release(rc_lock), 0);
+	dfr_cancel(rc_run);
+	(void)d;
+	(void)arg;
+}
+
+static void
+test_run_cancel_granted(void **state)
+{
+	struct dfr *h, *x, *next;
+
+	(void)state;
+	calls = 0;
+	lg.n = 0;
+	rc_lock = dfr_lock_new();
+	h = dfr_lock_acquire(rc_lock);
+	rc_run = dfr_lock_run(rc_lock, done_work, NULL);
+	dfr_add_callbacks(rc_run, log_cb, log_eb, (void *)1);
+	next = dfr_lock_acquire(rc_lock);
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, release_then_cancel, NULL);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_int_equal(calls, 0);
+	assert_int_equal(dfr_failure_code(rc_run), DFR_ECANCELED);
+	assert_int_equal(lg.n, 1);
+	assert_int_equal(lg.v[0], -1);
+	assert_true(dfr_fired(next)); /* the lock went on */
+	assert_int_equal(dfr_lock_release(rc_lock), 0);
+	assert_false(dfr_lock_locked(rc_lock));
+	dfr_failure_free(dfr_take_failure(rc_run));
+	dfr_unref(rc_run);
+	dfr_unref(next);
+	dfr_unref(x);
+	dfr_unref(h);
+	dfr_lock_free(rc_lock);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
  * Work that is itself a wait (a get, an acquire, a run on another lock):
  * cancelling the run cancels that wait outright, since nothing else would
  * ever fire it; the run fails with DFR_ECANCELED and the lock is released.
@@ -858,6 +907,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_run_cancel_waiting, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_granted, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_waiting_work,
 					    unit_setup, unit_teardown),
