@@ -659,6 +659,74 @@ test_close(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/*
+ * With many waiters handed the lock in turn (the trampoline at work), one
+ * waiter's callback closes or frees the lock: every later waiter fails
+ * closed, none is lost or run twice, and the counts agree.
+ */
+static struct dfr_lock *turn_lock;
+static size_t turn_ok, turn_closed;
+
+static void
+take_turn(struct dfr *d, void *arg)
+{
+	size_t i = (size_t)(uintptr_t)arg;
+
+	if (dfr_failed(d)) {
+		turn_closed++;
+		dfr_failure_free(dfr_take_failure(d));
+		return;
+	}
+	turn_ok++;
+	if (i == 500)
+		dfr_lock_close(turn_lock);
+	if (i == 700) {
+		dfr_lock_free(turn_lock); /* still held: nothing to release */
+		turn_lock = NULL;
+		return;
+	}
+	assert_int_equal(dfr_lock_release(turn_lock), 0);
+}
+
+static void
+test_close_in_turn(void **state)
+{
+	struct dfr_stats st;
+	struct dfr *d;
+	size_t i, n = 1000;
+	int freeing;
+
+	(void)state;
+	for (freeing = 0; freeing < 2; freeing++) {
+		turn_ok = turn_closed = 0;
+		turn_lock = dfr_lock_new();
+		dfr_unref(dfr_lock_acquire(turn_lock));
+		for (i = 0; i < n; i++) {
+			d = dfr_lock_acquire(turn_lock);
+			/* The one that closes, or the one that frees. */
+			dfr_add_both(
+			    d, take_turn,
+			    (void *)(uintptr_t)(i == 500 && freeing ? 700 : i));
+			dfr_unref(d);
+		}
+		assert_int_equal(dfr_lock_release(turn_lock), 0);
+		assert_int_equal(turn_ok, 501);
+		assert_int_equal(turn_closed, n - 501);
+		if (freeing) {
+			assert_null(turn_lock);
+			continue;
+		}
+		dfr_lock_stats(turn_lock, &st);
+		assert_int_equal(st.waiting, 0);
+		assert_int_equal(st.held, 0);
+		assert_int_equal(st.acquisitions, 502);
+		assert_int_equal(st.contended, 501);
+		assert_false(dfr_lock_locked(turn_lock));
+		dfr_lock_free(turn_lock);
+	}
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* Statistics: counts, and wait and hold times on CLOCK_MONOTONIC. */
 static void
 test_stats(void **state)
@@ -913,6 +981,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_run_cancel_waiting_work,
 					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_close_in_turn, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_stats, unit_setup,
 					    unit_teardown),

@@ -239,6 +239,46 @@ test_run_timeout(void **state)
 }
 
 /*
+ * A timeout that expires while the deferred is paused on a chained one
+ * cancels that inner deferred, whose owner's late fire is then swallowed.
+ */
+static struct dfr *chained;
+
+static void
+wait_chained(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_ref(chained));
+	(void)arg;
+}
+
+static void
+test_expires_paused(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct dfr *d = dfr_new(NULL, NULL);
+
+	(void)state;
+	chained = dfr_new(NULL, NULL);
+	dfr_add_callback(d, wait_chained, NULL);
+	assert_int_equal(dfr_callback(d, NULL, NULL), 0);
+	assert_true(dfr_paused(d));
+	assert_int_equal(dfr_set_timeout(d, base, &short_tv, NULL, NULL), 0);
+	event_base_dispatch(base);
+	assert_false(dfr_paused(d));
+	assert_int_equal(dfr_failure_code(d), DFR_ETIMEDOUT);
+	assert_int_equal(timers(base), 0);
+	/* The inner one's result moved to d; its owner fires it late. */
+	assert_false(dfr_failed(chained));
+	assert_int_equal(dfr_callback(chained, unit_int(1), unit_free_cb), 0);
+	assert_int_equal(unit_freed, 1);
+	dfr_unref(chained);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+	event_base_free(base);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
  * A run whose work waits for a queue item: the timeout cancels that get, the
  * lock is released and the run times out, also when the caller keeps the get.
  */
@@ -297,6 +337,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_lock_wait_timeout, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_timeout, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_expires_paused, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_get_timeout, unit_setup,
 					    unit_teardown),
