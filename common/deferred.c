@@ -50,6 +50,7 @@ static struct dfr_failure oom_failure = {ENOMEM, (char *)"out of memory", -1};
 
 static void drain(void);
 static void schedule(struct dfr *d);
+static void cancel_walk(struct dfr *d, int soft);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t
@@ -468,6 +469,8 @@ resume_outer(struct dfr *inner)
 static void
 run_chain(struct dfr *d)
 {
+	struct dfr *o;
+
 	while (d->inner == NULL && d->pos < d->ncbs) {
 		struct dfr_cbent *e = &d->cbs[d->pos++];
 		dfr_cb fn = (d->flags & DFR_F_FAILED) ? e->eb : e->cb;
@@ -476,9 +479,25 @@ run_chain(struct dfr *d)
 		if (fn != NULL)
 			fn(d, arg);
 	}
-	if (d->inner != NULL)
+	if (d->inner != NULL) {
+		/* Cancelled while queued: now there is a wait to cancel. */
+		if (d->flags & DFR_F_CANCELQ) {
+			int soft = (d->flags & DFR_F_CANCELQSOFT) != 0;
+
+			d->flags &=
+			    (uint16_t) ~(DFR_F_CANCELQ | DFR_F_CANCELQSOFT);
+			cancel_walk(d, soft);
+		}
 		return;
+	}
 	chain_reset(d);
+	if (d->flags & DFR_F_CANCELQ) {
+		d->flags &= (uint16_t) ~(DFR_F_CANCELQ | DFR_F_CANCELQSOFT);
+		/* In Twisted, the resumed chain would have met the cancel. */
+		if ((o = d->outer) != NULL)
+			o->flags = (uint16_t)((o->flags & ~DFR_F_CANCELQSOFT) |
+					      DFR_F_CANCELQ);
+	}
 	if (d->outer != NULL)
 		resume_outer(d);
 }
@@ -674,12 +693,13 @@ dfr_add_both(struct dfr *d, dfr_cb fn, void *arg)
 /* ------------------------------------------------------------------------ */
 /* Cancellation                                                              */
 
-/* Cancel d (see dfr.h); a paused chain forwards the cancel to its inner. */
-void
-dfr_cancel(struct dfr *d)
+/*
+ * Cancel d, or what its paused chain waits for (soft: only ask that one's
+ * canceller, for a run()'s work).
+ */
+static void
+cancel_walk(struct dfr *d, int soft)
 {
-	int soft = 0;
-
 	/* Walk down to the deferred that is actually waited for, in a loop. */
 	while ((d->flags & DFR_F_FIRED) && d->inner != NULL) {
 		if (d->flags & DFR_F_SOFTFWD)
@@ -687,9 +707,18 @@ dfr_cancel(struct dfr *d)
 		d = d->inner;
 	}
 	if (d->flags & DFR_F_FIRED) {
-		/* Its chain has not run yet: a run() not started heeds this. */
-		if (d->flags & DFR_F_QUEUED)
-			d->flags |= DFR_F_CANCELQ;
+		/*
+		 * Fired, its chain queued behind the running callback: Twisted
+		 * would have run that chain already. Keep the cancel for when
+		 * it pauses (run_chain), or for a run() not started (sem.c).
+		 */
+		if (!(d->flags & DFR_F_QUEUED))
+			return;
+		if (!(d->flags & DFR_F_CANCELQ) && soft)
+			d->flags |= DFR_F_CANCELQSOFT;
+		else if (!soft)
+			d->flags &= (uint16_t)~DFR_F_CANCELQSOFT;
+		d->flags |= DFR_F_CANCELQ;
 		return;
 	}
 	if (d->flags & DFR_F_CANCELLED)
@@ -713,6 +742,13 @@ dfr_cancel(struct dfr *d)
 		dfr__fire_failure(d, DFR_ECANCELED, "cancelled");
 	}
 	dfr__unref(d);
+}
+
+/* Cancel d (see dfr.h); a paused chain forwards the cancel to its inner. */
+void
+dfr_cancel(struct dfr *d)
+{
+	cancel_walk(d, 0);
 }
 
 /*

@@ -26,11 +26,12 @@ struct dfr_cbent {
 #define DFR_F_CANCELLER_CALLED 0x0010 /* the canceller ran (at most once) */
 #define DFR_F_QUEUED 0x0020	      /* on this thread's run queue */
 #define DFR_F_WAITER 0x0040  /* in a waiter list (which holds a reference) */
-#define DFR_F_CANCELQ 0x0080 /* cancelled fired, its chain queued to run */
+#define DFR_F_CANCELQ 0x0080 /* cancelled while its chain was queued */
 #define DFR_F_SOFTFWD 0x0100 /* forward cancel to inner's canceller only */
 #define DFR_F_TIMEOUT 0x0200 /* a timeout is armed */
 #define DFR_F_HANDLED 0x0400 /* the failure is not reported at free */
 #define DFR_F_NOFIAT 0x0800  /* canceller promised to fire d later */
+#define DFR_F_CANCELQSOFT 0x1000 /* that cancel came through a SOFTFWD */
 
 /*
  * A deferred. 112 bytes on LP64, so that a waiting acquire costs one

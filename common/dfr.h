@@ -171,9 +171,12 @@ int dfr_add_both(struct dfr *d, dfr_cb fn, void *arg);
  * d is still unfired afterwards it fails with DFR_ECANCELED. If d's chain is
  * paused on an inner deferred (dfr_wait), the cancel goes to the inner one
  * (for the deferred of a lock or semaphore run(), see dfr_lock_run()).
- * Fired: nothing happens (but a run() handed its lock whose fn has not
- * started yet is stopped, see dfr_lock_run()). Repeated cancels do nothing
- * more.
+ * Fired: nothing happens, unless d's chain is queued behind the running
+ * callback (d fired or resumed inside a callback, see the trampoline rule):
+ * the cancel then waits for that chain to run, as in Twisted it would have
+ * already, and goes to what the chain pauses on, if it pauses (a run() not
+ * yet started is stopped instead, see dfr_lock_run()). Repeated cancels do
+ * nothing more.
  */
 void dfr_cancel(struct dfr *d);
 

@@ -673,6 +673,107 @@ test_wait_while_paused(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/*
+ * A cancel made while d's chain is queued to run (d fired or resumed inside
+ * a callback) acts as it would in Twisted, where that chain would have run
+ * already: if the chain then pauses, the cancel goes to what it waits for;
+ * if it ends, the cancel did nothing, and a later pause is not cancelled.
+ */
+static struct dfr *queued_d;
+
+static void
+fire_then_cancel(struct dfr *d, void *arg)
+{
+	assert_int_equal(dfr_callback(queued_d, arg, NULL), 0);
+	dfr_cancel(queued_d); /* its chain has not run yet */
+	assert_false(dfr_paused(queued_d));
+	(void)d;
+}
+
+static void
+wait_inner2(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_ref(inner2));
+	(void)arg;
+}
+
+static void
+fire_inner_then_cancel(struct dfr *d, void *arg)
+{
+	assert_int_equal(dfr_callback(inner, NULL, NULL), 0);
+	dfr_cancel(queued_d); /* paused on inner, whose chain is queued */
+	(void)d;
+	(void)arg;
+}
+
+static void
+test_cancel_queued(void **state)
+{
+	static int v = 1;
+	struct dfr *x;
+
+	(void)state;
+	/* The chain pauses: the cancel reaches the inner deferred. */
+	cancels = 0;
+	lg.n = 0;
+	inner = dfr_new(canceller_nothing, NULL);
+	queued_d = dfr_new(NULL, NULL);
+	dfr_add_callback(queued_d, wait_inner, NULL);
+	dfr_add_errback(queued_d, log_eb, (void *)1);
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, fire_then_cancel, &v);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_int_equal(cancels, 1);
+	assert_ptr_equal(cancelled_d, inner);
+	assert_false(dfr_paused(queued_d));
+	assert_int_equal(lg.n, 1);
+	assert_int_equal(dfr_failure_code(queued_d), DFR_ECANCELED);
+	dfr_failure_free(dfr_take_failure(queued_d));
+	dfr_unref(queued_d);
+	dfr_unref(inner);
+	dfr_unref(x);
+
+	/* The chain ends: nothing; a wait added later is not cancelled. */
+	queued_d = dfr_new(NULL, NULL);
+	dfr_add_callback(queued_d, log_cb, (void *)2);
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, fire_then_cancel, &v);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_ptr_equal(dfr_value(queued_d), &v);
+	inner = dfr_new(canceller_nothing, NULL);
+	dfr_add_callback(queued_d, wait_inner, NULL);
+	assert_true(dfr_paused(queued_d));
+	assert_int_equal(cancels, 1);
+	assert_int_equal(dfr_callback(inner, &v, NULL), 0);
+	assert_false(dfr_paused(queued_d));
+	dfr_unref(queued_d);
+	dfr_unref(inner);
+	dfr_unref(x);
+
+	/*
+	 * Paused on inner, which fires (queued) just before d is cancelled:
+	 * d resumes, and its next pause is cancelled.
+	 */
+	inner = dfr_new(NULL, NULL);
+	inner2 = dfr_new(canceller_nothing, NULL);
+	queued_d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(queued_d, wait_inner, NULL);
+	dfr_add_callback(queued_d, wait_inner2, NULL);
+	assert_true(dfr_paused(queued_d));
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, fire_inner_then_cancel, NULL);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_int_equal(cancels, 2);
+	assert_ptr_equal(cancelled_d, inner2);
+	assert_int_equal(dfr_failure_code(queued_d), DFR_ECANCELED);
+	dfr_failure_free(dfr_take_failure(queued_d));
+	dfr_unref(queued_d);
+	dfr_unref(inner);
+	dfr_unref(inner2);
+	dfr_unref(x);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* Long chains: N deferreds each paused on the next, resolved from the end. */
 struct chain {
 	size_t n;
@@ -903,6 +1004,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_cycle, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_wait_while_paused, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_queued, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_long_chain, unit_setup,
 					    unit_teardown),

@@ -488,6 +488,22 @@ test_run_cancel_pending(void **state)
 static struct dfr_lock *rc_lock;
 static struct dfr *rc_run;
 
+static struct dfr *further;
+
+static void
+wait_further(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_ref(further));
+	(void)arg;
+}
+
+static void
+recover_wait(struct dfr *d, void *arg)
+{
+	dfr_failure_free(dfr_take_failure(d));
+	wait_further(d, arg);
+}
+
 static void
 release_then_cancel(struct dfr *d, void *arg)
 {
@@ -525,6 +541,78 @@ test_run_cancel_granted(void **state)
 	dfr_unref(next);
 	dfr_unref(x);
 	dfr_unref(h);
+
+	/* That cancel is spent: an errback of the run that waits is not. */
+	work_cancels = 0;
+	h = dfr_lock_acquire(rc_lock);
+	rc_run = dfr_lock_run(rc_lock, done_work, NULL);
+	further = dfr_new(work_canceller, NULL);
+	dfr_add_errback(rc_run, recover_wait, NULL);
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, release_then_cancel, NULL);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_int_equal(calls, 0);
+	assert_true(dfr_paused(rc_run));
+	assert_int_equal(work_cancels, 0);
+	assert_int_equal(dfr_callback(further, NULL, NULL), 0);
+	assert_false(dfr_failed(rc_run));
+	dfr_unref(further);
+	dfr_unref(rc_run);
+	dfr_unref(x);
+	dfr_unref(h);
+	dfr_lock_free(rc_lock);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
+ * The same for a run whose work fired inside a callback but whose chain,
+ * queued, will pause on further work: the cancel made in between still only
+ * asks that further work to stop, and the lock waits for it.
+ */
+static struct dfr *
+chained_work(void *arg)
+{
+	work = dfr_new(NULL, NULL);
+	dfr_add_callback(work, wait_further, NULL);
+	(void)arg;
+	return dfr_ref(work);
+}
+
+static void
+fire_work_then_cancel(struct dfr *d, void *arg)
+{
+	assert_int_equal(dfr_callback(work, NULL, NULL), 0);
+	dfr_cancel(rc_run);
+	(void)d;
+	(void)arg;
+}
+
+static void
+test_run_cancel_queued_work(void **state)
+{
+	struct dfr *x;
+	int v = 3;
+
+	(void)state;
+	work_cancels = 0;
+	rc_lock = dfr_lock_new();
+	further = dfr_new(work_canceller, NULL);
+	rc_run = dfr_lock_run(rc_lock, chained_work, NULL);
+	assert_true(dfr_paused(rc_run));
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, fire_work_then_cancel, NULL);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_int_equal(work_cancels, 1); /* asked to stop */
+	assert_false(dfr_fired(further));  /* not failed by fiat */
+	assert_true(dfr_paused(rc_run));
+	assert_true(dfr_lock_locked(rc_lock));
+	assert_int_equal(dfr_callback(further, &v, NULL), 0);
+	assert_ptr_equal(dfr_value(rc_run), &v);
+	assert_false(dfr_lock_locked(rc_lock));
+	dfr_unref(rc_run);
+	dfr_unref(further);
+	dfr_unref(work);
+	dfr_unref(x);
 	dfr_lock_free(rc_lock);
 	assert_int_equal(unit_unhandled, 0);
 }
@@ -978,6 +1066,8 @@ main(void)
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_granted, unit_setup,
 					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_queued_work,
+					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_waiting_work,
 					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
