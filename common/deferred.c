@@ -484,19 +484,25 @@ run_chain(struct dfr *d)
 		if (d->flags & DFR_F_CANCELQ) {
 			int soft = (d->flags & DFR_F_CANCELQSOFT) != 0;
 
-			d->flags &=
-			    (uint16_t) ~(DFR_F_CANCELQ | DFR_F_CANCELQSOFT);
+			dfr__cancelq_clear(d);
 			cancel_walk(d, soft);
 		}
 		return;
 	}
 	chain_reset(d);
 	if (d->flags & DFR_F_CANCELQ) {
-		d->flags &= (uint16_t) ~(DFR_F_CANCELQ | DFR_F_CANCELQSOFT);
-		/* In Twisted, the resumed chain would have met the cancel. */
-		if ((o = d->outer) != NULL)
-			o->flags = (uint16_t)((o->flags & ~DFR_F_CANCELQSOFT) |
-					      DFR_F_CANCELQ);
+		o = d->outer;
+		if (o != NULL && (o->flags & DFR_F_CANCELPATH)) {
+			/*
+			 * The cancel was made on o (or above it): in Twisted,
+			 * o's resumed chain would meet it.
+			 */
+			o->flags = (uint16_t)((o->flags & ~DFR_F_CANCELPATH) |
+			    DFR_F_CANCELQ | (d->flags & DFR_F_CANCELQSOFT));
+			d->flags &= (uint16_t) ~(DFR_F_CANCELQ |
+			    DFR_F_CANCELQSOFT);
+		} else
+			dfr__cancelq_clear(d); /* made on d, which ended */
 	}
 	if (d->outer != NULL)
 		resume_outer(d);
@@ -700,6 +706,8 @@ dfr_add_both(struct dfr *d, dfr_cb fn, void *arg)
 static void
 cancel_walk(struct dfr *d, int soft)
 {
+	struct dfr *top = d, *x;
+
 	/* Walk down to the deferred that is actually waited for, in a loop. */
 	while ((d->flags & DFR_F_FIRED) && d->inner != NULL) {
 		if (d->flags & DFR_F_SOFTFWD)
@@ -714,6 +722,9 @@ cancel_walk(struct dfr *d, int soft)
 		 */
 		if (!(d->flags & DFR_F_QUEUED))
 			return;
+		/* Should d's chain end, the chains above it up to top get it. */
+		for (x = top; x != d; x = x->inner)
+			x->flags |= DFR_F_CANCELPATH;
 		if (!(d->flags & DFR_F_CANCELQ) && soft)
 			d->flags |= DFR_F_CANCELQSOFT;
 		else if (!soft)
@@ -742,6 +753,18 @@ cancel_walk(struct dfr *d, int soft)
 		dfr__fire_failure(d, DFR_ECANCELED, "cancelled");
 	}
 	dfr__unref(d);
+}
+
+/* d's kept cancel is spent or dropped: forget it and the way it came down. */
+void
+dfr__cancelq_clear(struct dfr *d)
+{
+	struct dfr *o;
+
+	d->flags &= (uint16_t) ~(DFR_F_CANCELQ | DFR_F_CANCELQSOFT);
+	for (o = d->outer; o != NULL && (o->flags & DFR_F_CANCELPATH);
+	    o = o->outer)
+		o->flags &= (uint16_t)~DFR_F_CANCELPATH;
 }
 
 /* Cancel d (see dfr.h); a paused chain forwards the cancel to its inner. */

@@ -32,6 +32,7 @@ struct dfr_cbent {
 #define DFR_F_HANDLED 0x0400 /* the failure is not reported at free */
 #define DFR_F_NOFIAT 0x0800  /* canceller promised to fire d later */
 #define DFR_F_CANCELQSOFT 0x1000 /* that cancel came through a SOFTFWD */
+#define DFR_F_CANCELPATH 0x2000 /* on the way down to a CANCELQ: pass it back up */
 
 /*
  * A deferred. 112 bytes on LP64, so that a waiting acquire costs one
@@ -178,6 +179,7 @@ void dfr__fire_value(struct dfr *d, void *value, dfr_free_cb free_cb);
 void dfr__fire_failure(struct dfr *d, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void dfr__soft_cancel(struct dfr *d);
+void dfr__cancelq_clear(struct dfr *d);
 void *dfr__take_value(struct dfr *d, dfr_free_cb *free_cb);
 void dfr__set_handled(struct dfr *d);
 void dfr__cancel_later(struct dfr *d);

@@ -291,7 +291,7 @@ run_step(struct dfr *d, void *arg)
 	}
 	if (d->flags & DFR_F_CANCELQ) {
 		/* Cancelled once granted but before its turn came: no fn. */
-		d->flags &= (uint16_t) ~(DFR_F_CANCELQ | DFR_F_CANCELQSOFT);
+		dfr__cancelq_clear(d);
 		dfr__sem_release_many(r->s, 1);
 		run_free(r);
 		dfr_set_failure(d, DFR_ECANCELED, "cancelled");

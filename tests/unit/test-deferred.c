@@ -707,6 +707,15 @@ fire_inner_then_cancel(struct dfr *d, void *arg)
 }
 
 static void
+fire_inner_then_cancel_it(struct dfr *d, void *arg)
+{
+	assert_int_equal(dfr_callback(inner, NULL, NULL), 0);
+	dfr_cancel(inner); /* fired, its chain queued: a cancel of inner only */
+	(void)d;
+	(void)arg;
+}
+
+static void
 test_cancel_queued(void **state)
 {
 	static int v = 1;
@@ -767,6 +776,28 @@ test_cancel_queued(void **state)
 	assert_ptr_equal(cancelled_d, inner2);
 	assert_int_equal(dfr_failure_code(queued_d), DFR_ECANCELED);
 	dfr_failure_free(dfr_take_failure(queued_d));
+	dfr_unref(queued_d);
+	dfr_unref(inner);
+	dfr_unref(inner2);
+	dfr_unref(x);
+
+	/*
+	 * The same, but the cancel is made on inner, not on d: in Twisted it
+	 * does nothing (inner's chain has ended), so d's next pause stays.
+	 */
+	inner = dfr_new(NULL, NULL);
+	inner2 = dfr_new(canceller_nothing, NULL);
+	queued_d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(queued_d, wait_inner, NULL);
+	dfr_add_callback(queued_d, wait_inner2, NULL);
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, fire_inner_then_cancel_it, NULL);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_int_equal(cancels, 2);
+	assert_true(dfr_paused(queued_d));
+	assert_int_equal(dfr_callback(inner2, &v, NULL), 0);
+	assert_false(dfr_paused(queued_d));
+	assert_ptr_equal(dfr_value(queued_d), &v);
 	dfr_unref(queued_d);
 	dfr_unref(inner);
 	dfr_unref(inner2);
