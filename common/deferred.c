@@ -50,6 +50,7 @@ static struct dfr_failure oom_failure = {ENOMEM, (char *)"out of memory", -1};
 
 static void drain(void);
 static void schedule(struct dfr *d);
+static void cancel_walk(struct dfr *d, int soft);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t
@@ -360,6 +361,7 @@ destroy(struct dfr *d)
 		    dfr_failure_new(EPIPE, "the deferred this chain waited for "
 					   "was freed before it fired");
 
+		result_clear(o); /* anything set on o while it was paused */
 		d->outer = NULL;
 		o->inner = NULL;
 		o->r.failure = f != NULL ? f : &oom_failure;
@@ -451,6 +453,7 @@ resume_outer(struct dfr *inner)
 	struct dfr *o = inner->outer;
 	const uint16_t moved = DFR_F_FAILED | DFR_F_HANDLED;
 
+	result_clear(o); /* anything set on o while it was paused */
 	inner->outer = NULL;
 	o->inner = NULL;
 	o->flags = (uint16_t)((o->flags & ~moved) | (inner->flags & moved));
@@ -466,6 +469,8 @@ resume_outer(struct dfr *inner)
 static void
 run_chain(struct dfr *d)
 {
+	struct dfr *o;
+
 	while (d->inner == NULL && d->pos < d->ncbs) {
 		struct dfr_cbent *e = &d->cbs[d->pos++];
 		dfr_cb fn = (d->flags & DFR_F_FAILED) ? e->eb : e->cb;
@@ -474,9 +479,31 @@ run_chain(struct dfr *d)
 		if (fn != NULL)
 			fn(d, arg);
 	}
-	if (d->inner != NULL)
+	if (d->inner != NULL) {
+		/* Cancelled while queued: now there is a wait to cancel. */
+		if (d->flags & DFR_F_CANCELQ) {
+			int soft = (d->flags & DFR_F_CANCELQSOFT) != 0;
+
+			dfr__cancelq_clear(d);
+			cancel_walk(d, soft);
+		}
 		return;
+	}
 	chain_reset(d);
+	if (d->flags & DFR_F_CANCELQ) {
+		o = d->outer;
+		if (o != NULL && (o->flags & DFR_F_CANCELPATH)) {
+			/*
+			 * The cancel was made on o (or above it): in Twisted,
+			 * o's resumed chain would meet it.
+			 */
+			o->flags = (uint16_t)((o->flags & ~DFR_F_CANCELPATH) |
+			    DFR_F_CANCELQ | (d->flags & DFR_F_CANCELQSOFT));
+			d->flags &= (uint16_t) ~(DFR_F_CANCELQ |
+			    DFR_F_CANCELQSOFT);
+		} else
+			dfr__cancelq_clear(d); /* made on d, which ended */
+	}
 	if (d->outer != NULL)
 		resume_outer(d);
 }
@@ -672,11 +699,14 @@ dfr_add_both(struct dfr *d, dfr_cb fn, void *arg)
 /* ------------------------------------------------------------------------ */
 /* Cancellation                                                              */
 
-/* Cancel d (see dfr.h); a paused chain forwards the cancel to its inner. */
-void
-dfr_cancel(struct dfr *d)
+/*
+ * Cancel d, or what its paused chain waits for (soft: only ask that one's
+ * canceller, for a run()'s work).
+ */
+static void
+cancel_walk(struct dfr *d, int soft)
 {
-	int soft = 0;
+	struct dfr *top = d, *x;
 
 	/* Walk down to the deferred that is actually waited for, in a loop. */
 	while ((d->flags & DFR_F_FIRED) && d->inner != NULL) {
@@ -684,9 +714,31 @@ dfr_cancel(struct dfr *d)
 			soft = 1;
 		d = d->inner;
 	}
-	if (d->flags & (DFR_F_FIRED | DFR_F_CANCELLED))
+	if (d->flags & DFR_F_FIRED) {
+		/*
+		 * Fired, its chain queued behind the running callback: Twisted
+		 * would have run that chain already. Keep the cancel for when
+		 * it pauses (run_chain), or for a run() not started (sem.c).
+		 */
+		if (!(d->flags & DFR_F_QUEUED))
+			return;
+		/* Should d's chain end, the chains above it up to top get it. */
+		for (x = top; x != d; x = x->inner)
+			x->flags |= DFR_F_CANCELPATH;
+		if (!(d->flags & DFR_F_CANCELQ) && soft)
+			d->flags |= DFR_F_CANCELQSOFT;
+		else if (!soft)
+			d->flags &= (uint16_t)~DFR_F_CANCELQSOFT;
+		d->flags |= DFR_F_CANCELQ;
 		return;
-	if (soft) {
+	}
+	if (d->flags & DFR_F_CANCELLED)
+		return;
+	/*
+	 * A waiting acquire, get or run is work that ends when cancelled: its
+	 * canceller only unlinks it, and nothing else would ever fire it.
+	 */
+	if (soft && !(d->flags & DFR_F_WAITER)) {
 		dfr__soft_cancel(d);
 		return;
 	}
@@ -701,6 +753,25 @@ dfr_cancel(struct dfr *d)
 		dfr__fire_failure(d, DFR_ECANCELED, "cancelled");
 	}
 	dfr__unref(d);
+}
+
+/* d's kept cancel is spent or dropped: forget it and the way it came down. */
+void
+dfr__cancelq_clear(struct dfr *d)
+{
+	struct dfr *o;
+
+	d->flags &= (uint16_t) ~(DFR_F_CANCELQ | DFR_F_CANCELQSOFT);
+	for (o = d->outer; o != NULL && (o->flags & DFR_F_CANCELPATH);
+	    o = o->outer)
+		o->flags &= (uint16_t)~DFR_F_CANCELPATH;
+}
+
+/* Cancel d (see dfr.h); a paused chain forwards the cancel to its inner. */
+void
+dfr_cancel(struct dfr *d)
+{
+	cancel_walk(d, 0);
 }
 
 /*
@@ -880,10 +951,23 @@ dfr_wait(struct dfr *d, struct dfr *inner)
 		if (x == d)
 			break;
 	if (x != NULL || inner->outer != NULL || d->inner != NULL) {
+		/*
+		 * Already paused: give up that wait too, or its result would
+		 * later overwrite (and leak) the failure.
+		 */
+		x = d->inner;
+		if (x != NULL) {
+			x->outer = NULL;
+			d->inner = NULL;
+		}
 		dfr__unref(inner);
 		dfr_set_failure(
 		    d, DFR_ECYCLE,
 		    "dfr_wait: deferred chained to itself or already chained");
+		if (x != NULL) {
+			schedule(d);
+			dfr__unref(d); /* the reference the first inner held */
+		}
 		return;
 	}
 	/*

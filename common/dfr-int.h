@@ -26,10 +26,13 @@ struct dfr_cbent {
 #define DFR_F_CANCELLER_CALLED 0x0010 /* the canceller ran (at most once) */
 #define DFR_F_QUEUED 0x0020	      /* on this thread's run queue */
 #define DFR_F_WAITER 0x0040  /* in a waiter list (which holds a reference) */
+#define DFR_F_CANCELQ 0x0080 /* cancelled while its chain was queued */
 #define DFR_F_SOFTFWD 0x0100 /* forward cancel to inner's canceller only */
 #define DFR_F_TIMEOUT 0x0200 /* a timeout is armed */
 #define DFR_F_HANDLED 0x0400 /* the failure is not reported at free */
 #define DFR_F_NOFIAT 0x0800  /* canceller promised to fire d later */
+#define DFR_F_CANCELQSOFT 0x1000 /* that cancel came through a SOFTFWD */
+#define DFR_F_CANCELPATH 0x2000 /* on the way down to a CANCELQ: pass it back up */
 
 /*
  * A deferred. 112 bytes on LP64, so that a waiting acquire costs one
@@ -176,6 +179,7 @@ void dfr__fire_value(struct dfr *d, void *value, dfr_free_cb free_cb);
 void dfr__fire_failure(struct dfr *d, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void dfr__soft_cancel(struct dfr *d);
+void dfr__cancelq_clear(struct dfr *d);
 void *dfr__take_value(struct dfr *d, dfr_free_cb *free_cb);
 void dfr__set_handled(struct dfr *d);
 void dfr__cancel_later(struct dfr *d);

@@ -171,7 +171,12 @@ int dfr_add_both(struct dfr *d, dfr_cb fn, void *arg);
  * d is still unfired afterwards it fails with DFR_ECANCELED. If d's chain is
  * paused on an inner deferred (dfr_wait), the cancel goes to the inner one
  * (for the deferred of a lock or semaphore run(), see dfr_lock_run()).
- * Fired: nothing happens. Repeated cancels do nothing more.
+ * Fired: nothing happens, unless d's chain is queued behind the running
+ * callback (d fired or resumed inside a callback, see the trampoline rule):
+ * the cancel then waits for that chain to run, as in Twisted it would have
+ * already, and goes to what the chain pauses on, if it pauses (a run() not
+ * yet started is stopped instead, see dfr_lock_run()). Repeated cancels do
+ * nothing more.
  */
 void dfr_cancel(struct dfr *d);
 
@@ -250,8 +255,10 @@ struct dfr_failure *dfr_take_failure(struct dfr *d);
  * over the caller's reference to inner; from then on inner holds a reference to
  * d until it resumes it (so whoever will fire inner must hold inner: if inner
  * is freed unfired, d goes on with an EPIPE failure). Waiting on d itself, or
- * on a deferred already waited on, fails d's chain with DFR_ECYCLE. Depth of
- * chaining has no stack cost.
+ * on a deferred already waited on, fails d's chain with DFR_ECYCLE; so does
+ * a second dfr_wait() while d is paused, and d then gives up its first wait
+ * too. A result set on d while it is paused is released when inner's
+ * arrives. Depth of chaining has no stack cost.
  */
 void dfr_wait(struct dfr *d, struct dfr *inner);
 
@@ -333,15 +340,21 @@ int dfr_lock_release(struct dfr_lock *l);
  * the lock is released at once and that very deferred is returned.
  *
  * Cancelling it while waiting for the lock removes the waiter; fn never
- * runs. Cancelling it (or its timeout expiring) while fn's work is pending
- * calls the canceller of fn's deferred, if it has one, but never fails that
- * deferred by fiat: the lock is released only when fn's deferred actually
- * fires, by its canceller or when the work ends (unlike Twisted, which
- * releases at once and lets the next waiter overlap work still running).
- * The caller's deferred fires at that same moment, with whatever fn's
- * deferred ended with. Work whose deferred has no canceller simply runs to
- * its end. The caller's callbacks run after the lock has been released (or
- * handed to the next waiter, whose fn runs after them).
+ * runs. So too if it is cancelled after the lock was handed to it but
+ * before fn was called (a hand-off made inside a callback starts fn only
+ * when that callback returns): the lock goes on to the next waiter and the
+ * run fails with DFR_ECANCELED. Cancelling it (or its timeout expiring) while
+ * fn's work is pending calls the canceller of fn's deferred, if it has one, but
+ * never fails that deferred by fiat: the lock is released only when fn's
+ * deferred actually fires, by its canceller or when the work ends (unlike
+ * Twisted, which releases at once and lets the next waiter overlap work still
+ * running). fn's deferred that is itself a waiting acquire, get or run (of any
+ * lock, semaphore or queue) is the exception: nothing else would ever fire it,
+ * so it is cancelled as by dfr_cancel() and fails with DFR_ECANCELED. The
+ * caller's deferred fires at that same moment, with whatever fn's deferred
+ * ended with. Work whose deferred has no canceller simply runs to its end. The
+ * caller's callbacks run after the lock has been released (or handed to the
+ * next waiter, whose fn runs after them).
  */
 struct dfr *dfr_lock_run(struct dfr_lock *l, dfr_run_cb fn, void *arg);
 
@@ -480,7 +493,9 @@ struct dfr_gather_result {
  * member. n == 0 fires at once with an empty result. The gather keeps its
  * members, and its own state, until every member has fired, even after it has
  * failed or been freed: a member that may never fire must be fired or cancelled
- * (cancelling the gather does it for all), as with a lock's waiters.
+ * (cancelling the gather does it for all), as with a lock's waiters. If
+ * whoever holds the gather's deferred fires it first, the members' later
+ * results are released with them and do not fire it again.
  */
 struct dfr *dfr_gather(struct dfr **ds, size_t n, int flags);
 

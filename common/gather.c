@@ -105,6 +105,9 @@ gather_member_cb(struct dfr *d, void *arg)
 	struct dfr_gather_result *res;
 
 	m->d = NULL;
+	/* Fired by its holder first (Twisted allows it): ours is not needed. */
+	if (g->out != NULL && (g->out->flags & DFR_F_FIRED))
+		gather_fire_done(g);
 	if (dfr_failed(d)) {
 		if (g->flags & DFR_GATHER_CONSUME_ERRORS)
 			dfr__set_handled(d);

@@ -289,6 +289,14 @@ run_step(struct dfr *d, void *arg)
 		run_done(d, r);
 		return;
 	}
+	if (d->flags & DFR_F_CANCELQ) {
+		/* Cancelled once granted but before its turn came: no fn. */
+		dfr__cancelq_clear(d);
+		dfr__sem_release_many(r->s, 1);
+		run_free(r);
+		dfr_set_failure(d, DFR_ECANCELED, "cancelled");
+		return;
+	}
 	r->started = 1;
 	r->since_ns = dfr__now_ns();
 	d->pos--; /* come back here once fn's deferred has fired */

@@ -590,6 +590,221 @@ test_cycle(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/*
+ * A callback that waits twice: the second wait fails the chain with
+ * DFR_ECYCLE, and the first inner no longer resumes it (nor overwrites, and
+ * leaks, that failure). A result set while paused gives way to inner's.
+ */
+static struct dfr *inner2;
+static int twice_paused;
+
+static void
+wait_twice(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_ref(inner));
+	dfr_wait(d, dfr_ref(arg != NULL ? inner : inner2));
+	twice_paused = dfr_paused(d);
+}
+
+static void
+wait_then_set(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_ref(inner));
+	if (arg != NULL)
+		dfr_set_value(d, unit_int(5), unit_free_cb);
+	else
+		dfr_set_failure(d, EIO, "set while paused");
+}
+
+static void
+test_wait_while_paused(void **state)
+{
+	struct dfr *d;
+	int same;
+
+	(void)state;
+	for (same = 0; same < 2; same++) {
+		lg.n = 0;
+		inner = dfr_new(NULL, NULL);
+		inner2 = dfr_new(NULL, NULL);
+		d = dfr_new(NULL, NULL);
+		dfr_add_callback(d, wait_twice, same ? &same : NULL);
+		dfr_add_errback(d, log_eb, (void *)1);
+		assert_int_equal(dfr_callback(d, NULL, NULL), 0);
+		assert_false(twice_paused);
+		assert_int_equal(lg.n, 1);
+		assert_int_equal(dfr_failure_code(d), DFR_ECYCLE);
+		/* inner is free again: it fires on its own, d is untouched. */
+		assert_int_equal(dfr_callback(inner, unit_int(1), unit_free_cb),
+				 0);
+		assert_int_equal(lg.n, 1);
+		assert_int_equal(dfr_failure_code(d), DFR_ECYCLE);
+		assert_int_equal(*(int *)dfr_value(inner), 1);
+		dfr_unref(inner);
+		dfr_unref(inner2);
+		dfr_failure_free(dfr_take_failure(d));
+		dfr_unref(d);
+	}
+	assert_int_equal(unit_freed, 2);
+
+	/* A value, then a failure, set on d while it waits. */
+	for (same = 0; same < 2; same++) {
+		inner = dfr_new(NULL, NULL);
+		d = dfr_succeed(NULL, NULL);
+		dfr_add_callback(d, wait_then_set, same ? &same : NULL);
+		assert_true(dfr_paused(d));
+		assert_int_equal(dfr_callback(inner, unit_int(2), unit_free_cb),
+				 0);
+		assert_false(dfr_failed(d));
+		assert_int_equal(*(int *)dfr_value(d), 2);
+		dfr_unref(d);
+		dfr_unref(inner);
+	}
+	assert_int_equal(unit_freed, 5);
+	/* Also when inner is freed unfired (EPIPE). */
+	inner = dfr_new(NULL, NULL);
+	d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(d, wait_then_set, &same);
+	dfr_unref(inner);
+	assert_int_equal(dfr_failure_code(d), EPIPE);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+	assert_int_equal(unit_freed, 6);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
+ * A cancel made while d's chain is queued to run (d fired or resumed inside
+ * a callback) acts as it would in Twisted, where that chain would have run
+ * already: if the chain then pauses, the cancel goes to what it waits for;
+ * if it ends, the cancel did nothing, and a later pause is not cancelled.
+ */
+static struct dfr *queued_d;
+
+static void
+fire_then_cancel(struct dfr *d, void *arg)
+{
+	assert_int_equal(dfr_callback(queued_d, arg, NULL), 0);
+	dfr_cancel(queued_d); /* its chain has not run yet */
+	assert_false(dfr_paused(queued_d));
+	(void)d;
+}
+
+static void
+wait_inner2(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_ref(inner2));
+	(void)arg;
+}
+
+static void
+fire_inner_then_cancel(struct dfr *d, void *arg)
+{
+	assert_int_equal(dfr_callback(inner, NULL, NULL), 0);
+	dfr_cancel(queued_d); /* paused on inner, whose chain is queued */
+	(void)d;
+	(void)arg;
+}
+
+static void
+fire_inner_then_cancel_it(struct dfr *d, void *arg)
+{
+	assert_int_equal(dfr_callback(inner, NULL, NULL), 0);
+	dfr_cancel(inner); /* fired, its chain queued: a cancel of inner only */
+	(void)d;
+	(void)arg;
+}
+
+static void
+test_cancel_queued(void **state)
+{
+	static int v = 1;
+	struct dfr *x;
+
+	(void)state;
+	/* The chain pauses: the cancel reaches the inner deferred. */
+	cancels = 0;
+	lg.n = 0;
+	inner = dfr_new(canceller_nothing, NULL);
+	queued_d = dfr_new(NULL, NULL);
+	dfr_add_callback(queued_d, wait_inner, NULL);
+	dfr_add_errback(queued_d, log_eb, (void *)1);
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, fire_then_cancel, &v);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_int_equal(cancels, 1);
+	assert_ptr_equal(cancelled_d, inner);
+	assert_false(dfr_paused(queued_d));
+	assert_int_equal(lg.n, 1);
+	assert_int_equal(dfr_failure_code(queued_d), DFR_ECANCELED);
+	dfr_failure_free(dfr_take_failure(queued_d));
+	dfr_unref(queued_d);
+	dfr_unref(inner);
+	dfr_unref(x);
+
+	/* The chain ends: nothing; a wait added later is not cancelled. */
+	queued_d = dfr_new(NULL, NULL);
+	dfr_add_callback(queued_d, log_cb, (void *)2);
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, fire_then_cancel, &v);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_ptr_equal(dfr_value(queued_d), &v);
+	inner = dfr_new(canceller_nothing, NULL);
+	dfr_add_callback(queued_d, wait_inner, NULL);
+	assert_true(dfr_paused(queued_d));
+	assert_int_equal(cancels, 1);
+	assert_int_equal(dfr_callback(inner, &v, NULL), 0);
+	assert_false(dfr_paused(queued_d));
+	dfr_unref(queued_d);
+	dfr_unref(inner);
+	dfr_unref(x);
+
+	/*
+	 * Paused on inner, which fires (queued) just before d is cancelled:
+	 * d resumes, and its next pause is cancelled.
+	 */
+	inner = dfr_new(NULL, NULL);
+	inner2 = dfr_new(canceller_nothing, NULL);
+	queued_d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(queued_d, wait_inner, NULL);
+	dfr_add_callback(queued_d, wait_inner2, NULL);
+	assert_true(dfr_paused(queued_d));
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, fire_inner_then_cancel, NULL);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_int_equal(cancels, 2);
+	assert_ptr_equal(cancelled_d, inner2);
+	assert_int_equal(dfr_failure_code(queued_d), DFR_ECANCELED);
+	dfr_failure_free(dfr_take_failure(queued_d));
+	dfr_unref(queued_d);
+	dfr_unref(inner);
+	dfr_unref(inner2);
+	dfr_unref(x);
+
+	/*
+	 * The same, but the cancel is made on inner, not on d: in Twisted it
+	 * does nothing (inner's chain has ended), so d's next pause stays.
+	 */
+	inner = dfr_new(NULL, NULL);
+	inner2 = dfr_new(canceller_nothing, NULL);
+	queued_d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(queued_d, wait_inner, NULL);
+	dfr_add_callback(queued_d, wait_inner2, NULL);
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, fire_inner_then_cancel_it, NULL);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_int_equal(cancels, 2);
+	assert_true(dfr_paused(queued_d));
+	assert_int_equal(dfr_callback(inner2, &v, NULL), 0);
+	assert_false(dfr_paused(queued_d));
+	assert_ptr_equal(dfr_value(queued_d), &v);
+	dfr_unref(queued_d);
+	dfr_unref(inner);
+	dfr_unref(inner2);
+	dfr_unref(x);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* Long chains: N deferreds each paused on the next, resolved from the end. */
 struct chain {
 	size_t n;
@@ -818,6 +1033,10 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel_forwarded, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_cycle, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_wait_while_paused, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_queued, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_long_chain, unit_setup,
 					    unit_teardown),

@@ -193,6 +193,83 @@ test_dropped(void **state)
 	dfr_unref(keep);
 }
 
+/*
+ * A member's own callback (added before the gather) cancels the gather while
+ * that member's chain runs: the others are cancelled, the first of them
+ * decides the failure, and the member that fired keeps its value for the
+ * result that is then released.
+ */
+static struct dfr *inner_g;
+
+static void
+cancel_gather(struct dfr *d, void *arg)
+{
+	dfr_cancel(inner_g);
+	(void)d;
+	(void)arg;
+}
+
+static void
+test_cancel_from_member(void **state)
+{
+	struct dfr *ds[3], *keep[3];
+	int i;
+
+	(void)state;
+	for (i = 0; i < 3; i++) {
+		ds[i] = dfr_new(NULL, NULL);
+		keep[i] = dfr_ref(ds[i]);
+	}
+	dfr_add_callback(ds[0], cancel_gather, NULL);
+	inner_g = dfr_gather(ds, 3, DFR_GATHER_CONSUME_ERRORS);
+	assert_int_equal(dfr_callback(keep[0], unit_int(0), unit_free_cb), 0);
+	assert_int_equal(dfr_failure_code(inner_g), DFR_ECANCELED);
+	assert_int_equal(dfr_failure(inner_g)->index, 1);
+	assert_int_equal(dfr_failure_code(keep[2]), DFR_ECANCELED);
+	assert_int_equal(unit_freed, 1); /* member 0's value, with the result */
+	dfr_failure_free(dfr_take_failure(inner_g));
+	dfr_unref(inner_g);
+	for (i = 0; i < 3; i++)
+		dfr_unref(keep[i]);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
+ * The gather's deferred fired by its caller first (as Twisted's DeferredList
+ * allows): the members' later results are released, not leaked, and do not
+ * fire it again.
+ */
+static void
+test_fired_by_caller(void **state)
+{
+	struct dfr *ds[2], *keep, *g;
+	static int mine = 7;
+
+	(void)state;
+	ds[0] = dfr_succeed(unit_int(1), unit_free_cb);
+	ds[1] = dfr_new(NULL, NULL);
+	keep = dfr_ref(ds[1]);
+	g = dfr_gather(ds, 2, 0);
+	assert_int_equal(dfr_callback(g, &mine, NULL), 0);
+	assert_int_equal(dfr_callback(keep, unit_int(2), unit_free_cb), 0);
+	assert_ptr_equal(dfr_value(g), &mine);
+	dfr_unref(keep);
+	assert_int_equal(unit_freed, 2);
+	dfr_unref(g);
+
+	/* Same with a member's failure after the caller's own. */
+	ds[0] = dfr_new(NULL, NULL);
+	keep = dfr_ref(ds[0]);
+	g = dfr_gather(ds, 1, DFR_GATHER_CONSUME_ERRORS);
+	assert_int_equal(dfr_errback(g, EIO, "mine"), 0);
+	assert_int_equal(dfr_errback(keep, EPERM, "member"), 0);
+	assert_int_equal(dfr_failure_code(g), EIO);
+	dfr_failure_free(dfr_take_failure(g));
+	dfr_unref(g);
+	dfr_unref(keep);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 int
 main(void)
 {
@@ -210,6 +287,10 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_dropped, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_from_member, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_fired_by_caller, unit_setup,
 					    unit_teardown),
 	};
 

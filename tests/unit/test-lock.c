@@ -480,6 +480,221 @@ test_run_cancel_pending(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/*
+ * A run handed the lock from inside a callback starts only once that callback
+ * returns; cancelled in between (release, then cancel everything), its fn
+ * never runs and the lock goes on to the next waiter.
+ */
+static struct dfr_lock *rc_lock;
+static struct dfr *rc_run;
+
+static struct dfr *further;
+
+static void
+wait_further(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_ref(further));
+	(void)arg;
+}
+
+static void
+recover_wait(struct dfr *d, void *arg)
+{
+	dfr_failure_free(dfr_take_failure(d));
+	wait_further(d, arg);
+}
+
+static void
+release_then_cancel(struct dfr *d, void *arg)
+{
+	assert_int_equal(dfr_lock_release(rc_lock), 0);
+	dfr_cancel(rc_run);
+	(void)d;
+	(void)arg;
+}
+
+static void
+test_run_cancel_granted(void **state)
+{
+	struct dfr *h, *x, *next;
+
+	(void)state;
+	calls = 0;
+	lg.n = 0;
+	rc_lock = dfr_lock_new();
+	h = dfr_lock_acquire(rc_lock);
+	rc_run = dfr_lock_run(rc_lock, done_work, NULL);
+	dfr_add_callbacks(rc_run, log_cb, log_eb, (void *)1);
+	next = dfr_lock_acquire(rc_lock);
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, release_then_cancel, NULL);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_int_equal(calls, 0);
+	assert_int_equal(dfr_failure_code(rc_run), DFR_ECANCELED);
+	assert_int_equal(lg.n, 1);
+	assert_int_equal(lg.v[0], -1);
+	assert_true(dfr_fired(next)); /* the lock went on */
+	assert_int_equal(dfr_lock_release(rc_lock), 0);
+	assert_false(dfr_lock_locked(rc_lock));
+	dfr_failure_free(dfr_take_failure(rc_run));
+	dfr_unref(rc_run);
+	dfr_unref(next);
+	dfr_unref(x);
+	dfr_unref(h);
+
+	/* That cancel is spent: an errback of the run that waits is not. */
+	work_cancels = 0;
+	h = dfr_lock_acquire(rc_lock);
+	rc_run = dfr_lock_run(rc_lock, done_work, NULL);
+	further = dfr_new(work_canceller, NULL);
+	dfr_add_errback(rc_run, recover_wait, NULL);
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, release_then_cancel, NULL);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_int_equal(calls, 0);
+	assert_true(dfr_paused(rc_run));
+	assert_int_equal(work_cancels, 0);
+	assert_int_equal(dfr_callback(further, NULL, NULL), 0);
+	assert_false(dfr_failed(rc_run));
+	dfr_unref(further);
+	dfr_unref(rc_run);
+	dfr_unref(x);
+	dfr_unref(h);
+	dfr_lock_free(rc_lock);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
+ * The same for a run whose work fired inside a callback but whose chain,
+ * queued, will pause on further work: the cancel made in between still only
+ * asks that further work to stop, and the lock waits for it.
+ */
+static struct dfr *
+chained_work(void *arg)
+{
+	work = dfr_new(NULL, NULL);
+	dfr_add_callback(work, wait_further, NULL);
+	(void)arg;
+	return dfr_ref(work);
+}
+
+static void
+fire_work_then_cancel(struct dfr *d, void *arg)
+{
+	assert_int_equal(dfr_callback(work, NULL, NULL), 0);
+	dfr_cancel(rc_run);
+	(void)d;
+	(void)arg;
+}
+
+static void
+test_run_cancel_queued_work(void **state)
+{
+	struct dfr *x;
+	int v = 3;
+
+	(void)state;
+	work_cancels = 0;
+	rc_lock = dfr_lock_new();
+	further = dfr_new(work_canceller, NULL);
+	rc_run = dfr_lock_run(rc_lock, chained_work, NULL);
+	assert_true(dfr_paused(rc_run));
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, fire_work_then_cancel, NULL);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_int_equal(work_cancels, 1); /* asked to stop */
+	assert_false(dfr_fired(further));  /* not failed by fiat */
+	assert_true(dfr_paused(rc_run));
+	assert_true(dfr_lock_locked(rc_lock));
+	assert_int_equal(dfr_callback(further, &v, NULL), 0);
+	assert_ptr_equal(dfr_value(rc_run), &v);
+	assert_false(dfr_lock_locked(rc_lock));
+	dfr_unref(rc_run);
+	dfr_unref(further);
+	dfr_unref(work);
+	dfr_unref(x);
+	dfr_lock_free(rc_lock);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
+ * Work that is itself a wait (a get, an acquire, a run on another lock):
+ * cancelling the run cancels that wait outright, since nothing else would
+ * ever fire it; the run fails with DFR_ECANCELED and the lock is released.
+ */
+static struct dfr_queue *work_q;
+static struct dfr_lock *work_l;
+static struct dfr *work_get;
+
+static struct dfr *
+get_work(void *arg)
+{
+	work_get = dfr_queue_get(work_q);
+	return arg != NULL ? dfr_ref(work_get) : work_get;
+}
+
+static struct dfr *
+run_work(void *arg)
+{
+	(void)arg;
+	return dfr_lock_run(work_l, done_work, NULL);
+}
+
+static void
+test_run_cancel_waiting_work(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r, *h;
+	struct dfr_stats st;
+	int keep;
+
+	(void)state;
+	work_q = dfr_queue_new(DFR_UNBOUNDED, DFR_UNBOUNDED);
+	for (keep = 0; keep < 2; keep++) {
+		/* The get is the library's alone, then also the caller's. */
+		r = dfr_lock_run(l, get_work, keep ? &keep : NULL);
+		assert_true(dfr_paused(r));
+		assert_int_equal(dfr_queue_waiting(work_q), 1);
+		dfr_cancel(r);
+		assert_false(dfr_paused(r));
+		assert_int_equal(dfr_failure_code(r), DFR_ECANCELED);
+		assert_false(dfr_lock_locked(l));
+		assert_int_equal(dfr_queue_waiting(work_q), 0);
+		if (keep) {
+			assert_true(dfr_fired(work_get));
+			dfr_unref(work_get);
+		}
+		dfr_failure_free(dfr_take_failure(r));
+		dfr_unref(r);
+	}
+	dfr_queue_stats(work_q, &st);
+	assert_int_equal(st.cancelled, 2);
+	/* A later put is stored, not lost to a cancelled get. */
+	assert_int_equal(dfr_queue_put(work_q, unit_int(1), unit_free_cb), 0);
+	assert_int_equal(dfr_queue_size(work_q), 1);
+	dfr_queue_free(work_q);
+	assert_int_equal(unit_freed, 1);
+
+	/* A run on another lock that waits for it: its state goes too. */
+	calls = 0;
+	work_l = dfr_lock_new();
+	h = dfr_lock_acquire(work_l);
+	r = dfr_lock_run(l, run_work, NULL);
+	assert_int_equal(dfr_lock_waiting(work_l), 1);
+	dfr_cancel(r);
+	assert_int_equal(dfr_failure_code(r), DFR_ECANCELED);
+	assert_false(dfr_lock_locked(l));
+	assert_int_equal(dfr_lock_waiting(work_l), 0);
+	assert_int_equal(dfr_lock_release(work_l), 0);
+	assert_int_equal(calls, 0);
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
+	dfr_unref(h);
+	dfr_lock_free(work_l);
+	dfr_lock_free(l);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* Close fails every waiter and every later acquire; the holder may release. */
 static void
 test_close(void **state)
@@ -529,6 +744,74 @@ test_close(void **state)
 	assert_true(dfr_fired(r) && !dfr_paused(r));
 	dfr_unref(r);
 	dfr_unref(work);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
+ * With many waiters handed the lock in turn (the trampoline at work), one
+ * waiter's callback closes or frees the lock: every later waiter fails
+ * closed, none is lost or run twice, and the counts agree.
+ */
+static struct dfr_lock *turn_lock;
+static size_t turn_ok, turn_closed;
+
+static void
+take_turn(struct dfr *d, void *arg)
+{
+	size_t i = (size_t)(uintptr_t)arg;
+
+	if (dfr_failed(d)) {
+		turn_closed++;
+		dfr_failure_free(dfr_take_failure(d));
+		return;
+	}
+	turn_ok++;
+	if (i == 500)
+		dfr_lock_close(turn_lock);
+	if (i == 700) {
+		dfr_lock_free(turn_lock); /* still held: nothing to release */
+		turn_lock = NULL;
+		return;
+	}
+	assert_int_equal(dfr_lock_release(turn_lock), 0);
+}
+
+static void
+test_close_in_turn(void **state)
+{
+	struct dfr_stats st;
+	struct dfr *d;
+	size_t i, n = 1000;
+	int freeing;
+
+	(void)state;
+	for (freeing = 0; freeing < 2; freeing++) {
+		turn_ok = turn_closed = 0;
+		turn_lock = dfr_lock_new();
+		dfr_unref(dfr_lock_acquire(turn_lock));
+		for (i = 0; i < n; i++) {
+			d = dfr_lock_acquire(turn_lock);
+			/* The one that closes, or the one that frees. */
+			dfr_add_both(
+			    d, take_turn,
+			    (void *)(uintptr_t)(i == 500 && freeing ? 700 : i));
+			dfr_unref(d);
+		}
+		assert_int_equal(dfr_lock_release(turn_lock), 0);
+		assert_int_equal(turn_ok, 501);
+		assert_int_equal(turn_closed, n - 501);
+		if (freeing) {
+			assert_null(turn_lock);
+			continue;
+		}
+		dfr_lock_stats(turn_lock, &st);
+		assert_int_equal(st.waiting, 0);
+		assert_int_equal(st.held, 0);
+		assert_int_equal(st.acquisitions, 502);
+		assert_int_equal(st.contended, 501);
+		assert_false(dfr_lock_locked(turn_lock));
+		dfr_lock_free(turn_lock);
+	}
 	assert_int_equal(unit_unhandled, 0);
 }
 
@@ -781,7 +1064,15 @@ main(void)
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup,
 					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_granted, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_queued_work,
+					    unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_waiting_work,
+					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_close_in_turn, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_stats, unit_setup,
 					    unit_teardown),

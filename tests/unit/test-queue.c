@@ -240,6 +240,94 @@ test_getter_puts(void **state)
 	assert_int_equal(unit_freed, 2);
 }
 
+/*
+ * A getter's callback, run inside the put that fed it, cancels the next
+ * getter, puts an item back and closes the queue: the item goes to the
+ * getter after the cancelled one, the last one fails, the counts agree.
+ */
+static struct dfr *getters[4];
+static struct unit_log glog;
+
+static void
+log_item(struct dfr *d, void *arg)
+{
+	int *v;
+
+	(void)arg;
+	if (dfr_failed(d)) {
+		unit_log_add(&glog, -dfr_failure_code(d));
+		dfr_failure_free(dfr_take_failure(d));
+		return;
+	}
+	v = dfr_take_value(d);
+	unit_log_add(&glog, *v);
+	free(v);
+}
+
+static void
+cancel_put_close(struct dfr *d, void *arg)
+{
+	log_item(d, arg);
+	dfr_cancel(getters[1]);
+	assert_int_equal(dfr_queue_put(qq, unit_int(100), free), 0);
+	dfr_queue_close(qq);
+}
+
+static void
+free_queue(struct dfr *d, void *arg)
+{
+	log_item(d, arg);
+	dfr_queue_free(qq);
+	qq = NULL;
+}
+
+static void
+test_getter_reenters(void **state)
+{
+	struct dfr_stats st;
+	int i;
+
+	(void)state;
+	glog.n = 0;
+	qq = dfr_queue_new(DFR_UNBOUNDED, DFR_UNBOUNDED);
+	for (i = 0; i < 4; i++)
+		getters[i] = dfr_queue_get(qq);
+	dfr_add_both(getters[0], cancel_put_close, NULL);
+	for (i = 1; i < 4; i++)
+		dfr_add_both(getters[i], log_item, NULL);
+	assert_int_equal(dfr_queue_put(qq, unit_int(1), free), 0);
+	assert_int_equal(glog.n, 4);
+	assert_int_equal(glog.v[0], 1);
+	assert_int_equal(glog.v[1], -DFR_ECANCELED);
+	assert_int_equal(glog.v[2], 100);
+	assert_int_equal(glog.v[3], -DFR_ECLOSED);
+	dfr_queue_stats(qq, &st);
+	assert_int_equal(st.waiting, 0);
+	assert_int_equal(st.cancelled, 1);
+	assert_int_equal(st.acquisitions, 2);
+	assert_int_equal(st.held, 0);
+	for (i = 0; i < 4; i++)
+		dfr_unref(getters[i]);
+	dfr_queue_free(qq);
+
+	/* Freed from a getter's callback inside put: the rest fail closed. */
+	glog.n = 0;
+	qq = dfr_queue_new(DFR_UNBOUNDED, DFR_UNBOUNDED);
+	for (i = 0; i < 3; i++)
+		getters[i] = dfr_queue_get(qq);
+	dfr_add_both(getters[0], free_queue, NULL);
+	for (i = 1; i < 3; i++)
+		dfr_add_both(getters[i], log_item, NULL);
+	assert_int_equal(dfr_queue_put(qq, unit_int(1), free), 0);
+	assert_null(qq);
+	assert_int_equal(glog.n, 3);
+	assert_int_equal(glog.v[1], -DFR_ECLOSED);
+	assert_int_equal(glog.v[2], -DFR_ECLOSED);
+	for (i = 0; i < 3; i++)
+		dfr_unref(getters[i]);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* close: waiting gets fail, puts fail, stored items still drain. */
 static void
 test_close(void **state)
@@ -372,6 +460,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_put_during_cancel, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_getter_puts, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_getter_reenters, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
 					    unit_teardown),

@@ -238,6 +238,90 @@ test_run_timeout(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/*
+ * A timeout that expires while the deferred is paused on a chained one
+ * cancels that inner deferred, whose owner's late fire is then swallowed.
+ */
+static struct dfr *chained;
+
+static void
+wait_chained(struct dfr *d, void *arg)
+{
+	dfr_wait(d, dfr_ref(chained));
+	(void)arg;
+}
+
+static void
+test_expires_paused(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct dfr *d = dfr_new(NULL, NULL);
+
+	(void)state;
+	chained = dfr_new(NULL, NULL);
+	dfr_add_callback(d, wait_chained, NULL);
+	assert_int_equal(dfr_callback(d, NULL, NULL), 0);
+	assert_true(dfr_paused(d));
+	assert_int_equal(dfr_set_timeout(d, base, &short_tv, NULL, NULL), 0);
+	event_base_dispatch(base);
+	assert_false(dfr_paused(d));
+	assert_int_equal(dfr_failure_code(d), DFR_ETIMEDOUT);
+	assert_int_equal(timers(base), 0);
+	/* The inner one's result moved to d; its owner fires it late. */
+	assert_false(dfr_failed(chained));
+	assert_int_equal(dfr_callback(chained, unit_int(1), unit_free_cb), 0);
+	assert_int_equal(unit_freed, 1);
+	dfr_unref(chained);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+	event_base_free(base);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
+ * A run whose work waits for a queue item: the timeout cancels that get, the
+ * lock is released and the run times out, also when the caller keeps the get.
+ */
+static struct dfr_queue *work_q;
+static struct dfr *work_get;
+
+static struct dfr *
+start_get(void *arg)
+{
+	work_get = dfr_queue_get(work_q);
+	return arg != NULL ? dfr_ref(work_get) : work_get;
+}
+
+static void
+test_run_get_timeout(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r;
+	int keep;
+
+	(void)state;
+	work_q = dfr_queue_new(DFR_UNBOUNDED, DFR_UNBOUNDED);
+	for (keep = 0; keep < 2; keep++) {
+		r = dfr_lock_run(l, start_get, keep ? &keep : NULL);
+		assert_int_equal(
+		    dfr_set_timeout(r, base, &short_tv, NULL, NULL), 0);
+		event_base_dispatch(base);
+		assert_int_equal(dfr_failure_code(r), DFR_ETIMEDOUT);
+		assert_false(dfr_lock_locked(l));
+		assert_int_equal(dfr_queue_waiting(work_q), 0);
+		assert_int_equal(timers(base), 0);
+		if (keep)
+			dfr_unref(work_get);
+		dfr_failure_free(dfr_take_failure(r));
+		dfr_unref(r);
+	}
+	dfr_queue_free(work_q);
+	dfr_lock_free(l);
+	event_base_free(base);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 int
 main(void)
 {
@@ -253,6 +337,10 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_lock_wait_timeout, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_timeout, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_expires_paused, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_get_timeout, unit_setup,
 					    unit_teardown),
 	};
 
