@@ -114,6 +114,12 @@ def test_records_paging_and_filter(record_countd):
     assert only_b["next_after"] is None
     for rec in seen:
         assert set(rec) == {"seq", "client", "value", "at"}
+    # One client's pages: the cursor is exclusive, and a page that is not full (even one short) ends the paging.
+    page = d.get("/records?client=a&limit=4").json()
+    assert [x["value"] for x in page["records"]] == [1, 2, 3, 4] and page["next_after"] == page["records"][-1]["seq"]
+    page = d.get("/records?client=a&limit=4&after=%d" % page["next_after"]).json()
+    assert [x["value"] for x in page["records"]] == [5, 6, 7] and page["next_after"] is None
+    assert d.get("/records?client=b&limit=3").json()["next_after"] is None
 
 
 def test_records_limits(record_countd):
@@ -127,6 +133,10 @@ def test_records_limits(record_countd):
     is_error(d.get("/records?limit=0"), 400, "invalid_limit")
     is_error(d.get("/records?limit=x"), 400, "invalid_limit")
     is_error(d.get("/records?after=-1"), 400, "invalid_after")
+    # after takes any seq up to the largest SQLite gives, 9223372036854775807 (nothing is after it).
+    assert d.get("/records?after=%d" % INT64_MAX).json() == {"records": [], "next_after": None}
+    assert d.get("/records?client=a&after=%d" % INT64_MAX).json() == {"records": [], "next_after": None}
+    is_error(d.get("/records?after=%d" % (INT64_MAX + 1)), 400, "invalid_after")
     is_error(d.get("/records?client=a%20b"), 400, "invalid_client")
     is_error(d.get("/records?page=2"), 400, "unknown_parameter")
 
@@ -251,7 +261,12 @@ def test_long_client_ids_written_by_other_means_are_whole(record_countd):
 
 def test_out_of_order_counted(record_countd):
     d = record_countd("--latency", "0")
-    for v in (1, 3, 2, 4, 1):
+    for v in (1, 3, 2):
+        d.get("/record-count?value=%d&client=o" % v)
+    # A value arriving lower than the highest so far is out of order; it does not lower last_value.
+    assert d.get("/stats").json()["clients"]["o"] == {"recorded": 3, "last_value": 3, "in_flight": 0,
+                                                      "max_in_flight": 1, "out_of_order": 1}
+    for v in (4, 1):
         d.get("/record-count?value=%d&client=o" % v)
     c = d.get("/stats").json()["clients"]["o"]
     # 2 arrived after 3; the second 1 is a duplicate, not a new out-of-order value.
