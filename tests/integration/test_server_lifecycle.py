@@ -52,6 +52,41 @@ def test_jitter_and_cap(record_countd):
     assert min(took) < 0.1, took   # uniform in [0, 200] ms capped at 150: some answer before 100 ms
 
 
+def test_jitter_stays_within_its_width(record_countd):
+    """--jitter J spreads each latency uniformly over L-J..L+J: none answers before L-J (nor much after L+J), and
+    they do spread."""
+    d = record_countd("--latency", "600ms", "--jitter", "200ms")
+    res = concurrent_gets(d.port, ["/record-count?value=%d&client=jw" % v for v in range(1, 31)])
+    assert all(s == 200 for s, _, _ in res)
+    took = sorted(t for _, _, t in res)
+    # Were the spread twice as wide on either side, one answer in four would fall outside these bounds.
+    assert took[0] >= 0.4, took
+    assert took[-1] < 0.8 + 0.2, took
+    assert took[-1] - took[0] > 0.1, took
+
+
+def test_answer_waits_for_a_commit_slower_than_the_latency(record_countd):
+    """A record is answered once its latency has passed and it is committed, whichever comes last: while another
+    connection holds the database's write lock the commit waits (up to the 2 s busy timeout), and so does the
+    answer, which then carries the record's real seq."""
+    import sqlite3
+    d = record_countd("--latency", "100ms")
+    assert d.get("/record-count?value=1&client=slow").json()["seq"] == 1
+    holder = sqlite3.connect(d.db, isolation_level=None, timeout=10, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.8, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    try:
+        r, took = timed_get(d, "/record-count?value=2&client=slow")
+    finally:
+        release.join()
+        holder.close()
+    assert r.status == 200, r
+    assert r.json() == {"value": 2, "client": "slow", "seq": 2, "duplicate": False}
+    assert took >= 0.8, took
+    assert [(x["seq"], x["value"]) for x in d.get("/records?client=slow").json()["records"]] == [(1, 1), (2, 2)]
+
+
 def test_thousand_concurrent_delayed_requests(record_countd):
     raise_nofile(2200)
     d = record_countd("--latency", "1s")
@@ -76,9 +111,14 @@ def test_overlap_is_visible_in_stats(record_countd):
     # The seed's race: two requests of one client overlap, and the second value is recorded twice.
     res = concurrent_gets(d.port, ["/record-count?value=2&client=unsafe", "/record-count?value=2&client=unsafe"])
     assert sorted(doc["duplicate"] for _, doc, _ in res) == [False, True]
-    clients = d.get("/stats").json()["clients"]
+    stats = d.get("/stats").json()
+    clients = stats["clients"]
     assert clients["locked"]["max_in_flight"] == 1 and clients["locked"]["out_of_order"] == 0
     assert clients["unsafe"]["max_in_flight"] == 2
+    # The totals too: the most requests in flight at once, in /stats and /metrics.
+    assert stats["max_in_flight"] == 2 and stats["in_flight"] == 0
+    text = d.get("/metrics").body.decode()
+    assert "\nrecord_countd_max_in_flight 2\n" in text and "\nrecord_countd_in_flight 0\n" in text
 
 
 def test_keep_alive_connection_serves_many(record_countd):
