@@ -398,6 +398,30 @@ def test_answer_over_the_limit_is_a_bad_gateway_not_an_outage(fake_record_countd
     assert cd.next("big").json()["count"] == 1, "the failed call consumed no number"
 
 
+def test_answer_acknowledging_other_records_is_a_bad_gateway(fake_record_countd, counterd):
+    """counterd hands a number out only when record-countd's answer acknowledges exactly the values it sent, for its
+    client: an answer of 200 acknowledging other values, another client or fewer records (a proxy or another program
+    on record-countd's port) is a 502 that consumes no number and is not retried."""
+    def acked(client, values, shift=0, name=None, drop=0):
+        recs = [{"value": v + shift, "seq": v} for v in values][drop:]
+        return 200, json.dumps({"client": name or client, "records": recs}).encode()
+
+    fake = fake_record_countd(lambda client, values: acked(client, values, shift=1))
+    cd = counterd(fake.url, "--retries", "2", "--backoff", "10ms")
+    poll(lambda: cd.get("/healthz").status == 200)
+    for record, why in ((lambda c, v: acked(c, v, shift=1), "record 0 acknowledges 2, expected 1"),
+                        (lambda c, v: acked(c, v, name="someone:else"), "answer names another client"),
+                        (lambda c, v: acked(c, v, drop=1), "answer has 0 records, expected 1")):
+        fake.record = record
+        fake.posts.clear()
+        r = cd.next("ack")
+        assert r.status == 502 and r.json()["error"] == "bad_gateway", r
+        assert why in r.json()["message"], r.json()
+        assert fake.posts == [[1]], "a wrong acknowledgement is not retried"
+    fake.record = FakeRecordCountd.ack
+    assert cd.next("ack").json()["count"] == 1, "the failed calls consumed no number"
+
+
 @pytest.mark.parametrize("strategy", ["stateless", "unsafe"])
 def test_hung_up_call_stays_in_flight_until_recorded(fake_record_countd, counterd, strategy):
     # A call that queued for the counter's lock while the counter resumed is watched for a hang-up; when its caller
