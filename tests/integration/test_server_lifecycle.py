@@ -532,6 +532,21 @@ def test_status_says_stopping_while_draining(record_countd, tmp_path):
     assert all(m.startswith("STATUS=stopping") for m in after), after
 
 
+def test_healthz_says_stopping_while_draining(record_countd):
+    """/healthz answers 503 {"status": "stopping"} once SIGTERM is received (man record-countd): new connections are
+    no longer accepted, but a request whose body was arriving at the signal is still answered, and says so."""
+    d = record_countd("--latency", "0")
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nx")
+        assert d.get("/healthz").status == 200          # a round trip: its headers are in
+        d.signal(signal.SIGTERM)
+        time.sleep(0.2)
+        s.sendall(b"y")
+        status, headers, body = read_response(s)
+    assert status == 503 and json.loads(body) == {"status": "stopping"}, (status, body)
+    assert wait_exit(d.proc, 10) == 0, d.read_log()
+
+
 def test_sigint_without_requests_exits_0(record_countd):
     d = record_countd("--latency", "0")
     d.signal(signal.SIGINT)
