@@ -33,6 +33,18 @@ def test_server_down_at_start_then_up(record_countd, counterd):
     assert server_records(rc, "test:s") == [1]
 
 
+def test_health_is_not_ok_before_record_countd_answered(counterd):
+    """Until record-countd has answered once, counterd cannot know it is reachable: /healthz is 503 degraded with
+    server_state unknown (a record-countd that accepts connections but never answers), not ok."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        cd = counterd("http://127.0.0.1:%d" % silent.getsockname()[1], "--record-timeout", "30s")
+        h = cd.get("/healthz")
+        assert h.status == 503, h
+        assert h.json()["status"] == "degraded" and h.json()["server_state"] == "unknown", h.json()
+
+
 def test_record_countd_kill9_and_restart_mid_run(record_countd, counterd):
     rc = record_countd("--latency", "10ms")
     cd = counterd(rc.url, "--batch-max", "8", "--retries", "2", "--backoff", "20ms", "--record-timeout", "500ms")
@@ -420,6 +432,25 @@ def test_answer_acknowledging_other_records_is_a_bad_gateway(fake_record_countd,
         assert fake.posts == [[1]], "a wrong acknowledgement is not retried"
     fake.record = FakeRecordCountd.ack
     assert cd.next("ack").json()["count"] == 1, "the failed calls consumed no number"
+
+
+def test_refusal_of_a_record_is_a_bad_gateway_not_an_outage(fake_record_countd, counterd):
+    """A 4xx from record-countd (it refused the request: counterd and it disagree about the API) is answered 502
+    bad_gateway at once: retrying the same request cannot help, and record-countd, which answered, is not taken for
+    unreachable (only 5xx and failed connections are retried)."""
+    body = json.dumps({"error": "invalid_value", "message": "values: no"}).encode()
+    fake = fake_record_countd(lambda client, values: (400, body))
+    cd = counterd(fake.url, "--retries", "2", "--backoff", "10ms")
+    poll(lambda: cd.get("/healthz").status == 200)
+    r = cd.next("refused")
+    assert r.status == 502 and r.json()["error"] == "bad_gateway", r
+    assert "400" in r.json()["message"], r.json()
+    assert fake.posts == [[1]], "a refusal is not retried"
+    assert cd.get("/stats").json()["recorder"]["retries"] == 0
+    h = cd.get("/healthz")
+    assert h.status == 200 and h.json()["server_state"] == "reachable", h
+    fake.record = FakeRecordCountd.ack
+    assert cd.next("refused").json()["count"] == 1, "the refused call consumed no number"
 
 
 @pytest.mark.parametrize("strategy", ["stateless", "unsafe"])
