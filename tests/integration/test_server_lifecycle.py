@@ -43,6 +43,23 @@ def test_latency_is_applied(record_countd):
     assert took < 0.15, took
 
 
+def test_latency_counts_from_the_request_line(record_countd):
+    """A POST whose body is slow to arrive is answered the latency after its request line (man record-countd), not
+    the latency after its body: the time its body took is part of it."""
+    d = record_countd("--latency", "600ms")
+    body = b'{"client": "rl", "values": [1]}'
+    head = b"POST /record-count HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        t0 = time.monotonic()
+        s.sendall(head + body[:5])
+        time.sleep(0.4)
+        s.sendall(body[5:])
+        status, _, resp = read_response(s)
+        took = time.monotonic() - t0
+    assert status == 200 and json.loads(resp)["records"][0]["seq"] == 1, resp
+    assert 0.6 <= took < 0.6 + 0.3, took    # from the body's end, it would be 1 s
+
+
 def test_jitter_and_cap(record_countd):
     d = record_countd("--latency", "100ms", "--jitter", "100ms", "--max-latency", "150ms")
     res = concurrent_gets(d.port, ["/record-count?value=%d&client=j" % v for v in range(1, 31)])
