@@ -87,6 +87,19 @@ def test_wait_timeout_fails_and_consumes_nothing(record_countd, counterd):
     assert cd.get("/stats").json()["counters"]["w"]["wait_timeouts"] == 1
 
 
+def test_wait_timeout_0_waits_without_limit(record_countd, counterd):
+    """--wait-timeout 0 means no limit (man counterd): a call waiting behind a slow record is answered, not failed."""
+    rc = record_countd("--latency", "300ms")
+    cd = counterd(rc.url, "--batch-max", "1", "--wait-timeout", "0")
+    first = start_in_thread(cd.next, "w0")
+    poll(lambda: cd.get("/counters/w0").status == 200 and cd.get("/counters/w0").json()["in_flight"] == 1)
+    r = cd.next("w0")
+    assert r.status == 200 and r.json()["count"] == 2, r
+    first[0].join(10)
+    assert first[1]["r"].json()["count"] == 1
+    assert cd.get("/stats").json()["counters"]["w0"]["wait_timeouts"] == 0
+
+
 def test_caller_disconnect_cancels_the_wait(record_countd, counterd):
     rc = record_countd("--latency", "700ms")
     cd = counterd(rc.url, "--batch-max", "1")
