@@ -2,6 +2,7 @@
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -120,6 +121,20 @@ def test_records_paging_and_filter(record_countd):
     page = d.get("/records?client=a&limit=4&after=%d" % page["next_after"]).json()
     assert [x["value"] for x in page["records"]] == [5, 6, 7] and page["next_after"] is None
     assert d.get("/records?client=b&limit=3").json()["next_after"] is None
+
+
+def test_records_carry_their_arrival_time(record_countd):
+    """Each record's at is when its request arrived, in seconds since the epoch: not its answer after the latency."""
+    d = record_countd("--latency", "300ms")
+    t0 = time.time()
+    d.get("/record-count?value=1&client=t")
+    d.post("/record-count", {"client": "t", "values": [2, 3]})
+    t1 = time.time()
+    recs = d.get("/records").json()["records"]
+    assert [x["value"] for x in recs] == [1, 2, 3]
+    assert all(t0 - 0.01 <= x["at"] <= t1 for x in recs), (t0, recs, t1)
+    assert recs[0]["at"] < t0 + 0.2 and recs[1]["at"] >= t0 + 0.29, (t0, recs)
+    assert recs[1]["at"] == recs[2]["at"]
 
 
 def test_records_limits(record_countd):
