@@ -453,6 +453,26 @@ def test_refusal_of_a_record_is_a_bad_gateway_not_an_outage(fake_record_countd, 
     assert cd.next("refused").json()["count"] == 1, "the refused call consumed no number"
 
 
+def test_retries_resend_the_same_values_backing_off_doubling(fake_record_countd, counterd):
+    """A record that fails with a 5xx is sent again --retries times, each time the same values (record-countd makes
+    the retry idempotent), after a backoff doubling from --backoff, each wait in the upper half of it (man counterd):
+    with 100ms and 3 retries, 50..100 + 100..200 + 200..400 ms. Each retry is counted in /stats."""
+    down = json.dumps({"error": "storage_error", "message": "down"}).encode()
+    fake = fake_record_countd(lambda client, values: (503, down))
+    cd = counterd(fake.url, "--retries", "3", "--backoff", "100ms")
+    poll(lambda: cd.get("/healthz").status == 200)
+    t0 = time.monotonic()
+    r = cd.next("rt")
+    took = time.monotonic() - t0
+    assert r.status == 503 and r.json()["error"] == "server_unreachable", r
+    assert fake.posts == [[1]] * 4, fake.posts
+    assert 0.35 <= took < 0.7 + 0.5, took       # without doubling, at most 0.3 s
+    assert cd.get("/stats").json()["recorder"]["retries"] == 3
+    fake.record = FakeRecordCountd.ack
+    poll(lambda: cd.get("/healthz").status == 200)
+    assert cd.next("rt").json()["count"] == 1, "the failed call consumed no number"
+
+
 @pytest.mark.parametrize("strategy", ["stateless", "unsafe"])
 def test_hung_up_call_stays_in_flight_until_recorded(fake_record_countd, counterd, strategy):
     # A call that queued for the counter's lock while the counter resumed is watched for a hang-up; when its caller
