@@ -78,7 +78,7 @@ def test_jitter_stays_within_its_width(record_countd):
     took = sorted(t for _, _, t in res)
     # Were the spread twice as wide on either side, one answer in four would fall outside these bounds.
     assert took[0] >= 0.4, took
-    assert took[-1] < 0.8 + 0.2, took
+    assert took[-1] < 0.8 + 0.25, took
     assert took[-1] - took[0] > 0.1, took
 
 
