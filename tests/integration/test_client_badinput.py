@@ -1,5 +1,6 @@
 """counterd's socket API against bad input: every answer is a 4xx and the daemon keeps serving."""
 import json
+import re
 
 import pytest
 
@@ -47,6 +48,17 @@ def test_wrong_method_is_405_with_allow(cd, method, path, allow):
     st, hd, body = raw_http(cd.socket, method, path)
     assert st == 405 and hd["allow"] == allow
     assert json.loads(body)["error"] == "method_not_allowed"
+
+
+def test_4xx_answers_are_counted_in_metrics(cd):
+    def errors():
+        text = cd.get("/metrics").body.decode()
+        return int(re.search(r"^counterd_http_client_errors_total (\d+)$", text, re.M).group(1))
+    before = errors()
+    assert_json_error(cd.get("/counters/never"), 404, "not_found")
+    assert_json_error(cd.post("/counters/b@d/next"), 400, "bad_name")
+    assert raw_http(cd.socket, "DELETE", "/stats")[0] == 405
+    assert errors() == before + 3
 
 
 @pytest.mark.parametrize("path", ["/", "/nope", "/counters/x/next/more", "/counters//next", "/nextx", "/counters/x/nex"])

@@ -47,6 +47,29 @@ def test_backlog_full_fails_at_once(record_countd, counterd):
     assert server_records(rc, "test:q") == [1, 2, 3]
 
 
+@pytest.mark.parametrize("strategy", ["stateless", "unsafe"])
+def test_backlog_bounds_the_calls_in_flight_of_other_strategies(record_countd, counterd, strategy):
+    """stateless and unsafe record every call at once: --backlog N bounds the calls in flight per counter, the next
+    one fails at once with 503 backlog_full, and --backlog 0 refuses every call (man counterd)."""
+    rc = record_countd("--latency", "400ms")
+    cd = counterd(rc.url, "--strategy", strategy, "--backlog", "2")
+    flying = [start_in_thread(cd.next, "sb") for _ in range(2)]
+    poll(lambda: cd.get("/counters/sb").status == 200 and cd.get("/counters/sb").json()["in_flight"] == 2)
+    t0 = time.monotonic()
+    r = cd.next("sb")
+    assert time.monotonic() - t0 < 0.3, "a full backlog fails at once"
+    assert r.status == 503 and r.json()["error"] == "backlog_full", r
+    for t, box in flying:
+        t.join(10)
+        assert box["r"].status == 200, box["r"]
+    assert sorted(server_records(rc, "test:sb")) == [1, 2], "the refused call recorded nothing"
+    assert cd.next("sb").status == 200, "room again once the calls in flight are answered"
+    cd0 = counterd(rc.url, "--strategy", strategy, "--backlog", "0")
+    r = cd0.next("none")
+    assert r.status == 503 and r.json()["error"] == "backlog_full", r
+    assert server_records(rc, "test:none") == []
+
+
 def test_wait_timeout_fails_and_consumes_nothing(record_countd, counterd):
     rc = record_countd("--latency", "500ms")
     cd = counterd(rc.url, "--batch-max", "1", "--wait-timeout", "150ms")
@@ -62,6 +85,19 @@ def test_wait_timeout_fails_and_consumes_nothing(record_countd, counterd):
     assert cd.next("w").json()["count"] == 2, "the timed-out call consumed no number"
     assert server_records(rc, "test:w") == [1, 2]
     assert cd.get("/stats").json()["counters"]["w"]["wait_timeouts"] == 1
+
+
+def test_wait_timeout_0_waits_without_limit(record_countd, counterd):
+    """--wait-timeout 0 means no limit (man counterd): a call waiting behind a slow record is answered, not failed."""
+    rc = record_countd("--latency", "300ms")
+    cd = counterd(rc.url, "--batch-max", "1", "--wait-timeout", "0")
+    first = start_in_thread(cd.next, "w0")
+    poll(lambda: cd.get("/counters/w0").status == 200 and cd.get("/counters/w0").json()["in_flight"] == 1)
+    r = cd.next("w0")
+    assert r.status == 200 and r.json()["count"] == 2, r
+    first[0].join(10)
+    assert first[1]["r"].json()["count"] == 1
+    assert cd.get("/stats").json()["counters"]["w0"]["wait_timeouts"] == 0
 
 
 def test_caller_disconnect_cancels_the_wait(record_countd, counterd):

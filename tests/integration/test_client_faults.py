@@ -33,6 +33,18 @@ def test_server_down_at_start_then_up(record_countd, counterd):
     assert server_records(rc, "test:s") == [1]
 
 
+def test_health_is_not_ok_before_record_countd_answered(counterd):
+    """Until record-countd has answered once, counterd cannot know it is reachable: /healthz is 503 degraded with
+    server_state unknown (a record-countd that accepts connections but never answers), not ok."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        cd = counterd("http://127.0.0.1:%d" % silent.getsockname()[1], "--record-timeout", "30s")
+        h = cd.get("/healthz")
+        assert h.status == 503, h
+        assert h.json()["status"] == "degraded" and h.json()["server_state"] == "unknown", h.json()
+
+
 def test_record_countd_kill9_and_restart_mid_run(record_countd, counterd):
     rc = record_countd("--latency", "10ms")
     cd = counterd(rc.url, "--batch-max", "8", "--retries", "2", "--backoff", "20ms", "--record-timeout", "500ms")
@@ -396,6 +408,69 @@ def test_answer_over_the_limit_is_a_bad_gateway_not_an_outage(fake_record_countd
     assert cd.get("/stats").json()["recorder"]["retries"] == 0
     fake.record = FakeRecordCountd.ack
     assert cd.next("big").json()["count"] == 1, "the failed call consumed no number"
+
+
+def test_answer_acknowledging_other_records_is_a_bad_gateway(fake_record_countd, counterd):
+    """counterd hands a number out only when record-countd's answer acknowledges exactly the values it sent, for its
+    client: an answer of 200 acknowledging other values, another client or fewer records (a proxy or another program
+    on record-countd's port) is a 502 that consumes no number and is not retried."""
+    def acked(client, values, shift=0, name=None, drop=0):
+        recs = [{"value": v + shift, "seq": v} for v in values][drop:]
+        return 200, json.dumps({"client": name or client, "records": recs}).encode()
+
+    fake = fake_record_countd(lambda client, values: acked(client, values, shift=1))
+    cd = counterd(fake.url, "--retries", "2", "--backoff", "10ms")
+    poll(lambda: cd.get("/healthz").status == 200)
+    for record, why in ((lambda c, v: acked(c, v, shift=1), "record 0 acknowledges 2, expected 1"),
+                        (lambda c, v: acked(c, v, name="someone:else"), "answer names another client"),
+                        (lambda c, v: acked(c, v, drop=1), "answer has 0 records, expected 1")):
+        fake.record = record
+        fake.posts.clear()
+        r = cd.next("ack")
+        assert r.status == 502 and r.json()["error"] == "bad_gateway", r
+        assert why in r.json()["message"], r.json()
+        assert fake.posts == [[1]], "a wrong acknowledgement is not retried"
+    fake.record = FakeRecordCountd.ack
+    assert cd.next("ack").json()["count"] == 1, "the failed calls consumed no number"
+
+
+def test_refusal_of_a_record_is_a_bad_gateway_not_an_outage(fake_record_countd, counterd):
+    """A 4xx from record-countd (it refused the request: counterd and it disagree about the API) is answered 502
+    bad_gateway at once: retrying the same request cannot help, and record-countd, which answered, is not taken for
+    unreachable (only 5xx and failed connections are retried)."""
+    body = json.dumps({"error": "invalid_value", "message": "values: no"}).encode()
+    fake = fake_record_countd(lambda client, values: (400, body))
+    cd = counterd(fake.url, "--retries", "2", "--backoff", "10ms")
+    poll(lambda: cd.get("/healthz").status == 200)
+    r = cd.next("refused")
+    assert r.status == 502 and r.json()["error"] == "bad_gateway", r
+    assert "400" in r.json()["message"], r.json()
+    assert fake.posts == [[1]], "a refusal is not retried"
+    assert cd.get("/stats").json()["recorder"]["retries"] == 0
+    h = cd.get("/healthz")
+    assert h.status == 200 and h.json()["server_state"] == "reachable", h
+    fake.record = FakeRecordCountd.ack
+    assert cd.next("refused").json()["count"] == 1, "the refused call consumed no number"
+
+
+def test_retries_resend_the_same_values_backing_off_doubling(fake_record_countd, counterd):
+    """A record that fails with a 5xx is sent again --retries times, each time the same values (record-countd makes
+    the retry idempotent), after a backoff doubling from --backoff, each wait in the upper half of it (man counterd):
+    with 100ms and 3 retries, 50..100 + 100..200 + 200..400 ms. Each retry is counted in /stats."""
+    down = json.dumps({"error": "storage_error", "message": "down"}).encode()
+    fake = fake_record_countd(lambda client, values: (503, down))
+    cd = counterd(fake.url, "--retries", "3", "--backoff", "100ms")
+    poll(lambda: cd.get("/healthz").status == 200)
+    t0 = time.monotonic()
+    r = cd.next("rt")
+    took = time.monotonic() - t0
+    assert r.status == 503 and r.json()["error"] == "server_unreachable", r
+    assert fake.posts == [[1]] * 4, fake.posts
+    assert 0.35 <= took < 0.7 + 0.5, took       # without doubling, at most 0.3 s
+    assert cd.get("/stats").json()["recorder"]["retries"] == 3
+    fake.record = FakeRecordCountd.ack
+    poll(lambda: cd.get("/healthz").status == 200)
+    assert cd.next("rt").json()["count"] == 1, "the failed call consumed no number"
 
 
 @pytest.mark.parametrize("strategy", ["stateless", "unsafe"])

@@ -2,6 +2,7 @@
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -114,6 +115,26 @@ def test_records_paging_and_filter(record_countd):
     assert only_b["next_after"] is None
     for rec in seen:
         assert set(rec) == {"seq", "client", "value", "at"}
+    # One client's pages: the cursor is exclusive, and a page that is not full (even one short) ends the paging.
+    page = d.get("/records?client=a&limit=4").json()
+    assert [x["value"] for x in page["records"]] == [1, 2, 3, 4] and page["next_after"] == page["records"][-1]["seq"]
+    page = d.get("/records?client=a&limit=4&after=%d" % page["next_after"]).json()
+    assert [x["value"] for x in page["records"]] == [5, 6, 7] and page["next_after"] is None
+    assert d.get("/records?client=b&limit=3").json()["next_after"] is None
+
+
+def test_records_carry_their_arrival_time(record_countd):
+    """Each record's at is when its request arrived, in seconds since the epoch: not its answer after the latency."""
+    d = record_countd("--latency", "300ms")
+    t0 = time.time()
+    d.get("/record-count?value=1&client=t")
+    d.post("/record-count", {"client": "t", "values": [2, 3]})
+    t1 = time.time()
+    recs = d.get("/records").json()["records"]
+    assert [x["value"] for x in recs] == [1, 2, 3]
+    assert all(t0 - 0.01 <= x["at"] <= t1 for x in recs), (t0, recs, t1)
+    assert recs[0]["at"] < t0 + 0.2 and recs[1]["at"] >= t0 + 0.29, (t0, recs)
+    assert recs[1]["at"] == recs[2]["at"]
 
 
 def test_records_limits(record_countd):
@@ -127,6 +148,10 @@ def test_records_limits(record_countd):
     is_error(d.get("/records?limit=0"), 400, "invalid_limit")
     is_error(d.get("/records?limit=x"), 400, "invalid_limit")
     is_error(d.get("/records?after=-1"), 400, "invalid_after")
+    # after takes any seq up to the largest SQLite gives, 9223372036854775807 (nothing is after it).
+    assert d.get("/records?after=%d" % INT64_MAX).json() == {"records": [], "next_after": None}
+    assert d.get("/records?client=a&after=%d" % INT64_MAX).json() == {"records": [], "next_after": None}
+    is_error(d.get("/records?after=%d" % (INT64_MAX + 1)), 400, "invalid_after")
     is_error(d.get("/records?client=a%20b"), 400, "invalid_client")
     is_error(d.get("/records?page=2"), 400, "unknown_parameter")
 
@@ -251,7 +276,12 @@ def test_long_client_ids_written_by_other_means_are_whole(record_countd):
 
 def test_out_of_order_counted(record_countd):
     d = record_countd("--latency", "0")
-    for v in (1, 3, 2, 4, 1):
+    for v in (1, 3, 2):
+        d.get("/record-count?value=%d&client=o" % v)
+    # A value arriving lower than the highest so far is out of order; it does not lower last_value.
+    assert d.get("/stats").json()["clients"]["o"] == {"recorded": 3, "last_value": 3, "in_flight": 0,
+                                                      "max_in_flight": 1, "out_of_order": 1}
+    for v in (4, 1):
         d.get("/record-count?value=%d&client=o" % v)
     c = d.get("/stats").json()["clients"]["o"]
     # 2 arrived after 3; the second 1 is a duplicate, not a new out-of-order value.
@@ -277,6 +307,10 @@ def test_metrics_prometheus(record_countd):
     assert 'record_countd_request_duration_seconds_bucket{route="/record-count",le="+Inf"} 2' in text
     assert "record_countd_in_flight 0" in text
     assert "record_countd_records 1" in text
+    # The counters of /stats, as Prometheus metrics: one client known, one record stored, one request refused.
+    for metric in ("record_countd_clients 1", "record_countd_records_total 1", "record_countd_duplicates_total 0",
+                   "record_countd_rejected_total 1"):
+        assert "\n%s\n" % metric in text, metric
     assert "record_countd_db_commit_seconds_count " in text
     for line in text.splitlines():
         assert line.startswith("#") or len(line.split()) == 2, line

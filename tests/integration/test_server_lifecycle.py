@@ -43,6 +43,23 @@ def test_latency_is_applied(record_countd):
     assert took < 0.15, took
 
 
+def test_latency_counts_from_the_request_line(record_countd):
+    """A POST whose body is slow to arrive is answered the latency after its request line (man record-countd), not
+    the latency after its body: the time its body took is part of it."""
+    d = record_countd("--latency", "600ms")
+    body = b'{"client": "rl", "values": [1]}'
+    head = b"POST /record-count HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        t0 = time.monotonic()
+        s.sendall(head + body[:5])
+        time.sleep(0.4)
+        s.sendall(body[5:])
+        status, _, resp = read_response(s)
+        took = time.monotonic() - t0
+    assert status == 200 and json.loads(resp)["records"][0]["seq"] == 1, resp
+    assert 0.6 <= took < 0.6 + 0.3, took    # from the body's end, it would be 1 s
+
+
 def test_jitter_and_cap(record_countd):
     d = record_countd("--latency", "100ms", "--jitter", "100ms", "--max-latency", "150ms")
     res = concurrent_gets(d.port, ["/record-count?value=%d&client=j" % v for v in range(1, 31)])
@@ -50,6 +67,41 @@ def test_jitter_and_cap(record_countd):
     assert all(s == 200 for s, _, _ in res)
     assert max(took) < 0.15 + 0.25, took
     assert min(took) < 0.1, took   # uniform in [0, 200] ms capped at 150: some answer before 100 ms
+
+
+def test_jitter_stays_within_its_width(record_countd):
+    """--jitter J spreads each latency uniformly over L-J..L+J: none answers before L-J (nor much after L+J), and
+    they do spread."""
+    d = record_countd("--latency", "600ms", "--jitter", "200ms")
+    res = concurrent_gets(d.port, ["/record-count?value=%d&client=jw" % v for v in range(1, 31)])
+    assert all(s == 200 for s, _, _ in res)
+    took = sorted(t for _, _, t in res)
+    # Were the spread twice as wide on either side, one answer in four would fall outside these bounds.
+    assert took[0] >= 0.4, took
+    assert took[-1] < 0.8 + 0.25, took
+    assert took[-1] - took[0] > 0.1, took
+
+
+def test_answer_waits_for_a_commit_slower_than_the_latency(record_countd):
+    """A record is answered once its latency has passed and it is committed, whichever comes last: while another
+    connection holds the database's write lock the commit waits (up to the 2 s busy timeout), and so does the
+    answer, which then carries the record's real seq."""
+    import sqlite3
+    d = record_countd("--latency", "100ms")
+    assert d.get("/record-count?value=1&client=slow").json()["seq"] == 1
+    holder = sqlite3.connect(d.db, isolation_level=None, timeout=10, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.8, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    try:
+        r, took = timed_get(d, "/record-count?value=2&client=slow")
+    finally:
+        release.join()
+        holder.close()
+    assert r.status == 200, r
+    assert r.json() == {"value": 2, "client": "slow", "seq": 2, "duplicate": False}
+    assert took >= 0.8, took
+    assert [(x["seq"], x["value"]) for x in d.get("/records?client=slow").json()["records"]] == [(1, 1), (2, 2)]
 
 
 def test_thousand_concurrent_delayed_requests(record_countd):
@@ -76,9 +128,14 @@ def test_overlap_is_visible_in_stats(record_countd):
     # The seed's race: two requests of one client overlap, and the second value is recorded twice.
     res = concurrent_gets(d.port, ["/record-count?value=2&client=unsafe", "/record-count?value=2&client=unsafe"])
     assert sorted(doc["duplicate"] for _, doc, _ in res) == [False, True]
-    clients = d.get("/stats").json()["clients"]
+    stats = d.get("/stats").json()
+    clients = stats["clients"]
     assert clients["locked"]["max_in_flight"] == 1 and clients["locked"]["out_of_order"] == 0
     assert clients["unsafe"]["max_in_flight"] == 2
+    # The totals too: the most requests in flight at once, in /stats and /metrics.
+    assert stats["max_in_flight"] == 2 and stats["in_flight"] == 0
+    text = d.get("/metrics").body.decode()
+    assert "\nrecord_countd_max_in_flight 2\n" in text and "\nrecord_countd_in_flight 0\n" in text
 
 
 def test_keep_alive_connection_serves_many(record_countd):
@@ -327,6 +384,9 @@ def test_slow_reads_of_callers_gone_or_stopping(record_countd):
     wait_read_in_flight(d)
     s.close()
     assert d.get("/clients/first").json()["recorded"] == 1
+    # The hung-up read is back (and dropped) before the next starts: were both to come back in one pass, the gauge
+    # would go from 2 to 0 and the wait below never see 1 (it failed so once on a loaded machine).
+    wait_read_in_flight(d, 0)
     answered = []
     t = in_background(d, "/records?client=big&after=10&limit=2", answered)
     wait_read_in_flight(d)
@@ -490,6 +550,21 @@ def test_status_says_stopping_while_draining(record_countd, tmp_path):
     assert wait_exit(d.proc, 10) == 0
     assert after, "a STATUS= line while draining"
     assert all(m.startswith("STATUS=stopping") for m in after), after
+
+
+def test_healthz_says_stopping_while_draining(record_countd):
+    """/healthz answers 503 {"status": "stopping"} once SIGTERM is received (man record-countd): new connections are
+    no longer accepted, but a request whose body was arriving at the signal is still answered, and says so."""
+    d = record_countd("--latency", "0")
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nx")
+        assert d.get("/healthz").status == 200          # a round trip: its headers are in
+        d.signal(signal.SIGTERM)
+        time.sleep(0.2)
+        s.sendall(b"y")
+        status, headers, body = read_response(s)
+    assert status == 503 and json.loads(body) == {"status": "stopping"}, (status, body)
+    assert wait_exit(d.proc, 10) == 0, d.read_log()
 
 
 def test_sigint_without_requests_exits_0(record_countd):

@@ -202,6 +202,10 @@ def test_failed_commit_logs_its_record_count(record_countd):
         holder.close()
     assert d.get("/record-count?value=2&client=lk").json()["duplicate"] is False
     assert d.get("/clients/lk").json() == {"client": "lk", "last_value": 2, "recorded": 2}
+    # The failed records are no records nor duplicates in /stats either: it agrees with /clients/ID.
+    stats = d.get("/stats").json()
+    assert stats["recorded"] == 2 and stats["duplicates"] == 0, stats
+    assert stats["clients"]["lk"]["recorded"] == 2 and stats["clients"]["lk"]["last_value"] == 2, stats
     assert d.stop() == 0
     log = d.read_log()
     assert "commit of 1 record failed: database is locked" in log, log
