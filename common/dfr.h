@@ -258,7 +258,10 @@ struct dfr_failure *dfr_take_failure(struct dfr *d);
  * on a deferred already waited on, fails d's chain with DFR_ECYCLE; so does
  * a second dfr_wait() while d is paused, and d then gives up its first wait
  * too. A result set on d while it is paused is released when inner's
- * arrives. Depth of chaining has no stack cost.
+ * arrives. As in Twisted, d takes inner's result as the pairs inner had when
+ * d began to wait leave it: pairs added to inner after that run after d has
+ * taken it (they see a NULL value and cannot change d's result). Depth of
+ * chaining has no stack cost.
  */
 void dfr_wait(struct dfr *d, struct dfr *inner);
 
