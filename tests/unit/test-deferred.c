@@ -373,6 +373,14 @@ test_canceller(void **state)
 	assert_int_equal(cancels, 1);
 	assert_ptr_equal(cancelled_d, d);
 	assert_int_equal(dfr_failure_code(d), DFR_ECANCELED);
+	/*
+	 * A canceller that left d unfired: one late fire is still swallowed
+	 * (unlike Twisted, which does that only without a canceller).
+	 */
+	assert_int_equal(dfr_callback(d, unit_int(1), unit_free_cb), 0);
+	assert_int_equal(unit_freed, 1);
+	assert_int_equal(dfr_callback(d, NULL, NULL), -EALREADY);
+	assert_int_equal(dfr_failure_code(d), DFR_ECANCELED);
 	dfr_failure_free(dfr_take_failure(d));
 	dfr_unref(d);
 
