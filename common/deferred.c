@@ -24,6 +24,7 @@ struct dfr_runq {
 	struct dfr *head;
 	struct dfr *tail;
 	struct dfr *current; /* whose chain runs now */
+	struct dfr *later;   /* chains stopped at a resume point (a stack) */
 	unsigned int depth;  /* > 0: someone up the stack drains the queue */
 };
 static DFR_TLS struct dfr_runq runq;
@@ -430,7 +431,8 @@ chain_reset(struct dfr *d)
 static void
 schedule(struct dfr *d)
 {
-	if (d->flags & DFR_F_QUEUED || d == runq.current || d->inner != NULL)
+	if (d->flags & (DFR_F_QUEUED | DFR_F_LATER) || d == runq.current ||
+	    d->inner != NULL)
 		return;
 	if (d->pos == d->ncbs && d->outer == NULL)
 		return;
@@ -505,8 +507,8 @@ run_chain(struct dfr *d)
 
 		if (fn == resume_mark) {
 			/*
-			 * The outer goes on first, then the rest of d's chain:
-			 * drain queues d again behind it.
+			 * The outer goes on first, then the rest of d's chain
+			 * (drain keeps it on the later stack).
 			 */
 			d->flags &= (uint16_t)~DFR_F_RESUMEMARK;
 			if (d->outer == NULL) /* that wait was given up */
@@ -540,23 +542,39 @@ run_chain(struct dfr *d)
 		resume_outer(d);
 }
 
-/* Run queued chains until none is left. Only the outermost caller does. */
+/*
+ * Run queued chains until none is left. Only the outermost caller does. A
+ * chain stopped at a resume point goes on a stack, whose top runs when the
+ * queue is empty: so, as in Twisted, the resumed outer chain and all that
+ * follows from it run before the rest of the inner one.
+ */
 static void
 drain(void)
 {
 	struct dfr *d;
 
 	runq.depth++;
-	while ((d = runq.head) != NULL) {
-		runq.head = d->link.tqe_next;
-		if (runq.head == NULL)
-			runq.tail = NULL;
-		d->flags &= (uint16_t)~DFR_F_QUEUED;
+	for (;;) {
+		if ((d = runq.head) != NULL) {
+			runq.head = d->link.tqe_next;
+			if (runq.head == NULL)
+				runq.tail = NULL;
+			d->flags &= (uint16_t)~DFR_F_QUEUED;
+		} else if ((d = runq.later) != NULL) {
+			runq.later = d->link.tqe_next;
+			d->flags &= (uint16_t)~DFR_F_LATER;
+		} else
+			break;
 		runq.current = d;
 		run_chain(d);
 		runq.current = NULL;
-		if (d->pos < d->ncbs && d->inner == NULL)
-			schedule(d); /* stopped at a resume point */
+		if (d->pos < d->ncbs && d->inner == NULL) {
+			/* Stopped at a resume point: it keeps its reference. */
+			d->flags |= DFR_F_LATER;
+			d->link.tqe_next = runq.later;
+			runq.later = d;
+			continue;
+		}
 		dfr__unref(d);
 	}
 	runq.depth--;

@@ -34,6 +34,7 @@ struct dfr_cbent {
 #define DFR_F_CANCELQSOFT 0x1000 /* that cancel came through a SOFTFWD */
 #define DFR_F_CANCELPATH 0x2000 /* on the way down to a CANCELQ: pass it back up */
 #define DFR_F_RESUMEMARK 0x4000 /* the chain holds the point where outer resumes */
+#define DFR_F_LATER 0x8000 /* stopped there: the rest waits on the later stack */
 
 /*
  * A deferred. 112 bytes on LP64, so that a waiting acquire costs one

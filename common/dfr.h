@@ -262,9 +262,9 @@ struct dfr_failure *dfr_take_failure(struct dfr *d);
  * a second dfr_wait() while d is paused, and d then gives up its first wait
  * too. A result set on d while it is paused is released when inner's
  * arrives. As in Twisted, d takes inner's result as the pairs inner had when
- * d began to wait leave it: pairs added to inner after that run after d has
- * taken it (they see a NULL value and cannot change d's result). Depth of
- * chaining has no stack cost.
+ * d began to wait leave it: pairs added to inner after that run once d's
+ * chain, and those it resumes in turn, have run or paused (they see a NULL
+ * value and cannot change d's result). Depth of chaining has no stack cost.
  */
 void dfr_wait(struct dfr *d, struct dfr *inner);
 

@@ -586,6 +586,29 @@ test_chaining_resume_point(void **state)
 	dfr_unref(inner);
 	dfr_unref(d);
 	assert_int_equal(unit_freed, 4);
+
+	/*
+	 * Depth first, as in Twisted: d resumes inner, inner's end resumes e,
+	 * and only then do the pairs added to x after inner began to wait run.
+	 */
+	lg.n = 0;
+	x = dfr_new(NULL, NULL);
+	inner = dfr_succeed(NULL, NULL);
+	dfr_add_callback(inner, wait_next, x);
+	dfr_add_callback(inner, log_cb, (void *)1);
+	dfr_add_callback(x, log_cb, (void *)3); /* after inner's wait */
+	d = dfr_new(NULL, NULL);
+	dfr_add_callback(d, wait_inner, NULL);
+	dfr_add_callback(d, log_cb, (void *)2);
+	dfr_callback(d, NULL, NULL);
+	dfr_callback(x, NULL, NULL);
+	assert_int_equal(lg.n, 3);
+	assert_int_equal(lg.v[0], 1);
+	assert_int_equal(lg.v[1], 2);
+	assert_int_equal(lg.v[2], 3);
+	dfr_unref(x);
+	dfr_unref(inner);
+	dfr_unref(d);
 	assert_int_equal(unit_unhandled, 0);
 }
 
