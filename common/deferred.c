@@ -477,8 +477,9 @@ cancelq_pass_up(struct dfr *d)
 	struct dfr *o = d->outer;
 
 	if (o != NULL && (o->flags & DFR_F_CANCELPATH)) {
-		o->flags = (uint16_t)((o->flags & ~DFR_F_CANCELPATH) |
-		    DFR_F_CANCELQ | (d->flags & DFR_F_CANCELQSOFT));
+		o->flags =
+		    (uint16_t)((o->flags & ~DFR_F_CANCELPATH) | DFR_F_CANCELQ |
+			       (d->flags & DFR_F_CANCELQSOFT));
 		d->flags &= (uint16_t) ~(DFR_F_CANCELQ | DFR_F_CANCELQSOFT);
 	}
 }

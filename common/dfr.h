@@ -264,7 +264,11 @@ struct dfr_failure *dfr_take_failure(struct dfr *d);
  * arrives. As in Twisted, d takes inner's result as the pairs inner had when
  * d began to wait leave it: pairs added to inner after that run once d's
  * chain, and those it resumes in turn, have run or paused (they see a NULL
- * value and cannot change d's result). Depth of chaining has no stack cost.
+ * value and cannot change d's result). The result moves once: a wait made
+ * from a chain that one of inner's own callbacks fired runs, by the
+ * trampoline rule, after that callback has returned, where Twisted runs it
+ * nested, and the callback's return then puts the result back on inner (both
+ * hold it; a failure is reported twice). Depth of chaining has no stack cost.
  */
 void dfr_wait(struct dfr *d, struct dfr *inner);
 
