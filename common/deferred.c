@@ -24,6 +24,7 @@ struct dfr_runq {
 	struct dfr *head;
 	struct dfr *tail;
 	struct dfr *current; /* whose chain runs now */
+	struct dfr *later;   /* chains stopped at a resume point (a stack) */
 	unsigned int depth;  /* > 0: someone up the stack drains the queue */
 };
 static DFR_TLS struct dfr_runq runq;
@@ -430,7 +431,8 @@ chain_reset(struct dfr *d)
 static void
 schedule(struct dfr *d)
 {
-	if (d->flags & DFR_F_QUEUED || d == runq.current || d->inner != NULL)
+	if (d->flags & (DFR_F_QUEUED | DFR_F_LATER) || d == runq.current ||
+	    d->inner != NULL)
 		return;
 	if (d->pos == d->ncbs && d->outer == NULL)
 		return;
@@ -465,17 +467,58 @@ resume_outer(struct dfr *inner)
 	dfr__unref(o); /* the reference inner held */
 }
 
+/*
+ * A kept cancel that came down through d's outer goes back up to it, as d
+ * hands its result over (in Twisted, the resumed chain would meet it).
+ */
+static void
+cancelq_pass_up(struct dfr *d)
+{
+	struct dfr *o = d->outer;
+
+	if (o != NULL && (o->flags & DFR_F_CANCELPATH)) {
+		o->flags =
+		    (uint16_t)((o->flags & ~DFR_F_CANCELPATH) | DFR_F_CANCELQ |
+			       (d->flags & DFR_F_CANCELQSOFT));
+		d->flags &= (uint16_t) ~(DFR_F_CANCELQ | DFR_F_CANCELQSOFT);
+	}
+}
+
+/*
+ * The point in a chain where the deferred waiting on it resumes, put there
+ * when a pair is added after the wait began (dfr_add_callbacks): as in
+ * Twisted, the waiting deferred takes the result as it is at that point, and
+ * the pairs added later see a NULL value. Never called: run_chain acts on it.
+ */
+static void
+resume_mark(struct dfr *d, void *arg)
+{
+	(void)d;
+	(void)arg;
+}
+
 /* Run d's pending callbacks until the end of the chain or a pause. */
 static void
 run_chain(struct dfr *d)
 {
-	struct dfr *o;
-
 	while (d->inner == NULL && d->pos < d->ncbs) {
 		struct dfr_cbent *e = &d->cbs[d->pos++];
 		dfr_cb fn = (d->flags & DFR_F_FAILED) ? e->eb : e->cb;
 		void *arg = e->arg;
 
+		if (fn == resume_mark) {
+			/*
+			 * The outer goes on first, then the rest of d's chain
+			 * (drain keeps it on the later stack).
+			 */
+			d->flags &= (uint16_t)~DFR_F_RESUMEMARK;
+			if (d->outer == NULL) /* that wait was given up */
+				continue;
+			if (d->flags & DFR_F_CANCELQ)
+				cancelq_pass_up(d);
+			resume_outer(d);
+			return;
+		}
 		if (fn != NULL)
 			fn(d, arg);
 	}
@@ -491,38 +534,48 @@ run_chain(struct dfr *d)
 	}
 	chain_reset(d);
 	if (d->flags & DFR_F_CANCELQ) {
-		o = d->outer;
-		if (o != NULL && (o->flags & DFR_F_CANCELPATH)) {
-			/*
-			 * The cancel was made on o (or above it): in Twisted,
-			 * o's resumed chain would meet it.
-			 */
-			o->flags = (uint16_t)((o->flags & ~DFR_F_CANCELPATH) |
-			    DFR_F_CANCELQ | (d->flags & DFR_F_CANCELQSOFT));
-			d->flags &= (uint16_t) ~(DFR_F_CANCELQ |
-			    DFR_F_CANCELQSOFT);
-		} else
+		/* Made on the outer (or above it): it goes back up. */
+		cancelq_pass_up(d);
+		if (d->flags & DFR_F_CANCELQ)
 			dfr__cancelq_clear(d); /* made on d, which ended */
 	}
 	if (d->outer != NULL)
 		resume_outer(d);
 }
 
-/* Run queued chains until none is left. Only the outermost caller does. */
+/*
+ * Run queued chains until none is left. Only the outermost caller does. A
+ * chain stopped at a resume point goes on a stack, whose top runs when the
+ * queue is empty: so, as in Twisted, the resumed outer chain and all that
+ * follows from it run before the rest of the inner one.
+ */
 static void
 drain(void)
 {
 	struct dfr *d;
 
 	runq.depth++;
-	while ((d = runq.head) != NULL) {
-		runq.head = d->link.tqe_next;
-		if (runq.head == NULL)
-			runq.tail = NULL;
-		d->flags &= (uint16_t)~DFR_F_QUEUED;
+	for (;;) {
+		if ((d = runq.head) != NULL) {
+			runq.head = d->link.tqe_next;
+			if (runq.head == NULL)
+				runq.tail = NULL;
+			d->flags &= (uint16_t)~DFR_F_QUEUED;
+		} else if ((d = runq.later) != NULL) {
+			runq.later = d->link.tqe_next;
+			d->flags &= (uint16_t)~DFR_F_LATER;
+		} else
+			break;
 		runq.current = d;
 		run_chain(d);
 		runq.current = NULL;
+		if (d->pos < d->ncbs && d->inner == NULL) {
+			/* Stopped at a resume point: it keeps its reference. */
+			d->flags |= DFR_F_LATER;
+			d->link.tqe_next = runq.later;
+			runq.later = d;
+			continue;
+		}
 		dfr__unref(d);
 	}
 	runq.depth--;
@@ -645,9 +698,9 @@ dfr_errback_failure(struct dfr *d, struct dfr_failure *f)
 /* ------------------------------------------------------------------------ */
 /* Callbacks                                                                 */
 
-/* Append a pair to d's chain; runs it now if d has fired (trampoline rule). */
-int
-dfr_add_callbacks(struct dfr *d, dfr_cb cb, dfr_cb eb, void *arg)
+/* Append a pair to d's chain (storage only). */
+static inline int
+chain_append(struct dfr *d, dfr_cb cb, dfr_cb eb, void *arg)
 {
 	struct dfr_cbent *e;
 
@@ -673,6 +726,23 @@ dfr_add_callbacks(struct dfr *d, dfr_cb cb, dfr_cb eb, void *arg)
 	e->cb = cb;
 	e->eb = eb;
 	e->arg = arg;
+	return 0;
+}
+
+/* Append a pair to d's chain; runs it now if d has fired (trampoline rule). */
+int
+dfr_add_callbacks(struct dfr *d, dfr_cb cb, dfr_cb eb, void *arg)
+{
+	/* Waited on: the waiting deferred resumes before this pair runs. */
+	if (d->outer != NULL && !(d->flags & DFR_F_RESUMEMARK)) {
+		d->flags |= DFR_F_RESUMEMARK;
+		if (chain_append(d, resume_mark, resume_mark, NULL) < 0) {
+			d->flags &= (uint16_t)~DFR_F_RESUMEMARK;
+			return -ENOMEM;
+		}
+	}
+	if (chain_append(d, cb, eb, arg) < 0)
+		return -ENOMEM;
 	if (d->flags & DFR_F_FIRED)
 		schedule(d);
 	return 0;

@@ -33,6 +33,8 @@ struct dfr_cbent {
 #define DFR_F_NOFIAT 0x0800  /* canceller promised to fire d later */
 #define DFR_F_CANCELQSOFT 0x1000 /* that cancel came through a SOFTFWD */
 #define DFR_F_CANCELPATH 0x2000 /* on the way down to a CANCELQ: pass it back up */
+#define DFR_F_RESUMEMARK 0x4000 /* chain holds outer's resume point */
+#define DFR_F_LATER 0x8000	/* stopped there: on the later stack */
 
 /*
  * A deferred. 112 bytes on LP64, so that a waiting acquire costs one

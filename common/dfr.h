@@ -137,8 +137,11 @@ void dfr_unref(struct dfr *d);
 /*
  * Fire d with a value, which d owns from then on (free_cb releases it; NULL
  * if d should not own it). Returns 0, or -EALREADY if d has already fired (the
- * caller keeps value). After a cancel, the first late dfr_callback() or
- * dfr_errback() is accepted and discarded (value released) and returns 0.
+ * caller keeps value). After a cancel that failed d with DFR_ECANCELED, the
+ * first late dfr_callback() or dfr_errback() is accepted and discarded (value
+ * released) and returns 0, also when d has a canceller (Twisted swallows one
+ * only when there is none, and raises AlreadyCalledError otherwise: here the
+ * source that fires late need not know d was cancelled, nor lose its value).
  * -EBUSY if d is a waiting acquire or get: only its lock, semaphore or queue
  * fires it (cancel it instead).
  */
@@ -258,7 +261,14 @@ struct dfr_failure *dfr_take_failure(struct dfr *d);
  * on a deferred already waited on, fails d's chain with DFR_ECYCLE; so does
  * a second dfr_wait() while d is paused, and d then gives up its first wait
  * too. A result set on d while it is paused is released when inner's
- * arrives. Depth of chaining has no stack cost.
+ * arrives. As in Twisted, d takes inner's result as the pairs inner had when
+ * d began to wait leave it: pairs added to inner after that run once d's
+ * chain, and those it resumes in turn, have run or paused (they see a NULL
+ * value and cannot change d's result). The result moves once: a wait made
+ * from a chain that one of inner's own callbacks fired runs, by the
+ * trampoline rule, after that callback has returned, where Twisted runs it
+ * nested, and the callback's return then puts the result back on inner (both
+ * hold it; a failure is reported twice). Depth of chaining has no stack cost.
  */
 void dfr_wait(struct dfr *d, struct dfr *inner);
 
@@ -479,23 +489,28 @@ struct dfr_gather_result {
 
 /*
  * Fire when all of ds[0..n-1] have fired. Success: the value is a struct
- * dfr_gather_result (owned by the deferred; members' values are moved into
- * it, with their free callbacks). First failure: the deferred fails at once
- * with that failure's code, its message prefixed by the member's index
- * ("member I: message"), and failure->index set to that index. With
- * DFR_GATHER_CONSUME_ERRORS, members' failures are marked handled (not
- * reported when freed); without it, each failed member (each cancelled one
- * too) is reported as unhandled when the gather drops it, even if the
- * gather's own failure is handled, as with Twisted's consumeErrors=False.
- * Cancelling the gather cancels every unfired member (all of them, whatever
- * their cancellers do); the gather then ends as its members do: normally with
- * the first member's DFR_ECANCELED. Takes over the caller's reference to each
- * member. n == 0 fires at once with an empty result. The gather keeps its
- * members, and its own state, until every member has fired, even after it has
- * failed or been freed: a member that may never fire must be fired or cancelled
- * (cancelling the gather does it for all), as with a lock's waiters. If
- * whoever holds the gather's deferred fires it first, the members' later
- * results are released with them and do not fire it again.
+ * dfr_gather_result (owned by the deferred; members' values are moved into it,
+ * with their free callbacks, so a deferred given twice fills only its first
+ * place and the second is NULL, where Twisted repeats the value). First
+ * failure: the deferred fails at once with that failure's code, its message
+ * prefixed by the member's index ("member I: message"), and failure->index set
+ * to that index. With DFR_GATHER_CONSUME_ERRORS, members' failures are marked
+ * handled (not reported when freed); without it, each failed member (each
+ * cancelled one too) is reported as unhandled when the gather drops it, even
+ * if the gather's own failure is handled, as with Twisted's
+ * consumeErrors=False. Cancelling the gather cancels every unfired member (all
+ * of them, whatever their cancellers do, and all before any member's callbacks
+ * run, where Twisted runs each member's as it cancels it); the gather then
+ * ends as its members do: normally with the first member's DFR_ECANCELED,
+ * which a timeout on the gather turns into DFR_ETIMEDOUT as on any deferred
+ * (Twisted wraps it in a FirstError that its timeout leaves as it is). Takes
+ * over the caller's reference to each member. n == 0 fires at once with an
+ * empty result. The gather keeps its members, and its own state, until every
+ * member has fired, even after it has failed or been freed: a member that may
+ * never fire must be fired or cancelled (cancelling the gather does it for
+ * all), as with a lock's waiters. If whoever holds the gather's deferred fires
+ * it first, the members' later results are released with them and do not fire
+ * it again.
  */
 struct dfr *dfr_gather(struct dfr **ds, size_t n, int flags);
 

@@ -373,6 +373,14 @@ test_canceller(void **state)
 	assert_int_equal(cancels, 1);
 	assert_ptr_equal(cancelled_d, d);
 	assert_int_equal(dfr_failure_code(d), DFR_ECANCELED);
+	/*
+	 * A canceller that left d unfired: one late fire is still swallowed
+	 * (unlike Twisted, which does that only without a canceller).
+	 */
+	assert_int_equal(dfr_callback(d, unit_int(1), unit_free_cb), 0);
+	assert_int_equal(unit_freed, 1);
+	assert_int_equal(dfr_callback(d, NULL, NULL), -EALREADY);
+	assert_int_equal(dfr_failure_code(d), DFR_ECANCELED);
 	dfr_failure_free(dfr_take_failure(d));
 	dfr_unref(d);
 
@@ -502,6 +510,108 @@ test_chaining(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+static void wait_next(struct dfr *d, void *arg);
+
+/* A callback that logs the value it sees (an int, -1 for none). */
+static void
+log_value_cb(struct dfr *d, void *arg)
+{
+	int *v = dfr_value(d);
+
+	(void)arg;
+	unit_log_add(&lg, v != NULL ? *v : -1);
+}
+
+/* A callback that replaces the value with a new int 99. */
+static void
+set_99(struct dfr *d, void *arg)
+{
+	(void)arg;
+	dfr_set_value(d, unit_int(99), unit_free_cb);
+}
+
+/*
+ * As in Twisted, d takes inner's result as it is when the pairs inner had
+ * when d began to wait have run: pairs added to inner after that run once
+ * d has gone on, and see a NULL value; they cannot change d's result.
+ */
+static void
+test_chaining_resume_point(void **state)
+{
+	struct dfr *d = dfr_succeed(NULL, NULL), *x;
+
+	(void)state;
+	lg.n = 0;
+	inner = dfr_new(NULL, NULL);
+	dfr_add_callback(inner, add_one, NULL); /* before the wait */
+	dfr_add_callback(d, wait_inner, NULL);
+	assert_true(dfr_paused(d));
+	dfr_add_callback(inner, log_value_cb, NULL); /* after the wait */
+	dfr_add_callback(inner, set_99, NULL);
+	dfr_add_callback(d, log_value_cb, NULL);
+	dfr_callback(inner, unit_int(5), unit_free_cb);
+	assert_false(dfr_paused(d));
+	/* d went on first with 6, then inner's later pairs saw nothing. */
+	assert_int_equal(lg.n, 2);
+	assert_int_equal(lg.v[0], 6);
+	assert_int_equal(lg.v[1], -1);
+	assert_int_equal(*(int *)dfr_value(d), 6);
+	assert_int_equal(*(int *)dfr_value(inner), 99);
+	dfr_unref(inner);
+	dfr_unref(d);
+	assert_int_equal(unit_freed, 2);
+
+	/*
+	 * The same when inner's own chain pauses first: d resumes where inner
+	 * stood at the wait, after inner's wait on x is over.
+	 */
+	lg.n = 0;
+	x = dfr_new(NULL, NULL);
+	inner = dfr_new(NULL, NULL);
+	dfr_add_callback(inner, wait_next, x);
+	d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(d, wait_inner, NULL);
+	dfr_add_callback(d, log_value_cb, NULL);
+	dfr_callback(inner, NULL, NULL);
+	assert_true(dfr_paused(inner));
+	dfr_add_callback(inner, set_99, NULL);
+	dfr_add_callback(inner, log_value_cb, NULL);
+	dfr_callback(x, unit_int(3), unit_free_cb);
+	assert_false(dfr_paused(d));
+	assert_int_equal(lg.n, 2);
+	assert_int_equal(lg.v[0], 3);
+	assert_int_equal(lg.v[1], 99);
+	assert_int_equal(*(int *)dfr_value(d), 3);
+	dfr_unref(x);
+	dfr_unref(inner);
+	dfr_unref(d);
+	assert_int_equal(unit_freed, 4);
+
+	/*
+	 * Depth first, as in Twisted: d resumes inner, inner's end resumes e,
+	 * and only then do the pairs added to x after inner began to wait run.
+	 */
+	lg.n = 0;
+	x = dfr_new(NULL, NULL);
+	inner = dfr_succeed(NULL, NULL);
+	dfr_add_callback(inner, wait_next, x);
+	dfr_add_callback(inner, log_cb, (void *)1);
+	dfr_add_callback(x, log_cb, (void *)3); /* after inner's wait */
+	d = dfr_new(NULL, NULL);
+	dfr_add_callback(d, wait_inner, NULL);
+	dfr_add_callback(d, log_cb, (void *)2);
+	dfr_callback(d, NULL, NULL);
+	dfr_callback(x, NULL, NULL);
+	assert_int_equal(lg.n, 3);
+	assert_int_equal(lg.v[0], 1);
+	assert_int_equal(lg.v[1], 2);
+	assert_int_equal(lg.v[2], 3);
+	dfr_unref(x);
+	dfr_unref(inner);
+	dfr_unref(d);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* Cancelling a deferred paused on an inner one cancels the inner one. */
 static void
 test_cancel_forwarded(void **state)
@@ -523,8 +633,6 @@ test_cancel_forwarded(void **state)
 	dfr_unref(inner);
 	assert_int_equal(unit_unhandled, 0);
 }
-
-static void wait_next(struct dfr *d, void *arg);
 
 /* A deferred chained to itself, or chained twice, is an error, not a hang. */
 static void
@@ -555,8 +663,19 @@ test_cycle(void **state)
 	assert_int_equal(dfr_failure_code(e), DFR_ECYCLE);
 	dfr_failure_free(dfr_take_failure(e));
 	dfr_unref(e);
-	/* d waits on inner; inner waiting on d would be a cycle. */
+	dfr_callback(inner, NULL, NULL);
+	dfr_unref(d);
+	dfr_unref(inner);
+
+	/*
+	 * d waits on inner; inner waiting on d would be a cycle. (The pair is
+	 * added before d waits: one added after runs once d has resumed, when
+	 * waiting on d is no cycle.)
+	 */
+	inner = dfr_new(NULL, NULL);
+	d = dfr_succeed(NULL, NULL);
 	dfr_add_callback(inner, wait_next, d);
+	dfr_add_callback(d, wait_inner, NULL);
 	dfr_callback(inner, NULL, NULL);
 	assert_false(dfr_paused(d));
 	assert_int_equal(dfr_failure_code(d), DFR_ECYCLE);
@@ -1030,6 +1149,8 @@ main(void)
 					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_chaining, unit_setup,
 					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_chaining_resume_point,
+					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel_forwarded, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_cycle, unit_setup,

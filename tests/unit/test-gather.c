@@ -137,6 +137,16 @@ canceller_plain(struct dfr *d, void *arg)
 	(void)arg;
 }
 
+/* Errback of a member: how many cancellers had run when it ran. */
+static int cancels_seen[3];
+
+static void
+note_cancels(struct dfr *d, void *arg)
+{
+	cancels_seen[(intptr_t)arg] = cancels;
+	(void)d;
+}
+
 static void
 test_cancel(void **state)
 {
@@ -148,11 +158,16 @@ test_cancel(void **state)
 	ds[0] = dfr_new(canceller_fails, NULL);
 	ds[1] = dfr_new(canceller_plain, NULL);
 	ds[2] = dfr_new(canceller_plain, NULL);
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < 3; i++) {
 		keep[i] = dfr_ref(ds[i]);
+		dfr_add_errback(ds[i], note_cancels, (void *)(intptr_t)i);
+	}
 	g = dfr_gather(ds, 3, DFR_GATHER_CONSUME_ERRORS);
 	dfr_cancel(g);
 	assert_int_equal(cancels, 3);
+	/* Every member is cancelled before any member's callbacks run. */
+	for (i = 0; i < 3; i++)
+		assert_int_equal(cancels_seen[i], 3);
 	assert_int_equal(dfr_failure_code(keep[0]), EBUSY);
 	assert_int_equal(dfr_failure_code(keep[1]), DFR_ECANCELED);
 	assert_int_equal(dfr_failure_code(keep[2]), DFR_ECANCELED);

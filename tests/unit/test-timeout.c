@@ -279,6 +279,63 @@ test_expires_paused(void **state)
 }
 
 /*
+ * A timeout set on an inner deferred another already waits on: as in
+ * Twisted, its pair comes after the point where the waiting one resumes, so
+ * that one gets the plain DFR_ECANCELED.
+ */
+static void
+test_expires_inner_waited_on(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct dfr *d = dfr_new(NULL, NULL);
+
+	(void)state;
+	chained = dfr_new(NULL, NULL);
+	dfr_add_callback(d, wait_chained, NULL);
+	assert_int_equal(dfr_callback(d, NULL, NULL), 0);
+	assert_int_equal(dfr_set_timeout(chained, base, &short_tv, NULL, NULL),
+			 0);
+	event_base_dispatch(base);
+	assert_false(dfr_paused(d));
+	assert_int_equal(dfr_failure_code(d), DFR_ECANCELED);
+	assert_false(dfr_failed(chained)); /* its failure moved to d */
+	assert_int_equal(timers(base), 0);
+	dfr_unref(chained);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+	event_base_free(base);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
+ * A timeout on a gather: the first cancelled member's DFR_ECANCELED becomes
+ * DFR_ETIMEDOUT, as on any deferred (Twisted's FirstError escapes that).
+ */
+static void
+test_gather_timeout(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct dfr *ds[2], *first, *g;
+
+	(void)state;
+	first = ds[0] = dfr_new(NULL, NULL);
+	dfr_ref(first);
+	ds[1] = dfr_new(NULL, NULL);
+	g = dfr_gather(ds, 2, DFR_GATHER_CONSUME_ERRORS);
+	assert_int_equal(dfr_set_timeout(g, base, &short_tv, NULL, NULL), 0);
+	assert_int_equal(dfr_callback(first, unit_int(1), unit_free_cb), 0);
+	event_base_dispatch(base);
+	assert_int_equal(dfr_failure_code(g), DFR_ETIMEDOUT);
+	assert_int_equal(timers(base), 0);
+	dfr_failure_free(dfr_take_failure(g));
+	dfr_unref(g);
+	dfr_unref(first);
+	assert_int_equal(unit_freed, 1);
+	event_base_free(base);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
  * A run whose work waits for a queue item: the timeout cancels that get, the
  * lock is released and the run times out, also when the caller keeps the get.
  */
@@ -341,6 +398,10 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_expires_paused, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_get_timeout, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_expires_inner_waited_on,
+					    unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_gather_timeout, unit_setup,
 					    unit_teardown),
 	};
 
