@@ -178,8 +178,9 @@ int dfr_add_both(struct dfr *d, dfr_cb fn, void *arg);
  * callback (d fired or resumed inside a callback, see the trampoline rule):
  * the cancel then waits for that chain to run, as in Twisted it would have
  * already, and goes to what the chain pauses on, if it pauses (a run() not
- * yet started is stopped instead, see dfr_lock_run()). Repeated cancels do
- * nothing more.
+ * yet started is stopped instead, see dfr_lock_run()); if the chain ends, it
+ * goes back up to the deferred it was made on when that one waits on it.
+ * Repeated cancels do nothing more.
  */
 void dfr_cancel(struct dfr *d);
 
@@ -192,7 +193,8 @@ void dfr_cancel(struct dfr *d);
  * value or other failure is kept, and on_timeout is then not called. The
  * timer runs on base. As in Twisted, this adds a pair to d's chain:
  * callbacks added before dfr_set_timeout() see DFR_ECANCELED, those added
- * after see DFR_ETIMEDOUT. d may also be paused on an inner deferred (a run()
+ * after see DFR_ETIMEDOUT (a deferred already waiting on d with dfr_wait()
+ * is one added before). d may also be paused on an inner deferred (a run()
  * whose work is pending), or be a waiting acquire or get (the timeout bounds
  * the wait). The timer holds no reference to d (unlike Twisted's reactor):
  * if d's last reference goes first, d is freed with its timer and its
