@@ -44,6 +44,14 @@ test_acquire_release(void **state)
 	assert_int_equal(dfr_callback(b, NULL, NULL),
 			 -EBUSY); /* only the lock fires it */
 	assert_int_equal(dfr_errback(b, EIO, "no"), -EBUSY);
+	assert_int_equal(dfr_errback_failure(b, dfr_failure_new(EIO, "no")),
+			 -EBUSY);
+	/* Nor does setting a result: the value is released, b still waits. */
+	dfr_set_value(b, unit_int(1), unit_free_cb);
+	assert_int_equal(unit_freed, 1);
+	dfr_set_failure(b, EIO, "no");
+	assert_false(dfr_fired(b));
+	assert_int_equal(dfr_lock_waiting(l), 1);
 	/* Release with a waiter hands over: still locked. */
 	assert_int_equal(dfr_lock_release(l), 0);
 	assert_true(dfr_fired(b));
@@ -475,6 +483,35 @@ test_run_cancel_pending(void **state)
 	assert_int_equal(dfr_lock_release(l), 0);
 	assert_false(dfr_lock_locked(l));
 	dfr_unref(next);
+	dfr_unref(work);
+	dfr_lock_free(l);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
+ * A canceller runs at most once in its deferred's life: cancelling a run()
+ * asked the work's canceller already, so a later cancel of the work itself
+ * does not call it again; it fails the work by fiat, and the run with it.
+ */
+static void
+test_run_cancel_then_cancel_work(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r;
+
+	(void)state;
+	work_cancels = 0;
+	work = dfr_new(work_canceller, NULL);
+	r = dfr_lock_run(l, pending_work, NULL);
+	dfr_cancel(r);
+	assert_int_equal(work_cancels, 1);
+	assert_false(dfr_fired(work));
+	dfr_cancel(work);
+	assert_int_equal(work_cancels, 1);
+	assert_int_equal(dfr_failure_code(r), DFR_ECANCELED);
+	assert_false(dfr_lock_locked(l));
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
 	dfr_unref(work);
 	dfr_lock_free(l);
 	assert_int_equal(unit_unhandled, 0);
@@ -1064,6 +1101,8 @@ main(void)
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup,
 					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_then_cancel_work,
+					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_granted, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_queued_work,
