@@ -87,8 +87,18 @@ test_unbounded(void **state)
 		dfr_unref(d);
 	}
 	assert_int_equal(dfr_queue_size(q), 500);
+	for (i = 1100; i < 1700; i++) /* the ring grows while it wraps */
+		assert_int_equal(dfr_queue_put(q, unit_int(i), unit_free_cb),
+				 0);
+	for (i = 600; i < 1700; i++) { /* nothing lost or reordered */
+		d = dfr_queue_get(q);
+		assert_int_equal(*(int *)dfr_value(d), i);
+		dfr_unref(d);
+	}
+	assert_int_equal(dfr_queue_size(q), 0);
+	assert_int_equal(dfr_queue_put(q, unit_int(1700), unit_free_cb), 0);
 	dfr_queue_free(q);
-	assert_int_equal(unit_freed, 1100);
+	assert_int_equal(unit_freed, 1701);
 }
 
 /* size 0: put fails unless a getter waits; backlog 0: get fails unless stored.
