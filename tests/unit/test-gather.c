@@ -118,6 +118,41 @@ test_consume_errors(void **state)
 	assert_int_equal(unit_unhandled, 1);
 }
 
+/*
+ * A consumed failure stays handled where it goes next: a member that another
+ * chain waits on hands that chain its failure, which is not reported again.
+ */
+static struct dfr *waited_member;
+
+static void
+wait_member(struct dfr *d, void *arg)
+{
+	(void)arg;
+	dfr_wait(d, waited_member);
+}
+
+static void
+test_consume_errors_waited_on(void **state)
+{
+	struct dfr *m, *outer, *g;
+
+	(void)state;
+	m = dfr_new(NULL, NULL);
+	waited_member = dfr_ref(m); /* the reference dfr_wait takes over */
+	g = dfr_gather(&m, 1, DFR_GATHER_CONSUME_ERRORS);
+	outer = dfr_new(NULL, NULL);
+	dfr_add_callback(outer, wait_member, NULL);
+	dfr_callback(outer, NULL, NULL);
+	assert_true(dfr_paused(outer));
+	dfr_errback(m, EIO, "failed");
+	assert_int_equal(dfr_failure_code(g), EIO);
+	assert_int_equal(dfr_failure_code(outer), EIO);
+	dfr_failure_free(dfr_take_failure(g));
+	dfr_unref(g);
+	dfr_unref(outer);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* Cancelling the gather cancels every member, even past a failing canceller. */
 static int cancels;
 
@@ -299,6 +334,8 @@ main(void)
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_consume_errors, unit_setup,
 					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_consume_errors_waited_on,
+					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_dropped, unit_setup,
