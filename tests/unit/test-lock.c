@@ -852,6 +852,51 @@ test_close_in_turn(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/*
+ * Closed from outside any callback, the waiters fail only once all of them
+ * have left the list: the first one's errback may free the lock (as a last
+ * user does), and the rest still fail closed.
+ */
+static struct dfr_lock *close_lock;
+static int close_seen;
+
+static void
+free_on_close(struct dfr *d, void *arg)
+{
+	(void)arg;
+	assert_int_equal(dfr_failure_code(d), DFR_ECLOSED);
+	dfr_failure_free(dfr_take_failure(d));
+	close_seen++;
+	if (close_lock != NULL) {
+		assert_int_equal(dfr_lock_waiting(close_lock), 0);
+		dfr_lock_free(close_lock);
+		close_lock = NULL;
+	}
+}
+
+static void
+test_close_waiter_frees(void **state)
+{
+	struct dfr *a, *ds[3];
+	int i;
+
+	(void)state;
+	close_seen = 0;
+	close_lock = dfr_lock_new();
+	a = dfr_lock_acquire(close_lock);
+	for (i = 0; i < 3; i++) {
+		ds[i] = dfr_lock_acquire(close_lock);
+		dfr_add_errback(ds[i], free_on_close, NULL);
+	}
+	dfr_lock_close(close_lock);
+	assert_null(close_lock);
+	assert_int_equal(close_seen, 3);
+	for (i = 0; i < 3; i++)
+		dfr_unref(ds[i]);
+	dfr_unref(a);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* Statistics: counts, and wait and hold times on CLOCK_MONOTONIC. */
 static void
 test_stats(void **state)
@@ -1112,6 +1157,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_close_in_turn, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_close_waiter_frees, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_stats, unit_setup,
 					    unit_teardown),
