@@ -672,6 +672,14 @@ wait_self(struct dfr *d, void *arg)
 	(void)arg;
 }
 
+/* Waits on what a failed constructor returned. */
+static void
+wait_null(struct dfr *d, void *arg)
+{
+	dfr_wait(d, NULL);
+	(void)arg;
+}
+
 static void
 test_cycle(void **state)
 {
@@ -681,6 +689,14 @@ test_cycle(void **state)
 	dfr_add_callback(d, wait_self, NULL);
 	dfr_callback(d, NULL, NULL);
 	assert_int_equal(dfr_failure_code(d), DFR_ECYCLE);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+
+	/* Nothing to wait for: the chain fails with EINVAL, not paused. */
+	d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(d, wait_null, NULL);
+	assert_false(dfr_paused(d));
+	assert_int_equal(dfr_failure_code(d), EINVAL);
 	dfr_failure_free(dfr_take_failure(d));
 	dfr_unref(d);
 
