@@ -390,6 +390,16 @@ test_run_failure(void **state)
 	dfr_failure_free(dfr_take_failure(r));
 	dfr_unref(r);
 	dfr_unref(a);
+
+	/* A run that waited for the lock: fn's NULL fails it with errno too. */
+	a = dfr_lock_acquire(l);
+	r = dfr_lock_run(l, null_work, NULL);
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_int_equal(dfr_failure_code(r), EMFILE);
+	assert_false(dfr_lock_locked(l));
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
+	dfr_unref(a);
 	dfr_unref(work);
 	dfr_lock_free(l);
 	assert_int_equal(unit_unhandled, 0);
