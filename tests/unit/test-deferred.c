@@ -530,6 +530,15 @@ set_99(struct dfr *d, void *arg)
 	dfr_set_value(d, unit_int(99), unit_free_cb);
 }
 
+/* A callback that logs 1 and adds one that logs 4 to its own deferred. */
+static void
+add_log_4(struct dfr *d, void *arg)
+{
+	(void)arg;
+	unit_log_add(&lg, 1);
+	dfr_add_callback(d, log_cb, (void *)4);
+}
+
 /*
  * As in Twisted, d takes inner's result as it is when the pairs inner had
  * when d began to wait have run: pairs added to inner after that run once
@@ -609,6 +618,27 @@ test_chaining_resume_point(void **state)
 	dfr_unref(x);
 	dfr_unref(inner);
 	dfr_unref(d);
+
+	/*
+	 * A pair that one of inner's own callbacks adds, before the resume
+	 * point is reached, still runs after d has gone on.
+	 */
+	lg.n = 0;
+	inner = dfr_new(NULL, NULL);
+	dfr_add_callback(inner, add_log_4, NULL); /* before the wait */
+	d = dfr_new(NULL, NULL);
+	dfr_add_callback(d, wait_inner, NULL);
+	dfr_add_callback(d, log_cb, (void *)2);
+	dfr_callback(d, NULL, NULL);
+	dfr_add_callback(inner, log_cb, (void *)3); /* after the wait */
+	dfr_callback(inner, NULL, NULL);
+	assert_int_equal(lg.n, 4);
+	assert_int_equal(lg.v[0], 1);
+	assert_int_equal(lg.v[1], 2);
+	assert_int_equal(lg.v[2], 3);
+	assert_int_equal(lg.v[3], 4);
+	dfr_unref(inner);
+	dfr_unref(d);
 	assert_int_equal(unit_unhandled, 0);
 }
 
@@ -642,6 +672,14 @@ wait_self(struct dfr *d, void *arg)
 	(void)arg;
 }
 
+/* Waits on what a failed constructor returned. */
+static void
+wait_null(struct dfr *d, void *arg)
+{
+	dfr_wait(d, NULL);
+	(void)arg;
+}
+
 static void
 test_cycle(void **state)
 {
@@ -651,6 +689,14 @@ test_cycle(void **state)
 	dfr_add_callback(d, wait_self, NULL);
 	dfr_callback(d, NULL, NULL);
 	assert_int_equal(dfr_failure_code(d), DFR_ECYCLE);
+	dfr_failure_free(dfr_take_failure(d));
+	dfr_unref(d);
+
+	/* Nothing to wait for: the chain fails with EINVAL, not paused. */
+	d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(d, wait_null, NULL);
+	assert_false(dfr_paused(d));
+	assert_int_equal(dfr_failure_code(d), EINVAL);
 	dfr_failure_free(dfr_take_failure(d));
 	dfr_unref(d);
 
@@ -817,6 +863,14 @@ wait_inner2(struct dfr *d, void *arg)
 }
 
 static void
+add_wait_inner(struct dfr *d, void *arg)
+{
+	dfr_add_callback(queued_d, wait_inner, NULL);
+	(void)d;
+	(void)arg;
+}
+
+static void
 fire_inner_then_cancel(struct dfr *d, void *arg)
 {
 	assert_int_equal(dfr_callback(inner, NULL, NULL), 0);
@@ -921,6 +975,39 @@ test_cancel_queued(void **state)
 	dfr_unref(inner);
 	dfr_unref(inner2);
 	dfr_unref(x);
+
+	/*
+	 * Fired inside a callback, but with no pairs: no chain is queued, so
+	 * the cancel does nothing, and a pause added next is not cancelled.
+	 */
+	queued_d = dfr_new(NULL, NULL);
+	inner = dfr_new(canceller_nothing, NULL);
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, fire_then_cancel, &v);
+	dfr_add_callback(x, add_wait_inner, NULL);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	assert_true(dfr_paused(queued_d));
+	assert_int_equal(cancels, 2);
+	assert_int_equal(dfr_callback(inner, &v, NULL), 0);
+	assert_ptr_equal(dfr_value(queued_d), &v);
+	dfr_unref(queued_d);
+	dfr_unref(inner);
+	dfr_unref(x);
+
+	/*
+	 * Fired, its chain not queued (no callback running): the cancel does
+	 * nothing, and a pause added later is not cancelled.
+	 */
+	queued_d = dfr_succeed(NULL, NULL);
+	dfr_cancel(queued_d);
+	inner = dfr_new(canceller_nothing, NULL);
+	dfr_add_callback(queued_d, wait_inner, NULL);
+	assert_true(dfr_paused(queued_d));
+	assert_int_equal(cancels, 2);
+	assert_int_equal(dfr_callback(inner, &v, NULL), 0);
+	assert_ptr_equal(dfr_value(queued_d), &v);
+	dfr_unref(queued_d);
+	dfr_unref(inner);
 	assert_int_equal(unit_unhandled, 0);
 }
 

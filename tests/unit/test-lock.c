@@ -44,6 +44,14 @@ test_acquire_release(void **state)
 	assert_int_equal(dfr_callback(b, NULL, NULL),
 			 -EBUSY); /* only the lock fires it */
 	assert_int_equal(dfr_errback(b, EIO, "no"), -EBUSY);
+	assert_int_equal(dfr_errback_failure(b, dfr_failure_new(EIO, "no")),
+			 -EBUSY);
+	/* Nor does setting a result: the value is released, b still waits. */
+	dfr_set_value(b, unit_int(1), unit_free_cb);
+	assert_int_equal(unit_freed, 1);
+	dfr_set_failure(b, EIO, "no");
+	assert_false(dfr_fired(b));
+	assert_int_equal(dfr_lock_waiting(l), 1);
 	/* Release with a waiter hands over: still locked. */
 	assert_int_equal(dfr_lock_release(l), 0);
 	assert_true(dfr_fired(b));
@@ -382,6 +390,16 @@ test_run_failure(void **state)
 	dfr_failure_free(dfr_take_failure(r));
 	dfr_unref(r);
 	dfr_unref(a);
+
+	/* A run that waited for the lock: fn's NULL fails it with errno too. */
+	a = dfr_lock_acquire(l);
+	r = dfr_lock_run(l, null_work, NULL);
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_int_equal(dfr_failure_code(r), EMFILE);
+	assert_false(dfr_lock_locked(l));
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
+	dfr_unref(a);
 	dfr_unref(work);
 	dfr_lock_free(l);
 	assert_int_equal(unit_unhandled, 0);
@@ -475,6 +493,35 @@ test_run_cancel_pending(void **state)
 	assert_int_equal(dfr_lock_release(l), 0);
 	assert_false(dfr_lock_locked(l));
 	dfr_unref(next);
+	dfr_unref(work);
+	dfr_lock_free(l);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
+ * A canceller runs at most once in its deferred's life: cancelling a run()
+ * asked the work's canceller already, so a later cancel of the work itself
+ * does not call it again; it fails the work by fiat, and the run with it.
+ */
+static void
+test_run_cancel_then_cancel_work(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r;
+
+	(void)state;
+	work_cancels = 0;
+	work = dfr_new(work_canceller, NULL);
+	r = dfr_lock_run(l, pending_work, NULL);
+	dfr_cancel(r);
+	assert_int_equal(work_cancels, 1);
+	assert_false(dfr_fired(work));
+	dfr_cancel(work);
+	assert_int_equal(work_cancels, 1);
+	assert_int_equal(dfr_failure_code(r), DFR_ECANCELED);
+	assert_false(dfr_lock_locked(l));
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
 	dfr_unref(work);
 	dfr_lock_free(l);
 	assert_int_equal(unit_unhandled, 0);
@@ -815,6 +862,51 @@ test_close_in_turn(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/*
+ * Closed from outside any callback, the waiters fail only once all of them
+ * have left the list: the first one's errback may free the lock (as a last
+ * user does), and the rest still fail closed.
+ */
+static struct dfr_lock *close_lock;
+static int close_seen;
+
+static void
+free_on_close(struct dfr *d, void *arg)
+{
+	(void)arg;
+	assert_int_equal(dfr_failure_code(d), DFR_ECLOSED);
+	dfr_failure_free(dfr_take_failure(d));
+	close_seen++;
+	if (close_lock != NULL) {
+		assert_int_equal(dfr_lock_waiting(close_lock), 0);
+		dfr_lock_free(close_lock);
+		close_lock = NULL;
+	}
+}
+
+static void
+test_close_waiter_frees(void **state)
+{
+	struct dfr *a, *ds[3];
+	int i;
+
+	(void)state;
+	close_seen = 0;
+	close_lock = dfr_lock_new();
+	a = dfr_lock_acquire(close_lock);
+	for (i = 0; i < 3; i++) {
+		ds[i] = dfr_lock_acquire(close_lock);
+		dfr_add_errback(ds[i], free_on_close, NULL);
+	}
+	dfr_lock_close(close_lock);
+	assert_null(close_lock);
+	assert_int_equal(close_seen, 3);
+	for (i = 0; i < 3; i++)
+		dfr_unref(ds[i]);
+	dfr_unref(a);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* Statistics: counts, and wait and hold times on CLOCK_MONOTONIC. */
 static void
 test_stats(void **state)
@@ -1064,6 +1156,8 @@ main(void)
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup,
 					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_then_cancel_work,
+					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_granted, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_queued_work,
@@ -1073,6 +1167,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_close_in_turn, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_close_waiter_frees, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_stats, unit_setup,
 					    unit_teardown),

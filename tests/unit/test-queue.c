@@ -87,8 +87,18 @@ test_unbounded(void **state)
 		dfr_unref(d);
 	}
 	assert_int_equal(dfr_queue_size(q), 500);
+	for (i = 1100; i < 1700; i++) /* the ring grows while it wraps */
+		assert_int_equal(dfr_queue_put(q, unit_int(i), unit_free_cb),
+				 0);
+	for (i = 600; i < 1700; i++) { /* nothing lost or reordered */
+		d = dfr_queue_get(q);
+		assert_int_equal(*(int *)dfr_value(d), i);
+		dfr_unref(d);
+	}
+	assert_int_equal(dfr_queue_size(q), 0);
+	assert_int_equal(dfr_queue_put(q, unit_int(1700), unit_free_cb), 0);
 	dfr_queue_free(q);
-	assert_int_equal(unit_freed, 1100);
+	assert_int_equal(unit_freed, 1701);
 }
 
 /* size 0: put fails unless a getter waits; backlog 0: get fails unless stored.
@@ -328,6 +338,24 @@ test_getter_reenters(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+static struct dfr_queue *close_q;
+static int close_seen;
+
+/* Errback of a closed get: the first one frees the queue. */
+static void
+free_on_close(struct dfr *d, void *arg)
+{
+	(void)arg;
+	assert_int_equal(dfr_failure_code(d), DFR_ECLOSED);
+	dfr_failure_free(dfr_take_failure(d));
+	close_seen++;
+	if (close_q != NULL) {
+		assert_int_equal(dfr_queue_waiting(close_q), 0);
+		dfr_queue_free(close_q);
+		close_q = NULL;
+	}
+}
+
 /* close: waiting gets fail, puts fail, stored items still drain. */
 static void
 test_close(void **state)
@@ -361,6 +389,23 @@ test_close(void **state)
 	a = dfr_queue_get(q);
 	dfr_queue_free(q);
 	expect_code(a, DFR_ECLOSED);
+
+	/*
+	 * The gets fail only once all of them have left the list: the first
+	 * one's errback sees none waiting, and may free the queue.
+	 */
+	close_q = dfr_queue_new(DFR_UNBOUNDED, DFR_UNBOUNDED);
+	close_seen = 0;
+	a = dfr_queue_get(close_q);
+	b = dfr_queue_get(close_q);
+	dfr_add_errback(a, free_on_close, NULL);
+	dfr_add_errback(b, free_on_close, NULL);
+	dfr_queue_close(close_q);
+	assert_null(close_q);
+	assert_int_equal(close_seen, 2);
+	dfr_unref(a);
+	dfr_unref(b);
+	assert_int_equal(unit_unhandled, 0);
 }
 
 /* Statistics: getters' wait time, items stored. */

@@ -4,6 +4,8 @@
  */
 #include "config.h"
 
+#include <time.h>
+
 #include "unit.h"
 
 static struct unit_log lg;
@@ -186,6 +188,82 @@ test_run(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/*
+ * A run() keeps the strict FIFO order too: with a large acquire waiting at
+ * the head, a free token does not let a later run() start ahead of it.
+ */
+static void
+test_run_waits_behind_many(void **state)
+{
+	struct dfr_sem *s = dfr_sem_new(2);
+	struct dfr *a, *big, *r;
+	int x = 3;
+
+	(void)state;
+	nstarted = 0;
+	a = dfr_sem_acquire(s);
+	big = dfr_sem_acquire_many(s, 2); /* waits: one token free */
+	r = dfr_sem_run(s, start_work, NULL);
+	assert_int_equal(nstarted, 0); /* the free token is not for it */
+	assert_int_equal(dfr_sem_tokens(s), 1);
+	assert_int_equal(dfr_sem_waiting(s), 2);
+	assert_int_equal(dfr_sem_release(s), 0);
+	assert_true(dfr_fired(big));
+	assert_int_equal(nstarted, 0);
+	assert_int_equal(dfr_sem_release_many(s, 2), 0);
+	assert_int_equal(nstarted, 1);
+	dfr_callback(works[0], &x, NULL);
+	assert_ptr_equal(dfr_value(r), &x);
+	assert_int_equal(dfr_sem_tokens(s), 2);
+	dfr_unref(r);
+	dfr_unref(works[0]);
+	dfr_unref(big);
+	dfr_unref(a);
+	dfr_sem_free(s);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
+ * hold_total_ns is the integral of tokens held over time: idle time adds
+ * nothing, and two tokens held for a while count twice. hold_max_ns counts
+ * only run()s on a semaphore with more than one token.
+ */
+static void
+test_hold_total(void **state)
+{
+	struct dfr_sem *s = dfr_sem_new(2);
+	struct dfr *a, *r;
+	struct dfr_stats st;
+	struct timespec idle = {0, 50000000}, held = {0, 20000000};
+
+	(void)state;
+	nanosleep(&idle, NULL); /* nothing held */
+	a = dfr_sem_acquire_many(s, 2);
+	assert_int_equal(dfr_sem_release_many(s, 2), 0);
+	dfr_unref(a);
+	nanosleep(&idle, NULL);
+	dfr_sem_stats(s, &st);
+	assert_true(st.hold_total_ns < 50000000);
+	a = dfr_sem_acquire_many(s, 2);
+	nanosleep(&held, NULL);
+	assert_int_equal(dfr_sem_release_many(s, 2), 0);
+	dfr_unref(a);
+	dfr_sem_stats(s, &st);
+	assert_true(st.hold_total_ns >= 2 * 20000000);
+	/* hold_max_ns: plain releases are not matched to their acquires... */
+	assert_int_equal(st.hold_max_ns, 0);
+	/* ...but a run() is: from its start to its work's end. */
+	nstarted = 0;
+	r = dfr_sem_run(s, start_work, NULL);
+	nanosleep(&held, NULL);
+	dfr_callback(works[0], NULL, NULL);
+	dfr_sem_stats(s, &st);
+	assert_true(st.hold_max_ns >= 20000000);
+	dfr_unref(r);
+	dfr_unref(works[0]);
+	dfr_sem_free(s);
+}
+
 /* Cancelling a semaphore run() whose work is pending: its token stays taken. */
 static void
 test_run_cancel_pending(void **state)
@@ -349,6 +427,10 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_run_cycle_gives_token_back, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_waits_behind_many,
+					    unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_hold_total, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
 					    unit_teardown),
