@@ -262,7 +262,7 @@ struct dfr_failure *dfr_take_failure(struct dfr *d);
  * is freed unfired, d goes on with an EPIPE failure). Waiting on d itself, or
  * on a deferred already waited on, fails d's chain with DFR_ECYCLE; so does
  * a second dfr_wait() while d is paused, and d then gives up its first wait
- * too. A result set on d while it is paused is released when inner's
+ * too. A NULL inner fails d's chain with EINVAL. A result set on d while it is paused is released when inner's
  * arrives. As in Twisted, d takes inner's result as the pairs inner had when
  * d began to wait leave it: pairs added to inner after that run once d's
  * chain, and those it resumes in turn, have run or paused (they see a NULL
@@ -436,7 +436,8 @@ struct dfr_queue *dfr_queue_new(size_t size, size_t backlog);
 
 /*
  * Free a queue: waiting gets fail with DFR_ECLOSED, stored items are
- * released with their free callbacks.
+ * released with their free callbacks. It may be called from a callback,
+ * a get's own included.
  */
 void dfr_queue_free(struct dfr_queue *q);
 
