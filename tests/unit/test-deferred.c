@@ -888,6 +888,24 @@ fire_inner_then_cancel_it(struct dfr *d, void *arg)
 	(void)arg;
 }
 
+/* queued_d paused on inner, a wait on inner2 next; then x runs fn. */
+static struct dfr *
+paused_then(dfr_cb fn)
+{
+	struct dfr *x;
+
+	inner = dfr_new(NULL, NULL);
+	inner2 = dfr_new(canceller_nothing, NULL);
+	queued_d = dfr_succeed(NULL, NULL);
+	dfr_add_callback(queued_d, wait_inner, NULL);
+	dfr_add_callback(queued_d, wait_inner2, NULL);
+	assert_true(dfr_paused(queued_d));
+	x = dfr_new(NULL, NULL);
+	dfr_add_callback(x, fn, NULL);
+	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	return x;
+}
+
 static void
 test_cancel_queued(void **state)
 {
@@ -936,15 +954,7 @@ test_cancel_queued(void **state)
 	 * Paused on inner, which fires (queued) just before d is cancelled:
 	 * d resumes, and its next pause is cancelled.
 	 */
-	inner = dfr_new(NULL, NULL);
-	inner2 = dfr_new(canceller_nothing, NULL);
-	queued_d = dfr_succeed(NULL, NULL);
-	dfr_add_callback(queued_d, wait_inner, NULL);
-	dfr_add_callback(queued_d, wait_inner2, NULL);
-	assert_true(dfr_paused(queued_d));
-	x = dfr_new(NULL, NULL);
-	dfr_add_callback(x, fire_inner_then_cancel, NULL);
-	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	x = paused_then(fire_inner_then_cancel);
 	assert_int_equal(cancels, 2);
 	assert_ptr_equal(cancelled_d, inner2);
 	assert_int_equal(dfr_failure_code(queued_d), DFR_ECANCELED);
@@ -958,14 +968,7 @@ test_cancel_queued(void **state)
 	 * The same, but the cancel is made on inner, not on d: in Twisted it
 	 * does nothing (inner's chain has ended), so d's next pause stays.
 	 */
-	inner = dfr_new(NULL, NULL);
-	inner2 = dfr_new(canceller_nothing, NULL);
-	queued_d = dfr_succeed(NULL, NULL);
-	dfr_add_callback(queued_d, wait_inner, NULL);
-	dfr_add_callback(queued_d, wait_inner2, NULL);
-	x = dfr_new(NULL, NULL);
-	dfr_add_callback(x, fire_inner_then_cancel_it, NULL);
-	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
+	x = paused_then(fire_inner_then_cancel_it);
 	assert_int_equal(cancels, 2);
 	assert_true(dfr_paused(queued_d));
 	assert_int_equal(dfr_callback(inner2, &v, NULL), 0);
