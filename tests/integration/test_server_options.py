@@ -75,6 +75,17 @@ def test_listen_on_port_0_says_which_port(tmp_path):
         assert p.wait(10) == 0
 
 
+def test_listen_ipv6_needs_brackets(tmp_path):
+    """An IPv6 address is written in brackets: ::1:PORT is refused as not ADDR:PORT, not taken as host ::1."""
+    spec = "::1:%d" % free_port()
+    try:
+        out = run(["--listen", spec, "--db", str(tmp_path / "x.db")], timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail("record-countd served on --listen %s instead of refusing it" % spec)
+    refused(out, 'record-countd: --listen: "%s" is not ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)' % spec)
+    assert not (tmp_path / "x.db").exists()
+
+
 @pytest.mark.parametrize("opt", ["--version", "--help"])
 def test_help_and_version_ignore_a_bad_environment(opt):
     env = {v: "bogus" for v in ENV_VARS}
@@ -102,6 +113,19 @@ def test_command_line_overrides_a_bad_environment(record_countd):
 def test_command_line_overrides_one_bad_variable(record_countd):
     d = record_countd("--latency", "0", env={"RECORD_COUNTD_LATENCY": "bogus"})
     assert d.get("/record-count?value=1").status == 200
+
+
+@pytest.mark.parametrize("value", ["0", "no", "false"])
+def test_access_log_variable_turns_it_off(record_countd, value):
+    """RECORD_COUNTD_ACCESS_LOG takes 0 (and no, false) as off: the server starts and logs no access line."""
+    d = record_countd("--latency", "0", env={"RECORD_COUNTD_ACCESS_LOG": value})
+    assert d.get("/record-count?value=1&client=quiet").status == 200
+    d.stop()
+    assert " access method=" not in d.read_log()
+    d = record_countd("--latency", "0", env={"RECORD_COUNTD_ACCESS_LOG": "1"})
+    assert d.get("/record-count?value=2&client=loud").status == 200
+    d.stop()
+    assert "access method=GET path=/record-count status=200 client=loud values=2" in d.read_log()
 
 
 def test_bad_variable_not_overridden_is_named(tmp_path):
