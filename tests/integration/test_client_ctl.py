@@ -92,6 +92,47 @@ def test_answer_size_limit_is_64_mib(tmp_path):
         srv.close()
 
 
+def test_answer_that_is_not_json_is_exit_3(tmp_path):
+    # counterctl(1): an answer that is not the JSON expected is status 3 (counterd not speaking its API), one line.
+    import socket
+    import threading
+
+    sock = str(tmp_path / "peer.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock)
+    srv.listen(4)
+
+    def serve():
+        c, _ = srv.accept()
+        c.recv(65536)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot json\n")
+        c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        p = run("--socket", sock, "get", "x")
+        assert p.returncode == 3 and p.stdout == "", p
+        assert p.stderr == "counterctl: get: counterd's answer is not JSON\n", p
+    finally:
+        t.join(30)
+        srv.close()
+
+
+def test_next_takes_the_documented_ranges(record_countd, counterd):
+    # A NAME is 1 to 64 characters; -c is 1 to 1024 (more than -n is lowered to it); one past each end is exit 2.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    longest = "n" * 64
+    p = cd.ctl("next", longest, "-c", "1024", "-n", "2")
+    assert p.returncode == 0 and sorted(p.stdout.split()) == ["1", "2"], p
+    assert cd.ctl("get", longest).stdout == "2\n"
+    for args in (["next", longest + "n"], ["get", longest + "n"], ["next", "a", "-c", "1025"],
+                 ["next", "a", "-c", "0"]):
+        p = cd.ctl(*args)
+        assert p.returncode == 2 and p.stdout == "" and p.stderr, (args, p)
+
+
 def test_next_stops_when_its_reader_goes_away(record_countd, counterd):
     # `counterctl next -n N | head -1`: once nobody reads the numbers, counterctl stops taking them (it went on and
     # used up all N, SIGPIPE being ignored) and exits 1 saying why.
@@ -196,9 +237,12 @@ def test_counterd_rejects_bad_options(tmp_path):
     for args, msg in ((["--strategy", "fast"], "--strategy"), (["--wait-timeout", "10x"], "not a duration"),
                       (["--server", "ftp://x"], "--server"), (["--client-id", "a b"], "--client-id"),
                       (["--batch-max", "0"], "--batch-max"), (["--log-level", "loud"], "--log-level"),
-                      (["--shutdown-grace", "0"], "--shutdown-grace"), (["--shutdown-grace", "1x"], "not a duration")):
+                      (["--shutdown-grace", "0"], "--shutdown-grace"), (["--shutdown-grace", "1x"], "not a duration"),
+                      (["--record-timeout", "0"], "--record-timeout: must be more than 0"),
+                      (["--strategy", "stateless", "--batch-max", "8"], "--batch-max applies to --strategy locked"),
+                      (["--batch-max", "8", "--strategy", "unsafe"], "--batch-max applies to --strategy locked")):
         p = subprocess.run([harness.COUNTERD, "--socket", sock] + args, capture_output=True, text=True, timeout=10)
-        assert p.returncode != 0 and msg in p.stderr, (args, p.stderr)
+        assert p.returncode == 1 and msg in p.stderr, (args, p.stderr)   # counterd(8): a bad option value is 1
 
 
 @pytest.mark.parametrize("args,line", [
@@ -261,3 +305,35 @@ def test_default_socket_from_environment_and_cwd(record_countd, counterd, tmp_pa
     assert p.returncode == 0 and p.stdout == "2\n", p.stderr
     p = ctl({}, str(rundir))
     assert p.returncode == 0 and p.stdout == "3\n", p.stderr
+
+
+def test_counterd_default_socket_is_where_counterctl_looks(record_countd, tmp_path):
+    """counterd without --socket: $RUNTIME_DIRECTORY/counterd.sock, else ./counterd.sock; counterctl finds either."""
+    import os
+    import signal
+    from test_client_helpers import poll
+    rc = record_countd("--latency", "0")
+    base = {k: v for k, v in os.environ.items() if k not in ("COUNTERD_SOCKET", "RUNTIME_DIRECTORY", "LISTEN_FDS")}
+    rundir, cwd = tmp_path / "run", tmp_path / "cwd"
+    rundir.mkdir()
+    cwd.mkdir()
+    for env, where, n in (({"RUNTIME_DIRECTORY": str(rundir)}, rundir, "1"), ({}, cwd, "2")):
+        d = subprocess.Popen([harness.COUNTERD, "--server", rc.url, "--client-id", "dflt"], cwd=str(cwd),
+                             env=dict(base, **env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            def up():
+                try:
+                    return harness.http_unix(str(where / "counterd.sock"), "GET", "/healthz").status in (200, 503)
+                except OSError:
+                    return d.poll() is not None
+
+            poll(up, timeout=30)
+            assert d.poll() is None, d.stderr.read()
+            p = subprocess.run([harness.COUNTERCTL, "next", "d"], capture_output=True, text=True, timeout=60,
+                               env=dict(base, **env), cwd=str(cwd))
+            assert p.returncode == 0 and p.stdout == n + "\n", p
+        finally:
+            d.send_signal(signal.SIGTERM)
+            assert d.wait(30) == 0
+            d.stderr.close()
+        assert not os.path.exists(str(where / "counterd.sock"))
