@@ -86,6 +86,25 @@ def test_oversized_body_is_413(cd):
     assert cd.get("/counters/default").status == 404, "nothing was counted"
 
 
+def test_limits_are_exact(cd):
+    # counterd(8): request target 1024 bytes (414 past it), headers 8192 bytes (431), body 4096 bytes (413).
+    st, _, body = raw_http(cd.socket, "GET", "/stats?" + "x" * (1024 - 7))
+    assert st == 200, body
+    st, _, body = raw_http(cd.socket, "GET", "/stats?" + "x" * (1025 - 7))
+    assert st == 414 and json.loads(body)["error"] == "uri_too_long", (st, body)
+    # Each header counts as name + value + 4 (": " and CRLF); raw_http adds Host: localhost and Content-Length: 0.
+    fixed = len("Host") + len("localhost") + 4 + len("Content-Length") + len("0") + 4 + len("X-Big") + 4
+    st, _, body = raw_http(cd.socket, "GET", "/stats", headers={"X-Big": "y" * (8192 - fixed)})
+    assert st == 200, body
+    st, _, body = raw_http(cd.socket, "GET", "/stats", headers={"X-Big": "y" * (8193 - fixed)})
+    assert st == 431 and json.loads(body)["error"] == "headers_too_large", (st, body)
+    st, _, body = raw_http(cd.socket, "POST", "/next", body=b"z" * 4096)
+    assert st == 200 and json.loads(body)["count"] == 1, body
+    st, _, body = raw_http(cd.socket, "POST", "/next", body=b"z" * 4097)
+    assert st == 413 and json.loads(body)["error"] == "body_too_large", (st, body)
+    assert cd.get("/counters/default").json()["count"] == 1, "the refused body counted nothing"
+
+
 def test_huge_headers_beyond_libevent_limit_are_4xx(cd):
     r = raw_http(cd.socket, "GET", "/stats", headers={"X-Huge": "h" * 70000})
     assert r is None or 400 <= r[0] < 500
