@@ -181,6 +181,43 @@ def test_server_side_error_is_exit_1(counterd):
     assert p.returncode == 1
 
 
+def test_record_countd_answering_500_is_unreachable_not_a_bad_gateway(counterd):
+    # counterd(8): a record-countd answering a 5xx, 500 as much as 503, is unusable (503 server_unreachable after
+    # the retries, health not ok); only an unexpected answer below 500 is a 502.
+    import http.server
+    import threading
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            if n:
+                self.rfile.read(n)
+            body = b'{"error":"internal","message":"broken"}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        cd = counterd("http://127.0.0.1:%d" % srv.server_address[1], "--retries", "0")
+        p = cd.ctl("next", "x")
+        assert p.returncode == 1 and p.stderr.startswith("counterctl: next: 503 server_unreachable: "), p
+        assert "answered 500" in p.stderr, p
+        p = cd.ctl("health")
+        assert p.returncode == 1 and json.loads(p.stdout)["status"] != "ok", p
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_timeout_bounds_a_counterd_that_never_answers(record_countd, counterd):
     import os
     import signal
