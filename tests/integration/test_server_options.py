@@ -128,6 +128,22 @@ def test_access_log_variable_turns_it_off(record_countd, value):
     assert "access method=GET path=/record-count status=200 client=loud values=2" in d.read_log()
 
 
+@pytest.mark.parametrize("args,env", [(["--log-level", "error"], {}), (["-v", "warn"], {}),
+                                      ([], {"RECORD_COUNTD_LOG_LEVEL": "warn"})])
+def test_log_level_above_info_hides_info_lines(record_countd, args, env):
+    """--log-level error or warn (or its variable) leaves out the info lines: the start-up line and the access log."""
+    d = record_countd("--latency", "0", "--access-log", *args, env=env)
+    assert d.get("/record-count?value=1&client=lvl").status == 200
+    d.stop()
+    log = d.read_log()
+    assert "listening on" not in log and " access method=" not in log, log
+    d = record_countd("--latency", "0", "--access-log", "--log-level", "info")
+    assert d.get("/record-count?value=2&client=lvl").status == 200
+    d.stop()
+    log = d.read_log()
+    assert "listening on" in log and "access method=GET path=/record-count status=200 client=lvl" in log, log
+
+
 def test_bad_variable_not_overridden_is_named(tmp_path):
     """Another option on the command line does not hide a bad variable of its own."""
     out = run(["--db", str(tmp_path / "x.db"), "--latency", "0"], env={"RECORD_COUNTD_MAX_CONNECTIONS": "0",
