@@ -357,6 +357,33 @@ def test_connection_limit_recovers(record_countd):
     assert d.get("/record-count?value=1").status == 200
 
 
+def test_max_connections_is_the_number_served_at_once(record_countd):
+    """--max-connections 2: with two connections open a third is not served; once one closes, a new one is."""
+    import socket
+    d = record_countd("--latency", "0", "--max-connections", "2", "--connection-timeout", "0")
+    held = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(2)]
+    try:
+        for s in held:     # each is accepted and served: the limit counts them
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200"), "a connection within the limit was not served"
+        try:
+            r = http_tcp("127.0.0.1", d.port, "GET", "/healthz", timeout=2)
+        except OSError:
+            r = None
+        assert r is None, "a third connection was served past --max-connections 2: %r" % (r,)
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if http_tcp("127.0.0.1", d.port, "GET", "/healthz", timeout=2).status == 200:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "not serving again once the held connections closed"
+
+
 def cpu_seconds(pid):
     """User and system CPU time the process has used so far."""
     with open("/proc/%d/stat" % pid) as f:
