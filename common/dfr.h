@@ -34,6 +34,13 @@ extern "C" {
 
 struct event_base;
 
+/* printf-style format checking where the compiler has it (GCC, clang). */
+#if defined(__GNUC__)
+#define DFR_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define DFR_PRINTF(fmt, args)
+#endif
+
 /* Failure codes used by the library (positive errno values). */
 #define DFR_ECANCELED ECANCELED /* the deferred was cancelled */
 #define DFR_ETIMEDOUT ETIMEDOUT /* a timeout expired */
@@ -61,7 +68,7 @@ struct dfr_failure {
 
 /* Create a failure with a printf-style message; NULL and errno on ENOMEM. */
 struct dfr_failure *dfr_failure_new(int code, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+    DFR_PRINTF(2, 3);
 
 /* Free a failure taken with dfr_take_failure(); NULL is ignored. */
 void dfr_failure_free(struct dfr_failure *f);
@@ -114,8 +121,7 @@ struct dfr *dfr_new(dfr_canceller_cb canceller, void *arg);
 struct dfr *dfr_succeed(void *value, dfr_free_cb free_cb);
 
 /* A deferred already failed with code and a printf-style message. */
-struct dfr *dfr_fail(int code, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+struct dfr *dfr_fail(int code, const char *fmt, ...) DFR_PRINTF(2, 3);
 
 /* Take another reference to d; returns d. */
 struct dfr *dfr_ref(struct dfr *d);
@@ -148,8 +154,7 @@ void dfr_unref(struct dfr *d);
 int dfr_callback(struct dfr *d, void *value, dfr_free_cb free_cb);
 
 /* Fail d with code and a printf-style message; returns as dfr_callback(). */
-int dfr_errback(struct dfr *d, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int dfr_errback(struct dfr *d, int code, const char *fmt, ...) DFR_PRINTF(3, 4);
 
 /*
  * Fail d with failure f, which d takes in every case (on -EALREADY it is
@@ -234,7 +239,7 @@ void dfr_set_value(struct dfr *d, void *value, dfr_free_cb free_cb);
 
 /* For callbacks: replace d's result with a new failure (ENOMEM-safe). */
 void dfr_set_failure(struct dfr *d, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    DFR_PRINTF(3, 4);
 
 /* For callbacks: as dfr_set_failure() with a failure d takes over. */
 void dfr_set_failure_obj(struct dfr *d, struct dfr_failure *f);
@@ -262,15 +267,16 @@ struct dfr_failure *dfr_take_failure(struct dfr *d);
  * is freed unfired, d goes on with an EPIPE failure). Waiting on d itself, or
  * on a deferred already waited on, fails d's chain with DFR_ECYCLE; so does
  * a second dfr_wait() while d is paused, and d then gives up its first wait
- * too. A NULL inner fails d's chain with EINVAL. A result set on d while it is paused is released when inner's
- * arrives. As in Twisted, d takes inner's result as the pairs inner had when
- * d began to wait leave it: pairs added to inner after that run once d's
- * chain, and those it resumes in turn, have run or paused (they see a NULL
- * value and cannot change d's result). The result moves once: a wait made
- * from a chain that one of inner's own callbacks fired runs, by the
- * trampoline rule, after that callback has returned, where Twisted runs it
- * nested, and the callback's return then puts the result back on inner (both
- * hold it; a failure is reported twice). Depth of chaining has no stack cost.
+ * too. A NULL inner fails d's chain with EINVAL. A result set on d while it is
+ * paused is released when inner's arrives. As in Twisted, d takes inner's
+ * result as the pairs inner had when d began to wait leave it: pairs added to
+ * inner after that run once d's chain, and those it resumes in turn, have run
+ * or paused (they see a NULL value and cannot change d's result). The result
+ * moves once: a wait made from a chain that one of inner's own callbacks fired
+ * runs, by the trampoline rule, after that callback has returned, where Twisted
+ * runs it nested, and the callback's return then puts the result back on inner
+ * (both hold it; a failure is reported twice). Depth of chaining has no stack
+ * cost.
  */
 void dfr_wait(struct dfr *d, struct dfr *inner);
 
