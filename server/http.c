@@ -651,6 +651,7 @@ struct http_headers {
 	int lengths_differ;           /* another Content-Length says something else */
 	const char *coding;           /* the first Transfer-Encoding (the one libmicrohttpd reads), if any */
 	int codings;                  /* Transfer-Encoding fields */
+	const char *expect;           /* the first Expect other than 100-continue, if any */
 };
 
 /* Add one header field or cookie to the request's struct http_headers. */
@@ -674,6 +675,9 @@ http_header_size_cb(void *arg, enum MHD_ValueKind kind, const char *key, const c
 			h->lengths_differ = 1;
 	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0 && h->codings++ == 0)
 		h->coding = value;
+	else if (strcasecmp(key, MHD_HTTP_HEADER_EXPECT) == 0 && strcasecmp(value, "100-continue") != 0 &&
+	    h->expect == NULL)
+		h->expect = value;
 	return MHD_YES;
 }
 
@@ -729,7 +733,7 @@ http_route(struct req *r)
 static const struct route_entry *
 http_first(struct req *r)
 {
-	struct http_headers h = { 0, 0, 0, NULL, 0, NULL, 0 };
+	struct http_headers h = { 0, 0, 0, NULL, 0, NULL, 0, NULL };
 	const struct route_entry *e;
 	const char *cl;
 	size_t np, pool;
@@ -805,6 +809,16 @@ http_first(struct req *r)
 			    "the request body is %llu bytes; the limit is %d", n, LIMIT_BODY);
 			return NULL;
 		}
+	}
+	/*
+	 * RFC 9110 10.1.1: an expectation the server cannot meet is a 417.
+	 * libmicrohttpd answers 100-continue and ignores any other, so the
+	 * body would be taken as if the client had not asked.
+	 */
+	if (h.expect != NULL) {
+		http_error(r, MHD_HTTP_EXPECTATION_FAILED, "expectation_failed",
+		    "Expect: \"%.40s\" cannot be met; the only expectation served is 100-continue", h.expect);
+		return NULL;
 	}
 	if ((e = http_route(r)) == NULL)
 		return NULL;
