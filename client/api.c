@@ -82,6 +82,53 @@ static const struct api_route api_routes[] = {
     {EVHTTP_REQ_GET, "GET", "/metrics", api_metrics},
 };
 
+/* Whether the client's Connection header lists the token "close". */
+static int
+api_wants_close(struct evhttp_request *req)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+	struct evkeyval *kv;
+	const char *p;
+	size_t n;
+
+	TAILQ_FOREACH(kv, h, next) {
+		if (strcasecmp(kv->key, "Connection") != 0)
+			continue;
+		for (p = kv->value; *p != '\0'; p += n) {
+			p += strspn(p, " \t,");
+			n = strcspn(p, " \t,");
+			if (n == 5 && strncasecmp(p, "close", 5) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Send b (NULL for none; drained, still the caller's) as the answer with
+ * status. libevent leaves Content-Length out of an answer to HTTP/1.0
+ * without keep-alive, sends the body of an answer to HEAD, and keeps the
+ * connection open when Connection lists "close" among other tokens: every
+ * answer has its Content-Length here (for HEAD, the one GET would have),
+ * HEAD no body, and such a connection is closed.
+ */
+static void
+api_send(struct evhttp_request *req, int status, struct evbuffer *b)
+{
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	char len[32];
+
+	snprintf(len, sizeof len, "%zu", b != NULL ? evbuffer_get_length(b) : 0);
+	evhttp_remove_header(out, "Content-Length");
+	evhttp_add_header(out, "Content-Length", len);
+	if ((api_closed || api_wants_close(req)) &&
+	    evhttp_find_header(out, "Connection") == NULL)
+		evhttp_add_header(out, "Connection", "close");
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)
+		b = NULL;
+	evhttp_send_reply(req, status, NULL, b);
+}
+
 /* Send a JSON body (taken over) with status. */
 static void
 api_reply_json(struct evhttp_request *req, int status, json_t *body)
@@ -103,10 +150,7 @@ api_reply_json(struct evhttp_request *req, int status, json_t *body)
 		api_errors4xx++;
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 			  "Content-Type", "application/json");
-	if (api_closed)
-		evhttp_add_header(evhttp_request_get_output_headers(req),
-				  "Connection", "close");
-	evhttp_send_reply(req, status, NULL, b);
+	api_send(req, status, b);
 	if (b != NULL)
 		evbuffer_free(b);
 }
@@ -562,7 +606,7 @@ api_metrics(struct evhttp_request *req, const char *name)
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 			  "Content-Type", "text/plain; version=0.0.4");
-	evhttp_send_reply(req, 200, NULL, b);
+	api_send(req, 200, b);
 	evbuffer_free(b);
 }
 
