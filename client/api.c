@@ -710,14 +710,18 @@ api_request_cb(struct evhttp_request *req, void *arg)
 		case ROUTE_YES:
 			break;
 		}
-		if (r->ar_method == method) {
+		/* HEAD is GET without the body (api_send leaves it out). */
+		if (r->ar_method == method ||
+		    (method == EVHTTP_REQ_HEAD &&
+			r->ar_method == EVHTTP_REQ_GET)) {
 			hit = r;
 			break;
 		}
 		if (strstr(allow, r->ar_method_name) == NULL)
 			snprintf(allow + strlen(allow),
-				 sizeof allow - strlen(allow), "%s%s",
-				 allow[0] ? ", " : "", r->ar_method_name);
+				 sizeof allow - strlen(allow), "%s%s%s",
+				 allow[0] ? ", " : "", r->ar_method_name,
+				 r->ar_method == EVHTTP_REQ_GET ? ", HEAD" : "");
 	}
 	if (hit != NULL) {
 		hit->ar_handler(req, name);
