@@ -661,7 +661,7 @@ api_request_cb(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 	char name[COUNTER_NAME_MAX + 1], allow[64] = "";
 	const struct api_route *hit = NULL;
-	const char *why, *word;
+	const char *why, *word, *expect;
 	int badname = 0, status;
 	size_t i;
 
@@ -688,6 +688,19 @@ api_request_cb(struct evhttp_request *req, void *arg)
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Connection", "close");
 		api_error(req, status, word, "%s", why);
+		return;
+	}
+	/*
+	 * RFC 9110 10.1.1: an expectation that cannot be met is a 417. For a
+	 * request with a body libevent answers it itself (in HTML); it lets
+	 * the others through as if the client had not asked.
+	 */
+	if ((expect = evhttp_find_header(evhttp_request_get_input_headers(req),
+		 "Expect")) != NULL &&
+	    strcasecmp(expect, "100-continue") != 0) {
+		api_error(req, 417, "expectation_failed",
+			  "the Expect header cannot be met; the only "
+			  "expectation served is 100-continue");
 		return;
 	}
 	if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) >
