@@ -653,6 +653,25 @@ api_framing(struct evhttp_request *req, int *status, const char **word)
 	return NULL;
 }
 
+/*
+ * The path and query of a request target: a target in absolute form
+ * ("http://host/path", as sent to a proxy; RFC 9112 3.2.2 has servers
+ * accept it) without its scheme and authority.
+ */
+static const char *
+api_origin(const char *uri)
+{
+	const char *p;
+
+	if (strncasecmp(uri, "http://", 7) == 0)
+		p = uri + 7;
+	else if (strncasecmp(uri, "https://", 8) == 0)
+		p = uri + 8;
+	else
+		return uri;
+	return p + strcspn(p, "/?");
+}
+
 /* Every request: check the limits, then route it. */
 static void
 api_request_cb(struct evhttp_request *req, void *arg)
@@ -714,7 +733,7 @@ api_request_cb(struct evhttp_request *req, void *arg)
 		const struct api_route *r = &api_routes[i];
 
 		name[0] = '\0';
-		switch (route_match(uri, r->ar_pattern, name)) {
+		switch (route_match(api_origin(uri), r->ar_pattern, name)) {
 		case ROUTE_NO:
 			continue;
 		case ROUTE_BADNAME:
