@@ -118,7 +118,8 @@ api_send(struct evhttp_request *req, int status, struct evbuffer *b)
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 	char len[32];
 
-	snprintf(len, sizeof len, "%zu", b != NULL ? evbuffer_get_length(b) : 0);
+	snprintf(len, sizeof len, "%zu",
+		 b != NULL ? evbuffer_get_length(b) : 0);
 	evhttp_remove_header(out, "Content-Length");
 	evhttp_add_header(out, "Content-Length", len);
 	if ((api_closed || api_wants_close(req)) &&
@@ -715,7 +716,7 @@ api_request_cb(struct evhttp_request *req, void *arg)
 	 * the others through as if the client had not asked.
 	 */
 	if ((expect = evhttp_find_header(evhttp_request_get_input_headers(req),
-		 "Expect")) != NULL &&
+					 "Expect")) != NULL &&
 	    strcasecmp(expect, "100-continue") != 0) {
 		api_error(req, 417, "expectation_failed",
 			  "the Expect header cannot be met; the only "
@@ -745,15 +746,15 @@ api_request_cb(struct evhttp_request *req, void *arg)
 		/* HEAD is GET without the body (api_send leaves it out). */
 		if (r->ar_method == method ||
 		    (method == EVHTTP_REQ_HEAD &&
-			r->ar_method == EVHTTP_REQ_GET)) {
+		     r->ar_method == EVHTTP_REQ_GET)) {
 			hit = r;
 			break;
 		}
 		if (strstr(allow, r->ar_method_name) == NULL)
-			snprintf(allow + strlen(allow),
-				 sizeof allow - strlen(allow), "%s%s%s",
-				 allow[0] ? ", " : "", r->ar_method_name,
-				 r->ar_method == EVHTTP_REQ_GET ? ", HEAD" : "");
+			snprintf(
+			    allow + strlen(allow), sizeof allow - strlen(allow),
+			    "%s%s%s", allow[0] ? ", " : "", r->ar_method_name,
+			    r->ar_method == EVHTTP_REQ_GET ? ", HEAD" : "");
 	}
 	if (hit != NULL) {
 		hit->ar_handler(req, name);

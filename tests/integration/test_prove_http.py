@@ -487,6 +487,15 @@ def test_http_1_0_post_records(dd):
     assert dd.recorded("ab-post") == 3
 
 
+@pytest.mark.parametrize("which", BOTH)
+def test_http_1_1_without_host_is_served(dd, which):
+    """RFC 9112 3.2 has a server answer 400 to HTTP/1.1 without Host; neither libmicrohttpd nor libevent does, and
+    the daemons serve it (record-countd(8) says so). Expected behaviour, asserted as it is: a fix would change it."""
+    (a,), c = exchange(dd.addr(which), request("GET", "/healthz", headers=[("Connection", "close")], host=False))
+    c.close()
+    assert a is not None and a.status == 200 and a.json()["status"] == "ok", a
+
+
 # ---------------------------------------------------------------- HEAD
 
 @pytest.mark.parametrize("which", BOTH)
