@@ -8,6 +8,23 @@ import pytest  # noqa: E402
 import harness  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def no_sanitizer_report():
+    """Fail a test during which a daemon logged a sanitizer report. A report ends the daemon (halt_on_error,
+    abort_on_error in Makefile.am), but one at shutdown, or after a test's last request, would otherwise go
+    unseen: the fixtures stop daemons without looking at how they ended."""
+    yield
+    found = []
+    for d in list(harness.SPAWNED):
+        rep = harness.sanitizer_report(d.read_log())
+        if rep is not None:
+            found.append("%s (%s): %s" % (d.name, d.log_path, rep))
+        if rep is not None or (d.proc is not None and d.proc.poll() is not None):
+            harness.SPAWNED.remove(d)   # reported once; a daemon that has ended logs nothing more
+    if found:
+        pytest.fail("sanitizer report in a daemon's log:\n" + "\n".join(found), pytrace=False)
+
+
 @pytest.fixture
 def tmpdir_path(tmp_path):
     """A fresh temporary directory for one test's sockets and databases."""

@@ -492,6 +492,33 @@ def test_shutdown_gives_request_bodies_a_short_grace(record_countd):
     assert d.get("/clients/up").json()["recorded"] == 2
 
 
+def tcp_send_queue(port, peer_port):
+    """Bytes the server's end of a loopback TCP connection (its port, the client's port) has not sent, or None."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port and int(fields[2].split(":")[1], 16) == peer_port:
+                return int(fields[4].split(":")[0], 16)
+    return None
+
+
+def wait_send_stalled(port, peer_port, steady=0.5, within=30):
+    """Wait until the server's send buffer for that connection has stopped filling: the client reads nothing, so
+    the server can write no more of its answers. How long this takes depends on how fast the build answers (a
+    sanitizer build takes seconds to fill a few MB), so it is waited for, not assumed after a fixed sleep."""
+    deadline = time.monotonic() + within
+    last, since = None, time.monotonic()
+    while True:
+        q = tcp_send_queue(port, peer_port)
+        now = time.monotonic()
+        if q != last:
+            last, since = q, now
+        elif q and now - since >= steady:
+            return q
+        assert now < deadline, "the server's send queue did not stop growing (%s bytes)" % q
+        time.sleep(0.02)
+
+
 def test_shutdown_drops_an_answer_nobody_reads(record_countd):
     """At SIGTERM an answer its client has stopped reading gets SHUTDOWN_SEND_STALL_S (5 s) without progress, then
     its connection is closed and the daemon exits 0: with --connection-timeout 0 it used to wait forever."""
@@ -503,7 +530,7 @@ def test_shutdown_drops_an_answer_nobody_reads(record_countd):
     try:
         s.connect(("127.0.0.1", d.port))
         s.sendall(b"GET /records?client=big&limit=1000 HTTP/1.1\r\nHost: t\r\n\r\n" * 200)  # 12 MB of answers
-        time.sleep(0.5)
+        wait_send_stalled(d.port, s.getsockname()[1])
         assert d.get("/healthz").status == 200        # others are served meanwhile
         t0 = time.monotonic()
         d.signal(signal.SIGTERM)

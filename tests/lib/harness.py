@@ -16,6 +16,17 @@ COUNTERCTL = os.environ.get("COUNTERCTL", "client/counterctl")
 TOP_SRCDIR = os.environ.get("TOP_SRCDIR", ".")
 READY_TIMEOUT = float(os.environ.get("LOCKSTEP_READY_TIMEOUT", "20"))
 
+# Every daemon spawned and not yet checked for a sanitizer report (conftest.py checks them after each test).
+SPAWNED = []
+
+
+def sanitizer_report(log_text):
+    """The first line of an ASan, LSan, UBSan or TSan report in a daemon's log, or None."""
+    for line in log_text.splitlines():
+        if "Sanitizer" in line or "runtime error:" in line:
+            return line
+    return None
+
 
 def free_port():
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
@@ -99,6 +110,8 @@ class Daemon:
             preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))  # noqa: E731
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir,
                                      env=e, start_new_session=True, preexec_fn=preexec)
+        if self not in SPAWNED:
+            SPAWNED.append(self)
 
     def wait_ready(self, probe):
         """Poll probe() until it returns true; fail with the daemon's log if it exits or times out."""
