@@ -306,7 +306,7 @@ def test_metrics_prometheus(record_countd):
     assert 'record_countd_requests_total{route="/record-count",status="400"} 1' in text
     assert 'record_countd_request_duration_seconds_bucket{route="/record-count",le="+Inf"} 2' in text
     assert "record_countd_in_flight 0" in text
-    assert "record_countd_records 1" in text
+    assert "record_countd_db_records 1" in text
     # The counters of /stats, as Prometheus metrics: one client known, one record stored, one request refused.
     for metric in ("record_countd_clients 1", "record_countd_records_total 1", "record_countd_duplicates_total 0",
                    "record_countd_rejected_total 1"):
