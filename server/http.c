@@ -286,7 +286,8 @@ http_answer_raw(struct http_conn *hc, struct req *r, unsigned status, const char
 	http_conn_shut(hc);
 	r->answered = 1;
 	r->status = status;
-	metrics_rejected();
+	if (status >= 400 && status < 500)
+		metrics_rejected();
 	metrics_response(r->route, status, (double)(now_mono_us() - r->arrival_us) / 1e6);
 	if (cfg.access_log && log_get_level() >= LOG_LEVEL_INFO)
 		http_access_log(r, now_wall());

@@ -194,6 +194,15 @@ def test_record_countd_rejected_is_4xx_only(record_countd):
     _, _, s1 = scrape(rc)
     assert sum(v for (n, l), v in s1.items() if n == "record_countd_requests_total" and ("status", "501") in l) == 1
     assert value(s1, "record_countd_rejected_total") == value(s0, "record_countd_rejected_total")
+    for req in (b"DELETE /stats HTTP/1.1\r\nHost: t\r\n\r\n",
+                b"GET /stats HTTP/1.1\r\nHost: t\r\nExpect: foo\r\n\r\n",
+                b"POST /record-count HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                b"POST /record-count HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n"):
+        assert raw_request(rc.port, req)[0] in (400, 405, 413, 417)
+    _, _, s2 = scrape(rc)
+    fourxx = sum(v for (n, l), v in s2.items() if n == "record_countd_requests_total" and dict(l)["status"][0] == "4")
+    assert fourxx == 4
+    assert value(s2, "record_countd_rejected_total") == fourxx
 
 
 def test_record_countd_in_flight_after_disconnect(record_countd):
