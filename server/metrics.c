@@ -35,7 +35,15 @@ static struct {
 	double commit_sum;
 	uint64_t commits;
 	uint64_t committed_records;   /* new records, not duplicates */
+	double start_wall;            /* process_start_time_seconds */
 } m;
+
+/* Note the time the process started. */
+void
+metrics_init(void)
+{
+	m.start_wall = now_wall();
+}
 
 /* FNV-1a of a string. */
 static size_t
@@ -399,6 +407,8 @@ metrics_prometheus(size_t *len)
 	    "# TYPE record_countd_db_committed_records_total counter\nrecord_countd_db_committed_records_total %llu\n",
 	    (unsigned long long)m.commits, m.commit_sum, (unsigned long long)m.commits,
 	    (unsigned long long)m.committed_records);
+	metrics_printf(&b, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n"
+	    "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.3f\n", m.start_wall);
 	*len = b.len;
 	return b.s;
 }

@@ -589,6 +589,7 @@ main(int argc, char **argv)
 	struct timeval tv;
 	int *fds = NULL, nfds;
 
+	metrics_init();
 	log_init("record-countd", LOG_LEVEL_INFO);
 	main_options(argc, argv);
 	signal(SIGPIPE, SIG_IGN);

@@ -95,6 +95,8 @@ int input_record_body(const char *body, size_t len, char *client, uint64_t **val
 /* store-sqlite.c (see store.h) */
 
 /* metrics.c */
+/* Note the process's start time (process_start_time_seconds); first thing in main. */
+void metrics_init(void);
 struct client_stats {
 	char *id;
 	uint64_t recorded;
