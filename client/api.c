@@ -606,7 +606,8 @@ api_metrics(struct evhttp_request *req, const char *name)
 		}
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req),
-			  "Content-Type", "text/plain; version=0.0.4");
+			  "Content-Type",
+			  "text/plain; version=0.0.4; charset=utf-8");
 	api_send(req, 200, b);
 	evbuffer_free(b);
 }

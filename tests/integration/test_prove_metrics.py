@@ -290,3 +290,10 @@ def test_counterd_process_start_time(record_countd, counterd):
     _, fams, s = scrape(cd)
     assert fams["process_start_time_seconds"].type == "gauge"
     assert before - 2 <= value(s, "process_start_time_seconds") <= time.time() + 1
+
+
+def test_counterd_content_type(counterd):
+    """counterd's /metrics says charset=utf-8, as record-countd's does and the 0.0.4 format asks."""
+    cd = counterd(dead_url())
+    r = cd.get("/metrics")
+    assert r.status == 200 and r.headers.get("content-type") == CONTENT_TYPE
