@@ -479,16 +479,23 @@ api_healthz(struct evhttp_request *req, const char *name)
 				 "stopping", counterd_stopping));
 }
 
-/* Write a Prometheus label value (name characters need no escaping). */
+/*
+ * Write one sample exactly: v, or v nanoseconds in seconds if ns. The label
+ * value is a counter name, whose characters need no escaping.
+ */
 static void
 api_metric(struct evbuffer *b, const char *metric, const char *counter,
-	   double v)
+	   uint64_t v, int ns)
 {
 	if (counter != NULL)
-		evbuffer_add_printf(b, "%s{counter=\"%s\"} %.9g\n", metric,
-				    counter, v);
+		evbuffer_add_printf(b, "%s{counter=\"%s\"} ", metric, counter);
 	else
-		evbuffer_add_printf(b, "%s %.9g\n", metric, v);
+		evbuffer_add_printf(b, "%s ", metric);
+	if (ns)
+		evbuffer_add_printf(b, "%" PRIu64 ".%09" PRIu64 "\n",
+				    v / 1000000000, v % 1000000000);
+	else
+		evbuffer_add_printf(b, "%" PRIu64 "\n", v);
 }
 
 /* Write a metric's HELP and TYPE lines. */
@@ -504,35 +511,38 @@ api_metric_head(struct evbuffer *b, const char *metric, const char *type,
 static void
 api_metrics(struct evhttp_request *req, const char *name)
 {
+	/* Per counter; ns marks the times, kept in nanoseconds. */
 	static const struct {
 		const char *name, *type, *help;
+		int ns;
 	} m[] = {
-	    {"counterd_next_total", "counter", "Numbers handed out."},
+	    {"counterd_next_total", "counter", "Numbers handed out.", 0},
 	    {"counterd_next_errors_total", "counter",
-	     "next calls that failed."},
+	     "next calls that failed.", 0},
 	    {"counterd_backlog_rejected_total", "counter",
-	     "next calls refused: backlog full."},
+	     "next calls refused: backlog full.", 0},
 	    {"counterd_wait_timeouts_total", "counter",
-	     "next calls that waited too long."},
+	     "next calls that waited too long.", 0},
 	    {"counterd_cancelled_total", "counter",
-	     "next calls whose caller went away."},
+	     "next calls whose caller went away.", 0},
 	    {"counterd_batches_total", "counter",
-	     "Record requests acknowledged."},
-	    {"counterd_waiting", "gauge", "next calls waiting."},
-	    {"counterd_in_flight", "gauge", "Values being recorded."},
-	    {"counterd_count", "gauge", "Last value of the counter."},
+	     "Record requests acknowledged.", 0},
+	    {"counterd_waiting", "gauge", "next calls waiting.", 0},
+	    {"counterd_in_flight", "gauge", "Values being recorded.", 0},
+	    {"counterd_count", "gauge",
+	     "Last value of the counter.", 0},
 	    {"counterd_lock_acquisitions_total", "counter",
-	     "Lock acquisitions."},
+	     "Lock acquisitions.", 0},
 	    {"counterd_lock_contended_total", "counter",
-	     "Lock acquisitions that waited."},
+	     "Lock acquisitions that waited.", 0},
 	    {"counterd_lock_wait_seconds_total", "counter",
-	     "Time spent waiting for the lock."},
+	     "Time spent waiting for the lock.", 1},
 	    {"counterd_lock_wait_seconds_max", "gauge",
-	     "Longest wait for the lock."},
+	     "Longest wait for the lock.", 1},
 	    {"counterd_lock_hold_seconds_total", "counter",
-	     "Time the lock was held."},
+	     "Time the lock was held.", 1},
 	    {"counterd_lock_hold_seconds_max", "gauge",
-	     "Longest hold of the lock."},
+	     "Longest hold of the lock.", 1},
 	};
 	struct evbuffer *b = evbuffer_new();
 	struct recorder_stats rs;
@@ -548,61 +558,58 @@ api_metrics(struct evhttp_request *req, const char *name)
 		for (c = counter_first(); c != NULL; c = counter_after(c)) {
 			struct counter_stats st;
 			struct dfr_stats ls;
-			double v[15];
+			uint64_t v[15];
 
 			counter_get_stats(c, &st);
 			counter_lock_stats(c, &ls);
-			v[0] = (double)st.handed;
-			v[1] = (double)st.errors;
-			v[2] = (double)st.rejected;
-			v[3] = (double)st.timeouts;
-			v[4] = (double)st.cancelled;
-			v[5] = (double)st.batches;
-			v[6] = (double)st.waiting;
-			v[7] = (double)st.in_flight;
-			v[8] = (double)st.count;
-			v[9] = (double)ls.acquisitions;
-			v[10] = (double)ls.contended;
-			v[11] = (double)ls.wait_total_ns / 1e9;
-			v[12] = (double)ls.wait_max_ns / 1e9;
-			v[13] = (double)ls.hold_total_ns / 1e9;
-			v[14] = (double)ls.hold_max_ns / 1e9;
-			api_metric(b, m[i].name, counter_name(c), v[i]);
+			v[0] = st.handed;
+			v[1] = st.errors;
+			v[2] = st.rejected;
+			v[3] = st.timeouts;
+			v[4] = st.cancelled;
+			v[5] = st.batches;
+			v[6] = st.waiting;
+			v[7] = st.in_flight;
+			v[8] = (uint64_t)st.count;
+			v[9] = ls.acquisitions;
+			v[10] = ls.contended;
+			v[11] = ls.wait_total_ns;
+			v[12] = ls.wait_max_ns;
+			v[13] = ls.hold_total_ns;
+			v[14] = ls.hold_max_ns;
+			api_metric(b, m[i].name, counter_name(c), v[i],
+				   m[i].ns);
 		}
 	}
 	recorder_get_stats(api_cf->recorder, &rs);
 	{
 		const struct {
 			const char *name, *type, *help;
-			double v;
+			uint64_t v;
 		} g[] = {
 		    {"counterd_record_requests_total", "counter",
-		     "HTTP requests sent to record-countd.",
-		     (double)rs.requests},
+		     "HTTP requests sent to record-countd.", rs.requests},
 		    {"counterd_record_retries_total", "counter",
 		     "Requests to record-countd retried after a backoff.",
-		     (double)rs.retries},
+		     rs.retries},
 		    {"counterd_record_failures_total", "counter",
-		     "Operations that failed after every retry.",
-		     (double)rs.failed},
+		     "Operations that failed after every retry.", rs.failed},
 		    {"counterd_record_timeouts_total", "counter",
-		     "Requests to record-countd that timed out.",
-		     (double)rs.timeouts},
+		     "Requests to record-countd that timed out.", rs.timeouts},
 		    {"counterd_record_connections", "gauge",
-		     "Open connections to record-countd.",
-		     (double)rs.connections},
+		     "Open connections to record-countd.", rs.connections},
 		    {"counterd_server_up", "gauge",
 		     "Whether record-countd answers.",
 		     recorder_reachable(api_cf->recorder) == 1},
 		    {"counterd_http_requests_total", "counter",
-		     "Requests on the socket.", (double)api_requests},
+		     "Requests on the socket.", api_requests},
 		    {"counterd_http_client_errors_total", "counter",
-		     "Answers with 4xx.", (double)api_errors4xx},
+		     "Answers with 4xx.", api_errors4xx},
 		};
 
 		for (i = 0; i < sizeof g / sizeof g[0]; i++) {
 			api_metric_head(b, g[i].name, g[i].type, g[i].help);
-			api_metric(b, g[i].name, NULL, g[i].v);
+			api_metric(b, g[i].name, NULL, g[i].v, 0);
 		}
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req),
