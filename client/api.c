@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -64,6 +65,7 @@ static struct log_limit api_accept_ll;
 static size_t api_npending;
 static int api_closed;
 static uint64_t api_requests, api_errors4xx;
+static struct timespec api_started; /* process_start_time_seconds */
 
 static void api_next(struct evhttp_request *, const char *);
 static void api_list(struct evhttp_request *, const char *);
@@ -612,6 +614,11 @@ api_metrics(struct evhttp_request *req, const char *name)
 			api_metric(b, g[i].name, NULL, g[i].v, 0);
 		}
 	}
+	api_metric_head(b, "process_start_time_seconds", "gauge",
+			"Start time of the process since the Unix epoch.");
+	evbuffer_add_printf(b, "process_start_time_seconds %lld.%03ld\n",
+			    (long long)api_started.tv_sec,
+			    api_started.tv_nsec / 1000000);
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 			  "Content-Type",
 			  "text/plain; version=0.0.4; charset=utf-8");
@@ -835,6 +842,7 @@ int
 api_start(struct api_config *cf, int fd)
 {
 	api_cf = cf;
+	clock_gettime(CLOCK_REALTIME, &api_started);
 	if ((api_http = evhttp_new(cf->base)) == NULL) {
 		log_warnx("cannot create the HTTP server");
 		return -1;
