@@ -531,7 +531,7 @@ api_metrics(struct evhttp_request *req, const char *name)
 	     "Record requests acknowledged.", 0},
 	    {"counterd_waiting", "gauge", "next calls waiting.", 0},
 	    {"counterd_in_flight", "gauge", "Values being recorded.", 0},
-	    {"counterd_counter_value", "gauge",
+	    {"counterd_last_value", "gauge",
 	     "Last value of the counter.", 0},
 	    {"counterd_lock_acquisitions_total", "counter",
 	     "Lock acquisitions.", 0},

@@ -67,6 +67,9 @@ def check_lines(text):
             if typ not in ("histogram", "summary"):
                 # promtool: "non-histogram and non-summary metrics should not have "_count" suffix".
                 assert not name.endswith(SUFFIXES), "%s %s ends in a histogram suffix" % (typ, name)
+            for t in ("counter", "gauge", "histogram", "summary"):
+                # promtool: "metric name should not include type".
+                assert "_%s_" % t not in name and not name.endswith("_" + t), "%s names a type" % name
             types[name] = typ
         else:
             m = SAMPLE.match(line)
@@ -249,7 +252,7 @@ def test_counterd_format_and_counts(record_countd, counterd):
         assert value(s1, "counterd_next_total", counter="b") == 1, strategy
         assert value(s1, "counterd_next_errors_total", counter="a") == 0, strategy
         assert value(s1, "counterd_batches_total", counter="a") == 4, strategy
-        assert value(s1, "counterd_counter_value", counter="a") == 4, strategy
+        assert value(s1, "counterd_last_value", counter="a") == 4, strategy
         assert value(s1, "counterd_in_flight", counter="a") == 0, strategy
         assert value(s1, "counterd_waiting", counter="a") == 0, strategy
         assert value(s1, "counterd_server_up") == 1
@@ -279,8 +282,8 @@ def test_counterd_large_values_exact(record_countd, counterd):
     r = cd.next("a")
     assert r.status == 200 and r.json()["count"] == big + 1
     text, _, s = scrape(cd)
-    assert 'counterd_counter_value{counter="a"} %d\n' % (big + 1) in text
-    assert value(s, "counterd_counter_value", counter="a") == big + 1
+    assert 'counterd_last_value{counter="a"} %d\n' % (big + 1) in text
+    assert value(s, "counterd_last_value", counter="a") == big + 1
 
 
 def test_counterd_process_start_time(record_countd, counterd):
