@@ -210,7 +210,7 @@ def test_record_countd_rejected_is_4xx_only(record_countd):
 
 def test_record_countd_in_flight_after_disconnect(record_countd):
     """A caller that hangs up while its record waits for --latency leaves the in-flight gauge at 0 again."""
-    rc = record_countd("--latency", "300ms")
+    rc = record_countd("--latency", "2s")
     with socket.create_connection(("127.0.0.1", rc.port)) as s:
         s.sendall(b"GET /record-count?value=1&client=m HTTP/1.1\r\nHost: t\r\n\r\n")
         poll(lambda: value(scrape(rc)[2], "record_countd_in_flight") == 1)
