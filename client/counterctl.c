@@ -120,6 +120,8 @@ static int
 conn_open(struct conn *c)
 {
 	struct sockaddr_un sun;
+	struct timeval tv;
+	const char *hint;
 
 	c->have = 0;
 	memset(&sun, 0, sizeof sun);
@@ -133,22 +135,33 @@ conn_open(struct conn *c)
 		warnmsg("socket: %s", strerror(errno));
 		return -1;
 	}
-	if (connect(c->fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
-		/* The hint for a refusal: systemd's socket is for the lockstep group. */
-		warnmsg("cannot connect to %s: %s (%s)", sock_path, strerror(errno),
-			errno == EACCES ? "is your user in the socket's group? "
-			"systemd's socket is for group lockstep" : "is counterd running?");
-		close(c->fd);
-		c->fd = -1;
-		return -1;
-	}
+	/*
+	 * Set before connect(): a counterd too busy or hung to accept leaves
+	 * its listen queue full, and connect() then waits for room for as
+	 * long as SO_SNDTIMEO allows.
+	 */
 	if (timeout_ms > 0) {
-		struct timeval tv;
-
 		tv.tv_sec = (time_t)(timeout_ms / 1000);
 		tv.tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000;
 		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	}
+	if (connect(c->fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
+		if (errno == EAGAIN || errno == EINPROGRESS)
+			warnmsg("counterd at %s did not accept the connection "
+				"within %" PRIu64 " ms (--timeout)",
+				sock_path, timeout_ms);
+		else {
+			/* systemd's socket is for the lockstep group. */
+			hint = errno == EACCES ? "is your user in the socket's "
+			    "group? systemd's socket is for group lockstep" :
+			    "is counterd running?";
+			warnmsg("cannot connect to %s: %s (%s)", sock_path,
+				strerror(errno), hint);
+		}
+		close(c->fd);
+		c->fd = -1;
+		return -1;
 	}
 	return 0;
 }

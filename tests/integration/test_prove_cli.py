@@ -1,0 +1,108 @@
+"""counterctl as a shell script uses it: pipes, signals, exit statuses, arguments and output formats (counterctl(1))."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+import harness
+from test_client_helpers import dead_url, poll, server_records
+
+
+def run(*args, env=None, timeout=60, **kw):
+    return subprocess.run([harness.COUNTERCTL] + list(args), capture_output=True, text=True, timeout=timeout,
+                          env=env, **kw)
+
+
+def idle(cd, name):
+    """Whether counterd has no call of counter name waiting or in flight."""
+    c = cd.get("/stats").json()["counters"].get(name, {})
+    return c.get("waiting", 0) == 0 and c.get("in_flight", 0) == 0
+
+
+class StandIn:
+    """A stand-in for counterd on a Unix socket: answers each request with the next of answers (status, body), keeping
+    the connection open; after the last answer, repeats it."""
+
+    def __init__(self, path, answers):
+        self.path = path
+        self.answers = list(answers)
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(16)
+        self.lock = threading.Lock()
+        self.done = False
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while not self.done:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        buf = b""
+        with c:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                buf = buf.partition(b"\r\n\r\n")[2]
+                with self.lock:
+                    status, body = self.answers[0] if len(self.answers) == 1 else self.answers.pop(0)
+                body = body.encode()
+                try:
+                    c.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                              % (status, len(body)) + body)
+                except OSError:
+                    return
+
+    def close(self):
+        self.done = True
+        self.srv.close()
+
+
+# --- faults: each test failed before its fix -------------------------------------------------------------------------
+
+def test_timeout_bounds_a_counterd_that_does_not_accept(tmp_path):
+    # A counterd that is hung or swamped stops accepting; once its listen queue is full, connect() waits for room.
+    # --timeout was set on the socket after connect(), so counterctl waited forever instead of giving up with 3.
+    path = str(tmp_path / "full.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(0)
+    held = []
+    try:
+        while True:
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            try:
+                c.connect(path)
+            except BlockingIOError:
+                c.close()
+                break
+            held.append(c)
+            assert len(held) < 1000
+        t0 = time.monotonic()
+        try:
+            p = run("--socket", path, "--timeout", "500ms", "get", "x", timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("counterctl --timeout 500ms still waiting to connect after 20 s")
+        took = time.monotonic() - t0
+        assert p.returncode == 3 and p.stdout == "", p
+        assert p.stderr == ("counterctl: counterd at %s did not accept the connection within 500 ms (--timeout)\n"
+                            % path), p
+        assert 0.4 < took < 10, took
+    finally:
+        for c in held:
+            c.close()
+        srv.close()
