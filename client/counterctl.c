@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -121,6 +122,7 @@ conn_open(struct conn *c)
 {
 	struct sockaddr_un sun;
 	struct timeval tv;
+	struct stat sb;
 	const char *hint;
 
 	c->have = 0;
@@ -151,6 +153,10 @@ conn_open(struct conn *c)
 			warnmsg("counterd at %s did not accept the connection "
 				"within %" PRIu64 " ms (--timeout)",
 				sock_path, timeout_ms);
+		else if (errno == ECONNREFUSED &&
+		    stat(sock_path, &sb) == 0 && !S_ISSOCK(sb.st_mode))
+			warnmsg("cannot connect to %s: it is not a socket "
+				"(is the path right?)", sock_path);
 		else {
 			/* systemd's socket is for the lockstep group. */
 			hint = errno == EACCES ? "is your user in the socket's "

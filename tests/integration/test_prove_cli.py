@@ -106,3 +106,53 @@ def test_timeout_bounds_a_counterd_that_does_not_accept(tmp_path):
         for c in held:
             c.close()
         srv.close()
+
+
+def test_unreachable_counterd_is_exit_3_with_the_reason(tmp_path):
+    # Every way of not reaching counterd is status 3 with one line; a path that is not a socket (a regular file, a
+    # directory: the database, a typo) was "Connection refused (is counterd running?)", which sends the user to the
+    # wrong problem.
+    plain, folder = tmp_path / "plain", tmp_path / "dir"
+    plain.write_text("")
+    folder.mkdir()
+    for path in (plain, folder):
+        p = run("--socket", str(path), "next")
+        assert p.returncode == 3 and p.stdout == "", p
+        assert p.stderr == "counterctl: cannot connect to %s: it is not a socket (is the path right?)\n" % path, p
+    stale = str(tmp_path / "stale.sock")      # left by a counterd that was killed
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(stale)
+    s.close()
+    p = run("--socket", stale, "next")
+    assert p.returncode == 3
+    assert p.stderr == "counterctl: cannot connect to %s: Connection refused (is counterd running?)\n" % stale, p
+    p = run("--socket", "/" + "x" * 108, "next")
+    assert p.returncode == 3 and p.stderr == "counterctl: socket path /%s is too long\n" % ("x" * 108), p
+
+
+def test_unreachable_for_permission_is_exit_3_with_a_hint():
+    # counterctl(1): permission denied on the socket (not in the socket's group) is 3, with a hint.
+    d = tempfile.mkdtemp(prefix="lockstep-cli-")
+    path = os.path.join(d, "c.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.chmod(d, 0o755)
+        s.bind(path)
+        s.listen(4)
+        os.chmod(path, 0o600)
+        argv = [harness.COUNTERCTL, "--socket", path, "list"]
+        if os.geteuid() == 0:
+            argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv
+        else:
+            os.chmod(path, 0)
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            pytest.skip("no setpriv to drop root")
+        assert p.returncode == 3 and p.stdout == "", p
+        assert p.stderr == ("counterctl: cannot connect to %s: Permission denied (is your user in the socket's "
+                            "group? systemd's socket is for group lockstep)\n" % path), p
+    finally:
+        s.close()
+        os.unlink(path)
+        os.rmdir(d)
