@@ -594,6 +594,10 @@ main(int argc, char **argv)
 			printf("counterctl %s\n", PACKAGE_VERSION);
 			return EX_OK;
 		case 's':
+			if (*optarg == '\0') {
+				warnmsg("--socket: the path is empty");
+				return EX_USAGE;
+			}
 			sock_path = optarg;
 			break;
 		case 't':

@@ -108,6 +108,19 @@ def test_timeout_bounds_a_counterd_that_does_not_accept(tmp_path):
         srv.close()
 
 
+def test_empty_socket_path_is_a_usage_error(tmp_path):
+    # --socket '' connected to an abstract socket named by 108 NUL bytes and said "Connection refused (is counterd
+    # running?)", status 3; an empty path is a mistake on the command line: status 2. An empty $COUNTERD_SOCKET is unset.
+    for args in (["--socket", ""], ["--socket="], ["-s", ""]):
+        p = run(*args, "list")
+        assert p.returncode == 2 and p.stdout == "", (args, p)
+        assert p.stderr == "counterctl: --socket: the path is empty\n", (args, p)
+    env = dict(os.environ, COUNTERD_SOCKET="")
+    env.pop("RUNTIME_DIRECTORY", None)
+    p = run("list", env=env, cwd=str(tmp_path))
+    assert p.returncode == 3 and "./counterd.sock" in p.stderr, p
+
+
 def test_unreachable_counterd_is_exit_3_with_the_reason(tmp_path):
     # Every way of not reaching counterd is status 3 with one line; a path that is not a socket (a regular file, a
     # directory: the database, a typo) was "Connection refused (is counterd running?)", which sends the user to the
