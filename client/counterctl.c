@@ -451,21 +451,19 @@ name_ok(const char *s)
 			 "123456789._-") == n;
 }
 
-/* Parse a positive count option. */
+/* Parse a count option: decimal digits only, from 1 to max. */
 static long
 count_arg(const char *opt, const char *s, long max)
 {
-	char *end;
-	long v;
+	const char *why;
+	uint64_t v;
 
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || *end != '\0' || end == s || v < 1 || v > max) {
+	if (parse_uint(s, 1, (uint64_t)max, &v, &why) != 0) {
 		warnmsg("%s: \"%s\" is not a number from 1 to %ld", opt, s,
 			max);
 		exit(EX_USAGE);
 	}
-	return v;
+	return (long)v;
 }
 
 /* Report a getopt error for command cmd ("" for the global options) and give the usage exit code. */

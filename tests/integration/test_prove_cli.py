@@ -169,3 +169,22 @@ def test_unreachable_for_permission_is_exit_3_with_a_hint():
         s.close()
         os.unlink(path)
         os.rmdir(d)
+
+
+def test_counts_are_plain_decimal_numbers(record_countd, counterd):
+    # -n and -c took " 5" and "+3" (strtol skips blanks and a sign) but refused "5 "; counterd's own number options
+    # take digits only. Now both ends of the range, and nothing but digits.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    for v in (" 5", "\t5", "+3", "5 ", "", "-1", "0", "1e3", "0x10", "100000001", "99999999999999999999", "３"):
+        for opt in ("-n", "-c"):
+            p = cd.ctl("next", "d", opt, v)
+            assert p.returncode == 2 and p.stdout == "", (opt, v, p)
+            assert p.stderr.startswith('counterctl: %s: "%s" is not a number from 1 to ' % (opt, v)), (opt, v, p)
+    assert cd.ctl("next", "d", "-n", "010").stdout == "".join("%d\n" % i for i in range(1, 11))   # decimal, not octal
+    assert cd.ctl("get", "d").stdout == "10\n"
+    # The largest -n is taken: against a counterd that refuses every call it fails with counterd's error, not 2.
+    refusing = counterd(rc.url, "--backlog", "0", client_id="refusing")
+    p = refusing.ctl("next", "-n", "100000000", "-c", "1024")
+    assert p.returncode == 1 and p.stdout == "", p
+    assert p.stderr.startswith("counterctl: next: 503 backlog_full: ") and len(p.stderr.splitlines()) == 1, p
