@@ -510,8 +510,20 @@ cmd_next(int argc, char **argv)
 	memset(&job, 0, sizeof job);
 	job.count = 1;
 	optind = 0; /* restart getopt on the command's own arguments */
-	while ((ch = getopt_long(argc, argv, ":n:c:", longopts, NULL)) != -1) {
+	/*
+	 * "-": NAME comes back as option 1, so -n and -c may follow it even
+	 * when POSIXLY_CORRECT would stop getopt at the first non-option.
+	 */
+	while ((ch = getopt_long(argc, argv, "-:n:c:", longopts, NULL)) !=
+	    -1) {
 		switch (ch) {
+		case 1:
+			if (name != NULL) {
+				warnmsg("next: unexpected argument %s", optarg);
+				return EX_USAGE;
+			}
+			name = optarg;
+			break;
 		case 'n':
 			job.count = count_arg("-n", optarg, 100000000L);
 			break;
@@ -522,7 +534,7 @@ cmd_next(int argc, char **argv)
 			return opt_error("next", ch, argv);
 		}
 	}
-	if (optind < argc)
+	if (name == NULL && optind < argc)
 		name = argv[optind++];
 	if (optind < argc) {
 		warnmsg("next: unexpected argument %s", argv[optind]);

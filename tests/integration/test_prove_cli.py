@@ -188,3 +188,22 @@ def test_counts_are_plain_decimal_numbers(record_countd, counterd):
     p = refusing.ctl("next", "-n", "100000000", "-c", "1024")
     assert p.returncode == 1 and p.stdout == "", p
     assert p.stderr.startswith("counterctl: next: 503 backlog_full: ") and len(p.stderr.splitlines()) == 1, p
+
+
+def test_next_options_may_follow_the_name_even_if_posixly_correct(record_countd, counterd):
+    # counterctl(1): -n and -c come before or after NAME. With POSIXLY_CORRECT in the environment (some build and CI
+    # systems set it) getopt stopped at NAME and `next jobs -n 3` was a usage error.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    env = dict(os.environ, POSIXLY_CORRECT="1")
+    p = run("--socket", cd.socket, "next", "jobs", "-n", "3", env=env)
+    assert p.returncode == 0 and p.stdout == "1\n2\n3\n", p
+    p = run("--socket", cd.socket, "next", "-n", "2", "jobs", "-c", "2", env=env)
+    assert p.returncode == 0 and sorted(p.stdout.split()) == ["4", "5"], p
+    for e in (env, None):
+        p = run("--socket", cd.socket, "next", "jobs", "-n", "2", "other", env=e)
+        assert p.returncode == 2 and p.stderr == "counterctl: next: unexpected argument other\n", p
+    # -- ends the options: a name may then start with "-".
+    p = run("--socket", cd.socket, "next", "-n", "2", "--", "-n", env=env)
+    assert p.returncode == 0 and p.stdout == "1\n2\n", p
+    assert sorted(cd.ctl("list").stdout.splitlines()) == ["-n 2", "jobs 5"]
