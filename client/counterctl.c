@@ -577,6 +577,42 @@ cmd_next(int argc, char **argv)
 	return job.failed || job.unwritable ? EX_FAILED : EX_OK;
 }
 
+/* Print counterd's GET /counters answer j as NAME COUNT lines; frees j. */
+static int
+cmd_list(json_t *j)
+{
+	json_t *arr = json_object_get(j, "counters"), *c, **v;
+	size_t i, n = json_array_size(arr);
+
+	if (!json_is_array(arr)) {
+		warnmsg("list: counterd's answer lacks the counters");
+		json_decref(j);
+		return EX_UNREACHABLE;
+	}
+	if ((v = calloc(n + 1, sizeof *v)) == NULL) {
+		warnmsg("out of memory");
+		exit(EX_FAILED);
+	}
+	json_array_foreach(arr, i, c) {
+		if (!json_is_string(json_object_get(c, "counter")) ||
+		    !json_is_integer(json_object_get(c, "count"))) {
+			warnmsg("list: counterd's answer lacks a counter's "
+				"name or count");
+			free(v);
+			json_decref(j);
+			return EX_UNREACHABLE;
+		}
+		v[i] = c;
+	}
+	for (i = 0; i < n; i++)
+		printf("%s %" JSON_INTEGER_FORMAT "\n",
+		       json_string_value(json_object_get(v[i], "counter")),
+		       json_integer_value(json_object_get(v[i], "count")));
+	free(v);
+	json_decref(j);
+	return output_ok("list") ? EX_OK : EX_FAILED;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -658,27 +694,23 @@ main(int argc, char **argv)
 		}
 		snprintf(path, sizeof path, "/counters/%s", argv[1]);
 		j = call_json("get", "GET", path, &status);
+		if (!json_is_integer(json_object_get(j, "count"))) {
+			warnmsg("get: counterd's answer lacks a count");
+			json_decref(j);
+			return EX_UNREACHABLE;
+		}
 		printf("%" JSON_INTEGER_FORMAT "\n",
 		       json_integer_value(json_object_get(j, "count")));
 		json_decref(j);
 		return output_ok("get") ? EX_OK : EX_FAILED;
 	}
 	if (strcmp(argv[0], "list") == 0) {
-		json_t *arr, *c;
-		size_t i;
-
 		if (argc != 1) {
 			warnmsg("usage: counterctl list");
 			return EX_USAGE;
 		}
 		j = call_json("list", "GET", "/counters", &status);
-		arr = json_object_get(j, "counters");
-		json_array_foreach(arr, i, c)
-		    printf("%s %" JSON_INTEGER_FORMAT "\n",
-			   json_string_value(json_object_get(c, "counter")),
-			   json_integer_value(json_object_get(c, "count")));
-		json_decref(j);
-		return output_ok("list") ? EX_OK : EX_FAILED;
+		return cmd_list(j);
 	}
 	if (strcmp(argv[0], "stats") == 0 || strcmp(argv[0], "health") == 0) {
 		const char *path = argv[0][0] == 's' ? "/stats" : "/healthz";

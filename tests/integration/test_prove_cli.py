@@ -190,6 +190,27 @@ def test_counts_are_plain_decimal_numbers(record_countd, counterd):
     assert p.stderr.startswith("counterctl: next: 503 backlog_full: ") and len(p.stderr.splitlines()) == 1, p
 
 
+def test_get_and_list_refuse_answers_without_their_fields(tmp_path):
+    # counterctl(1): an answer that is not the JSON expected is status 3. A get answer without "count" printed 0 with
+    # status 0; a list entry without a name printed "(null) 1" (printf of NULL).
+    path = str(tmp_path / "peer.sock")
+    for cmd, body, line in (
+            ("get", '{"counter":"x"}', "get: counterd's answer lacks a count"),
+            ("get", '{"counter":"x","count":"7"}', "get: counterd's answer lacks a count"),
+            ("list", '{}', "list: counterd's answer lacks the counters"),
+            ("list", '{"counters":[{"counter":"a","count":1},{"count":1}]}',
+             "list: counterd's answer lacks a counter's name or count"),
+            ("list", '{"counters":[{"counter":"a"}]}', "list: counterd's answer lacks a counter's name or count")):
+        peer = StandIn(path, [(200, body)])
+        try:
+            p = run("--socket", path, cmd, *(["x"] if cmd == "get" else []))
+            assert p.returncode == 3 and p.stdout == "", (body, p)
+            assert p.stderr == "counterctl: %s\n" % line, (body, p)
+        finally:
+            peer.close()
+            os.unlink(path)
+
+
 def test_next_options_may_follow_the_name_even_if_posixly_correct(record_countd, counterd):
     # counterctl(1): -n and -c come before or after NAME. With POSIXLY_CORRECT in the environment (some build and CI
     # systems set it) getopt stopped at NAME and `next jobs -n 3` was a usage error.
