@@ -75,7 +75,8 @@ usage(FILE *f)
 		   "                 in the order they arrive\n"
 		   "  get NAME       print the counter's last value (NAME: 1 to "
 		   "64 of A-Z a-z 0-9 . _ -)\n"
-		   "  list           print each counter as NAME COUNT\n"
+		   "  list           print each counter as NAME COUNT, sorted by "
+		   "name\n"
 		   "  stats          print counterd's statistics (JSON)\n"
 		   "  health         print counterd's health (JSON); fails if "
 		   "record-countd is unreachable\n"
@@ -577,7 +578,17 @@ cmd_next(int argc, char **argv)
 	return job.failed || job.unwritable ? EX_FAILED : EX_OK;
 }
 
-/* Print counterd's GET /counters answer j as NAME COUNT lines; frees j. */
+/* Order counters by name, byte by byte. */
+static int
+list_cmp(const void *a, const void *b)
+{
+	json_t *const *x = a, *const *y = b;
+
+	return strcmp(json_string_value(json_object_get(*x, "counter")),
+		      json_string_value(json_object_get(*y, "counter")));
+}
+
+/* Print counterd's GET /counters answer j as NAME COUNT lines sorted by name; frees j. */
 static int
 cmd_list(json_t *j)
 {
@@ -604,6 +615,7 @@ cmd_list(json_t *j)
 		}
 		v[i] = c;
 	}
+	qsort(v, n, sizeof *v, list_cmp);
 	for (i = 0; i < n; i++)
 		printf("%s %" JSON_INTEGER_FORMAT "\n",
 		       json_string_value(json_object_get(v[i], "counter")),

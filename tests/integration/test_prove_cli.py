@@ -211,6 +211,19 @@ def test_get_and_list_refuse_answers_without_their_fields(tmp_path):
             os.unlink(path)
 
 
+def test_list_is_sorted_by_name(record_countd, counterd):
+    # list printed counters in the order counterd first used them, which changes across restarts (a counter is listed
+    # once it is used again): two lists of the same counters did not compare equal. Now sorted by name, byte order.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    p = cd.ctl("list")
+    assert p.returncode == 0 and p.stdout == "" and p.stderr == "", "no counters: no lines"
+    for name in ("mid", "b", "Z", "_x", "a.2", "a-1", "a"):
+        assert cd.ctl("next", name).returncode == 0
+    p = cd.ctl("list")
+    assert p.returncode == 0 and p.stdout == "Z 1\n_x 1\na 1\na-1 1\na.2 1\nb 1\nmid 1\n", p
+
+
 def test_next_options_may_follow_the_name_even_if_posixly_correct(record_countd, counterd):
     # counterctl(1): -n and -c come before or after NAME. With POSIXLY_CORRECT in the environment (some build and CI
     # systems set it) getopt stopped at NAME and `next jobs -n 3` was a usage error.
