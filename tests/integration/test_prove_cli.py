@@ -121,6 +121,13 @@ def test_empty_socket_path_is_a_usage_error(tmp_path):
     assert p.returncode == 3 and "./counterd.sock" in p.stderr, p
 
 
+def test_counterd_empty_socket_path_says_so(tmp_path):
+    # counterd --socket '' said "counterd: : No such file or directory".
+    p = subprocess.run([harness.COUNTERD, "--socket", "", "--server", dead_url()], capture_output=True, text=True,
+                       timeout=10, cwd=str(tmp_path))
+    assert p.returncode == 1 and p.stderr == "counterd: --socket: the path is empty\n", p
+
+
 def test_unreachable_counterd_is_exit_3_with_the_reason(tmp_path):
     # Every way of not reaching counterd is status 3 with one line; a path that is not a socket (a regular file, a
     # directory: the database, a typo) was "Connection refused (is counterd running?)", which sends the user to the
