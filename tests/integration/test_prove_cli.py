@@ -248,3 +248,127 @@ def test_next_options_may_follow_the_name_even_if_posixly_correct(record_countd,
     p = run("--socket", cd.socket, "next", "-n", "2", "--", "-n", env=env)
     assert p.returncode == 0 and p.stdout == "1\n2\n", p
     assert sorted(cd.ctl("list").stdout.splitlines()) == ["-n 2", "jobs 5"]
+
+
+# --- documented behaviour a script relies on --------------------------------------------------------------------------
+
+def test_reader_going_away_loses_nothing(record_countd, counterd):
+    # counterctl(1): `next -n N | head -1` ends at once with 1 and one line; numbers taken but not read (in the pipe,
+    # or in flight) are used up, and each of them is recorded: nothing is lost or left in counterd.
+    rc = record_countd("--latency", "1ms")
+    cd = counterd(rc.url)
+    for conc in ("1", "8"):
+        name = "pipe%s" % conc
+        t0 = time.monotonic()
+        p = subprocess.run(["bash", "-c", '"$0" --socket "$1" next "$2" -n 100000 -c "$3" | head -1; '
+                            'echo "${PIPESTATUS[0]}"', harness.COUNTERCTL, cd.socket, name, conc],
+                           capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - t0
+        assert p.stdout == "1\n1\n", p
+        assert p.stderr == "counterctl: next: cannot write the numbers: Broken pipe\n", p
+        assert took < 20, took
+        poll(lambda: idle(cd, name))
+        count = cd.get("/counters/%s" % name).json()["count"]
+        assert 1 <= count < 100000
+        assert server_records(rc, "test:%s" % name) == list(range(1, count + 1))
+    p = subprocess.run(["bash", "-c", 'set -o pipefail; "$0" --socket "$1" next p -n 100000 | head -1 >/dev/null',
+                        harness.COUNTERCTL, cd.socket], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_next_ends_it_with_whole_lines(record_countd, counterd, sig):
+    # counterctl(1): SIGINT or SIGTERM ends counterctl at once, killed by the signal (130 or 143 in the shell); every
+    # line printed is whole, and the numbers it had taken but not printed are used up and recorded.
+    rc = record_countd("--latency", "2ms")
+    cd = counterd(rc.url)
+    p = subprocess.Popen([harness.COUNTERCTL, "--socket", cd.socket, "next", "s", "-n", "100000", "-c", "8"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    head = b"".join(p.stdout.readline() for _ in range(50))
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == -sig and err == b"", (p.returncode, err)
+    out = head + out
+    assert out.endswith(b"\n")
+    nums = [int(x) for x in out.decode().split("\n")[:-1]]
+    assert len(nums) >= 50 and len(set(nums)) == len(nums)
+    poll(lambda: idle(cd, "s"))
+    count = cd.get("/counters/s").json()["count"]
+    assert max(nums) <= count < 100000
+    assert server_records(rc, "test:s") == list(range(1, count + 1))
+
+
+def test_output_to_a_file_keeps_the_order_of_numbers_and_errors(tmp_path):
+    # counterctl(1): each number is written as it arrives, so in a file (fully buffered stdio) that also takes stderr,
+    # the numbers come before the error that stopped them, each on a line of its own.
+    path = str(tmp_path / "peer.sock")
+    peer = StandIn(path, [(200, '{"counter":"o","count":1}'), (200, '{"counter":"o","count":2}'),
+                          (503, '{"error":"backlog_full","message":"too many waiting"}')])
+    out = tmp_path / "out"
+    try:
+        with open(str(out), "w") as f:
+            p = subprocess.run([harness.COUNTERCTL, "--socket", path, "next", "o", "-n", "5"], stdout=f,
+                               stderr=subprocess.STDOUT, timeout=60)
+    finally:
+        peer.close()
+    assert p.returncode == 1
+    assert out.read_text() == "1\n2\ncounterctl: next: 503 backlog_full: too many waiting\n"
+
+
+def test_concurrent_output_is_whole_lines_to_a_file(record_countd, counterd, tmp_path):
+    # counterctl(1): with -c the numbers may be out of order, but each is on a whole line and none is missing.
+    rc = record_countd("--latency", "1ms")
+    cd = counterd(rc.url)
+    out = tmp_path / "out"
+    with open(str(out), "w") as f:
+        p = subprocess.run([harness.COUNTERCTL, "--socket", cd.socket, "next", "f", "-n", "3000", "-c", "16"],
+                           stdout=f, stderr=subprocess.PIPE, timeout=120)
+    assert p.returncode == 0 and p.stderr == b""
+    lines = out.read_text().split("\n")
+    assert lines[-1] == "" and sorted(int(x) for x in lines[:-1]) == list(range(1, 3001))
+
+
+def test_stats_and_health_are_pretty_json_and_health_prints_on_failure(record_countd, counterd):
+    # counterctl(1): stats and health print counterd's JSON indented by two spaces, keys in counterd's order; a failed
+    # health still prints it, exits 1, and says why on stderr.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    cd.ctl("next")
+    for cmd in ("stats", "health"):
+        p = cd.ctl(cmd)
+        assert p.returncode == 0 and p.stderr == "", p
+        j = json.loads(p.stdout)
+        assert p.stdout.startswith('{\n  "') and p.stdout.endswith("\n}\n"), p.stdout
+        assert list(j) == list(cd.get("/stats" if cmd == "stats" else "/healthz").json()), "counterd's key order"
+    health = cd.ctl("health").stdout
+    assert health == json.dumps(json.loads(health), indent=2) + "\n"
+    down = counterd(dead_url(), "--retries", "0", client_id="down")
+    down.next("x")
+    p = down.ctl("health")
+    assert p.returncode == 1 and json.loads(p.stdout)["status"] != "ok", p
+    assert p.stderr == "counterctl: health: counterd answered 503\n", p
+
+
+def test_repeated_options_and_precedence(record_countd, counterd, tmp_path):
+    # counterctl(1): a repeated option's last value counts; --socket wins over $COUNTERD_SOCKET; a long option may be
+    # shortened to a unique prefix only (an ambiguous one is a usage error); options of the command go after it.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    wrong = str(tmp_path / "nothing.sock")
+    p = run("--socket", wrong, "--socket", cd.socket, "next", "r", "-n", "5", "-n", "2")
+    assert p.returncode == 0 and p.stdout == "1\n2\n", p
+    p = run("--socket", cd.socket, "--socket", wrong, "next", "r")
+    assert p.returncode == 3, p
+    p = run("--socket", cd.socket, "next", "r", env=dict(os.environ, COUNTERD_SOCKET=wrong))
+    assert p.returncode == 0 and p.stdout == "3\n", p
+    p = run("--socket", cd.socket, "next", "r", "--co=3")
+    assert p.returncode == 2 and p.stdout == "" and "--co=3" in p.stderr, p
+    p = run("--socket", cd.socket, "next", "r", "--coun=2")
+    assert p.returncode == 0 and p.stdout == "4\n5\n", p
+    p = run("list", "--socket", cd.socket)
+    assert p.returncode == 2 and p.stderr == "counterctl: usage: counterctl list\n", p
+    p = run("--socket", cd.socket, "next", "r", "--socket", cd.socket)
+    assert p.returncode == 2 and p.stdout == "", p
+    p = run("--socket", cd.socket, "get", "caf\u00e9")
+    assert p.returncode == 2 and p.stdout == "" and "is not a counter name" in p.stderr, p
