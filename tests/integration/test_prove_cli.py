@@ -372,3 +372,14 @@ def test_repeated_options_and_precedence(record_countd, counterd, tmp_path):
     assert p.returncode == 2 and p.stdout == "", p
     p = run("--socket", cd.socket, "get", "caf\u00e9")
     assert p.returncode == 2 and p.stdout == "" and "is not a counter name" in p.stderr, p
+
+
+def test_get_of_an_unknown_counter_is_exit_1(record_countd, counterd):
+    # counterctl(1): a counter counterd has not used since it started is unknown: status 1, 404 on stderr, no output.
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    p = cd.ctl("get", "never")
+    assert p.returncode == 1 and p.stdout == "" and p.stderr.startswith("counterctl: get: 404 not_found: "), p
+    assert len(p.stderr.splitlines()) == 1
+    cd.ctl("next", "never")
+    assert cd.ctl("get", "never").stdout == "1\n"
