@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -74,7 +75,8 @@ usage(FILE *f)
 		   "                 in the order they arrive\n"
 		   "  get NAME       print the counter's last value (NAME: 1 to "
 		   "64 of A-Z a-z 0-9 . _ -)\n"
-		   "  list           print each counter as NAME COUNT\n"
+		   "  list           print each counter as NAME COUNT, sorted by "
+		   "name\n"
 		   "  stats          print counterd's statistics (JSON)\n"
 		   "  health         print counterd's health (JSON); fails if "
 		   "record-countd is unreachable\n"
@@ -120,6 +122,9 @@ static int
 conn_open(struct conn *c)
 {
 	struct sockaddr_un sun;
+	struct timeval tv;
+	struct stat sb;
+	const char *hint;
 
 	c->have = 0;
 	memset(&sun, 0, sizeof sun);
@@ -133,22 +138,37 @@ conn_open(struct conn *c)
 		warnmsg("socket: %s", strerror(errno));
 		return -1;
 	}
-	if (connect(c->fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
-		/* The hint for a refusal: systemd's socket is for the lockstep group. */
-		warnmsg("cannot connect to %s: %s (%s)", sock_path, strerror(errno),
-			errno == EACCES ? "is your user in the socket's group? "
-			"systemd's socket is for group lockstep" : "is counterd running?");
-		close(c->fd);
-		c->fd = -1;
-		return -1;
-	}
+	/*
+	 * Set before connect(): a counterd too busy or hung to accept leaves
+	 * its listen queue full, and connect() then waits for room for as
+	 * long as SO_SNDTIMEO allows.
+	 */
 	if (timeout_ms > 0) {
-		struct timeval tv;
-
 		tv.tv_sec = (time_t)(timeout_ms / 1000);
 		tv.tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000;
 		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	}
+	if (connect(c->fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
+		if (errno == EAGAIN || errno == EINPROGRESS)
+			warnmsg("counterd at %s did not accept the connection "
+				"within %" PRIu64 " ms (--timeout)",
+				sock_path, timeout_ms);
+		else if (errno == ECONNREFUSED &&
+		    stat(sock_path, &sb) == 0 && !S_ISSOCK(sb.st_mode))
+			warnmsg("cannot connect to %s: it is not a socket "
+				"(is the path right?)", sock_path);
+		else {
+			/* systemd's socket is for the lockstep group. */
+			hint = errno == EACCES ? "is your user in the socket's "
+			    "group? systemd's socket is for group lockstep" :
+			    "is counterd running?";
+			warnmsg("cannot connect to %s: %s (%s)", sock_path,
+				strerror(errno), hint);
+		}
+		close(c->fd);
+		c->fd = -1;
+		return -1;
 	}
 	return 0;
 }
@@ -432,21 +452,19 @@ name_ok(const char *s)
 			 "123456789._-") == n;
 }
 
-/* Parse a positive count option. */
+/* Parse a count option: decimal digits only, from 1 to max. */
 static long
 count_arg(const char *opt, const char *s, long max)
 {
-	char *end;
-	long v;
+	const char *why;
+	uint64_t v;
 
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || *end != '\0' || end == s || v < 1 || v > max) {
+	if (parse_uint(s, 1, (uint64_t)max, &v, &why) != 0) {
 		warnmsg("%s: \"%s\" is not a number from 1 to %ld", opt, s,
 			max);
 		exit(EX_USAGE);
 	}
-	return v;
+	return (long)v;
 }
 
 /* Report a getopt error for command cmd ("" for the global options) and give the usage exit code. */
@@ -493,8 +511,20 @@ cmd_next(int argc, char **argv)
 	memset(&job, 0, sizeof job);
 	job.count = 1;
 	optind = 0; /* restart getopt on the command's own arguments */
-	while ((ch = getopt_long(argc, argv, ":n:c:", longopts, NULL)) != -1) {
+	/*
+	 * "-": NAME comes back as option 1, so -n and -c may follow it even
+	 * when POSIXLY_CORRECT would stop getopt at the first non-option.
+	 */
+	while ((ch = getopt_long(argc, argv, "-:n:c:", longopts, NULL)) !=
+	    -1) {
 		switch (ch) {
+		case 1:
+			if (name != NULL) {
+				warnmsg("next: unexpected argument %s", optarg);
+				return EX_USAGE;
+			}
+			name = optarg;
+			break;
 		case 'n':
 			job.count = count_arg("-n", optarg, 100000000L);
 			break;
@@ -505,7 +535,7 @@ cmd_next(int argc, char **argv)
 			return opt_error("next", ch, argv);
 		}
 	}
-	if (optind < argc)
+	if (name == NULL && optind < argc)
 		name = argv[optind++];
 	if (optind < argc) {
 		warnmsg("next: unexpected argument %s", argv[optind]);
@@ -548,6 +578,53 @@ cmd_next(int argc, char **argv)
 	return job.failed || job.unwritable ? EX_FAILED : EX_OK;
 }
 
+/* Order counters by name, byte by byte. */
+static int
+list_cmp(const void *a, const void *b)
+{
+	json_t *const *x = a, *const *y = b;
+
+	return strcmp(json_string_value(json_object_get(*x, "counter")),
+		      json_string_value(json_object_get(*y, "counter")));
+}
+
+/* Print counterd's GET /counters answer j as NAME COUNT lines sorted by name; frees j. */
+static int
+cmd_list(json_t *j)
+{
+	json_t *arr = json_object_get(j, "counters"), *c, **v;
+	size_t i, n = json_array_size(arr);
+
+	if (!json_is_array(arr)) {
+		warnmsg("list: counterd's answer lacks the counters");
+		json_decref(j);
+		return EX_UNREACHABLE;
+	}
+	if ((v = calloc(n + 1, sizeof *v)) == NULL) {
+		warnmsg("out of memory");
+		exit(EX_FAILED);
+	}
+	json_array_foreach(arr, i, c) {
+		if (!json_is_string(json_object_get(c, "counter")) ||
+		    !json_is_integer(json_object_get(c, "count"))) {
+			warnmsg("list: counterd's answer lacks a counter's "
+				"name or count");
+			free(v);
+			json_decref(j);
+			return EX_UNREACHABLE;
+		}
+		v[i] = c;
+	}
+	qsort(v, n, sizeof *v, list_cmp);
+	for (i = 0; i < n; i++)
+		printf("%s %" JSON_INTEGER_FORMAT "\n",
+		       json_string_value(json_object_get(v[i], "counter")),
+		       json_integer_value(json_object_get(v[i], "count")));
+	free(v);
+	json_decref(j);
+	return output_ok("list") ? EX_OK : EX_FAILED;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -575,6 +652,10 @@ main(int argc, char **argv)
 			printf("counterctl %s\n", PACKAGE_VERSION);
 			return EX_OK;
 		case 's':
+			if (*optarg == '\0') {
+				warnmsg("--socket: the path is empty");
+				return EX_USAGE;
+			}
 			sock_path = optarg;
 			break;
 		case 't':
@@ -625,27 +706,23 @@ main(int argc, char **argv)
 		}
 		snprintf(path, sizeof path, "/counters/%s", argv[1]);
 		j = call_json("get", "GET", path, &status);
+		if (!json_is_integer(json_object_get(j, "count"))) {
+			warnmsg("get: counterd's answer lacks a count");
+			json_decref(j);
+			return EX_UNREACHABLE;
+		}
 		printf("%" JSON_INTEGER_FORMAT "\n",
 		       json_integer_value(json_object_get(j, "count")));
 		json_decref(j);
 		return output_ok("get") ? EX_OK : EX_FAILED;
 	}
 	if (strcmp(argv[0], "list") == 0) {
-		json_t *arr, *c;
-		size_t i;
-
 		if (argc != 1) {
 			warnmsg("usage: counterctl list");
 			return EX_USAGE;
 		}
 		j = call_json("list", "GET", "/counters", &status);
-		arr = json_object_get(j, "counters");
-		json_array_foreach(arr, i, c)
-		    printf("%s %" JSON_INTEGER_FORMAT "\n",
-			   json_string_value(json_object_get(c, "counter")),
-			   json_integer_value(json_object_get(c, "count")));
-		json_decref(j);
-		return output_ok("list") ? EX_OK : EX_FAILED;
+		return cmd_list(j);
 	}
 	if (strcmp(argv[0], "stats") == 0 || strcmp(argv[0], "health") == 0) {
 		const char *path = argv[0][0] == 's' ? "/stats" : "/healthz";

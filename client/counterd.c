@@ -471,6 +471,8 @@ main(int argc, char **argv)
 			server = optarg;
 			break;
 		case 'S':
+			if (*optarg == '\0')
+				fatalx("--socket: the path is empty");
 			sock = optarg;
 			break;
 		case 'i':
