@@ -122,6 +122,8 @@ struct store {
 	uint64_t synced;              /* commits covered by a sync that is over */
 	int sync_failed;              /* a sync failed: nothing more is acknowledged */
 	char *dir;                    /* the database's directory, for its free space */
+	char *file;                   /* the database file, as SQLite resolved it (symlinks followed) */
+	char *walfile;                /* and its WAL */
 	int full;                     /* the loop's: the last commit failed, disk full (store_full()) */
 	unsigned long long full_free; /* the loop's: bytes free then */
 	int sync_quit;                /* the writer is gone: syncers finish and leave */
@@ -134,7 +136,7 @@ static void *store_reader_thread(void *arg);
 static int store_wal_hook(void *arg, sqlite3 *db, const char *name, int frames);
 static void store_done(struct store *st, struct store_batch *b);
 static void store_release(struct store *st);
-static int store_open_wal(struct store *st, const char *path, char *why);
+static int store_open_wal(struct store *st, char *why);
 static unsigned long long store_free_bytes(struct store *st);
 
 /*
@@ -335,33 +337,29 @@ store_connect(const char *path, sqlite3 **db, char *why)
  * replaces it) while a connection is open, and ours stay open.
  */
 static int
-store_open_wal(struct store *st, const char *path, char *why)
+store_open_wal(struct store *st, char *why)
 {
-	char *wal, *dir, *slash;
+	char *dir, *slash;
 	int dfd;
 
-	if (asprintf(&wal, "%s-wal", path) < 0) {
+	st->wal_fd = open(st->walfile, O_RDONLY | O_CLOEXEC);
+	if (st->wal_fd == -1) {
+		snprintf(why, 256, "%s: %s", st->walfile, strerror(errno));
+		return -1;
+	}
+	if ((dir = strdup(st->walfile)) == NULL) {
 		snprintf(why, 256, "out of memory");
 		return -1;
 	}
-	st->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
-	if (st->wal_fd == -1) {
-		snprintf(why, 256, "%s: %s", wal, strerror(errno));
-		free(wal);
-		return -1;
-	}
-	dir = wal;
 	if ((slash = strrchr(dir, '/')) == NULL)
-		dir = (char *)".";
-	else if (slash == dir)
-		dir[1] = '\0';
+		strcpy(dir, ".");
 	else
-		*slash = '\0';
+		slash[slash == dir] = '\0';
 	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
 		fsync(dfd);
 		close(dfd);
 	}
-	free(wal);
+	free(dir);
 	return 0;
 }
 
@@ -391,6 +389,8 @@ struct store *
 store_open(const char *path, int durable_full, char *why)
 {
 	struct store *st;
+	const char *file;
+	char *slash;
 	int rc, i, stamp;
 
 	if ((st = calloc(1, sizeof *st)) == NULL) {
@@ -406,15 +406,21 @@ store_open(const char *path, int durable_full, char *why)
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	st->pending_tail = &st->pending;
 	st->done_tail = &st->done;
-	if ((st->dir = strdup(path)) != NULL) {
-		char *slash = strrchr(st->dir, '/');
-
-		if (slash == NULL)
-			strcpy(st->dir, ".");
-		else
-			slash[slash == st->dir] = '\0';
+	if (store_connect(path, &st->w, why) != 0)
+		goto fail;
+	/* Where SQLite put it, symlinks followed: the WAL is next to the file, not to the link. */
+	file = sqlite3_db_filename(st->w, "main");
+	if (file == NULL || file[0] == '\0' || (st->file = strdup(file)) == NULL ||
+	    (st->walfile = strdup(sqlite3_filename_wal(file))) == NULL || (st->dir = strdup(file)) == NULL) {
+		snprintf(why, 256, "out of memory");
+		goto fail;
 	}
-	if (store_connect(path, &st->w, why) != 0 || store_identify(st->w, &stamp, why) != 0)
+	slash = strrchr(st->dir, '/');
+	if (slash == NULL)
+		strcpy(st->dir, ".");
+	else
+		slash[slash == st->dir] = '\0';
+	if (store_identify(st->w, &stamp, why) != 0)
 		goto fail;
 	if ((rc = store_wal_mode(st->w)) != SQLITE_OK) {
 		store_wal_error(st->w, rc, why);
@@ -445,7 +451,7 @@ store_open(const char *path, int durable_full, char *why)
 		snprintf(why, 256, "%s", sqlite3_errmsg(st->readers[0].db));
 		goto fail;
 	}
-	if (durable_full && store_open_wal(st, path, why) != 0)
+	if (durable_full && store_open_wal(st, why) != 0)
 		goto fail;
 	if (pipe2(st->notify, O_CLOEXEC | O_NONBLOCK) != 0 || pipe2(st->rnotify, O_CLOEXEC | O_NONBLOCK) != 0) {
 		snprintf(why, 256, "pipe: %s", strerror(errno));
@@ -548,6 +554,8 @@ store_close(struct store *st)
 	}
 	sqlite3_close(st->w);
 	free(st->dir);
+	free(st->file);
+	free(st->walfile);
 	free(st);
 }
 
