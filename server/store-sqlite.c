@@ -15,10 +15,21 @@
  * only when a sync that began after its COMMIT returned is over: its frames
  * are then on disk (or, if a checkpoint has copied them, the checkpoint
  * synced them). With --durability normal nothing is synced.
+ *
+ * One process per database: the store holds an flock(2) on the database
+ * file (on its inode, so another path to it, a symlink or a hard link, finds
+ * it too) from before anything is read until every connection is closed, and
+ * refuses to open a file another process holds. Two daemons on one file
+ * would each keep their own /stats. The kernel drops the lock when the
+ * process ends, however it ends. SQLite's own locks are fcntl(2) locks, which
+ * flock(2) does not touch; the lock's fd is closed after SQLite's, as closing
+ * any fd of the file drops the process's fcntl locks on it.
  */
 #include "config.h"
 
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -124,6 +135,8 @@ struct store {
 	char *dir;                    /* the database's directory, for its free space */
 	char *file;                   /* the database file, as SQLite resolved it (symlinks followed) */
 	char *walfile;                /* and its WAL */
+	int lock_fd;                  /* holds the flock on the database file; its inode is the one we write */
+	struct stat lock_sb;
 	int full;                     /* the loop's: the last commit failed, disk full (store_full()) */
 	unsigned long long full_free; /* the loop's: bytes free then */
 	int sync_quit;                /* the writer is gone: syncers finish and leave */
@@ -363,6 +376,58 @@ store_open_wal(struct store *st, char *why)
 	return 0;
 }
 
+/* The process holding an flock on the file of sb, from /proc/locks; 0 if unknown (e.g. /proc hidden). */
+static long
+store_lock_holder(const struct stat *sb)
+{
+	char line[256];
+	unsigned int maj, min;
+	unsigned long ino;
+	long pid, found = 0;
+	FILE *f;
+
+	if ((f = fopen("/proc/locks", "re")) == NULL)
+		return 0;
+	while (found == 0 && fgets(line, sizeof line, f) != NULL)
+		if (sscanf(line, "%*d: FLOCK %*s %*s %ld %x:%x:%lu", &pid, &maj, &min, &ino) == 4 &&
+		    ino == (unsigned long)sb->st_ino && maj == major(sb->st_dev) && min == minor(sb->st_dev))
+			found = pid;
+	fclose(f);
+	return found;
+}
+
+/*
+ * Take the database file's lock (see the top of this file): 0, or -1 with
+ * the reason in why when another process holds it or the file cannot be
+ * opened. Nothing of the file is read or written.
+ */
+static int
+store_lock(struct store *st, char *why)
+{
+	long pid;
+
+	if ((st->lock_fd = open(st->file, O_RDONLY | O_CLOEXEC)) == -1 || fstat(st->lock_fd, &st->lock_sb) != 0) {
+		snprintf(why, 256, "%s: %s", st->file, strerror(errno));
+		return -1;
+	}
+	while (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EINTR)
+			continue;
+		if (errno != EWOULDBLOCK) {
+			snprintf(why, 256, "cannot lock it: %s", strerror(errno));
+			return -1;
+		}
+		if ((pid = store_lock_holder(&st->lock_sb)) != 0)
+			snprintf(why, 256, "is in use by another process (pid %ld; a record-countd serving it?): stop that"
+			    " one first; two on one database would each count only their own records", pid);
+		else
+			snprintf(why, 256, "is in use by another process (a record-countd serving it?): stop that one"
+			    " first; two on one database would each count only their own records");
+		return -1;
+	}
+	return 0;
+}
+
 /* Open rd's read-only connection to path and prepare its statements; 0, or -1 with the reason in why. */
 static int
 store_reader_open(struct store *st, struct store_reader *rd, const char *path, char *why)
@@ -406,6 +471,7 @@ store_open(const char *path, int durable_full, char *why)
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	st->pending_tail = &st->pending;
 	st->done_tail = &st->done;
+	st->lock_fd = -1;
 	if (store_connect(path, &st->w, why) != 0)
 		goto fail;
 	/* Where SQLite put it, symlinks followed: the WAL is next to the file, not to the link. */
@@ -420,7 +486,7 @@ store_open(const char *path, int durable_full, char *why)
 		strcpy(st->dir, ".");
 	else
 		slash[slash == st->dir] = '\0';
-	if (store_identify(st->w, &stamp, why) != 0)
+	if (store_lock(st, why) != 0 || store_identify(st->w, &stamp, why) != 0)
 		goto fail;
 	if ((rc = store_wal_mode(st->w)) != SQLITE_OK) {
 		store_wal_error(st->w, rc, why);
@@ -553,6 +619,9 @@ store_close(struct store *st)
 		sqlite3_close(st->readers[i].db);
 	}
 	sqlite3_close(st->w);
+	/* Last: closing it drops this process's fcntl locks on the file, SQLite's among them. */
+	if (st->lock_fd != -1)
+		close(st->lock_fd);
 	free(st->dir);
 	free(st->file);
 	free(st->walfile);

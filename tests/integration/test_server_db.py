@@ -1,8 +1,9 @@
-"""record-countd: the --db file as an operator meets it (paths), against the real binary, real files and real HTTP."""
+"""record-countd: the --db file as an operator meets it (a second daemon on it, paths), against the real binary, real files and real HTTP."""
 import os
 import shutil
 import sqlite3
 import subprocess
+import threading
 import time
 
 import pytest
@@ -38,6 +39,90 @@ def wait_for(probe, timeout=5):
             return v
         time.sleep(0.05)
     return None
+
+
+def test_second_daemon_on_the_same_database_is_refused(record_countd, tmp_path):
+    # Two daemons on one file each answered: duplicates and seqs were right (one table), but each /stats and
+    # /metrics counted only its own records, so /stats and /clients disagreed. The second is now refused at start,
+    # by any path to the same file, and touches nothing.
+    a = record_countd("--latency", "0")
+    assert a.get("/record-count?client=c&value=5").status == 200
+    os.symlink(a.db, str(tmp_path / "link.db"))
+    os.link(a.db, str(tmp_path / "hard.db"))
+    for path, cwd in ((a.db, None), ("records.db", str(tmp_path)), (str(tmp_path / "link.db"), None),
+                      (str(tmp_path / "hard.db"), None)):
+        out = run(["--db", path], cwd=cwd)
+        assert out.returncode == 1, out
+        assert ("--db %s: is in use by another process (pid %d; a record-countd serving it?): stop that one first"
+                % (path, a.proc.pid)) in out.stderr, out.stderr
+    # The first goes on, and its view agrees with the database.
+    assert a.get("/record-count?client=c&value=6").json()["seq"] == 2
+    assert a.get("/stats?client=c").json()["clients"]["c"]["last_value"] == 6
+    assert a.get("/clients/c").json() == {"client": "c", "last_value": 6, "recorded": 2}
+    a.stop()
+    assert records(a.db) == [(1, "c", 5), (2, "c", 6)]
+
+
+def test_lock_is_released_however_the_first_ends(record_countd):
+    a = record_countd("--latency", "0")
+    assert a.get("/record-count?client=c&value=1").status == 200
+    a.kill()
+    b = record_countd("--latency", "0", db=a.db)
+    assert b.get("/record-count?client=c&value=1").json()["duplicate"] is True
+    assert b.stop() == 0
+    c = record_countd("--latency", "0", db=a.db)
+    assert c.get("/clients/c").json()["recorded"] == 1
+
+
+def test_restart_overlap_waits_for_the_old_one_to_drain(record_countd):
+    # A new daemon started while the old one still answers requests in flight after SIGTERM (their commits are
+    # still to come) is refused; once the old one exits, the new one starts and sees every record.
+    a = record_countd("--latency", "1500ms")
+    got = {}
+
+    def slow():
+        got["r"] = a.get("/record-count?client=d&value=9")
+
+    t = threading.Thread(target=slow)
+    t.start()
+    assert wait_for(lambda: "in_flight\":1" in a.get("/stats").body.decode())
+    a.signal(15)
+    assert wait_for(lambda: "stopping" in a.read_log())
+    out = run(["--db", a.db])
+    assert out.returncode == 1 and "is in use by another process" in out.stderr, out.stderr
+    t.join()
+    assert got["r"].json()["seq"] == 1
+    assert a.proc.wait(10) == 0
+    b = record_countd("--latency", "0", db=a.db)
+    assert b.get("/record-count?client=d&value=9").json() == {"value": 9, "client": "d", "seq": 1, "duplicate": True}
+
+
+def test_two_started_at_once_on_a_new_file_one_serves(tmp_path):
+    db = str(tmp_path / "new.db")
+    ports = [free_port(), free_port()]
+    procs = [subprocess.Popen([RECORD_COUNTD, "--listen", "127.0.0.1:%d" % p, "--latency", "0", "--db", db],
+                              stderr=subprocess.PIPE, text=True) for p in ports]
+    try:
+        loser = wait_for(lambda: [p for p in procs if p.poll() is not None], timeout=10)
+        assert loser and len(loser) == 1, [p.poll() for p in procs]
+        assert loser[0].returncode == 1 and "is in use by another process" in loser[0].stderr.read()
+        port = ports[1 - procs.index(loser[0])]
+        assert wait_for(lambda: _status(port, "/healthz") == 200)
+        assert _status(port, "/record-count?client=e&value=1") == 200
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+            p.stderr.close()
+    assert records(db) == [(1, "e", 1)]
+
+
+def _status(port, path):
+    try:
+        return http_tcp("127.0.0.1", port, "GET", path, timeout=5).status
+    except OSError:
+        return None
 
 
 @pytest.mark.parametrize("durability", ["full", "normal"])
