@@ -137,6 +137,9 @@ struct store {
 	char *walfile;                /* and its WAL */
 	int lock_fd;                  /* holds the flock on the database file; its inode is the one we write */
 	struct stat lock_sb;
+	struct stat wal_sb;           /* the WAL we opened */
+	int lost;                     /* under mu: the file at the path is no longer ours; nothing more is written */
+	char lost_error[256];
 	int full;                     /* the loop's: the last commit failed, disk full (store_full()) */
 	unsigned long long full_free; /* the loop's: bytes free then */
 	int sync_quit;                /* the writer is gone: syncers finish and leave */
@@ -345,9 +348,10 @@ store_connect(const char *path, sqlite3 **db, char *why)
 }
 
 /*
- * Open the WAL file for the syncers, and sync its directory once so that the
- * file itself survives a power loss. SQLite keeps the WAL (never removes or
- * replaces it) while a connection is open, and ours stay open.
+ * Open the WAL file (for the syncers, and to notice its replacement), and
+ * sync its directory once so that the file itself survives a power loss.
+ * SQLite keeps the WAL (never removes or replaces it) while a connection is
+ * open, and ours stay open.
  */
 static int
 store_open_wal(struct store *st, char *why)
@@ -356,7 +360,7 @@ store_open_wal(struct store *st, char *why)
 	int dfd;
 
 	st->wal_fd = open(st->walfile, O_RDONLY | O_CLOEXEC);
-	if (st->wal_fd == -1) {
+	if (st->wal_fd == -1 || fstat(st->wal_fd, &st->wal_sb) != 0) {
 		snprintf(why, 256, "%s: %s", st->walfile, strerror(errno));
 		return -1;
 	}
@@ -517,7 +521,7 @@ store_open(const char *path, int durable_full, char *why)
 		snprintf(why, 256, "%s", sqlite3_errmsg(st->readers[0].db));
 		goto fail;
 	}
-	if (durable_full && store_open_wal(st, why) != 0)
+	if (store_open_wal(st, why) != 0)
 		goto fail;
 	if (pipe2(st->notify, O_CLOEXEC | O_NONBLOCK) != 0 || pipe2(st->rnotify, O_CLOEXEC | O_NONBLOCK) != 0) {
 		snprintf(why, 256, "pipe: %s", strerror(errno));
@@ -695,13 +699,28 @@ store_write(struct store *st, struct store_batch *b)
 	b->added = ok ? added : 0;
 }
 
+/* Fail a batch without writing it: the database file is no longer at its path (see store_check()). */
+static void
+store_refuse(struct store *st, struct store_batch *b)
+{
+	struct store_job *j;
+
+	for (j = b->jobs; j != NULL; j = j->next)
+		b->records += j->n;
+	b->began = store_now();
+	b->ok = 0;
+	pthread_mutex_lock(&st->mu);
+	snprintf(b->error, sizeof b->error, "%s", st->lost_error);
+	pthread_mutex_unlock(&st->mu);
+}
+
 /* The writer thread: take everything submitted, write and commit it as one batch, hand it back; again. */
 static void *
 store_thread(void *arg)
 {
 	struct store *st = arg;
 	struct store_batch *b = NULL;
-	int wake;
+	int wake, lost;
 
 	pthread_mutex_lock(&st->mu);
 	for (;;) {
@@ -717,9 +736,13 @@ store_thread(void *arg)
 		b->jobs = st->pending;
 		st->pending = NULL;
 		st->pending_tail = &st->pending;
+		lost = st->lost;
 		pthread_mutex_unlock(&st->mu);
 
-		store_write(st, b);
+		if (lost)
+			store_refuse(st, b);
+		else
+			store_write(st, b);
 
 		pthread_mutex_lock(&st->mu);
 		if (st->durable_full) {
@@ -1098,7 +1121,7 @@ store_full(struct store *st, char *why, size_t len)
 	return 1;
 }
 
-/* Has a sync failed (and why)? */
+/* Has a sync failed, or the database file gone from its path (and why)? */
 int
 store_failed(struct store *st, char *why, size_t len)
 {
@@ -1107,6 +1130,52 @@ store_failed(struct store *st, char *why, size_t len)
 	pthread_mutex_lock(&st->mu);
 	if ((failed = st->sync_failed))
 		snprintf(why, len, "%s", st->sync_error);
+	else if ((failed = st->lost))
+		snprintf(why, len, "%s", st->lost_error);
 	pthread_mutex_unlock(&st->mu);
 	return failed;
+}
+
+/*
+ * Is the file at path still the one open as sb? 0 if so (or if stat fails
+ * otherwise than with ENOENT: nothing is known), else -1 with what
+ * happened in why (256 bytes).
+ */
+static int
+store_same(const char *path, const struct stat *sb, const char *what, char *why)
+{
+	struct stat now;
+	const char *how;
+
+	if (stat(path, &now) == 0) {
+		if (now.st_dev == sb->st_dev && now.st_ino == sb->st_ino)
+			return 0;
+		how = "replaced by another file";
+	} else if (errno == ENOENT)
+		how = "removed";
+	else
+		return 0;
+	snprintf(why, 256, "%s %s was %s while record-countd ran: records would go to a file no longer there, so "
+	    "none is taken; restart record-countd", what, path, how);
+	return -1;
+}
+
+/* Are the database and its WAL still the files at their paths? Once not, nothing more is written. */
+int
+store_check(struct store *st, char *why, size_t len)
+{
+	char what[sizeof st->lost_error];
+
+	/* Only the loop sets lost: read here without mu. */
+	if (st->lost)
+		return 0;
+	if (store_same(st->file, &st->lock_sb, "the database", what) == 0 &&
+	    store_same(st->walfile, &st->wal_sb, "the database's WAL", what) == 0)
+		return 0;
+	pthread_mutex_lock(&st->mu);
+	st->lost = 1;
+	memcpy(st->lost_error, what, sizeof st->lost_error);
+	pthread_mutex_unlock(&st->mu);
+	snprintf(why, len, "%s", what);
+	return -1;
 }

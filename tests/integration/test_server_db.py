@@ -1,4 +1,5 @@
-"""record-countd: the --db file as an operator meets it (a second daemon on it, paths), against the real binary, real files and real HTTP."""
+"""record-countd: the --db file as an operator meets it (a second daemon on it, paths, a file removed or replaced
+while running), against the real binary, real files and real HTTP."""
 import os
 import shutil
 import sqlite3
@@ -167,3 +168,44 @@ def test_missing_directory_is_named(tmp_path):
     assert out.returncode == 1
     assert "--db %s: unable to open database file (No such file or directory)" % path in out.stderr, out.stderr
     assert not os.path.exists(str(tmp_path / "no"))
+
+
+def _swap_in_another_file(path):
+    other = path + ".new"
+    open(other, "wb").close()
+    os.rename(other, path)
+
+
+@pytest.mark.parametrize("what,change,message", [
+    ("db", os.unlink, "the database %s was removed while record-countd ran"),
+    ("db", _swap_in_another_file, "the database %s was replaced by another file while record-countd ran"),
+    ("wal", os.unlink, "the database's WAL %s was removed while record-countd ran"),
+])
+def test_database_removed_or_replaced_while_running(record_countd, what, change, message):
+    # The open file kept taking records after an `rm` (or a restore moved over it): acknowledged, and gone with
+    # the old file at exit. Now, within a second or two, /healthz fails and records are refused unwritten.
+    d = record_countd("--latency", "0")
+    assert d.get("/record-count?client=w&value=1").status == 200
+    path = d.db if what == "db" else d.db + "-wal"
+    change(path)
+    msg = message % path
+    h = wait_for(lambda: (lambda r: r if r.status == 503 else None)(d.get("/healthz")), timeout=5)
+    assert h is not None, d.read_log()
+    assert h.json()["error"] == "storage_failed" and msg in h.json()["message"], h.json()
+    r = d.get("/record-count?client=w&value=2")
+    assert r.status == 503 and r.json()["error"] == "storage_error" and msg in r.json()["message"], r
+    r = d.post("/record-count", {"client": "w", "values": [3, 4]})
+    assert r.status == 503, r
+    assert d.get("/records?client=w").json()["records"][0]["value"] == 1, "reads go on"
+    assert d.read_log().count(msg) == 1 + 2, d.read_log()   # once from the check, once per failed commit
+    assert d.stop() == 0
+
+
+def test_database_check_costs_no_commits(record_countd):
+    # The check is a timer on the loop: a database left alone is never reported, however long the daemon runs.
+    d = record_countd("--latency", "0")
+    for i in range(1, 4):
+        assert d.get("/record-count?client=k&value=%d" % i).status == 200
+        time.sleep(0.6)
+    assert d.get("/healthz").status == 200
+    assert "while record-countd ran" not in d.read_log()
