@@ -226,13 +226,16 @@ store_wal_mode(sqlite3 *db)
 	return rc;
 }
 
-/* Say in why (256 bytes) why db cannot be put in WAL mode (rc from store_wal_mode). */
+/* Say in why (256 bytes) why db, in directory dir, cannot be put in WAL mode (rc from store_wal_mode). */
 static void
-store_wal_error(sqlite3 *db, int rc, char *why)
+store_wal_error(sqlite3 *db, const char *dir, int rc, char *why)
 {
 	int ext = sqlite3_extended_errcode(db);
 
-	if (rc == -1)
+	if (((rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN) && access(dir, W_OK | X_OK) != 0)
+		snprintf(why, 256, "cannot create its WAL files (-wal, -shm): directory %s is not writable (%s)", dir,
+		    strerror(errno));
+	else if (rc == -1)
 		snprintf(why, 256, "cannot use WAL mode; it needs a local filesystem with shared memory");
 	else if ((rc & 0xff) == SQLITE_FULL || sqlite3_system_errno(db) == ENOSPC || sqlite3_system_errno(db) == EDQUOT)
 		snprintf(why, 256, "cannot create its WAL files (-wal, -shm): %s; free space on that filesystem",
@@ -273,7 +276,7 @@ store_int(sqlite3 *db, const char *sql, int64_t *v)
  * identity written. 0, or -1 with the reason in why (256 bytes).
  */
 static int
-store_identify(sqlite3 *db, int *stamp, char *why)
+store_identify(sqlite3 *db, const char *dir, int *stamp, char *why)
 {
 	int64_t app, ver, tables, ours;
 	int rc;
@@ -284,7 +287,7 @@ store_identify(sqlite3 *db, int *stamp, char *why)
 	    (rc = store_int(db, "SELECT count(*) FROM sqlite_master", &tables)) != SQLITE_OK ||
 	    (rc = store_int(db, "SELECT count(*) = 4 AND group_concat(name, ',') = 'seq,client,value,at'"
 	    " FROM (SELECT name FROM pragma_table_info('records') ORDER BY cid)", &ours)) != SQLITE_OK) {
-		store_wal_error(db, rc, why);
+		store_wal_error(db, dir, rc, why);
 		return -1;
 	}
 	if (app == STORE_APPLICATION_ID) {
@@ -340,7 +343,10 @@ store_connect(const char *path, sqlite3 **db, char *why)
 	}
 	/* SQLite falls back to read-only when it cannot write the file: every record would fail. */
 	if (sqlite3_db_readonly(*db, "main") == 1) {
-		snprintf(why, 256, "cannot be written (check the owner and mode of the file and its directory)");
+		if (access(path, W_OK) != 0 && errno == EROFS)
+			snprintf(why, 256, "cannot be written: it is on a read-only filesystem (%s)", strerror(EROFS));
+		else
+			snprintf(why, 256, "cannot be written (check the owner and mode of the file and its directory)");
 		return -1;
 	}
 	sqlite3_busy_timeout(*db, 2000);
@@ -490,10 +496,10 @@ store_open(const char *path, int durable_full, char *why)
 		strcpy(st->dir, ".");
 	else
 		slash[slash == st->dir] = '\0';
-	if (store_lock(st, why) != 0 || store_identify(st->w, &stamp, why) != 0)
+	if (store_lock(st, why) != 0 || store_identify(st->w, st->dir, &stamp, why) != 0)
 		goto fail;
 	if ((rc = store_wal_mode(st->w)) != SQLITE_OK) {
-		store_wal_error(st->w, rc, why);
+		store_wal_error(st->w, st->dir, rc, why);
 		goto fail;
 	}
 	/* A WAL grown past 16 MB (see STORE_WAL_READ_PAUSE_FRAMES) is cut back to that when it starts again. */

@@ -1,5 +1,5 @@
 """record-countd: the --db file as an operator meets it (a second daemon on it, paths, a file removed or replaced
-while running), against the real binary, real files and real HTTP."""
+while running, a read-only filesystem), against the real binary, real files and real HTTP."""
 import os
 import shutil
 import sqlite3
@@ -180,7 +180,7 @@ def _swap_in_another_file(path):
     ("db", os.unlink, "the database %s was removed while record-countd ran"),
     ("db", _swap_in_another_file, "the database %s was replaced by another file while record-countd ran"),
     ("wal", os.unlink, "the database's WAL %s was removed while record-countd ran"),
-])
+], ids=["db-removed", "db-replaced", "wal-removed"])
 def test_database_removed_or_replaced_while_running(record_countd, what, change, message):
     # The open file kept taking records after an `rm` (or a restore moved over it): acknowledged, and gone with
     # the old file at exit. Now, within a second or two, /healthz fails and records are refused unwritten.
@@ -209,3 +209,49 @@ def test_database_check_costs_no_commits(record_countd):
         time.sleep(0.6)
     assert d.get("/healthz").status == 200
     assert "while record-countd ran" not in d.read_log()
+
+
+def _can_bind_read_only():
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind -o ro / /mnt"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_bind_read_only(), reason="needs root and mount namespaces (unshare -m)")
+def test_read_only_filesystem_is_named(record_countd, tmp_path):
+    d = record_countd("--latency", "0")
+    assert d.get("/record-count?client=o&value=1").status == 200
+    assert d.stop() == 0
+    before = open(d.db, "rb").read()
+    for path, message in ((d.db, "cannot be written: it is on a read-only filesystem (Read-only file system)"),
+                          (str(tmp_path / "new.db"),
+                           "cannot create it: directory %s is not writable (Read-only file system)" % tmp_path)):
+        script = 'mount --bind -o ro "$1" "$1" && exec "$2" --listen 127.0.0.1:%d --latency 0 --db "$3"' % free_port()
+        out = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(tmp_path), RECORD_COUNTD, path],
+                             capture_output=True, text=True, timeout=10)
+        assert out.returncode == 1, out
+        assert "--db %s: %s" % (path, message) in out.stderr, out.stderr
+    assert open(d.db, "rb").read() == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to run as nobody")
+def test_directory_without_room_for_the_wal_files_is_named():
+    # The file may be written but its directory not: SQLite cannot create -wal and -shm, and said only "attempt to
+    # write a readonly database".
+    import pwd
+    import tempfile
+    d = tempfile.mkdtemp(prefix="rc-rodir-")
+    try:
+        os.chmod(d, 0o755)
+        db = os.path.join(d, "r.db")
+        open(db, "wb").close()
+        os.chown(db, pwd.getpwnam("nobody").pw_uid, -1)
+        out = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", RECORD_COUNTD,
+                              "--listen", "127.0.0.1:%d" % free_port(), "--latency", "0", "--db", db],
+                             capture_output=True, text=True, timeout=10)
+        assert out.returncode == 1, out
+        assert ("--db %s: cannot create its WAL files (-wal, -shm): directory %s is not writable (Permission denied)"
+                % (db, d)) in out.stderr, out.stderr
+        assert os.listdir(d) == ["r.db"] and os.path.getsize(db) == 0
+    finally:
+        shutil.rmtree(d)
