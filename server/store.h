@@ -56,7 +56,10 @@ struct store_batch {
  * Open (creating if needed) the database at path and start its threads.
  * durable_full: an acknowledged record survives power loss (its batch is
  * handed back only after the WAL is fdatasync'd); otherwise it survives a
- * crash of the process. Returns NULL with a reason in why (256 bytes).
+ * crash of the process. The store is this process's alone until
+ * store_close(): one another process holds is refused (the daemons keep
+ * per-client summaries in memory, which a second writer would leave stale).
+ * Returns NULL with a reason in why (256 bytes).
  */
 struct store *store_open(const char *path, int durable_full, char *why);
 /* Run every submitted read and write and commit every submitted job, stop the threads, close; the store is freed. */
