@@ -43,6 +43,7 @@ int shutting_down;
 
 static struct event *main_watchdog_ev;
 static struct event *main_status_ev;
+static struct event *main_store_ev;
 static const char *main_where;           /* where it listens, for logs and STATUS= */
 static char *main_where_buf;
 static char *main_db_default;
@@ -569,6 +570,16 @@ main_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 	sd_notify(0, "WATCHDOG=1");
 }
 
+/* Once a second: is the database still the file at its path? Logged once when it is not (/healthz says so). */
+static void
+main_store_cb(evutil_socket_t fd, short what, void *arg)
+{
+	char why[512];
+
+	if (store_check(db, why, sizeof why) != 0)
+		log_warnx("%s", why);
+}
+
 /* Keep systemd's STATUS= line current (shown by systemctl status). */
 static void
 main_status_cb(evutil_socket_t fd, short what, void *arg)
@@ -643,6 +654,13 @@ main(int argc, char **argv)
 		event_add(main_watchdog_ev, &tv);
 	}
 
+	/* A stat(2) of the database and its WAL a second, on the loop: nothing on the commit path. */
+	if ((main_store_ev = event_new(ev_base, -1, EV_PERSIST, main_store_cb, NULL)) == NULL)
+		fatalx("cannot start the database check");
+	tv.tv_sec = 1;
+	tv.tv_usec = 0;
+	event_add(main_store_ev, &tv);
+
 	if (getenv("NOTIFY_SOCKET") != NULL) {
 		main_status_ev = event_new(ev_base, -1, EV_PERSIST, main_status_cb, NULL);
 		tv.tv_sec = 5;
@@ -671,6 +689,7 @@ main(int argc, char **argv)
 		event_free(main_watchdog_ev);
 	if (main_status_ev != NULL)
 		event_free(main_status_ev);
+	event_free(main_store_ev);
 	event_free(sigterm);
 	event_free(sigint);
 	event_free(sighup);

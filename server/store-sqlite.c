@@ -15,10 +15,21 @@
  * only when a sync that began after its COMMIT returned is over: its frames
  * are then on disk (or, if a checkpoint has copied them, the checkpoint
  * synced them). With --durability normal nothing is synced.
+ *
+ * One process per database: the store holds an flock(2) on the database
+ * file (on its inode, so another path to it, a symlink or a hard link, finds
+ * it too) from before anything is read until every connection is closed, and
+ * refuses to open a file another process holds. Two daemons on one file
+ * would each keep their own /stats. The kernel drops the lock when the
+ * process ends, however it ends. SQLite's own locks are fcntl(2) locks, which
+ * flock(2) does not touch; the lock's fd is closed after SQLite's, as closing
+ * any fd of the file drops the process's fcntl locks on it.
  */
 #include "config.h"
 
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -122,6 +133,13 @@ struct store {
 	uint64_t synced;              /* commits covered by a sync that is over */
 	int sync_failed;              /* a sync failed: nothing more is acknowledged */
 	char *dir;                    /* the database's directory, for its free space */
+	char *file;                   /* the database file, as SQLite resolved it (symlinks followed) */
+	char *walfile;                /* and its WAL */
+	int lock_fd;                  /* holds the flock on the database file; its inode is the one we write */
+	struct stat lock_sb;
+	struct stat wal_sb;           /* the WAL we opened */
+	int lost;                     /* under mu: the file at the path is no longer ours; nothing more is written */
+	char lost_error[256];
 	int full;                     /* the loop's: the last commit failed, disk full (store_full()) */
 	unsigned long long full_free; /* the loop's: bytes free then */
 	int sync_quit;                /* the writer is gone: syncers finish and leave */
@@ -134,7 +152,7 @@ static void *store_reader_thread(void *arg);
 static int store_wal_hook(void *arg, sqlite3 *db, const char *name, int frames);
 static void store_done(struct store *st, struct store_batch *b);
 static void store_release(struct store *st);
-static int store_open_wal(struct store *st, const char *path, char *why);
+static int store_open_wal(struct store *st, char *why);
 static unsigned long long store_free_bytes(struct store *st);
 
 /*
@@ -208,13 +226,16 @@ store_wal_mode(sqlite3 *db)
 	return rc;
 }
 
-/* Say in why (256 bytes) why db cannot be put in WAL mode (rc from store_wal_mode). */
+/* Say in why (256 bytes) why db, in directory dir, cannot be put in WAL mode (rc from store_wal_mode). */
 static void
-store_wal_error(sqlite3 *db, int rc, char *why)
+store_wal_error(sqlite3 *db, const char *dir, int rc, char *why)
 {
 	int ext = sqlite3_extended_errcode(db);
 
-	if (rc == -1)
+	if (((rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN) && access(dir, W_OK | X_OK) != 0)
+		snprintf(why, 256, "cannot create its WAL files (-wal, -shm): directory %s is not writable (%s)", dir,
+		    strerror(errno));
+	else if (rc == -1)
 		snprintf(why, 256, "cannot use WAL mode; it needs a local filesystem with shared memory");
 	else if ((rc & 0xff) == SQLITE_FULL || sqlite3_system_errno(db) == ENOSPC || sqlite3_system_errno(db) == EDQUOT)
 		snprintf(why, 256, "cannot create its WAL files (-wal, -shm): %s; free space on that filesystem",
@@ -255,7 +276,7 @@ store_int(sqlite3 *db, const char *sql, int64_t *v)
  * identity written. 0, or -1 with the reason in why (256 bytes).
  */
 static int
-store_identify(sqlite3 *db, int *stamp, char *why)
+store_identify(sqlite3 *db, const char *dir, int *stamp, char *why)
 {
 	int64_t app, ver, tables, ours;
 	int rc;
@@ -266,7 +287,7 @@ store_identify(sqlite3 *db, int *stamp, char *why)
 	    (rc = store_int(db, "SELECT count(*) FROM sqlite_master", &tables)) != SQLITE_OK ||
 	    (rc = store_int(db, "SELECT count(*) = 4 AND group_concat(name, ',') = 'seq,client,value,at'"
 	    " FROM (SELECT name FROM pragma_table_info('records') ORDER BY cid)", &ours)) != SQLITE_OK) {
-		store_wal_error(db, rc, why);
+		store_wal_error(db, dir, rc, why);
 		return -1;
 	}
 	if (app == STORE_APPLICATION_ID) {
@@ -322,7 +343,10 @@ store_connect(const char *path, sqlite3 **db, char *why)
 	}
 	/* SQLite falls back to read-only when it cannot write the file: every record would fail. */
 	if (sqlite3_db_readonly(*db, "main") == 1) {
-		snprintf(why, 256, "cannot be written (check the owner and mode of the file and its directory)");
+		if (access(path, W_OK) != 0 && errno == EROFS)
+			snprintf(why, 256, "cannot be written: it is on a read-only filesystem (%s)", strerror(EROFS));
+		else
+			snprintf(why, 256, "cannot be written (check the owner and mode of the file and its directory)");
 		return -1;
 	}
 	sqlite3_busy_timeout(*db, 2000);
@@ -330,38 +354,87 @@ store_connect(const char *path, sqlite3 **db, char *why)
 }
 
 /*
- * Open the WAL file for the syncers, and sync its directory once so that the
- * file itself survives a power loss. SQLite keeps the WAL (never removes or
- * replaces it) while a connection is open, and ours stay open.
+ * Open the WAL file (for the syncers, and to notice its replacement), and
+ * sync its directory once so that the file itself survives a power loss.
+ * SQLite keeps the WAL (never removes or replaces it) while a connection is
+ * open, and ours stay open.
  */
 static int
-store_open_wal(struct store *st, const char *path, char *why)
+store_open_wal(struct store *st, char *why)
 {
-	char *wal, *dir, *slash;
+	char *dir, *slash;
 	int dfd;
 
-	if (asprintf(&wal, "%s-wal", path) < 0) {
+	st->wal_fd = open(st->walfile, O_RDONLY | O_CLOEXEC);
+	if (st->wal_fd == -1 || fstat(st->wal_fd, &st->wal_sb) != 0) {
+		snprintf(why, 256, "%s: %s", st->walfile, strerror(errno));
+		return -1;
+	}
+	if ((dir = strdup(st->walfile)) == NULL) {
 		snprintf(why, 256, "out of memory");
 		return -1;
 	}
-	st->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
-	if (st->wal_fd == -1) {
-		snprintf(why, 256, "%s: %s", wal, strerror(errno));
-		free(wal);
-		return -1;
-	}
-	dir = wal;
 	if ((slash = strrchr(dir, '/')) == NULL)
-		dir = (char *)".";
-	else if (slash == dir)
-		dir[1] = '\0';
+		strcpy(dir, ".");
 	else
-		*slash = '\0';
+		slash[slash == dir] = '\0';
 	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
 		fsync(dfd);
 		close(dfd);
 	}
-	free(wal);
+	free(dir);
+	return 0;
+}
+
+/* The process holding an flock on the file of sb, from /proc/locks; 0 if unknown (e.g. /proc hidden). */
+static long
+store_lock_holder(const struct stat *sb)
+{
+	char line[256];
+	unsigned int maj, min;
+	unsigned long ino;
+	long pid, found = 0;
+	FILE *f;
+
+	if ((f = fopen("/proc/locks", "re")) == NULL)
+		return 0;
+	while (found == 0 && fgets(line, sizeof line, f) != NULL)
+		if (sscanf(line, "%*d: FLOCK %*s %*s %ld %x:%x:%lu", &pid, &maj, &min, &ino) == 4 &&
+		    ino == (unsigned long)sb->st_ino && maj == major(sb->st_dev) && min == minor(sb->st_dev))
+			found = pid;
+	fclose(f);
+	return found;
+}
+
+/*
+ * Take the database file's lock (see the top of this file): 0, or -1 with
+ * the reason in why when another process holds it or the file cannot be
+ * opened. Nothing of the file is read or written.
+ */
+static int
+store_lock(struct store *st, char *why)
+{
+	long pid;
+
+	if ((st->lock_fd = open(st->file, O_RDONLY | O_CLOEXEC)) == -1 || fstat(st->lock_fd, &st->lock_sb) != 0) {
+		snprintf(why, 256, "%s: %s", st->file, strerror(errno));
+		return -1;
+	}
+	while (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EINTR)
+			continue;
+		if (errno != EWOULDBLOCK) {
+			snprintf(why, 256, "cannot lock it: %s", strerror(errno));
+			return -1;
+		}
+		if ((pid = store_lock_holder(&st->lock_sb)) != 0)
+			snprintf(why, 256, "is in use by another process (pid %ld; a record-countd serving it?): stop that"
+			    " one first; two on one database would each count only their own records", pid);
+		else
+			snprintf(why, 256, "is in use by another process (a record-countd serving it?): stop that one"
+			    " first; two on one database would each count only their own records");
+		return -1;
+	}
 	return 0;
 }
 
@@ -391,6 +464,8 @@ struct store *
 store_open(const char *path, int durable_full, char *why)
 {
 	struct store *st;
+	const char *file;
+	char *slash;
 	int rc, i, stamp;
 
 	if ((st = calloc(1, sizeof *st)) == NULL) {
@@ -406,18 +481,25 @@ store_open(const char *path, int durable_full, char *why)
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	st->pending_tail = &st->pending;
 	st->done_tail = &st->done;
-	if ((st->dir = strdup(path)) != NULL) {
-		char *slash = strrchr(st->dir, '/');
-
-		if (slash == NULL)
-			strcpy(st->dir, ".");
-		else
-			slash[slash == st->dir] = '\0';
+	st->lock_fd = -1;
+	if (store_connect(path, &st->w, why) != 0)
+		goto fail;
+	/* Where SQLite put it, symlinks followed: the WAL is next to the file, not to the link. */
+	file = sqlite3_db_filename(st->w, "main");
+	if (file == NULL || file[0] == '\0' || (st->file = strdup(file)) == NULL ||
+	    (st->walfile = strdup(sqlite3_filename_wal(file))) == NULL || (st->dir = strdup(file)) == NULL) {
+		snprintf(why, 256, "out of memory");
+		goto fail;
 	}
-	if (store_connect(path, &st->w, why) != 0 || store_identify(st->w, &stamp, why) != 0)
+	slash = strrchr(st->dir, '/');
+	if (slash == NULL)
+		strcpy(st->dir, ".");
+	else
+		slash[slash == st->dir] = '\0';
+	if (store_lock(st, why) != 0 || store_identify(st->w, st->dir, &stamp, why) != 0)
 		goto fail;
 	if ((rc = store_wal_mode(st->w)) != SQLITE_OK) {
-		store_wal_error(st->w, rc, why);
+		store_wal_error(st->w, st->dir, rc, why);
 		goto fail;
 	}
 	/* A WAL grown past 16 MB (see STORE_WAL_READ_PAUSE_FRAMES) is cut back to that when it starts again. */
@@ -445,7 +527,7 @@ store_open(const char *path, int durable_full, char *why)
 		snprintf(why, 256, "%s", sqlite3_errmsg(st->readers[0].db));
 		goto fail;
 	}
-	if (durable_full && store_open_wal(st, path, why) != 0)
+	if (store_open_wal(st, why) != 0)
 		goto fail;
 	if (pipe2(st->notify, O_CLOEXEC | O_NONBLOCK) != 0 || pipe2(st->rnotify, O_CLOEXEC | O_NONBLOCK) != 0) {
 		snprintf(why, 256, "pipe: %s", strerror(errno));
@@ -547,7 +629,12 @@ store_close(struct store *st)
 		sqlite3_close(st->readers[i].db);
 	}
 	sqlite3_close(st->w);
+	/* Last: closing it drops this process's fcntl locks on the file, SQLite's among them. */
+	if (st->lock_fd != -1)
+		close(st->lock_fd);
 	free(st->dir);
+	free(st->file);
+	free(st->walfile);
 	free(st);
 }
 
@@ -618,13 +705,28 @@ store_write(struct store *st, struct store_batch *b)
 	b->added = ok ? added : 0;
 }
 
+/* Fail a batch without writing it: the database file is no longer at its path (see store_check()). */
+static void
+store_refuse(struct store *st, struct store_batch *b)
+{
+	struct store_job *j;
+
+	for (j = b->jobs; j != NULL; j = j->next)
+		b->records += j->n;
+	b->began = store_now();
+	b->ok = 0;
+	pthread_mutex_lock(&st->mu);
+	snprintf(b->error, sizeof b->error, "%s", st->lost_error);
+	pthread_mutex_unlock(&st->mu);
+}
+
 /* The writer thread: take everything submitted, write and commit it as one batch, hand it back; again. */
 static void *
 store_thread(void *arg)
 {
 	struct store *st = arg;
 	struct store_batch *b = NULL;
-	int wake;
+	int wake, lost;
 
 	pthread_mutex_lock(&st->mu);
 	for (;;) {
@@ -640,9 +742,13 @@ store_thread(void *arg)
 		b->jobs = st->pending;
 		st->pending = NULL;
 		st->pending_tail = &st->pending;
+		lost = st->lost;
 		pthread_mutex_unlock(&st->mu);
 
-		store_write(st, b);
+		if (lost)
+			store_refuse(st, b);
+		else
+			store_write(st, b);
 
 		pthread_mutex_lock(&st->mu);
 		if (st->durable_full) {
@@ -1021,7 +1127,7 @@ store_full(struct store *st, char *why, size_t len)
 	return 1;
 }
 
-/* Has a sync failed (and why)? */
+/* Has a sync failed, or the database file gone from its path (and why)? */
 int
 store_failed(struct store *st, char *why, size_t len)
 {
@@ -1030,6 +1136,52 @@ store_failed(struct store *st, char *why, size_t len)
 	pthread_mutex_lock(&st->mu);
 	if ((failed = st->sync_failed))
 		snprintf(why, len, "%s", st->sync_error);
+	else if ((failed = st->lost))
+		snprintf(why, len, "%s", st->lost_error);
 	pthread_mutex_unlock(&st->mu);
 	return failed;
+}
+
+/*
+ * Is the file at path still the one open as sb? 0 if so (or if stat fails
+ * otherwise than with ENOENT: nothing is known), else -1 with what
+ * happened in why (256 bytes).
+ */
+static int
+store_same(const char *path, const struct stat *sb, const char *what, char *why)
+{
+	struct stat now;
+	const char *how;
+
+	if (stat(path, &now) == 0) {
+		if (now.st_dev == sb->st_dev && now.st_ino == sb->st_ino)
+			return 0;
+		how = "replaced by another file";
+	} else if (errno == ENOENT)
+		how = "removed";
+	else
+		return 0;
+	snprintf(why, 256, "%s %s was %s while record-countd ran: records would go to a file no longer there, so "
+	    "none is taken; restart record-countd", what, path, how);
+	return -1;
+}
+
+/* Are the database and its WAL still the files at their paths? Once not, nothing more is written. */
+int
+store_check(struct store *st, char *why, size_t len)
+{
+	char what[sizeof st->lost_error];
+
+	/* Only the loop sets lost: read here without mu. */
+	if (st->lost)
+		return 0;
+	if (store_same(st->file, &st->lock_sb, "the database", what) == 0 &&
+	    store_same(st->walfile, &st->wal_sb, "the database's WAL", what) == 0)
+		return 0;
+	pthread_mutex_lock(&st->mu);
+	st->lost = 1;
+	memcpy(st->lost_error, what, sizeof st->lost_error);
+	pthread_mutex_unlock(&st->mu);
+	snprintf(why, len, "%s", what);
+	return -1;
 }

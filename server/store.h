@@ -56,7 +56,10 @@ struct store_batch {
  * Open (creating if needed) the database at path and start its threads.
  * durable_full: an acknowledged record survives power loss (its batch is
  * handed back only after the WAL is fdatasync'd); otherwise it survives a
- * crash of the process. Returns NULL with a reason in why (256 bytes).
+ * crash of the process. The store is this process's alone until
+ * store_close(): one another process holds is refused (the daemons keep
+ * per-client summaries in memory, which a second writer would leave stale).
+ * Returns NULL with a reason in why (256 bytes).
  */
 struct store *store_open(const char *path, int durable_full, char *why);
 /* Run every submitted read and write and commit every submitted job, stop the threads, close; the store is freed. */
@@ -127,10 +130,23 @@ typedef void (*store_client_cb)(const char *client, uint64_t last_value, uint64_
 int store_clients(struct store *st, store_client_cb cb, void *arg, char *why);
 
 /*
- * Has a sync failed? Then nothing is acknowledged any more (the WAL may have
- * a hole) until the daemon restarts; why (len bytes) says what failed.
+ * Has a sync failed, or has store_check() found the database gone? Then
+ * nothing is acknowledged any more (the WAL may have a hole, or the records
+ * would go to a removed file) until the daemon restarts; why (len bytes)
+ * says what failed.
  */
 int store_failed(struct store *st, char *why, size_t len);
+
+/*
+ * Are the database file and its WAL still the files at their paths (an
+ * operator may remove or replace them while the daemon runs; the open files
+ * would then take records no restart finds)? One stat(2) of each: call it
+ * about once a second from the loop, off the commit path. Returns -1, with
+ * why (len bytes) saying what happened, the first time it finds them gone;
+ * from then on every batch fails unwritten and store_failed() says why.
+ * 0 otherwise.
+ */
+int store_check(struct store *st, char *why, size_t len);
 
 /*
  * Is the disk full? Yes from a commit that failed for want of space (it was

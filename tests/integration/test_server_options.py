@@ -194,13 +194,13 @@ def test_durations_stop_at_one_day(tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
-def test_latency_bounds_that_agree_are_served(record_countd):
+def test_latency_bounds_that_agree_are_served(record_countd, tmp_path):
     """Jitter equal to the latency and a cap equal to it are fine; a long latency alone has no default cap."""
     d = record_countd("--latency", "100ms", "--jitter", "100ms", "--max-latency", "100ms")
     t0 = time.monotonic()
     assert d.get("/record-count?value=1").status == 200
     assert time.monotonic() - t0 < 0.1 + 0.5
-    d2 = record_countd("--latency", "30s")
+    d2 = record_countd("--latency", "30s", db=str(tmp_path / "second.db"))   # one daemon per database
     assert d2.get("/healthz").status == 200
     d.stop()
     d2.stop()
