@@ -236,7 +236,7 @@ def test_record_countd_process_start_time(record_countd):
 
 # ---------------------------------------------------------------- counterd
 
-def test_counterd_format_and_counts(record_countd, counterd):
+def test_counterd_format_and_counts(record_countd, counterd, tmp_path):
     """next calls by counter and outcome match the calls made, in every strategy; failures with record-countd down
     count as errors; counters never go down; gauges are back at 0."""
     rc = record_countd()
@@ -257,7 +257,7 @@ def test_counterd_format_and_counts(record_countd, counterd):
         assert value(s1, "counterd_waiting", counter="a") == 0, strategy
         assert value(s1, "counterd_server_up") == 1
         cd.stop()
-    rc2 = record_countd()
+    rc2 = record_countd(db=str(tmp_path / "down.db"))  # one record-countd per database
     cd = counterd(rc2.url, "--retries", "0", "--record-timeout", "2s", client_id="m-down")
     assert cd.next("a").status == 200
     _, _, s1 = scrape(cd)
