@@ -209,6 +209,9 @@ api_failure_status(int code, const char **word)
 	case CD_EEXHAUSTED:
 		*word = "counter_exhausted";
 		return 409;
+	case CD_ECONFLICT:
+		*word = "conflict";
+		return 409;
 	case DFR_ECANCELED:
 		*word = "cancelled";
 		return 503;
@@ -420,7 +423,7 @@ api_stats(struct evhttp_request *req, const char *name)
 		json_object_set_new(
 		    cs, counter_name(c),
 		    json_pack("{s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-			      "s:I, s:I, s:{s:I, s:I, s:I, "
+			      "s:I, s:I, s:I, s:{s:I, s:I, s:I, "
 			      "s:I, s:f, s:f, s:f, s:f}}",
 			      "count", (json_int_t)st.count, "resumed",
 			      st.resumed, "waiting", (json_int_t)st.waiting,
@@ -431,7 +434,8 @@ api_stats(struct evhttp_request *req, const char *name)
 			      (json_int_t)st.timeouts, "cancelled",
 			      (json_int_t)st.cancelled, "batches",
 			      (json_int_t)st.batches, "max_batch",
-			      (json_int_t)st.max_batch, "lock", "acquisitions",
+			      (json_int_t)st.max_batch, "conflicts",
+			      (json_int_t)st.conflicts, "lock", "acquisitions",
 			      (json_int_t)ls.acquisitions, "contended",
 			      (json_int_t)ls.contended, "max_waiting",
 			      (json_int_t)ls.max_waiting, "cancelled",
@@ -529,6 +533,8 @@ api_metrics(struct evhttp_request *req, const char *name)
 	     "next calls whose caller went away.", 0},
 	    {"counterd_batches_total", "counter",
 	     "Record requests acknowledged.", 0},
+	    {"counterd_conflicts_total", "counter",
+	     "next calls refused: another writer had recorded the value.", 0},
 	    {"counterd_waiting", "gauge", "next calls waiting.", 0},
 	    {"counterd_in_flight", "gauge", "Values being recorded.", 0},
 	    {"counterd_last_value", "gauge",
@@ -560,7 +566,7 @@ api_metrics(struct evhttp_request *req, const char *name)
 		for (c = counter_first(); c != NULL; c = counter_after(c)) {
 			struct counter_stats st;
 			struct dfr_stats ls;
-			uint64_t v[15];
+			uint64_t v[sizeof m / sizeof m[0]];
 
 			counter_get_stats(c, &st);
 			counter_lock_stats(c, &ls);
@@ -570,15 +576,16 @@ api_metrics(struct evhttp_request *req, const char *name)
 			v[3] = st.timeouts;
 			v[4] = st.cancelled;
 			v[5] = st.batches;
-			v[6] = st.waiting;
-			v[7] = st.in_flight;
-			v[8] = (uint64_t)st.count;
-			v[9] = ls.acquisitions;
-			v[10] = ls.contended;
-			v[11] = ls.wait_total_ns;
-			v[12] = ls.wait_max_ns;
-			v[13] = ls.hold_total_ns;
-			v[14] = ls.hold_max_ns;
+			v[6] = st.conflicts;
+			v[7] = st.waiting;
+			v[8] = st.in_flight;
+			v[9] = (uint64_t)st.count;
+			v[10] = ls.acquisitions;
+			v[11] = ls.contended;
+			v[12] = ls.wait_total_ns;
+			v[13] = ls.wait_max_ns;
+			v[14] = ls.hold_total_ns;
+			v[15] = ls.hold_max_ns;
 			api_metric(b, m[i].name, counter_name(c), v[i],
 				   m[i].ns);
 		}

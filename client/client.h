@@ -40,6 +40,7 @@ struct dfr_stats;
 #define CD_ETOOMANY 10004  /* too many counters: 503 */
 #define CD_EEXHAUSTED 10005 /* the counter handed out INT64_MAX: 409 */
 #define CD_ENOFD 10006	    /* no file descriptor for a connection: 503 */
+#define CD_ECONFLICT 10007  /* another writer recorded the value: 409 */
 
 /* parse.c: pure parsers (no libevent), shared with the fuzz targets. */
 
@@ -72,11 +73,13 @@ int server_url_parse(const char *url, struct server_url *u, const char **why);
 
 /*
  * Check record-countd's answer to POST /record-count: it must name client
- * and acknowledge values first..first+n-1 in order. 0, or -1 with a reason
- * written to why.
+ * and acknowledge values first..first+n-1 in order, each saying whether it
+ * was a duplicate. 0 with *max_dup set to the highest value acknowledged as
+ * a duplicate (0 if none), or -1 with a reason written to why.
  */
 int answer_parse_record(const char *body, size_t len, const char *client,
-			int64_t first, size_t n, char *why, size_t whylen);
+			int64_t first, size_t n, int64_t *max_dup, char *why,
+			size_t whylen);
 /* Read last_value from a GET /clients/ID answer; 0 or -1 (why set). */
 int answer_parse_client(const char *body, size_t len, const char *client,
 			int64_t *last, char *why, size_t whylen);
@@ -94,6 +97,13 @@ struct recorder_stats {
 	size_t connections; /* connections open in the pool */
 	size_t queued;	    /* operations waiting for a free connection */
 	size_t active;	    /* operations in flight */
+};
+
+/* What record-countd said of a record operation (recorder_record's value). */
+struct record_ack {
+	int64_t max_dup; /* highest value it already had, 0 if none */
+	int resent;	 /* the request was sent more than once, so an
+			    earlier attempt may have recorded the values */
 };
 
 struct recorder;
@@ -116,8 +126,8 @@ void recorder_free(struct recorder *r);
 void recorder_abort(struct recorder *r, const char *why);
 /*
  * Record values first..first+n-1 for client in one POST /record-count.
- * Returns a deferred (caller's reference) that fires with a NULL value once
- * record-countd acknowledged them all, or fails with CD_EUNAVAILABLE,
+ * Returns a deferred (caller's reference) that fires with a struct
+ * record_ack (owned by the deferred) once record-countd acknowledged them all, or fails with CD_EUNAVAILABLE,
  * CD_ETIMEOUT or CD_EBADGATEWAY after the retries (CD_ESHUTDOWN after
  * recorder_abort). NULL on ENOMEM.
  */
@@ -173,6 +183,7 @@ struct counter_stats {
 	uint64_t cancelled; /* callers that went away while waiting */
 	uint64_t batches;   /* record requests that succeeded */
 	uint64_t max_batch; /* largest batch acknowledged */
+	uint64_t conflicts; /* records another writer had made first */
 };
 
 struct counter;

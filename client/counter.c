@@ -21,6 +21,15 @@
  *
  * The lock also guards resume: before the first value, the counter asks
  * record-countd for the last value recorded for ID:NAME.
+ *
+ * Conflicts: record-countd's answer says which values it already had. On a
+ * retry that is expected (an earlier attempt may have recorded them), and
+ * so is a locked batch offering again values sent before; but a value sent
+ * for the first time, on the first attempt, that record-countd already had
+ * was recorded by another writer under the same ID:NAME (another counterd
+ * with the same --client-id). Handing it out would give two callers one
+ * number, so those calls fail with CD_ECONFLICT and the counter resumes
+ * again from record-countd's last value before its next value.
  */
 #include "config.h"
 
@@ -48,6 +57,7 @@ struct counter {
 	int c_resumed;
 	int c_stopping;
 	int64_t c_last; /* locked: last acknowledged; others: last reserved */
+	int64_t c_sent; /* highest value ever sent to record-countd */
 	size_t c_waiting;
 	size_t c_in_flight;
 	struct counter_stats c_st;
@@ -70,6 +80,7 @@ struct next_req {
 struct batch {
 	struct counter *b_c;
 	int64_t b_first;
+	int64_t b_sent; /* the counter's c_sent before this batch */
 	size_t b_n;	/* calls given a value (those past INT64_MAX fail) */
 	size_t b_total; /* calls drained into the batch */
 	struct next_req *b_reqs[];
@@ -84,7 +95,8 @@ struct solo_req {
 /* The record of a stateless or unsafe call; it may outlive the call. */
 struct solo_rec {
 	struct counter *sr_c;
-	struct dfr *sr_d; /* what the call waits for (our reference) */
+	struct dfr *sr_d;   /* what the call waits for (our reference) */
+	int64_t sr_sent;    /* the counter's c_sent before this record */
 };
 
 TAILQ_HEAD(counter_list, counter);
@@ -236,6 +248,48 @@ counter_answer(struct dfr *d, int64_t v)
 		dfr_callback(d, p, free);
 }
 
+/* Take the last value record-countd reported: never go back. */
+static void
+counter_resume(struct counter *c, int64_t last)
+{
+	if (last > c->c_last)
+		c->c_last = last;
+	c->c_resumed = 1;
+	log_info("counter %s resumes after %" PRId64, c->c_name, c->c_last);
+}
+
+/*
+ * Whether ack shows that another writer recorded a value this counter sent
+ * for the first time (above sent, the highest sent before): if so, log it,
+ * make the counter resume again and set a CD_ECONFLICT failure on d.
+ */
+static int
+counter_conflict(struct counter *c, const struct record_ack *ack,
+		 int64_t sent, struct dfr *d)
+{
+	static struct log_limit conflict_ll;
+	unsigned long skipped;
+
+	if (ack == NULL || ack->resent || ack->max_dup <= sent)
+		return 0;
+	c->c_resumed = 0;
+	if (log_limit_due(&conflict_ll, 10, &skipped))
+		log_warnx("counter %s: record-countd already had %" PRId64
+			  " for %s, recorded by another writer (another "
+			  "counterd with --client-id %s?); reading its last "
+			  "value again (%lu more conflicts since the last such "
+			  "line)",
+			  c->c_name, ack->max_dup, c->c_client,
+			  c->c_cf->client_id, skipped);
+	dfr_set_failure(d, CD_ECONFLICT,
+			"record-countd already had value %" PRId64
+			" of counter %s for client %s, recorded by another "
+			"writer (is another counterd using --client-id %s?)",
+			ack->max_dup, c->c_name, c->c_client,
+			c->c_cf->client_id);
+	return 1;
+}
+
 /* Drop a reference to a next request. */
 static void
 next_req_unref(struct next_req *nr)
@@ -301,6 +355,15 @@ next_req_wait_failed_cb(struct dfr *wait, void *arg)
 	dfr_failure_free(dfr_take_failure(wait));
 }
 
+/* The batch was acknowledged: fail it if another writer had its values. */
+static void
+batch_check_cb(struct dfr *d, void *arg)
+{
+	struct batch *b = arg;
+
+	counter_conflict(b->b_c, dfr_value(d), b->b_sent, d);
+}
+
 /* The batch was acknowledged: hand the values out. */
 static void
 batch_ok_cb(struct dfr *d, void *arg)
@@ -332,10 +395,12 @@ batch_fail_cb(struct dfr *d, void *arg)
 	struct dfr_failure *f = d != NULL ? dfr_take_failure(d) : NULL;
 	size_t i;
 
-	if (b->b_n > 0)
+	if (b->b_n > 0 && (f == NULL || f->code != CD_ECONFLICT))
 		log_warnx("counter %s: recording %zu value(s) failed: %s",
 			  c->c_name, b->b_n, f != NULL ? f->message : "?");
 	c->c_in_flight = 0;
+	if (f != NULL && f->code == CD_ECONFLICT)
+		c->c_st.conflicts += b->b_n;
 	for (i = 0; i < b->b_n; i++) {
 		b->b_reqs[i]->nr_state = NR_DONE;
 		c->c_st.errors++;
@@ -395,12 +460,8 @@ batch_record_cb(struct dfr *d, void *arg)
 	int64_t *last = dfr_value(d);
 	struct dfr *rd;
 
-	if (!c->c_resumed && last != NULL) {
-		c->c_last = *last;
-		c->c_resumed = 1;
-		log_info("counter %s resumes after %" PRId64, c->c_name,
-			 c->c_last);
-	}
+	if (!c->c_resumed && last != NULL)
+		counter_resume(c, *last);
 	if ((uint64_t)(INT64_MAX - c->c_last) < b->b_n)
 		batch_exhaust(b, (size_t)(INT64_MAX - c->c_last));
 	if (b->b_n == 0) {
@@ -409,6 +470,9 @@ batch_record_cb(struct dfr *d, void *arg)
 	}
 	c->c_in_flight = b->b_n;
 	b->b_first = c->c_last + 1;
+	b->b_sent = c->c_sent;
+	if (b->b_first + (int64_t)(b->b_n - 1) > c->c_sent)
+		c->c_sent = b->b_first + (int64_t)(b->b_n - 1);
 	rd =
 	    recorder_record(c->c_cf->recorder, c->c_client, b->b_first, b->b_n);
 	if (rd == NULL) {
@@ -480,6 +544,7 @@ counter_batch_run(void *arg)
 		return dfr_fail(ENOMEM, "out of memory");
 	}
 	dfr_add_callback(d, batch_record_cb, b);
+	dfr_add_callback(d, batch_check_cb, b);
 	dfr_add_callbacks(d, batch_ok_cb, batch_fail_cb, b);
 	dfr_add_both(d, batch_free_cb, b);
 	return d;
@@ -581,12 +646,8 @@ counter_resumed_cb(struct dfr *d, void *arg)
 	struct counter *c = arg;
 	int64_t *last = dfr_value(d);
 
-	if (!c->c_resumed && last != NULL) {
-		c->c_last = *last;
-		c->c_resumed = 1;
-		log_info("counter %s resumes after %" PRId64, c->c_name,
-			 c->c_last);
-	}
+	if (!c->c_resumed && last != NULL)
+		counter_resume(c, *last);
 }
 
 /* The work run under the lock to resume a stateless or unsafe counter. */
@@ -616,6 +677,9 @@ solo_recorded_cb(struct dfr *rd, void *arg)
 	struct counter *c = sr->sr_c;
 
 	c->c_in_flight--;
+	if (!dfr_failed(rd) &&
+	    counter_conflict(c, dfr_value(rd), sr->sr_sent, rd))
+		c->c_st.conflicts++;
 	if (dfr_failed(rd))
 		dfr_errback_failure(sr->sr_d, dfr_take_failure(rd));
 	else {
@@ -652,6 +716,9 @@ solo_go_cb(struct dfr *d, void *arg)
 		return;
 	}
 	s->s_value = ++c->c_last;
+	sr->sr_sent = c->c_sent;
+	if (s->s_value > c->c_sent)
+		c->c_sent = s->s_value;
 	if ((rd = recorder_record(c->c_cf->recorder, c->c_client, s->s_value,
 				  1)) == NULL) {
 		dfr_unref(w);

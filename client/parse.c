@@ -181,7 +181,8 @@ json_int(json_t *o, const char *key, json_int_t *v)
 /* Check record-countd's answer to POST /record-count. */
 int
 answer_parse_record(const char *body, size_t len, const char *client,
-		    int64_t first, size_t n, char *why, size_t whylen)
+		    int64_t first, size_t n, int64_t *max_dup, char *why,
+		    size_t whylen)
 {
 	json_t *root, *recs, *cl;
 	json_error_t err;
@@ -204,13 +205,16 @@ answer_parse_record(const char *body, size_t len, const char *client,
 			 json_is_array(recs) ? json_array_size(recs) : 0, n);
 		goto out;
 	}
+	*max_dup = 0;
 	for (i = 0; i < n; i++) {
+		json_t *rec = json_array_get(recs, i);
+		json_t *dup = json_object_get(rec, "duplicate");
 		json_int_t v, seq;
 
-		if (json_int(json_array_get(recs, i), "value", &v) != 0 ||
-		    json_int(json_array_get(recs, i), "seq", &seq) != 0) {
-			snprintf(why, whylen, "record %zu lacks value or seq",
-				 i);
+		if (json_int(rec, "value", &v) != 0 ||
+		    json_int(rec, "seq", &seq) != 0 || !json_is_boolean(dup)) {
+			snprintf(why, whylen,
+				 "record %zu lacks value, seq or duplicate", i);
 			goto out;
 		}
 		if ((int64_t)v != first + (int64_t)i) {
@@ -220,6 +224,8 @@ answer_parse_record(const char *body, size_t len, const char *client,
 				 i, (int64_t)v, first + (int64_t)i);
 			goto out;
 		}
+		if (json_is_true(dup))
+			*max_dup = (int64_t)v;
 	}
 	rc = 0;
 out:

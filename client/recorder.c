@@ -59,6 +59,7 @@ struct rec_op {
 	char *ro_path;
 	char *ro_body;	     /* NULL for GET */
 	unsigned ro_attempt; /* attempts made */
+	unsigned ro_sent;    /* requests handed to libevent */
 	int ro_eof_retried;  /* the silent stale-connection retry is used */
 	int ro_error;	     /* libevent's error for the current attempt */
 	int ro_last_code;    /* failure code if we give up now */
@@ -412,15 +413,23 @@ recorder_error_name(int error)
 static int
 recorder_answer(struct rec_op *op, const char *body, size_t len)
 {
-	int64_t last, *lp;
+	struct record_ack *ack;
+	int64_t last, dup, *lp;
 
 	switch (op->ro_kind) {
 	case REC_RECORD:
 		if (answer_parse_record(body, len, op->ro_client, op->ro_first,
-					op->ro_n, op->ro_why,
+					op->ro_n, &dup, op->ro_why,
 					sizeof op->ro_why) != 0)
 			return -1;
-		recorder_op_succeed(op, NULL, NULL);
+		if ((ack = malloc(sizeof *ack)) == NULL) {
+			snprintf(op->ro_why, sizeof op->ro_why,
+				 "out of memory");
+			return -1;
+		}
+		ack->max_dup = dup;
+		ack->resent = op->ro_sent > 1;
+		recorder_op_succeed(op, ack, free);
 		return 0;
 	case REC_CLIENT:
 		if (answer_parse_client(body, len, op->ro_client, &last,
@@ -608,6 +617,7 @@ recorder_send(struct rec_op *op, struct rec_conn *conn)
 						    : EVHTTP_REQ_GET,
 				op->ro_path) != 0)
 		goto fail;
+	op->ro_sent++;
 	return;
 fail:
 	op->ro_conn = NULL;

@@ -103,24 +103,42 @@ test_answers(void **state)
 			 " {\"value\": 6, \"seq\": 2, \"duplicate\": true}]}";
 	const char *cl =
 	    "{\"client\": \"t:c\", \"last_value\": 41, \"recorded\": 41}";
+	const char *fresh = "{\"client\": \"t:c\", \"records\": [{\"value\": 5, "
+			    "\"seq\": 1, \"duplicate\": false}]}";
+	const char *nodup = "{\"client\": \"t:c\", \"records\": [{\"value\": 5, "
+			    "\"seq\": 1}]}";
+	const char *badtype = "{\"client\": \"t:c\", \"records\": [{\"value\": "
+			      "5, \"seq\": 1, \"duplicate\": \"no\"}]}";
 	const char *neg = "{\"client\": \"t:c\", \"last_value\": -1}";
 	char why[256];
-	int64_t last = -1;
+	int64_t last = -1, dup = -1;
 
 	assert_int_equal(
-	    answer_parse_record(ok, strlen(ok), "t:c", 5, 2, why, sizeof why),
+	    answer_parse_record(ok, strlen(ok), "t:c", 5, 2, &dup, why, sizeof why),
 	    0);
+	assert_int_equal(dup, 6); /* the highest value acknowledged as a duplicate */
+	assert_int_equal(answer_parse_record(fresh, strlen(fresh), "t:c", 5, 1,
+					     &dup, why, sizeof why),
+			 0);
+	assert_int_equal(dup, 0);
+	assert_int_equal(answer_parse_record(nodup, strlen(nodup), "t:c", 5, 1,
+					     &dup, why, sizeof why),
+			 -1);
+	assert_non_null(strstr(why, "duplicate"));
+	assert_int_equal(answer_parse_record(badtype, strlen(badtype), "t:c", 5,
+					     1, &dup, why, sizeof why),
+			 -1);
 	assert_int_equal(
-	    answer_parse_record(ok, strlen(ok), "t:c", 5, 3, why, sizeof why),
+	    answer_parse_record(ok, strlen(ok), "t:c", 5, 3, &dup, why, sizeof why),
 	    -1);
 	assert_int_equal(
-	    answer_parse_record(ok, strlen(ok), "t:c", 4, 2, why, sizeof why),
+	    answer_parse_record(ok, strlen(ok), "t:c", 4, 2, &dup, why, sizeof why),
 	    -1);
 	assert_int_equal(
-	    answer_parse_record(ok, strlen(ok), "t:d", 5, 2, why, sizeof why),
+	    answer_parse_record(ok, strlen(ok), "t:d", 5, 2, &dup, why, sizeof why),
 	    -1);
 	assert_int_equal(
-	    answer_parse_record("{", 1, "t:c", 5, 2, why, sizeof why), -1);
+	    answer_parse_record("{", 1, "t:c", 5, 2, &dup, why, sizeof why), -1);
 	assert_non_null(strstr(why, "invalid JSON"));
 	assert_int_equal(
 	    answer_parse_client(cl, strlen(cl), "t:c", &last, why, sizeof why),

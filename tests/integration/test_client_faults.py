@@ -321,13 +321,15 @@ def test_second_sigterm_exits_1_at_once(record_countd, counterd):
 
 
 class FakeRecordCountd:
-    """A misbehaving record-countd on 127.0.0.1: /healthz and /clients/ID answer as the real one (last_value 0);
+    """A misbehaving record-countd on 127.0.0.1: /healthz and /clients/ID answer as the real one (last_value 0 by default);
     each POST /record-count is answered by record(client, values) -> (status, body bytes), by default the real
-    answer (record may sleep first: requests are served each in its thread). GET /clients/ID waits get_delay s."""
+    answer (record may sleep first: requests are served each in its thread). GET /clients/ID waits get_delay s and
+    answers last_value(client)."""
 
     def __init__(self, record=None, get_delay=0):
         self.record = record or self.ack
         self.get_delay = get_delay
+        self.last_value = lambda client: 0  # what GET /clients/ID says
         self.posts = []  # the values of every POST /record-count, in arrival order
         fake = self
 
@@ -351,7 +353,7 @@ class FakeRecordCountd:
                 if self.path.startswith("/clients/"):
                     time.sleep(fake.get_delay)
                     client = self.path[len("/clients/"):]
-                    self.answer(200, json.dumps({"client": client, "last_value": 0}).encode())
+                    self.answer(200, json.dumps({"client": client, "last_value": fake.last_value(client)}).encode())
                 else:
                     self.answer(200, b'{"status": "ok"}')
 
@@ -370,7 +372,7 @@ class FakeRecordCountd:
     @staticmethod
     def ack(client, values):
         """record-countd's answer: every value acknowledged."""
-        recs = [{"value": v, "seq": v} for v in values]
+        recs = [{"value": v, "seq": v, "duplicate": False} for v in values]
         return 200, json.dumps({"client": client, "records": recs}).encode()
 
     def close(self):
@@ -415,7 +417,7 @@ def test_answer_acknowledging_other_records_is_a_bad_gateway(fake_record_countd,
     client: an answer of 200 acknowledging other values, another client or fewer records (a proxy or another program
     on record-countd's port) is a 502 that consumes no number and is not retried."""
     def acked(client, values, shift=0, name=None, drop=0):
-        recs = [{"value": v + shift, "seq": v} for v in values][drop:]
+        recs = [{"value": v + shift, "seq": v, "duplicate": False} for v in values][drop:]
         return 200, json.dumps({"client": name or client, "records": recs}).encode()
 
     fake = fake_record_countd(lambda client, values: acked(client, values, shift=1))
@@ -423,7 +425,10 @@ def test_answer_acknowledging_other_records_is_a_bad_gateway(fake_record_countd,
     poll(lambda: cd.get("/healthz").status == 200)
     for record, why in ((lambda c, v: acked(c, v, shift=1), "record 0 acknowledges 2, expected 1"),
                         (lambda c, v: acked(c, v, name="someone:else"), "answer names another client"),
-                        (lambda c, v: acked(c, v, drop=1), "answer has 0 records, expected 1")):
+                        (lambda c, v: acked(c, v, drop=1), "answer has 0 records, expected 1"),
+                        (lambda c, v: (200, json.dumps({"client": c, "records": [{"value": x, "seq": x}
+                                                                                 for x in v]}).encode()),
+                         "record 0 lacks value, seq or duplicate")):
         fake.record = record
         fake.posts.clear()
         r = cd.next("ack")
@@ -638,3 +643,83 @@ def test_failed_record_of_a_lone_call_is_logged_once_per_10s(fake_record_countd,
     lines = [x for x in cd.read_log().splitlines() if "counter lone: recording" in x]
     assert len(lines) == 1 and "counter lone: recording 1 failed: invalid JSON" in lines[0], lines
     assert "more failed since the last such line" in lines[0], lines
+
+
+def dup_ack(client, values, dups):
+    """record-countd's answer with the values in dups acknowledged as duplicates (recorded before)."""
+    recs = [{"value": v, "seq": v, "duplicate": v in dups} for v in values]
+    return 200, json.dumps({"client": client, "records": recs}).encode()
+
+
+@pytest.mark.parametrize("strategy", ["locked", "stateless", "unsafe"])
+def test_first_attempt_duplicate_is_a_conflict(fake_record_countd, counterd, strategy):
+    """record-countd answering duplicate: true to a value counterd sends for the first time, on the first attempt,
+    means another writer recorded it under the same client id (another counterd with this --client-id): handing it
+    out would give two callers one number. The call fails 409 conflict, and the counter reads its last value again
+    before the next number (here record-countd says 5, so the next is 6)."""
+    fake = fake_record_countd(lambda client, values: dup_ack(client, values, set(values)))
+    cd = counterd(fake.url, "--strategy", strategy)
+    poll(lambda: cd.get("/healthz").status == 200)
+    r = cd.next("c")
+    assert r.status == 409 and r.json()["error"] == "conflict", r
+    assert "--client-id test" in r.json()["message"] and "test:c" in r.json()["message"], r.json()
+    st = cd.get("/stats").json()["counters"]["c"]
+    assert st["conflicts"] == 1 and st["handed_out"] == 0, st
+    assert 'counterd_conflicts_total{counter="c"} 1' in cd.get("/metrics").body.decode()
+    assert "recorded by another writer" in cd.read_log()
+    fake.record = FakeRecordCountd.ack
+    gets = []
+    fake.last_value = lambda client: gets.append(client) or 5
+    r = cd.next("c")
+    assert r.status == 200 and r.json()["count"] == 6, (r, fake.posts)
+    assert gets == ["test:c"], "the counter asked record-countd for its last value again"
+
+
+@pytest.mark.parametrize("strategy", ["locked", "stateless"])
+def test_duplicate_after_a_retry_is_ours(fake_record_countd, counterd, strategy):
+    """A duplicate on a retry is expected: the first attempt timed out after record-countd had recorded the value.
+    The value is handed out (it was recorded once, by this counterd), no conflict."""
+    seen = []
+
+    def slow_then_dup(client, values):
+        seen.append(values)
+        if len(seen) == 1:
+            time.sleep(0.6)  # past --record-timeout: the answer comes too late for counterd
+            return FakeRecordCountd.ack(client, values)
+        return dup_ack(client, values, set(values))
+
+    fake = fake_record_countd(slow_then_dup)
+    cd = counterd(fake.url, "--strategy", strategy, "--record-timeout", "300ms", "--retries", "2",
+                  "--backoff", "10ms")
+    poll(lambda: cd.get("/healthz").status == 200)
+    r = cd.next("r")
+    assert r.status == 200 and r.json()["count"] == 1, (r, seen)
+    assert seen == [[1], [1]], seen
+    st = cd.get("/stats").json()["counters"]["r"]
+    assert st["conflicts"] == 0, st
+
+
+def test_locked_values_offered_again_may_be_duplicates(fake_record_countd, counterd):
+    """locked offers the values of a failed batch again to the next one. If record-countd had in fact recorded them
+    (it failed after its commit), the next batch's first attempt gets duplicate: true for those values: they were
+    sent by this counterd before, so they are its own and are handed out; a new value in the same batch that comes
+    back as a duplicate is still a conflict."""
+    state = {"n": 0}
+
+    def record(client, values):
+        state["n"] += 1
+        if state["n"] == 1:
+            return 503, b'{"error": "storage_failed", "message": "after the commit"}'
+        return dup_ack(client, values, {1})
+
+    fake = fake_record_countd(record)
+    cd = counterd(fake.url, "--retries", "0")
+    poll(lambda: cd.get("/healthz").status == 200)
+    r = cd.next("o")
+    assert r.status == 503, r
+    r = cd.next("o")
+    assert r.status == 200 and r.json()["count"] == 1, (r, fake.posts)
+    assert cd.get("/stats").json()["counters"]["o"]["conflicts"] == 0
+    fake.record = lambda client, values: dup_ack(client, values, {2})
+    r = cd.next("o")
+    assert r.status == 409 and r.json()["error"] == "conflict", (r, fake.posts)
