@@ -54,7 +54,8 @@ struct counter {
 	struct dfr_lock *c_lock;
 	struct dfr_queue *c_queue; /* locked: waiting next calls */
 	int c_drain_pending;	   /* a batch run waits for the lock */
-	int c_resumed;
+	int c_resumed;	/* the last value was read from record-countd */
+	int c_refetch;	/* read it again before the next value (conflict) */
 	int c_stopping;
 	int64_t c_last; /* locked: last acknowledged; others: last reserved */
 	int64_t c_sent; /* highest value ever sent to record-countd */
@@ -255,6 +256,7 @@ counter_resume(struct counter *c, int64_t last)
 	if (last > c->c_last)
 		c->c_last = last;
 	c->c_resumed = 1;
+	c->c_refetch = 0;
 	log_info("counter %s resumes after %" PRId64, c->c_name, c->c_last);
 }
 
@@ -272,7 +274,7 @@ counter_conflict(struct counter *c, const struct record_ack *ack,
 
 	if (ack == NULL || ack->resent || ack->max_dup <= sent)
 		return 0;
-	c->c_resumed = 0;
+	c->c_refetch = 1;
 	if (log_limit_due(&conflict_ll, 10, &skipped))
 		log_warnx("counter %s: record-countd already had %" PRId64
 			  " for %s, recorded by another writer (another "
@@ -460,7 +462,7 @@ batch_record_cb(struct dfr *d, void *arg)
 	int64_t *last = dfr_value(d);
 	struct dfr *rd;
 
-	if (!c->c_resumed && last != NULL)
+	if ((!c->c_resumed || c->c_refetch) && last != NULL)
 		counter_resume(c, *last);
 	if ((uint64_t)(INT64_MAX - c->c_last) < b->b_n)
 		batch_exhaust(b, (size_t)(INT64_MAX - c->c_last));
@@ -534,7 +536,7 @@ counter_batch_run(void *arg)
 		return dfr_succeed(NULL, NULL);
 	}
 	c->c_in_flight = b->b_n;
-	if (c->c_resumed)
+	if (c->c_resumed && !c->c_refetch)
 		d = dfr_succeed(NULL, NULL);
 	else
 		d = recorder_last_value(c->c_cf->recorder, c->c_client);
@@ -646,7 +648,7 @@ counter_resumed_cb(struct dfr *d, void *arg)
 	struct counter *c = arg;
 	int64_t *last = dfr_value(d);
 
-	if (!c->c_resumed && last != NULL)
+	if ((!c->c_resumed || c->c_refetch) && last != NULL)
 		counter_resume(c, *last);
 }
 
@@ -657,7 +659,7 @@ counter_resume_run(void *arg)
 	struct counter *c = arg;
 	struct dfr *d;
 
-	if (c->c_resumed)
+	if (c->c_resumed && !c->c_refetch)
 		return dfr_succeed(NULL, NULL);
 	if ((d = recorder_last_value(c->c_cf->recorder, c->c_client)) == NULL)
 		return NULL;
@@ -814,7 +816,7 @@ counter_next_solo(struct counter *c)
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return NULL;
 	s->s_c = c;
-	if (c->c_resumed)
+	if (c->c_resumed && !c->c_refetch)
 		d = dfr_succeed(NULL, NULL);
 	else
 		d = dfr_lock_run(c->c_lock, counter_resume_run, c);

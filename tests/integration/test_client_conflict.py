@@ -25,6 +25,10 @@ def test_taking_turns(record_countd, counterd, strategy):
     r = a.next("x")
     assert r.status == 409 and r.json()["error"] == "conflict", r
     assert "--client-id test" in r.json()["message"], r.json()
+    g = a.get("/counters/x")
+    # count: locked shows the last value acknowledged, the others the last one reserved (the conflicting 2)
+    assert g.status == 200 and g.json()["count"] == (1 if strategy == "locked" else 2), \
+        "the counter stays listed while it waits to read again"
     assert a.next("x").json()["count"] == 3
     r = b.next("x")
     assert r.status == 409 and r.json()["error"] == "conflict", r
