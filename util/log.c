@@ -85,6 +85,9 @@ log_get_level(void)
  * the journal the priority before it and before any line the message
  * itself holds.
  */
+static void log_emit(enum log_level, const char *, const char *, va_list)
+    __attribute__((format(printf, 3, 0)));
+
 static void
 log_emit(enum log_level level, const char *suffix, const char *fmt, va_list ap)
 {
