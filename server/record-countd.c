@@ -101,8 +101,8 @@ usage(FILE *f)
 	    "  -D, --durability full|normal  full: an acknowledged record survives power loss (fsync per\n"
 	    "                              group commit); normal: it survives a crash (default full)\n"
 	    "                              RECORD_COUNTD_DURABILITY\n"
-	    "  -c, --max-connections N     concurrent connections per listening socket (default 16384)\n"
-	    "                              RECORD_COUNTD_MAX_CONNECTIONS\n"
+	    "  -c, --max-connections N     concurrent connections per listening socket, 1..1000000\n"
+	    "                              (default 16384)  RECORD_COUNTD_MAX_CONNECTIONS\n"
 	    "  -t, --connection-timeout DURATION  close idle connections after this, in whole seconds\n"
 	    "                              (default 60s; 0: never)  RECORD_COUNTD_CONNECTION_TIMEOUT\n"
 	    "  -a, --access-log            one info line per request (off by default)  RECORD_COUNTD_ACCESS_LOG=1\n"
@@ -182,6 +182,23 @@ main_opt_what(int ch)
 	return o->what != NULL ? o->what : o->flag;
 }
 
+/*
+ * Parse a duration option; exits on a bad one. parse_duration_ms() reads six
+ * digits of a fraction and drops the rest, so "0.0000001s" came back as 0
+ * (none, never or no cap) where record-countd(8) promises that a duration
+ * other than 0 is at least 1ms: any non-zero digit makes it not 0.
+ */
+static void
+main_duration(const char *what, const char *arg, uint64_t *ms)
+{
+	const char *why;
+
+	if (parse_duration_ms(arg, ms, &why) != 0)
+		usage_error(what, arg, why);
+	if (*ms == 0 && strpbrk(arg, "123456789") != NULL)
+		usage_error(what, arg, "is less than 1ms (durations count whole milliseconds; 0 is written 0)");
+}
+
 /* Apply one option (from the command line or the environment variable what). */
 static void
 main_option(int ch, const char *what, const char *arg)
@@ -197,16 +214,13 @@ main_option(int ch, const char *what, const char *arg)
 		cfg.listen = arg;       /* checked by main_listen(), unless systemd passes sockets */
 		break;
 	case 'L':
-		if (parse_duration_ms(arg, &cfg.latency_ms, &why) != 0)
-			usage_error(what, arg, why);
+		main_duration(what, arg, &cfg.latency_ms);
 		break;
 	case 'j':
-		if (parse_duration_ms(arg, &cfg.jitter_ms, &why) != 0)
-			usage_error(what, arg, why);
+		main_duration(what, arg, &cfg.jitter_ms);
 		break;
 	case 'M':
-		if (parse_duration_ms(arg, &cfg.max_latency_ms, &why) != 0)
-			usage_error(what, arg, why);
+		main_duration(what, arg, &cfg.max_latency_ms);
 		break;
 	case 'd':
 		if (arg[0] == '\0')
@@ -227,8 +241,7 @@ main_option(int ch, const char *what, const char *arg)
 		cfg.max_connections = v;
 		break;
 	case 't':
-		if (parse_duration_ms(arg, &cfg.connection_timeout_ms, &why) != 0)
-			usage_error(what, arg, why);
+		main_duration(what, arg, &cfg.connection_timeout_ms);
 		/* libmicrohttpd's timeout is whole seconds: say so rather than round. */
 		if (cfg.connection_timeout_ms % 1000 != 0)
 			usage_error(what, arg, "is not a whole number of seconds (libmicrohttpd counts whole seconds;"
