@@ -516,3 +516,77 @@ def test_records_and_stats_fields_are_the_documented_ones(record_countd):
     assert set(stats) == {"recorded", "duplicates", "rejected", "in_flight", "max_in_flight", "clients"}, stats
     assert set(stats["clients"]["f"]) == {"recorded", "last_value", "in_flight", "max_in_flight", "out_of_order"}
     assert stats["clients"]["f"]["out_of_order"] == 1
+
+
+def test_man_page_names_the_version_the_program_prints():
+    with open(MAN) as f:
+        th = f.readline()
+    m = re.match(r'^\.TH RECORD-COUNTD 8 \S+ "lockstep (\S+)"', th)
+    assert m, th
+    p = subprocess.run([RECORD_COUNTD, "--version"], capture_output=True, text=True, timeout=10, env=clean_env())
+    assert p.returncode == 0 and p.stdout == "record-countd (lockstep) %s\n" % m.group(1), p
+
+
+def test_access_log_lines_are_at_level_info(tmp_path):
+    """-a: "Log one line per request at level info": --log-level warn hides them, info shows them."""
+    for level, shown in (("warn", False), ("info", True)):
+        d, port = start(tmp_path, ["--access-log", "--latency", "0", "--log-level", level], name=level)
+        assert http_tcp("127.0.0.1", port, "GET", "/record-count?value=7&client=lv").status == 200
+        assert d.stop() == 0
+        assert ("access method=GET path=/record-count status=200 client=lv values=7" in d.read_log()) == shown, level
+
+
+# --- FILES: the database's companions, backup and restore -------------------------------------------------------
+
+def test_a_wal_left_behind_by_a_removed_database_is_dropped(tmp_path):
+    """FILES: "A -wal file left behind by a database removed is dropped by SQLite when a new, empty database is created
+    in its place" (its records do not come back into the new one)."""
+    d, port = start(tmp_path, ["--latency", "0"], name="records")
+    assert http_tcp("127.0.0.1", port, "POST", "/record-count", {"client": "old", "values": [1, 2, 3]}).status == 200
+    d.kill()                                    # no clean close: the records are in the -wal file only
+    wal = tmp_path / "records.db-wal"
+    assert wal.exists() and wal.stat().st_size > 0
+    os.unlink(str(tmp_path / "records.db"))
+    d, port = start(tmp_path, ["--latency", "0"], name="records")
+    try:
+        assert http_tcp("127.0.0.1", port, "GET", "/records").json() == {"records": [], "next_after": None}
+        assert http_tcp("127.0.0.1", port, "GET", "/stats").json()["clients"] == {}
+        assert http_tcp("127.0.0.1", port, "GET", "/clients/old").json()["recorded"] == 0
+        r = http_tcp("127.0.0.1", port, "GET", "/record-count?value=1&client=old").json()
+        assert r["seq"] == 1 and r["duplicate"] is False, r
+    finally:
+        assert d.stop() == 0
+
+
+def test_backup_and_restore_as_the_man_page_says(tmp_path):
+    """FILES: back up with sqlite3's .backup while record-countd runs; to restore, stop it, put the copy in place of
+    records.db, remove the old -wal and -shm files, start it: the records of the backup are served, and /stats counts
+    them."""
+    sqlite3 = shutil.which("sqlite3")
+    if sqlite3 is None:
+        pytest.skip("no sqlite3(1) here")
+    line = next(t for k, t in man_section("FILES") if k == "nf" and t.startswith("sqlite3 "))
+    assert line == 'sqlite3 /var/lib/record-countd/records.db ".backup /srv/backup/records.db"', line
+    (tmp_path / "backup").mkdir()
+    d, port = start(tmp_path, ["--latency", "0"], name="records")
+    assert http_tcp("127.0.0.1", port, "POST", "/record-count", {"client": "b", "values": [1, 2, 3]}).status == 200
+    cmd = line.replace("/var/lib/record-countd/records.db", str(tmp_path / "records.db")).replace(
+        "/srv/backup/records.db", str(tmp_path / "backup" / "records.db"))
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p
+    # Recorded after the backup: gone once it is restored.
+    assert http_tcp("127.0.0.1", port, "GET", "/record-count?value=4&client=b").status == 200
+    assert d.stop() == 0
+    shutil.copy(str(tmp_path / "backup" / "records.db"), str(tmp_path / "records.db"))
+    for ext in ("-wal", "-shm"):
+        if (tmp_path / ("records.db" + ext)).exists():
+            os.unlink(str(tmp_path / ("records.db" + ext)))
+    d, port = start(tmp_path, ["--latency", "0"], name="records")
+    try:
+        recs = http_tcp("127.0.0.1", port, "GET", "/records?client=b").json()["records"]
+        assert [r["value"] for r in recs] == [1, 2, 3], recs
+        assert http_tcp("127.0.0.1", port, "GET", "/clients/b").json() == {"client": "b", "last_value": 3,
+                                                                           "recorded": 3}
+        assert http_tcp("127.0.0.1", port, "GET", "/stats?client=b").json()["clients"]["b"]["recorded"] == 3
+    finally:
+        assert d.stop() == 0
