@@ -90,7 +90,7 @@ usage(FILE *f)
 	    "Durations: 250ms, 1s, 1.5s, 2m (ms, s or m; a bare 0; at most 86400s).\n"
 	    "  -l, --listen ADDR:PORT      listen address (default 127.0.0.1:8080; [::1]:8080 for IPv6);\n"
 	    "                              ignored when systemd passes sockets   RECORD_COUNTD_LISTEN\n"
-	    "  -L, --latency DURATION      delay before each /record-count answer, from arrival\n"
+	    "  -L, --latency DURATION      delay before each /record-count answer, from its request line\n"
 	    "                              (default 100ms; e.g. 0, 250ms, 1s, 1.5s)  RECORD_COUNTD_LATENCY\n"
 	    "  -j, --jitter DURATION       uniform +/- jitter, at most the latency (default 0)\n"
 	    "                              RECORD_COUNTD_JITTER\n"

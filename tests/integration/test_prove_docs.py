@@ -590,3 +590,32 @@ def test_backup_and_restore_as_the_man_page_says(tmp_path):
         assert http_tcp("127.0.0.1", port, "GET", "/stats?client=b").json()["clients"]["b"]["recorded"] == 3
     finally:
         assert d.stop() == 0
+
+
+# --- "arrival": seq order is the end of a request, the latency and times count from its request line -------------
+
+def test_latency_and_at_count_from_the_request_line(record_countd):
+    """-L: the latency is "counted from its request line" (it used to say "from its arrival", which HTTP API defines
+    as the end of a request); /records: "at" is when the request line was read, so a slow POST's record may have a
+    later seq and an earlier at than another's."""
+    import json
+    import socket
+    from test_server_helpers import read_response
+    assert "counted from its request line" in man_options()["--latency"][2]
+    assert "from its request line" in help_options()["--latency"][2]
+    d = record_countd("--latency", "500ms")
+    body = b'{"client": "at", "values": [2]}'
+    head = b"POST /record-count HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        t0 = time.monotonic()
+        s.sendall(head + body[:5])
+        # Meanwhile a whole request: it arrives, and takes its seq, first.
+        assert d.get("/record-count?value=1&client=at").json()["seq"] == 1
+        s.sendall(body[5:])
+        status, _, resp = read_response(s)
+        took = time.monotonic() - t0
+    assert status == 200 and json.loads(resp)["records"][0]["seq"] == 2, resp
+    assert 0.5 <= took < 0.5 + 0.4, took        # from the end of its body, about 1 s
+    recs = d.get("/records?client=at").json()["records"]
+    assert [(r["seq"], r["value"]) for r in recs] == [(1, 1), (2, 2)], recs
+    assert recs[1]["at"] < recs[0]["at"], recs
