@@ -619,3 +619,40 @@ def test_latency_and_at_count_from_the_request_line(record_countd):
     recs = d.get("/records?client=at").json()["records"]
     assert [(r["seq"], r["value"]) for r in recs] == [(1, 1), (2, 2)], recs
     assert recs[1]["at"] < recs[0]["at"], recs
+
+
+def test_answers_before_the_body_close_the_connection_as_listed(record_countd):
+    """LIMITS: "Other errors keep a keep-alive connection open, except a 431 and an answer given before a request body
+    was read (a 413 for its Content-Length, or a 404, 405, 414 or 417 to a request with a body), which close it." The
+    list lacked 417, which closes as well. The body is a request of its own: read as one, it would record."""
+    import socket
+    from test_server_helpers import read_response
+    man = " ".join(t for k, t in man_section("LIMITS"))
+    m = re.search(r"or a ((?:\d{3}, )*\d{3}(?:,? or \d{3})?) to a request with a body", man)
+    assert m, man
+    listed = set(int(x) for x in re.findall(r"\d{3}", m.group(1)))
+    d = record_countd("--latency", "0")
+    smuggled = b"GET /record-count?value=9&client=smuggle HTTP/1.1\r\nHost: t\r\n\r\n"
+    cases = {404: (b"POST /nope", []), 405: (b"POST /stats", []),
+             414: (b"POST /record-count?" + b"&".join([b"a"] * 130), []),
+             417: (b"POST /record-count", [b"Expect: x"]),
+             400: (b"POST /record-count?value=1", [])}
+    closing = set()
+    for status, (line, extra) in cases.items():
+        head = b"\r\n".join([line + b" HTTP/1.1", b"Host: t", b"Content-Length: %d" % len(smuggled)] + extra)
+        with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+            s.sendall(head + b"\r\n\r\n" + smuggled)
+            got, headers, _ = read_response(s)
+            assert got == status, (status, got)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            try:
+                nxt, _, _ = read_response(s)
+            except OSError:
+                nxt = None
+        if nxt is None:
+            closing.add(status)
+            assert headers.get("connection") == "close", (status, headers)
+        else:
+            assert nxt == 200, (status, nxt)
+    assert closing == listed, "closing: %s; record-countd(8) lists %s" % (sorted(closing), sorted(listed))
+    assert d.get("/stats?client=smuggle").json()["clients"] == {}
