@@ -656,3 +656,50 @@ def test_answers_before_the_body_close_the_connection_as_listed(record_countd):
             assert nxt == 200, (status, nxt)
     assert closing == listed, "closing: %s; record-countd(8) lists %s" % (sorted(closing), sorted(listed))
     assert d.get("/stats?client=smuggle").json()["clients"] == {}
+
+
+def unit(name):
+    """{key: [values]} of a unit template in systemd/."""
+    keys = {}
+    with open(os.path.join(TOP_SRCDIR, "systemd", name + ".in")) as f:
+        for line in f:
+            if "=" in line and not line.startswith(("#", "[")):
+                k, _, v = line.strip().partition("=")
+                keys.setdefault(k, []).append(v)
+    return keys
+
+
+def test_units_and_their_drop_in_examples_do_what_files_says(tmp_path):
+    """FILES: the units listen on 127.0.0.1:8080, run as a dynamic user with the database in
+    /var/lib/record-countd/records.db; a drop-in's Environment= assignments set the options, and
+    RECORD_COUNTD_OPTIONS is appended to the command line."""
+    items = man_section("FILES")
+    assert ("TP", "/var/lib/record-countd/records.db") in items
+    svc, sock = unit("record-countd.service"), unit("record-countd.socket")
+    assert sock["ListenStream"] == ["127.0.0.1:8080"], sock
+    assert svc["DynamicUser"] == ["yes"] and svc["StateDirectory"] == ["record-countd"], svc
+    assert svc["ExecStart"] == ["@sbindir@/record-countd $RECORD_COUNTD_OPTIONS"], svc
+    text = [t for k, t in items if k == "nf"]
+    env_line = next(t for t in text if t.startswith("Environment="))
+    assignments = dict(a.split("=", 1) for a in env_line[len("Environment="):].split())
+    assert assignments == {"RECORD_COUNTD_LATENCY": "250ms", "RECORD_COUNTD_JITTER": "50ms"}, env_line
+    opts = " ".join(t for k, t in items if k == "text")
+    m = re.search(r"Environment=RECORD_COUNTD_OPTIONS=(\S+),", opts)
+    assert m, opts
+    # As systemd would run it: StateDirectory= sets STATE_DIRECTORY, the drop-in the variables, and
+    # $RECORD_COUNTD_OPTIONS (unquoted) becomes words of the command line.
+    state = tmp_path / "state"
+    state.mkdir()
+    port = free_port()
+    env = clean_env(STATE_DIRECTORY=str(state), RECORD_COUNTD_LISTEN="127.0.0.1:%d" % port, **assignments)
+    d = harness.Daemon(str(tmp_path), "record-countd")
+    d.spawn([RECORD_COUNTD] + m.group(1).split(), env)
+    try:
+        d.wait_ready(lambda: http_tcp("127.0.0.1", port, "GET", "/healthz").status == 200)
+        assert http_tcp("127.0.0.1", port, "GET", "/record-count?value=1&client=unit").status == 200
+    finally:
+        assert d.stop() == 0
+    log = d.read_log()
+    assert "db %s/records.db" % state in log and "latency 250ms jitter 50ms" in log, log
+    assert "access method=GET path=/record-count status=200 client=unit values=1" in log, log
+    assert (state / "records.db").exists()
