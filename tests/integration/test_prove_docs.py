@@ -703,3 +703,17 @@ def test_units_and_their_drop_in_examples_do_what_files_says(tmp_path):
     assert "db %s/records.db" % state in log and "latency 250ms jitter 50ms" in log, log
     assert "access method=GET path=/record-count status=200 client=unit values=1" in log, log
     assert (state / "records.db").exists()
+
+
+def test_empty_variables_are_ignored(tmp_path):
+    """ENVIRONMENT: "a variable set to the empty string is ignored": each option keeps its default."""
+    assert "a variable set to the empty string is ignored" in " ".join(t for k, t in man_section("ENVIRONMENT"))
+    empty = {v: "" for v in ("RECORD_COUNTD_LATENCY", "RECORD_COUNTD_JITTER", "RECORD_COUNTD_MAX_LATENCY",
+                             "RECORD_COUNTD_DURABILITY", "RECORD_COUNTD_MAX_CONNECTIONS",
+                             "RECORD_COUNTD_CONNECTION_TIMEOUT", "RECORD_COUNTD_ACCESS_LOG", "RECORD_COUNTD_LOG_LEVEL")}
+    d, port = start(tmp_path, [], env=clean_env(**empty))
+    assert http_tcp("127.0.0.1", port, "GET", "/healthz").status == 200
+    assert d.stop() == 0
+    log = d.read_log()
+    assert "(durability full), latency 100ms jitter 0ms max-latency 0ms (no cap)" in log, log
+    assert "access method=" not in log
