@@ -717,3 +717,22 @@ def test_empty_variables_are_ignored(tmp_path):
     log = d.read_log()
     assert "(durability full), latency 100ms jitter 0ms max-latency 0ms (no cap)" in log, log
     assert "access method=" not in log
+
+
+def test_a_fraction_of_a_millisecond_past_1ms_is_dropped(tmp_path):
+    """OPTIONS: "a fraction of a millisecond past that is dropped (1.5ms is 1ms)"; so it is at the one-day limit.
+    Only a fraction of a millisecond: every digit counts, where the seventh and later were dropped, so 0.0000334m
+    (2.004ms) was 1ms, and 0.0000167m (1.002ms) was refused as less than 1ms."""
+    text = " ".join(t for k, t in man_section("OPTIONS"))
+    assert "a fraction of a millisecond past that is dropped (1.5ms is 1ms)" in text
+    d, port = start(tmp_path, ["--latency", "1.5ms", "--jitter", "0.0019s", "--max-latency", "0.0000334m"])
+    assert d.stop() == 0
+    assert "latency 1ms jitter 1ms max-latency 2ms" in d.read_log(), d.read_log()
+    d, port = start(tmp_path, ["--latency", "0.0000167m", "--jitter", "0.0000166666666666666666666666667m",
+                               "--max-latency", "0.016666666666666666666666666666666666666666666666666666666667m"],
+                    name="e")
+    assert d.stop() == 0
+    assert "latency 1ms jitter 1ms max-latency 1000ms" in d.read_log(), d.read_log()
+    p = subprocess.run([RECORD_COUNTD, "--latency", "86400.0009s", "--help"], capture_output=True, text=True,
+                       timeout=10, env=clean_env())
+    assert p.returncode == 0, p
