@@ -186,6 +186,12 @@ def test_man_help_and_code_have_the_same_options():
         assert (man[name][1] is not None) == takes_arg, "%s: record-countd(8) says argument %r" % (name, man[name][1])
         assert (hlp[name][1] is not None) == takes_arg, "%s: --help says argument %r" % (name, hlp[name][1])
         assert man[name][1] == hlp[name][1], (name, man[name][1], hlp[name][1])
+    # SYNOPSIS: [--name ARG] for some of them, with the same arguments.
+    synopsis = " ".join(t for k, t in man_section("SYNOPSIS"))
+    shown = re.findall(r"\[(--[\w-]+)(?: ([^\]]*?))? ?\]", synopsis)
+    assert len(shown) >= 5, synopsis
+    for name, arg in shown:
+        assert name in code and man[name][1] == (arg or None), (name, arg, man.get(name))
 
 
 def test_man_and_help_state_the_same_defaults():
