@@ -522,6 +522,17 @@ def test_records_and_stats_fields_are_the_documented_ones(record_countd):
     assert set(stats) == {"recorded", "duplicates", "rejected", "in_flight", "max_in_flight", "clients"}, stats
     assert set(stats["clients"]["f"]) == {"recorded", "last_value", "in_flight", "max_in_flight", "out_of_order"}
     assert stats["clients"]["f"]["out_of_order"] == 1
+    # /stats: "recorded (the records in the database), duplicates and rejected (answers with a 4xx status) since
+    # start".
+    assert d.get("/record-count?value=5&client=f").json()["duplicate"] is True
+    assert d.get("/record-count?value=05&client=f").status == 400
+    assert d.get("/nope").status == 404
+    stats = d.get("/stats").json()
+    assert (stats["recorded"], stats["duplicates"], stats["rejected"]) == (2, 1, 2), stats
+    d.restart()
+    stats = d.get("/stats").json()
+    assert (stats["recorded"], stats["duplicates"], stats["rejected"]) == (2, 0, 0), stats
+    assert (stats["in_flight"], stats["max_in_flight"]) == (0, 0), stats
 
 
 def test_man_page_names_the_version_the_program_prints():
