@@ -753,3 +753,37 @@ def test_a_fraction_of_a_millisecond_past_1ms_is_dropped(tmp_path):
     p = subprocess.run([RECORD_COUNTD, "--latency", "86400.0009s", "--help"], capture_output=True, text=True,
                        timeout=10, env=clean_env())
     assert p.returncode == 0, p
+
+
+def test_limits_in_the_man_page_and_readme_are_the_codes(record_countd):
+    """Each number of LIMITS (and README's) is the constant in server/server.h, whose values --help prints."""
+    with open(os.path.join(TOP_SRCDIR, "server", "server.h")) as f:
+        consts = {k: int(v) for k, v in re.findall(r"^#define (\w+) (\d+)\b", f.read(), re.M)}
+    man = re.sub(r"\s+", " ", " ".join(t for k, t in man_section("LIMITS")))
+    api = re.sub(r"\s+", " ", " ".join(t for k, t in man_section("HTTP API")))
+    for phrase in ("request target (path and query) %(LIMIT_URL)d bytes, 414",
+                   "at most %(LIMIT_PARAMS)d query parameters (separated by &), 414",
+                   "all headers %(LIMIT_HEADERS)d bytes, 431", "at most %(LIMIT_HEADER_FIELDS)d header fields, 431",
+                   "body %(LIMIT_BODY)d bytes, 413", "at most %(LIMIT_VALUES)d values per POST",
+                   "a /records limit of 1 to %(LIMIT_RECORDS_PAGE)d", "in a %(MHD_MEMORY_LIMIT)d-byte buffer"):
+        assert phrase % consts in man, phrase % consts
+    for phrase in ("a client ID is 1 to %(LIMIT_CLIENT)d characters of [A-Za-z0-9._:-]",
+                   "at most L (default %(DEFAULT_RECORDS_PAGE)d, at most %(LIMIT_RECORDS_PAGE)d)",
+                   "1 to %(LIMIT_VALUES)d values"):
+        assert phrase % consts in api, phrase % consts
+    with open(README) as f:
+        readme = re.sub(r"\s+", " ", f.read())
+    for phrase in ("limit 1..%(LIMIT_RECORDS_PAGE)d, default %(DEFAULT_RECORDS_PAGE)d",
+                   "1..%(LIMIT_VALUES)d values in one transaction", "client ids are 1..%(LIMIT_CLIENT)d characters",
+                   "413 body (or `Content-Length`) over %(LIMIT_BODY),d bytes",
+                   "414 request target over %(LIMIT_URL),d bytes or over %(LIMIT_PARAMS)d query parameters",
+                   "431 headers over %(LIMIT_HEADERS),d bytes or over %(LIMIT_HEADER_FIELDS)d fields"):
+        assert phrase.replace("%(", "{").replace(")d", "}").replace("),d", ":,}").format(**consts) in readme, phrase
+    # And the daemon keeps them: the first value past each of the simplest is refused with its status.
+    d = record_countd("--latency", "0")
+    assert d.get("/records?limit=%d" % consts["LIMIT_RECORDS_PAGE"]).status == 200
+    assert d.get("/records?limit=%d" % (consts["LIMIT_RECORDS_PAGE"] + 1)).status == 400
+    assert d.get("/clients/" + "c" * consts["LIMIT_CLIENT"]).status == 200
+    assert d.get("/clients/" + "c" * (consts["LIMIT_CLIENT"] + 1)).status == 400
+    assert d.post("/record-count", {"values": list(range(1, consts["LIMIT_VALUES"] + 2))}).status == 400
+    assert d.post("/record-count", b"x" * (consts["LIMIT_BODY"] + 1)).status == 413
