@@ -787,3 +787,14 @@ def test_limits_in_the_man_page_and_readme_are_the_codes(record_countd):
     assert d.get("/clients/" + "c" * (consts["LIMIT_CLIENT"] + 1)).status == 400
     assert d.post("/record-count", {"values": list(range(1, consts["LIMIT_VALUES"] + 2))}).status == 400
     assert d.post("/record-count", b"x" * (consts["LIMIT_BODY"] + 1)).status == 413
+
+
+def test_help_and_man_say_the_same_of_durability():
+    """--help said "fsync per group commit", but no commit syncs: syncer threads fdatasync the WAL behind the commits,
+    several commits to one sync, and a record is answered once a sync that began after its commit is over
+    (record-countd(8): "answers a record only after the write-ahead log holding it has been synced to disk")."""
+    man, hlp = man_options()["--durability"][2], help_options()["--durability"][2]
+    assert "has been synced to disk" in man, man
+    assert "answered once it is synced to disk" in hlp and "per group commit" not in hlp, hlp
+    for text in (man, hlp):
+        assert "power loss" in text and "crash" in text, text
