@@ -90,7 +90,7 @@ usage(FILE *f)
 	    "Durations: 250ms, 1s, 1.5s, 2m (ms, s or m; a bare 0; at most 86400s).\n"
 	    "  -l, --listen ADDR:PORT      listen address (default 127.0.0.1:8080; [::1]:8080 for IPv6);\n"
 	    "                              ignored when systemd passes sockets   RECORD_COUNTD_LISTEN\n"
-	    "  -L, --latency DURATION      delay before each /record-count answer, from arrival\n"
+	    "  -L, --latency DURATION      delay before each /record-count answer, from its request line\n"
 	    "                              (default 100ms; e.g. 0, 250ms, 1s, 1.5s)  RECORD_COUNTD_LATENCY\n"
 	    "  -j, --jitter DURATION       uniform +/- jitter, at most the latency (default 0)\n"
 	    "                              RECORD_COUNTD_JITTER\n"
@@ -98,11 +98,11 @@ usage(FILE *f)
 	    "                              the latency  RECORD_COUNTD_MAX_LATENCY\n"
 	    "  -d, --db PATH               SQLite database (default $STATE_DIRECTORY/records.db when\n"
 	    "                              STATE_DIRECTORY is set, else ./record-countd.db)  RECORD_COUNTD_DB\n"
-	    "  -D, --durability full|normal  full: an acknowledged record survives power loss (fsync per\n"
-	    "                              group commit); normal: it survives a crash (default full)\n"
+	    "  -D, --durability full|normal  full: a record is answered once it is synced to disk, so it\n"
+	    "                              survives power loss; normal: it survives a crash (default full)\n"
 	    "                              RECORD_COUNTD_DURABILITY\n"
-	    "  -c, --max-connections N     concurrent connections per listening socket (default 16384)\n"
-	    "                              RECORD_COUNTD_MAX_CONNECTIONS\n"
+	    "  -c, --max-connections N     concurrent connections per listening socket, 1..1000000\n"
+	    "                              (default 16384)  RECORD_COUNTD_MAX_CONNECTIONS\n"
 	    "  -t, --connection-timeout DURATION  close idle connections after this, in whole seconds\n"
 	    "                              (default 60s; 0: never)  RECORD_COUNTD_CONNECTION_TIMEOUT\n"
 	    "  -a, --access-log            one info line per request (off by default)  RECORD_COUNTD_ACCESS_LOG=1\n"
@@ -182,6 +182,37 @@ main_opt_what(int ch)
 	return o->what != NULL ? o->what : o->flag;
 }
 
+/*
+ * Parse a duration option into whole milliseconds, a fraction of one
+ * dropped; exits on a bad one. parse_duration_ms() checks the syntax and the
+ * range, but reads six digits of a fraction: 0.0000001s came back as 0 (none,
+ * never or no cap), where record-countd(8) promises that a duration other
+ * than 0 is at least 1ms, and 0.0000334m (2.004ms) as 1ms. So the fraction is
+ * read again here, every digit of it: multiplied by the unit from its last
+ * digit, the carry out of the first is its whole milliseconds.
+ */
+static void
+main_duration(const char *what, const char *arg, uint64_t *ms)
+{
+	const char *why, *p, *dot, *end;
+	uint64_t whole = 0, unit, carry = 0;
+
+	/* Its "less than 1ms" may come of the digits it did not read (0.0000167m is 1.002ms): judged below. */
+	if (parse_duration_ms(arg, ms, &why) != 0 && strstr(why, "less than 1ms") == NULL)
+		usage_error(what, arg, why);
+	for (p = arg; *p >= '0' && *p <= '9'; p++)
+		whole = whole * 10 + (uint64_t)(*p - '0');    /* at most a day's worth: checked above */
+	dot = p;
+	for (end = *dot == '.' ? dot + 1 : dot; *end >= '0' && *end <= '9'; end++)
+		;
+	unit = strcmp(end, "m") == 0 ? 60000 : strcmp(end, "s") == 0 ? 1000 : 1;
+	for (p = end - 1; p > dot; p--)
+		carry = ((uint64_t)(*p - '0') * unit + carry) / 10;
+	*ms = whole * unit + carry;
+	if (*ms == 0 && strpbrk(arg, "123456789") != NULL)
+		usage_error(what, arg, "is less than 1ms (durations count whole milliseconds; 0 is written 0)");
+}
+
 /* Apply one option (from the command line or the environment variable what). */
 static void
 main_option(int ch, const char *what, const char *arg)
@@ -197,16 +228,13 @@ main_option(int ch, const char *what, const char *arg)
 		cfg.listen = arg;       /* checked by main_listen(), unless systemd passes sockets */
 		break;
 	case 'L':
-		if (parse_duration_ms(arg, &cfg.latency_ms, &why) != 0)
-			usage_error(what, arg, why);
+		main_duration(what, arg, &cfg.latency_ms);
 		break;
 	case 'j':
-		if (parse_duration_ms(arg, &cfg.jitter_ms, &why) != 0)
-			usage_error(what, arg, why);
+		main_duration(what, arg, &cfg.jitter_ms);
 		break;
 	case 'M':
-		if (parse_duration_ms(arg, &cfg.max_latency_ms, &why) != 0)
-			usage_error(what, arg, why);
+		main_duration(what, arg, &cfg.max_latency_ms);
 		break;
 	case 'd':
 		if (arg[0] == '\0')
@@ -227,8 +255,7 @@ main_option(int ch, const char *what, const char *arg)
 		cfg.max_connections = v;
 		break;
 	case 't':
-		if (parse_duration_ms(arg, &cfg.connection_timeout_ms, &why) != 0)
-			usage_error(what, arg, why);
+		main_duration(what, arg, &cfg.connection_timeout_ms);
 		/* libmicrohttpd's timeout is whole seconds: say so rather than round. */
 		if (cfg.connection_timeout_ms % 1000 != 0)
 			usage_error(what, arg, "is not a whole number of seconds (libmicrohttpd counts whole seconds;"
