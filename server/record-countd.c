@@ -182,35 +182,14 @@ main_opt_what(int ch)
 	return o->what != NULL ? o->what : o->flag;
 }
 
-/*
- * Parse a duration option into whole milliseconds, a fraction of one
- * dropped; exits on a bad one. parse_duration_ms() checks the syntax and the
- * range, but reads six digits of a fraction: 0.0000001s came back as 0 (none,
- * never or no cap), where record-countd(8) promises that a duration other
- * than 0 is at least 1ms, and 0.0000334m (2.004ms) as 1ms. So the fraction is
- * read again here, every digit of it: multiplied by the unit from its last
- * digit, the carry out of the first is its whole milliseconds.
- */
+/* Parse a duration option into whole milliseconds; exits on a bad one. */
 static void
 main_duration(const char *what, const char *arg, uint64_t *ms)
 {
-	const char *why, *p, *dot, *end;
-	uint64_t whole = 0, unit, carry = 0;
+	const char *why;
 
-	/* Its "less than 1ms" may come of the digits it did not read (0.0000167m is 1.002ms): judged below. */
-	if (parse_duration_ms(arg, ms, &why) != 0 && strstr(why, "less than 1ms") == NULL)
+	if (parse_duration_ms(arg, ms, &why) != 0)
 		usage_error(what, arg, why);
-	for (p = arg; *p >= '0' && *p <= '9'; p++)
-		whole = whole * 10 + (uint64_t)(*p - '0');    /* at most a day's worth: checked above */
-	dot = p;
-	for (end = *dot == '.' ? dot + 1 : dot; *end >= '0' && *end <= '9'; end++)
-		;
-	unit = strcmp(end, "m") == 0 ? 60000 : strcmp(end, "s") == 0 ? 1000 : 1;
-	for (p = end - 1; p > dot; p--)
-		carry = ((uint64_t)(*p - '0') * unit + carry) / 10;
-	*ms = whole * unit + carry;
-	if (*ms == 0 && strpbrk(arg, "123456789") != NULL)
-		usage_error(what, arg, "is less than 1ms (durations count whole milliseconds; 0 is written 0)");
 }
 
 /* Apply one option (from the command line or the environment variable what). */

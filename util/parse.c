@@ -35,50 +35,56 @@ parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out, const char 
 	return 0;
 }
 
-/* Parse "250ms", "1s", "1.5s", "2m", "0" into milliseconds (at most one day). */
+/*
+ * Parse "250ms", "1s", "1.5s", "2m", "0" into milliseconds (at most one
+ * day). Every digit counts: the fraction is divided out from its last digit
+ * up, so the result is the exact value rounded down to a millisecond.
+ */
 int
 parse_duration_ms(const char *s, uint64_t *ms, const char **why)
 {
 	const uint64_t limit = 24ULL * 3600 * 1000;
-	uint64_t whole = 0, frac = 0, fracdiv = 1, unit;
-	const char *p = s;
+	uint64_t whole = 0, unit, carry = 0;
+	const char *p = s, *dot, *end;
+	int nonzero = 0;
 
 	*why = "is not a duration (e.g. 250ms, 1s, 1.5s)";
 	if (s == NULL || !isdigit((unsigned char)*p))
 		return -1;
 	while (isdigit((unsigned char)*p)) {
+		nonzero |= *p != '0';
 		whole = whole * 10 + (uint64_t)(*p++ - '0');
 		if (whole > limit)
 			goto range;
 	}
+	dot = p;
 	if (*p == '.') {
 		p++;
 		if (!isdigit((unsigned char)*p))
 			return -1;
-		while (isdigit((unsigned char)*p)) {
-			if (fracdiv < 1000000) {
-				frac = frac * 10 + (uint64_t)(*p - '0');
-				fracdiv *= 10;
-			}
-			p++;
-		}
+		while (isdigit((unsigned char)*p))
+			nonzero |= *p++ != '0';
 	}
+	end = p;
 	if (strcmp(p, "ms") == 0)
 		unit = 1;
 	else if (strcmp(p, "s") == 0)
 		unit = 1000;
 	else if (strcmp(p, "m") == 0)
 		unit = 60000;
-	else if (*p == '\0' && whole == 0 && frac == 0)
+	else if (*p == '\0' && !nonzero)
 		unit = 1;
 	else
 		return -1;
-	/* whole * unit cannot overflow (whole <= limit, unit <= 60000); the fraction may still cross the limit. */
-	if (whole * unit + (frac * unit) / fracdiv > limit)
+	/* floor(0.d1..dk * unit), from dk up: each step stays below unit. */
+	for (p = end - 1; p > dot; p--)
+		carry = ((uint64_t)(*p - '0') * unit + carry) / 10;
+	/* whole * unit cannot overflow (whole <= limit, unit <= 60000). */
+	if (whole * unit + carry > limit)
 		goto range;
-	*ms = whole * unit + (frac * unit) / fracdiv;
+	*ms = whole * unit + carry;
 	/* "0.5ms" is not "0" (which means none, never or no cap for some options). */
-	if (*ms == 0 && (whole != 0 || frac != 0)) {
+	if (*ms == 0 && nonzero) {
 		*why = "is less than 1ms (durations count whole milliseconds; 0 is written 0)";
 		return -1;
 	}

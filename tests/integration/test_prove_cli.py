@@ -383,3 +383,26 @@ def test_get_of_an_unknown_counter_is_exit_1(record_countd, counterd):
     assert len(p.stderr.splitlines()) == 1
     cd.ctl("next", "never")
     assert cd.ctl("get", "never").stdout == "1\n"
+
+
+@pytest.mark.parametrize("opt", ["--wait-timeout", "--record-timeout", "--backoff", "--shutdown-grace"])
+def test_counterd_durations_count_every_digit(tmp_path, opt):
+    """A duration other than 0 is at least 1ms: the seventh and later digits of a fraction were dropped, so
+    "0.0000001s" was taken as 0 (no wait limit, no record timeout) and "0.0000167m" (1.002ms) refused."""
+    sock = str(tmp_path / "d.sock")
+    for bad in ("0.0000001s", "0.00000001m", "0.0000009ms"):
+        p = subprocess.run([harness.COUNTERD, "--socket", sock, opt, bad], capture_output=True, text=True, timeout=30)
+        assert p.returncode != 0 and '%s: "%s" is less than 1ms' % (opt, bad) in p.stderr, (bad, p)
+    d = harness.Counterd(str(tmp_path), dead_url(), [opt, "0.0000167m"])
+    try:
+        d.start()
+    finally:
+        d.stop()
+
+
+def test_counterctl_timeout_counts_every_digit(tmp_path):
+    for bad in ("0.0000001s", "0.00000001m"):
+        p = run("--timeout", bad, "list")
+        assert p.returncode == 2 and '--timeout: "%s" is less than 1ms' % bad in p.stderr, (bad, p)
+    p = run("--socket", str(tmp_path / "none.sock"), "--timeout", "0.0000167m", "list")
+    assert p.returncode == 3 and "less than 1ms" not in p.stderr, p
