@@ -168,6 +168,9 @@ http_event_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void http_req_free(struct req *r);
+static void http_log_cb(void *, const char *, va_list) __attribute__((format(printf, 2, 0)));
+static void http_error_raw(struct req *, unsigned, const char *, const char *, ...)
+    __attribute__((format(printf, 4, 5)));
 static void http_access_log(struct req *r, double end);
 
 /* Shut hc's socket down; libmicrohttpd sees the end of it and closes the connection. */
