@@ -108,6 +108,8 @@ typedef void (*dfr_cb)(struct dfr *d, void *arg);
  * A canceller: called at most once, when an unfired deferred is cancelled.
  * It may fire d (a value or a failure), which then wins over the
  * cancellation error; if it leaves d unfired, d fails with DFR_ECANCELED.
+ * It may drop the reference of whoever was to fire d (a stopped timer's):
+ * the cancel holds its own until d has failed and its callbacks have run.
  */
 typedef void (*dfr_canceller_cb)(struct dfr *d, void *arg);
 
@@ -366,13 +368,16 @@ int dfr_lock_release(struct dfr_lock *l);
  * never fails that deferred by fiat: the lock is released only when fn's
  * deferred actually fires, by its canceller or when the work ends (unlike
  * Twisted, which releases at once and lets the next waiter overlap work still
- * running). fn's deferred that is itself a waiting acquire, get or run (of any
- * lock, semaphore or queue) is the exception: nothing else would ever fire it,
- * so it is cancelled as by dfr_cancel() and fails with DFR_ECANCELED. The
- * caller's deferred fires at that same moment, with whatever fn's deferred
- * ended with. Work whose deferred has no canceller simply runs to its end. The
- * caller's callbacks run after the lock has been released (or handed to the
- * next waiter, whose fn runs after them).
+ * running). A canceller that drops the last reference to fn's deferred (the
+ * firer's, having stopped the work) leaves nothing to fire it: it then fails
+ * with DFR_ECANCELED, its callbacks run and the lock is released. fn's
+ * deferred that is itself a waiting acquire, get or run (of any lock,
+ * semaphore or queue) is the exception: nothing else would ever fire it, so it
+ * is cancelled as by dfr_cancel() and fails with DFR_ECANCELED. The caller's
+ * deferred fires at that same moment, with whatever fn's deferred ended with.
+ * Work whose deferred has no canceller simply runs to its end. The caller's
+ * callbacks run after the lock has been released (or handed to the next
+ * waiter, whose fn runs after them).
  */
 struct dfr *dfr_lock_run(struct dfr_lock *l, dfr_run_cb fn, void *arg);
 

@@ -499,6 +499,72 @@ test_run_cancel_pending(void **state)
 }
 
 /*
+ * The usual canceller of a timer-driven call stops the timer and drops the
+ * reference the timer held, as it would under dfr_cancel(). Under a run() it
+ * then leaves the work's deferred held by nobody: nothing can fire it any
+ * more, so the cancel fails it with DFR_ECANCELED (as Twisted does), its own
+ * callbacks run, and the run fails with DFR_ECANCELED, not with the EPIPE of
+ * a deferred freed unfired.
+ */
+static struct dfr *dropped_timer_ref;
+
+static void
+stop_and_drop(struct dfr *d, void *arg)
+{
+	(void)arg;
+	work_cancels++;
+	assert_ptr_equal(d, dropped_timer_ref);
+	dropped_timer_ref = NULL;
+	dfr_unref(d); /* the timer is gone: so is its reference */
+}
+
+static struct dfr *
+timer_work(void *arg)
+{
+	struct dfr *d = dfr_new(stop_and_drop, NULL);
+
+	calls++;
+	dropped_timer_ref = d; /* the "timer's" reference */
+	dfr_add_both(d, log_cb, arg);
+	return dfr_ref(d);
+}
+
+static void
+test_run_cancel_work_dropped(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r, *next;
+
+	(void)state;
+	lg.n = 0;
+	calls = 0;
+	work_cancels = 0;
+	r = dfr_lock_run(l, timer_work, (void *)(intptr_t)1);
+	assert_int_equal(calls, 1);
+	dfr_add_both(r, log_cb, (void *)(intptr_t)2);
+	next = dfr_lock_acquire(l);
+	assert_false(dfr_fired(next));
+	dfr_cancel(r);
+	assert_int_equal(work_cancels, 1);
+	assert_null(dropped_timer_ref);
+	/* The work's own callback saw the cancel, then the run's. */
+	assert_int_equal(lg.n, 2);
+	assert_int_equal(lg.v[0], 1);
+	assert_int_equal(lg.v[1], 2);
+	assert_int_equal(dfr_failure_code(r), DFR_ECANCELED);
+	/* The work is over: the next one enters. */
+	assert_true(dfr_fired(next));
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_false(dfr_lock_locked(l));
+	dfr_unref(next);
+	dfr_lock_free(l);
+	/* The work's DFR_ECANCELED was left in place by log_cb. */
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
  * A canceller runs at most once in its deferred's life: cancelling a run()
  * asked the work's canceller already, so a later cancel of the work itself
  * does not call it again; it fails the work by fiat, and the run with it.
@@ -1156,6 +1222,8 @@ main(void)
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup,
 					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_work_dropped,
+					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_then_cancel_work,
 					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_granted, unit_setup,
