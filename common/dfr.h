@@ -522,9 +522,11 @@ struct dfr_gather_result {
  * empty result. The gather keeps its members, and its own state, until every
  * member has fired, even after it has failed or been freed: a member that may
  * never fire must be fired or cancelled (cancelling the gather does it for
- * all), as with a lock's waiters. If whoever holds the gather's deferred fires
- * it first, the members' later results are released with them and do not fire
- * it again.
+ * all), as with a lock's waiters. Cancelling a gather that has failed does
+ * nothing (it has fired): to stop the other members then, keep references of
+ * your own to them and cancel those. If whoever holds the gather's deferred
+ * fires it first, the members' later results are released with them and do not
+ * fire it again.
  */
 struct dfr *dfr_gather(struct dfr **ds, size_t n, int flags);
 

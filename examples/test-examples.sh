@@ -16,7 +16,7 @@ check() {	# check NAME EXPECTED
 		fail=1
 	fi
 }
-echo "1..6"
+echo "1..7"
 check counter-unsafe $'2 d1\n2 d2'
 check counter-locked $'1 d1\n2 d2'
 check counter-stateless $'1 d1\n2 d2'
@@ -40,6 +40,23 @@ job 4: recording
 job 4: recorded
 consumer: waiting get cancelled
 4 job(s) recorded, at most 1 at once; 3 waited for the lock"
+check fetch-gather "round 1: every page arrives
+fetch 1: done
+fetch 2: done
+fetch 0: done
+fetch 4: done
+fetch 3: done
+fetch 5: done
+gathered in input order: page-0 page-1 page-2 page-3 page-4 page-5
+at most 2 fetch(es) at once; 4 waited for a token, 0 cancelled while waiting
+round 2: page 2 never arrives
+fetch 1: done
+fetch 0: done
+fetch 2: timed out
+gather failed at member 2: member 2: timed out
+fetch 3: cancelled
+fetch 4: cancelled
+at most 2 fetch(es) at once; 3 waited for a token, 1 cancelled while waiting"
 # They are what readers copy: each must build outside the tree, with dfr.h and libevent's headers only.
 n=$((n + 1))
 src=${TOP_SRCDIR:-..}
