@@ -594,6 +594,87 @@ test_run_cancel_then_cancel_work(void **state)
 }
 
 /*
+ * A run that ends hands the lock on: the next run's fn is called after the
+ * ended run's own callbacks, and before a chain those callbacks fire (as a
+ * gather's), so cancelling the next run from such a chain comes too late,
+ * while cancelling it from the ended run's callback stops its fn.
+ */
+static struct dfr *ho_other, *ho_next;
+static int ho_cancel;
+
+static struct dfr *
+logged_work(void *arg)
+{
+	unit_log_add(&lg, (int)(intptr_t)arg);
+	return dfr_ref(work);
+}
+
+static void
+ho_first_cb(struct dfr *d, void *arg)
+{
+	(void)d;
+	(void)arg;
+	unit_log_add(&lg, 2);
+	if (ho_cancel)
+		dfr_cancel(ho_next);
+	assert_int_equal(dfr_callback(ho_other, NULL, NULL), 0);
+}
+
+static void
+ho_other_cb(struct dfr *d, void *arg)
+{
+	(void)d;
+	(void)arg;
+	unit_log_add(&lg, 4);
+}
+
+static void
+test_run_handoff_order(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *first, *first_work;
+
+	(void)state;
+	for (ho_cancel = 0; ho_cancel <= 1; ho_cancel++) {
+		lg.n = 0;
+		ho_other = dfr_new(NULL, NULL);
+		dfr_add_callback(ho_other, ho_other_cb, NULL);
+		work = first_work = dfr_new(NULL, NULL);
+		first = dfr_lock_run(l, logged_work, (void *)(intptr_t)1);
+		dfr_add_callback(first, ho_first_cb, NULL);
+		work = dfr_succeed(NULL, NULL);
+		ho_next = dfr_lock_run(l, logged_work, (void *)(intptr_t)3);
+		assert_int_equal(dfr_callback(first_work, NULL, NULL), 0);
+		if (!ho_cancel) {
+			/* fn 1, first's callback, fn 3, the other chain. */
+			assert_int_equal(lg.n, 4);
+			assert_int_equal(lg.v[0], 1);
+			assert_int_equal(lg.v[1], 2);
+			assert_int_equal(lg.v[2], 3);
+			assert_int_equal(lg.v[3], 4);
+			assert_false(dfr_failed(ho_next));
+		} else {
+			/* Cancelled from first's callback: fn 3 never runs. */
+			assert_int_equal(lg.n, 3);
+			assert_int_equal(lg.v[0], 1);
+			assert_int_equal(lg.v[1], 2);
+			assert_int_equal(lg.v[2], 4);
+			assert_int_equal(dfr_failure_code(ho_next),
+					 DFR_ECANCELED);
+			dfr_failure_free(dfr_take_failure(ho_next));
+		}
+		assert_false(dfr_lock_locked(l));
+		dfr_unref(work);
+		dfr_unref(first_work);
+		dfr_unref(first);
+		dfr_unref(ho_next);
+		dfr_unref(ho_other);
+	}
+	dfr_lock_free(l);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
  * A run handed the lock from inside a callback starts only once that callback
  * returns; cancelled in between (release, then cancel everything), its fn
  * never runs and the lock goes on to the next waiter.
@@ -1226,6 +1307,8 @@ main(void)
 					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_then_cancel_work,
 					    unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_handoff_order, unit_setup,
+					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_granted, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_queued_work,
