@@ -330,7 +330,9 @@ struct dfr_lock *dfr_lock_new(void);
  * dfr_lock_close). The lock must not be used afterwards; deferreds already
  * handed out stay valid, and a run() whose work is still pending finishes
  * (the lock's memory goes when it has). It may be called from a callback,
- * or from a run()'s fn while it runs under this lock.
+ * or from a run()'s fn while it runs under this lock. Called from a callback,
+ * it returns before the waiters' callbacks run (the trampoline rule): they
+ * see DFR_ECLOSED and must not use the lock, which is gone by then.
  */
 void dfr_lock_free(struct dfr_lock *l);
 
@@ -399,7 +401,7 @@ void dfr_lock_stats(const struct dfr_lock *l, struct dfr_stats *st);
 /* Create a semaphore with tokens >= 1; NULL and errno=EINVAL or ENOMEM. */
 struct dfr_sem *dfr_sem_new(unsigned int tokens);
 
-/* Free a semaphore, failing its waiters with DFR_ECLOSED first. */
+/* Free a semaphore, failing its waiters with DFR_ECLOSED (as dfr_lock_free). */
 void dfr_sem_free(struct dfr_sem *s);
 
 /* Acquire one token (as dfr_lock_acquire; fires with the sem pointer). */
@@ -448,7 +450,8 @@ struct dfr_queue *dfr_queue_new(size_t size, size_t backlog);
 /*
  * Free a queue: waiting gets fail with DFR_ECLOSED, stored items are
  * released with their free callbacks. It may be called from a callback,
- * a get's own included.
+ * a get's own included; it then returns before the failed gets' callbacks
+ * run (the trampoline rule), so those must not use the queue.
  */
 void dfr_queue_free(struct dfr_queue *q);
 
