@@ -16,7 +16,7 @@ check() {	# check NAME EXPECTED
 		fail=1
 	fi
 }
-echo "1..7"
+echo "1..8"
 check counter-unsafe $'2 d1\n2 d2'
 check counter-locked $'1 d1\n2 d2'
 check counter-stateless $'1 d1\n2 d2'
@@ -57,6 +57,18 @@ gather failed at member 2: member 2: timed out
 fetch 3: cancelled
 fetch 4: cancelled
 at most 2 fetch(es) at once; 3 waited for a token, 1 cancelled while waiting"
+check chain-cancel "request 1: user alice
+request 1: profile of alice
+request 1: picture alice.png
+request 1: done (alice, profile of alice, alice.png)
+request 2: user bob
+request 2: profile of bob
+request 2: no picture (picture server down): default.png
+request 2: done (bob, profile of bob, default.png)
+request 3: user carol
+request 3: cancelling
+request 3: call \"profile of carol\" stopped
+request 3: failed: cancelled"
 # They are what readers copy: each must build outside the tree, with dfr.h and libevent's headers only.
 n=$((n + 1))
 src=${TOP_SRCDIR:-..}
