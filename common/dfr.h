@@ -286,12 +286,15 @@ void dfr_wait(struct dfr *d, struct dfr *inner);
 /* Statistics for lock, semaphore and queue (always on, O(1) to keep)       */
 
 /*
- * For a lock or semaphore, "hold" is the time tokens are held (hold_total_ns
- * sums over all holders; hold_max_ns counts every hold of a lock, and the
- * run()s of a semaphore with more tokens, whose plain releases cannot be
- * matched to their acquires). For a queue, waiters are gets (wait times are
- * theirs), held is the items stored now, and hold times are not kept: that
- * would cost two clock reads per item, more than the put and get themselves.
+ * Waits are counted when a waiter gets what it waited for: one cancelled or
+ * timed out counts in cancelled, one failed by a close nowhere, and neither
+ * in the wait times. For a lock or semaphore, "hold" is the time tokens are
+ * held (hold_total_ns sums over all holders; hold_max_ns counts every hold of
+ * a lock, and the run()s of a semaphore with more tokens, whose plain
+ * releases cannot be matched to their acquires). For a queue, waiters are gets
+ * (wait times are theirs), held is the items stored now, and hold times are not
+ * kept: that would cost two clock reads per item, more than the put and get
+ * themselves.
  */
 struct dfr_stats {
 	uint64_t waiting;	/* waiters now */
@@ -299,8 +302,8 @@ struct dfr_stats {
 	uint64_t acquisitions;	/* acquires (or gets) that fired with success */
 	uint64_t contended;	/* of those, how many had to wait */
 	uint64_t cancelled;	/* waiters removed by cancel or timeout */
-	uint64_t wait_total_ns; /* total time waiters waited */
-	uint64_t wait_max_ns;	/* longest wait */
+	uint64_t wait_total_ns; /* total wait of the contended ones */
+	uint64_t wait_max_ns;	/* longest of those waits */
 	uint64_t hold_total_ns; /* total time between acquire and release */
 	uint64_t hold_max_ns;	/* longest hold */
 	uint64_t held;		/* tokens held now (lock: 0 or 1) */
