@@ -1083,6 +1083,22 @@ test_stats(void **state)
 	assert_true(st.hold_total_ns >= st.hold_max_ns);
 	dfr_unref(a);
 	dfr_unref(b);
+
+	/* A waiter that gives up counts as cancelled, not in the waits. */
+	a = dfr_lock_acquire(l);
+	b = dfr_lock_acquire(l);
+	nanosleep(&ts, NULL);
+	dfr_cancel(b);
+	dfr_failure_free(dfr_take_failure(b));
+	dfr_lock_release(l);
+	dfr_lock_stats(l, &st);
+	assert_int_equal(st.cancelled, 1);
+	assert_int_equal(st.acquisitions, 3);
+	assert_int_equal(st.contended, 1);
+	/* The one contended acquire's wait is all there is. */
+	assert_int_equal(st.wait_total_ns, st.wait_max_ns);
+	dfr_unref(a);
+	dfr_unref(b);
 	dfr_lock_free(l);
 }
 
