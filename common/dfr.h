@@ -373,9 +373,10 @@ int dfr_lock_release(struct dfr_lock *l);
  * never fails that deferred by fiat: the lock is released only when fn's
  * deferred actually fires, by its canceller or when the work ends (unlike
  * Twisted, which releases at once and lets the next waiter overlap work still
- * running). A canceller that drops the last reference to fn's deferred (the
- * firer's, having stopped the work) leaves nothing to fire it: it then fails
- * with DFR_ECANCELED, its callbacks run and the lock is released. fn's
+ * running). A canceller that stops the work should fire fn's deferred; one
+ * that drops the last reference to it instead (the firer's) leaves nothing to
+ * fire it: it then fails with DFR_ECANCELED, its callbacks run and the lock
+ * is released (while another reference is held, it stays unfired). fn's
  * deferred that is itself a waiting acquire, get or run (of any lock,
  * semaphore or queue) is the exception: nothing else would ever fire it, so it
  * is cancelled as by dfr_cancel() and fails with DFR_ECANCELED. The caller's
