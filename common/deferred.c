@@ -847,6 +847,9 @@ dfr_cancel(struct dfr *d)
 /*
  * Ask d's canceller to stop the work, without failing d by fiat: d fires
  * when the work says so (used by run() so a lock is never released early).
+ * A canceller that stopped the work and dropped the last reference to d
+ * (its firer's) leaves nobody to fire it: then the cancel fails d, as
+ * dfr_cancel() would, instead of freeing it unfired.
  */
 void
 dfr__soft_cancel(struct dfr *d)
@@ -857,6 +860,10 @@ dfr__soft_cancel(struct dfr *d)
 	d->refs++;
 	d->flags |= DFR_F_CANCELLER_CALLED;
 	d->canceller(d, d->carg);
+	if (d->refs == 1 && !(d->flags & (DFR_F_FIRED | DFR_F_NOFIAT))) {
+		d->flags |= DFR_F_CANCELLED | DFR_F_SWALLOW;
+		dfr__fire_failure(d, DFR_ECANCELED, "cancelled");
+	}
 	dfr__unref(d);
 }
 

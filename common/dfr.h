@@ -108,6 +108,8 @@ typedef void (*dfr_cb)(struct dfr *d, void *arg);
  * A canceller: called at most once, when an unfired deferred is cancelled.
  * It may fire d (a value or a failure), which then wins over the
  * cancellation error; if it leaves d unfired, d fails with DFR_ECANCELED.
+ * It may drop the reference of whoever was to fire d (a stopped timer's):
+ * the cancel holds its own until d has failed and its callbacks have run.
  */
 typedef void (*dfr_canceller_cb)(struct dfr *d, void *arg);
 
@@ -284,12 +286,15 @@ void dfr_wait(struct dfr *d, struct dfr *inner);
 /* Statistics for lock, semaphore and queue (always on, O(1) to keep)       */
 
 /*
- * For a lock or semaphore, "hold" is the time tokens are held (hold_total_ns
- * sums over all holders; hold_max_ns counts every hold of a lock, and the
- * run()s of a semaphore with more tokens, whose plain releases cannot be
- * matched to their acquires). For a queue, waiters are gets (wait times are
- * theirs), held is the items stored now, and hold times are not kept: that
- * would cost two clock reads per item, more than the put and get themselves.
+ * Waits are counted when a waiter gets what it waited for: one cancelled or
+ * timed out counts in cancelled, one failed by a close nowhere, and neither
+ * in the wait times. For a lock or semaphore, "hold" is the time tokens are
+ * held (hold_total_ns sums over all holders; hold_max_ns counts every hold of
+ * a lock, and the run()s of a semaphore with more tokens, whose plain
+ * releases cannot be matched to their acquires). For a queue, waiters are gets
+ * (wait times are theirs), held is the items stored now, and hold times are not
+ * kept: that would cost two clock reads per item, more than the put and get
+ * themselves.
  */
 struct dfr_stats {
 	uint64_t waiting;	/* waiters now */
@@ -297,8 +302,8 @@ struct dfr_stats {
 	uint64_t acquisitions;	/* acquires (or gets) that fired with success */
 	uint64_t contended;	/* of those, how many had to wait */
 	uint64_t cancelled;	/* waiters removed by cancel or timeout */
-	uint64_t wait_total_ns; /* total time waiters waited */
-	uint64_t wait_max_ns;	/* longest wait */
+	uint64_t wait_total_ns; /* total wait of the contended ones */
+	uint64_t wait_max_ns;	/* longest of those waits */
 	uint64_t hold_total_ns; /* total time between acquire and release */
 	uint64_t hold_max_ns;	/* longest hold */
 	uint64_t held;		/* tokens held now (lock: 0 or 1) */
@@ -328,7 +333,9 @@ struct dfr_lock *dfr_lock_new(void);
  * dfr_lock_close). The lock must not be used afterwards; deferreds already
  * handed out stay valid, and a run() whose work is still pending finishes
  * (the lock's memory goes when it has). It may be called from a callback,
- * or from a run()'s fn while it runs under this lock.
+ * or from a run()'s fn while it runs under this lock. Called from a callback,
+ * it returns before the waiters' callbacks run (the trampoline rule): they
+ * see DFR_ECLOSED and must not use the lock, which is gone by then.
  */
 void dfr_lock_free(struct dfr_lock *l);
 
@@ -366,13 +373,17 @@ int dfr_lock_release(struct dfr_lock *l);
  * never fails that deferred by fiat: the lock is released only when fn's
  * deferred actually fires, by its canceller or when the work ends (unlike
  * Twisted, which releases at once and lets the next waiter overlap work still
- * running). fn's deferred that is itself a waiting acquire, get or run (of any
- * lock, semaphore or queue) is the exception: nothing else would ever fire it,
- * so it is cancelled as by dfr_cancel() and fails with DFR_ECANCELED. The
- * caller's deferred fires at that same moment, with whatever fn's deferred
- * ended with. Work whose deferred has no canceller simply runs to its end. The
- * caller's callbacks run after the lock has been released (or handed to the
- * next waiter, whose fn runs after them).
+ * running). A canceller that stops the work should fire fn's deferred; one
+ * that drops the last reference to it instead (the firer's) leaves nothing to
+ * fire it: it then fails with DFR_ECANCELED, its callbacks run and the lock
+ * is released (while another reference is held, it stays unfired). fn's
+ * deferred that is itself a waiting acquire, get or run (of any lock,
+ * semaphore or queue) is the exception: nothing else would ever fire it, so it
+ * is cancelled as by dfr_cancel() and fails with DFR_ECANCELED. The caller's
+ * deferred fires at that same moment, with whatever fn's deferred ended with.
+ * Work whose deferred has no canceller simply runs to its end. The caller's
+ * callbacks run after the lock has been released (or handed to the next
+ * waiter, whose fn runs after them).
  */
 struct dfr *dfr_lock_run(struct dfr_lock *l, dfr_run_cb fn, void *arg);
 
@@ -394,7 +405,7 @@ void dfr_lock_stats(const struct dfr_lock *l, struct dfr_stats *st);
 /* Create a semaphore with tokens >= 1; NULL and errno=EINVAL or ENOMEM. */
 struct dfr_sem *dfr_sem_new(unsigned int tokens);
 
-/* Free a semaphore, failing its waiters with DFR_ECLOSED first. */
+/* Free a semaphore, failing its waiters with DFR_ECLOSED (as dfr_lock_free). */
 void dfr_sem_free(struct dfr_sem *s);
 
 /* Acquire one token (as dfr_lock_acquire; fires with the sem pointer). */
@@ -443,7 +454,8 @@ struct dfr_queue *dfr_queue_new(size_t size, size_t backlog);
 /*
  * Free a queue: waiting gets fail with DFR_ECLOSED, stored items are
  * released with their free callbacks. It may be called from a callback,
- * a get's own included.
+ * a get's own included; it then returns before the failed gets' callbacks
+ * run (the trampoline rule), so those must not use the queue.
  */
 void dfr_queue_free(struct dfr_queue *q);
 
@@ -517,9 +529,11 @@ struct dfr_gather_result {
  * empty result. The gather keeps its members, and its own state, until every
  * member has fired, even after it has failed or been freed: a member that may
  * never fire must be fired or cancelled (cancelling the gather does it for
- * all), as with a lock's waiters. If whoever holds the gather's deferred fires
- * it first, the members' later results are released with them and do not fire
- * it again.
+ * all), as with a lock's waiters. Cancelling a gather that has failed does
+ * nothing (it has fired): to stop the other members then, keep references of
+ * your own to them and cancel those. If whoever holds the gather's deferred
+ * fires it first, the members' later results are released with them and do not
+ * fire it again.
  */
 struct dfr *dfr_gather(struct dfr **ds, size_t n, int flags);
 

@@ -499,6 +499,72 @@ test_run_cancel_pending(void **state)
 }
 
 /*
+ * The usual canceller of a timer-driven call stops the timer and drops the
+ * reference the timer held, as it would under dfr_cancel(). Under a run() it
+ * then leaves the work's deferred held by nobody: nothing can fire it any
+ * more, so the cancel fails it with DFR_ECANCELED (as Twisted does), its own
+ * callbacks run, and the run fails with DFR_ECANCELED, not with the EPIPE of
+ * a deferred freed unfired.
+ */
+static struct dfr *dropped_timer_ref;
+
+static void
+stop_and_drop(struct dfr *d, void *arg)
+{
+	(void)arg;
+	work_cancels++;
+	assert_ptr_equal(d, dropped_timer_ref);
+	dropped_timer_ref = NULL;
+	dfr_unref(d); /* the timer is gone: so is its reference */
+}
+
+static struct dfr *
+timer_work(void *arg)
+{
+	struct dfr *d = dfr_new(stop_and_drop, NULL);
+
+	calls++;
+	dropped_timer_ref = d; /* the "timer's" reference */
+	dfr_add_both(d, log_cb, arg);
+	return dfr_ref(d);
+}
+
+static void
+test_run_cancel_work_dropped(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r, *next;
+
+	(void)state;
+	lg.n = 0;
+	calls = 0;
+	work_cancels = 0;
+	r = dfr_lock_run(l, timer_work, (void *)(intptr_t)1);
+	assert_int_equal(calls, 1);
+	dfr_add_both(r, log_cb, (void *)(intptr_t)2);
+	next = dfr_lock_acquire(l);
+	assert_false(dfr_fired(next));
+	dfr_cancel(r);
+	assert_int_equal(work_cancels, 1);
+	assert_null(dropped_timer_ref);
+	/* The work's own callback saw the cancel, then the run's. */
+	assert_int_equal(lg.n, 2);
+	assert_int_equal(lg.v[0], 1);
+	assert_int_equal(lg.v[1], 2);
+	assert_int_equal(dfr_failure_code(r), DFR_ECANCELED);
+	/* The work is over: the next one enters. */
+	assert_true(dfr_fired(next));
+	dfr_failure_free(dfr_take_failure(r));
+	dfr_unref(r);
+	assert_int_equal(dfr_lock_release(l), 0);
+	assert_false(dfr_lock_locked(l));
+	dfr_unref(next);
+	dfr_lock_free(l);
+	/* The work's DFR_ECANCELED was left in place by log_cb. */
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
  * A canceller runs at most once in its deferred's life: cancelling a run()
  * asked the work's canceller already, so a later cancel of the work itself
  * does not call it again; it fails the work by fiat, and the run with it.
@@ -523,6 +589,87 @@ test_run_cancel_then_cancel_work(void **state)
 	dfr_failure_free(dfr_take_failure(r));
 	dfr_unref(r);
 	dfr_unref(work);
+	dfr_lock_free(l);
+	assert_int_equal(unit_unhandled, 0);
+}
+
+/*
+ * A run that ends hands the lock on: the next run's fn is called after the
+ * ended run's own callbacks, and before a chain those callbacks fire (as a
+ * gather's), so cancelling the next run from such a chain comes too late,
+ * while cancelling it from the ended run's callback stops its fn.
+ */
+static struct dfr *ho_other, *ho_next;
+static int ho_cancel;
+
+static struct dfr *
+logged_work(void *arg)
+{
+	unit_log_add(&lg, (int)(intptr_t)arg);
+	return dfr_ref(work);
+}
+
+static void
+ho_first_cb(struct dfr *d, void *arg)
+{
+	(void)d;
+	(void)arg;
+	unit_log_add(&lg, 2);
+	if (ho_cancel)
+		dfr_cancel(ho_next);
+	assert_int_equal(dfr_callback(ho_other, NULL, NULL), 0);
+}
+
+static void
+ho_other_cb(struct dfr *d, void *arg)
+{
+	(void)d;
+	(void)arg;
+	unit_log_add(&lg, 4);
+}
+
+static void
+test_run_handoff_order(void **state)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *first, *first_work;
+
+	(void)state;
+	for (ho_cancel = 0; ho_cancel <= 1; ho_cancel++) {
+		lg.n = 0;
+		ho_other = dfr_new(NULL, NULL);
+		dfr_add_callback(ho_other, ho_other_cb, NULL);
+		work = first_work = dfr_new(NULL, NULL);
+		first = dfr_lock_run(l, logged_work, (void *)(intptr_t)1);
+		dfr_add_callback(first, ho_first_cb, NULL);
+		work = dfr_succeed(NULL, NULL);
+		ho_next = dfr_lock_run(l, logged_work, (void *)(intptr_t)3);
+		assert_int_equal(dfr_callback(first_work, NULL, NULL), 0);
+		if (!ho_cancel) {
+			/* fn 1, first's callback, fn 3, the other chain. */
+			assert_int_equal(lg.n, 4);
+			assert_int_equal(lg.v[0], 1);
+			assert_int_equal(lg.v[1], 2);
+			assert_int_equal(lg.v[2], 3);
+			assert_int_equal(lg.v[3], 4);
+			assert_false(dfr_failed(ho_next));
+		} else {
+			/* Cancelled from first's callback: fn 3 never runs. */
+			assert_int_equal(lg.n, 3);
+			assert_int_equal(lg.v[0], 1);
+			assert_int_equal(lg.v[1], 2);
+			assert_int_equal(lg.v[2], 4);
+			assert_int_equal(dfr_failure_code(ho_next),
+					 DFR_ECANCELED);
+			dfr_failure_free(dfr_take_failure(ho_next));
+		}
+		assert_false(dfr_lock_locked(l));
+		dfr_unref(work);
+		dfr_unref(first_work);
+		dfr_unref(first);
+		dfr_unref(ho_next);
+		dfr_unref(ho_other);
+	}
 	dfr_lock_free(l);
 	assert_int_equal(unit_unhandled, 0);
 }
@@ -936,6 +1083,22 @@ test_stats(void **state)
 	assert_true(st.hold_total_ns >= st.hold_max_ns);
 	dfr_unref(a);
 	dfr_unref(b);
+
+	/* A waiter that gives up counts as cancelled, not in the waits. */
+	a = dfr_lock_acquire(l);
+	b = dfr_lock_acquire(l);
+	nanosleep(&ts, NULL);
+	dfr_cancel(b);
+	dfr_failure_free(dfr_take_failure(b));
+	dfr_lock_release(l);
+	dfr_lock_stats(l, &st);
+	assert_int_equal(st.cancelled, 1);
+	assert_int_equal(st.acquisitions, 3);
+	assert_int_equal(st.contended, 1);
+	/* The one contended acquire's wait is all there is. */
+	assert_int_equal(st.wait_total_ns, st.wait_max_ns);
+	dfr_unref(a);
+	dfr_unref(b);
 	dfr_lock_free(l);
 }
 
@@ -1156,8 +1319,12 @@ main(void)
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_pending, unit_setup,
 					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_cancel_work_dropped,
+					    unit_setup, unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_then_cancel_work,
 					    unit_setup, unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_handoff_order, unit_setup,
+					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_granted, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_cancel_queued_work,

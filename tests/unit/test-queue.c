@@ -408,6 +408,63 @@ test_close(void **state)
 	assert_int_equal(unit_unhandled, 0);
 }
 
+/*
+ * Free from a callback: by the trampoline rule the failed gets' errbacks run
+ * after dfr_queue_free() has returned (dfr.h: they must not use the queue);
+ * outside any callback they run inside it.
+ */
+static struct unit_log flog;
+static struct dfr_queue *fq;
+
+static void
+log_closed(struct dfr *d, void *arg)
+{
+	(void)arg;
+	assert_int_equal(dfr_failure_code(d), DFR_ECLOSED);
+	dfr_failure_free(dfr_take_failure(d));
+	unit_log_add(&flog, 2);
+}
+
+static void
+free_queue_cb(struct dfr *d, void *arg)
+{
+	(void)d;
+	(void)arg;
+	unit_log_add(&flog, 1);
+	dfr_queue_free(fq);
+	fq = NULL;
+	unit_log_add(&flog, 3);
+}
+
+static void
+test_free_from_callback(void **state)
+{
+	struct dfr *g, *s;
+
+	(void)state;
+	flog.n = 0;
+	fq = dfr_queue_new(DFR_UNBOUNDED, DFR_UNBOUNDED);
+	g = dfr_queue_get(fq);
+	dfr_add_errback(g, log_closed, NULL);
+	dfr_queue_free(fq);
+	assert_int_equal(flog.n, 1); /* inside the call */
+
+	flog.n = 0;
+	fq = dfr_queue_new(DFR_UNBOUNDED, DFR_UNBOUNDED);
+	dfr_unref(g);
+	g = dfr_queue_get(fq);
+	dfr_add_errback(g, log_closed, NULL);
+	s = dfr_succeed(NULL, NULL);
+	dfr_add_callback(s, free_queue_cb, NULL);
+	assert_int_equal(flog.n, 3);
+	assert_int_equal(flog.v[0], 1);
+	assert_int_equal(flog.v[1], 3); /* free returned */
+	assert_int_equal(flog.v[2], 2); /* then the get's errback ran */
+	dfr_unref(s);
+	dfr_unref(g);
+	assert_int_equal(unit_unhandled, 0);
+}
+
 /* Statistics: getters' wait time, items stored. */
 static void
 test_stats(void **state)
@@ -509,6 +566,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_getter_reenters, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_free_from_callback, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_stats, unit_setup,
 					    unit_teardown),

@@ -1,6 +1,7 @@
 /*
  * test-sem.c: DeferredSemaphore: tokens, hand-off, over-release,
- * acquire_many, run(), close, and a million synchronous waiters.
+ * acquire_many, run(), close, a million synchronous waiters, and random
+ * operations mixed as a user program mixes them.
  */
 #include "config.h"
 
@@ -410,6 +411,295 @@ test_million_waiters(void **state)
 	assert_true(dn <= d1 + 256);
 }
 
+/*
+ * Random operations, as a user program mixes them: runs whose work fires
+ * later, at once or never (its canceller asks, fires it or stops it and
+ * drops its firer's reference), acquire_many, releases, cancels of anything
+ * at any moment, gathers of runs, chains whose callback waits on a run, a
+ * close, and any of these made again from inside the callbacks. Checked for
+ * each seed: the tokens held never exceed the limit, every callback runs
+ * exactly once (the work's own included), everything is given back at the
+ * end, and no failure is left unhandled.
+ */
+#define RND_MAX 1024
+
+struct rnd_work {
+	struct dfr *d; /* the firer's reference, while in rw_pending */
+	int mode;
+};
+
+struct rnd_obj {
+	struct dfr *d; /* our reference */
+	int kind;      /* 0 run, 1 acquire, 2 gather, 3 chain */
+	unsigned int n;
+	int in_gather;
+	int done;
+};
+
+static struct {
+	uint64_t x;
+	struct dfr_sem *s;
+	unsigned int limit, holding;
+	int nest;
+	struct rnd_work *pending[RND_MAX];
+	int npending;
+	struct dfr *sources[RND_MAX]; /* unfired heads of chains */
+	int nsources;
+	unsigned int held[RND_MAX]; /* tokens of each plain acquire held */
+	int nheld;
+	struct rnd_obj objs[RND_MAX];
+	int nobjs;
+	long works, works_ended, ends;
+} R;
+
+static unsigned int
+rnd(unsigned int n)
+{
+	R.x ^= R.x << 13;
+	R.x ^= R.x >> 7;
+	R.x ^= R.x << 17;
+	return (unsigned int)(R.x % n);
+}
+
+static void rnd_op(void);
+
+/* Now and then, make another operation from inside a callback. */
+static void
+rnd_nested(void)
+{
+	if (R.nest < 3 && rnd(100) < 30) {
+		R.nest++;
+		rnd_op();
+		R.nest--;
+	}
+}
+
+static int
+rnd_unpend(struct rnd_work *w)
+{
+	int i;
+
+	for (i = 0; i < R.npending; i++)
+		if (R.pending[i] == w) {
+			R.pending[i] = R.pending[--R.npending];
+			return 1;
+		}
+	return 0;
+}
+
+static void
+rnd_work_end(struct dfr *d, void *arg)
+{
+	struct rnd_work *w = arg;
+
+	assert_true(R.holding >= 1);
+	R.holding--;
+	R.works_ended++;
+	if (rnd_unpend(w))
+		dfr_unref(d); /* failed by a cancel: nobody fires it now */
+	free(w);
+	rnd_nested();
+}
+
+static void
+rnd_work_cancel(struct dfr *d, void *arg)
+{
+	struct rnd_work *w = arg;
+
+	if (w->mode == 0)
+		return; /* only asks: fired later */
+	assert_true(rnd_unpend(w));
+	if (w->mode == 1)
+		dfr_errback(d, EIO, "stopped");
+	else if (w->mode == 2)
+		dfr_callback(d, NULL, NULL);
+	dfr_unref(d); /* mode 3: stopped, without firing */
+}
+
+static struct dfr *
+rnd_fn(void *arg)
+{
+	struct rnd_work *w;
+	struct dfr *d;
+
+	(void)arg;
+	assert_true(R.holding < R.limit);
+	switch (rnd(10)) {
+	case 0:
+		return dfr_succeed(NULL, NULL);
+	case 1:
+		return dfr_fail(EIO, "failed at once");
+	case 2:
+		errno = EIO;
+		return NULL;
+	}
+	R.holding++;
+	w = malloc(sizeof *w);
+	assert_non_null(w);
+	w->mode = (int)rnd(4);
+	w->d = dfr_new(rnd_work_cancel, w);
+	dfr_add_both(w->d, rnd_work_end, w);
+	R.works++;
+	R.pending[R.npending++] = w;
+	d = dfr_ref(w->d);
+	rnd_nested();
+	return d;
+}
+
+static void
+rnd_end(struct dfr *d, void *arg)
+{
+	struct rnd_obj *o = arg;
+
+	assert_false(o->done);
+	o->done = 1;
+	R.ends++;
+	if (dfr_failed(d))
+		dfr_failure_free(dfr_take_failure(d));
+	else if (o->kind == 1) {
+		assert_true(R.holding + o->n <= R.limit);
+		R.holding += o->n;
+		R.held[R.nheld++] = o->n;
+	}
+	rnd_nested();
+}
+
+static void
+rnd_chain_wait(struct dfr *d, void *arg)
+{
+	(void)arg;
+	dfr_wait(d, dfr_sem_run(R.s, rnd_fn, NULL));
+	rnd_nested();
+}
+
+static void
+rnd_obj(struct dfr *d, int kind, unsigned int n)
+{
+	struct rnd_obj *o = &R.objs[R.nobjs++];
+
+	o->d = d;
+	o->kind = kind;
+	o->n = n;
+	dfr_add_both(d, rnd_end, o); /* may run at once */
+}
+
+static void
+rnd_release(int i)
+{
+	unsigned int n = R.held[i];
+
+	R.held[i] = R.held[--R.nheld];
+	R.holding -= n;
+	assert_int_equal(dfr_sem_release_many(R.s, n), 0);
+}
+
+static void
+rnd_fire(struct rnd_work *w)
+{
+	struct dfr *d = w->d;
+
+	rnd_unpend(w);
+	if (rnd(2))
+		assert_int_equal(dfr_callback(d, NULL, NULL), 0);
+	else
+		assert_int_equal(dfr_errback(d, EIO, "work failed"), 0);
+	dfr_unref(d);
+}
+
+static void
+rnd_op(void)
+{
+	unsigned int op = rnd(100);
+	struct dfr *ds[3], *d;
+	int i, n;
+
+	if (R.nobjs > RND_MAX - 16)
+		return;
+	if (op < 25) {
+		rnd_obj(dfr_sem_run(R.s, rnd_fn, NULL), 0, 0);
+	} else if (op < 35) {
+		n = (int)rnd(R.limit) + 1;
+		rnd_obj(dfr_sem_acquire_many(R.s, (unsigned int)n), 1,
+			(unsigned int)n);
+	} else if (op < 50) {
+		if (R.nheld > 0)
+			rnd_release((int)rnd((unsigned int)R.nheld));
+	} else if (op < 70) {
+		if (R.npending > 0)
+			rnd_fire(R.pending[rnd((unsigned int)R.npending)]);
+	} else if (op < 88) {
+		if (R.nobjs > 0)
+			dfr_cancel(R.objs[rnd((unsigned int)R.nobjs)].d);
+	} else if (op < 91) {
+		if (R.npending > 0)
+			dfr_cancel(R.pending[rnd((unsigned int)R.npending)]->d);
+	} else if (op < 94) {
+		d = dfr_new(NULL, NULL);
+		dfr_add_callback(d, rnd_chain_wait, NULL);
+		rnd_obj(d, 3, 0);
+		R.sources[R.nsources++] = dfr_ref(d);
+	} else if (op < 96) {
+		if (R.nsources > 0) {
+			i = (int)rnd((unsigned int)R.nsources);
+			d = R.sources[i];
+			R.sources[i] = R.sources[--R.nsources];
+			dfr_callback(d, NULL, NULL);
+			dfr_unref(d);
+		}
+	} else if (op < 97) {
+		if (rnd(10) == 0)
+			dfr_sem_close(R.s);
+	} else {
+		for (n = 0, i = 0; i < 6 && n < 3 && R.nobjs > 0; i++) {
+			struct rnd_obj *o = &R.objs[rnd((unsigned int)R.nobjs)];
+
+			if (o->kind == 0 && !o->in_gather) {
+				o->in_gather = 1;
+				ds[n++] = dfr_ref(o->d);
+			}
+		}
+		d = dfr_gather(ds, (size_t)n, DFR_GATHER_CONSUME_ERRORS);
+		rnd_obj(d, 2, 0);
+	}
+}
+
+static void
+test_random_ops(void **state)
+{
+	long seed, seeds = (long)(unit_n() / 500);
+	int i, ops;
+
+	(void)state;
+	for (seed = 1; seed <= seeds; seed++) {
+		memset(&R, 0, sizeof R);
+		R.x = (uint64_t)seed * 0x9E3779B97F4A7C15ull + 1;
+		R.limit = 1 + rnd(3);
+		R.s = dfr_sem_new(R.limit);
+		for (ops = 50 + (int)rnd(400), i = 0; i < ops; i++)
+			rnd_op();
+		/* Fire sources and works, release holds, until quiet. */
+		while (R.nsources > 0 || R.npending > 0 || R.nheld > 0) {
+			if (R.nsources > 0) {
+				struct dfr *d = R.sources[--R.nsources];
+
+				dfr_callback(d, NULL, NULL);
+				dfr_unref(d);
+			} else if (R.npending > 0)
+				rnd_fire(R.pending[0]);
+			else
+				rnd_release(0);
+		}
+		if (R.ends != R.nobjs || R.works_ended != R.works ||
+		    R.holding != 0 || dfr_sem_tokens(R.s) != R.limit)
+			fail_msg("seed %ld: %ld of %d ends, %ld of %ld works",
+				 seed, R.ends, R.nobjs, R.works_ended, R.works);
+		for (i = 0; i < R.nobjs; i++)
+			dfr_unref(R.objs[i].d);
+		dfr_sem_free(R.s);
+		assert_int_equal(unit_unhandled, 0);
+	}
+}
+
 int
 main(void)
 {
@@ -435,6 +725,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_close, unit_setup,
 					    unit_teardown),
 	    cmocka_unit_test_setup_teardown(test_million_waiters, unit_setup,
+					    unit_teardown),
+	    cmocka_unit_test_setup_teardown(test_random_ops, unit_setup,
 					    unit_teardown),
 	};
 
