@@ -424,7 +424,9 @@ http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 	struct req *r;
 	const char *q, *p = NULL;
 	size_t plen, ulen;
+	int end_known;
 
+	end_known = uri != NULL;
 	if (uri == NULL)
 		uri = "";
 	ulen = strlen(uri);
@@ -444,6 +446,7 @@ http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 	r->arrival_wall = now_wall();
 	r->route = ROUTE_OTHER;
 	r->uri_len = ulen;
+	r->uri_end = end_known ? uri + ulen : NULL;
 	r->uri = (char *)(r + 1);
 	memcpy(r->uri, uri, ulen + 1);
 	r->path = r->uri + ulen + 1;
@@ -733,6 +736,22 @@ http_route(struct req *r)
 	return NULL;
 }
 
+/*
+ * Did the request target have a raw NUL byte? libmicrohttpd 0.9.75 takes the
+ * target up to the last space of the request line but hands it on as a C
+ * string, so "/record-count?value=1<NUL>&client=x" would be served as
+ * "/record-count?value=1". The line is parsed in place: the version string
+ * follows the target and the space it replaced with a NUL, so a version that
+ * starts later than right after the string's end means the string was cut.
+ */
+static int
+http_target_nul(const struct req *r)
+{
+	if (r->uri_end == NULL || r->version == NULL || r->version <= r->uri_end + 1)
+		return 0;
+	return r->version - r->uri_end < MHD_MEMORY_LIMIT && r->version[-1] == '\0';
+}
+
 /* Checks made once the headers are in: size limits and routing. */
 static const struct route_entry *
 http_first(struct req *r)
@@ -750,6 +769,11 @@ http_first(struct req *r)
 	if (r->uri_len > LIMIT_URL) {
 		http_error(r, MHD_HTTP_URI_TOO_LONG, "uri_too_long", "the request target is %zu bytes; the limit is %d",
 		    r->uri_len, LIMIT_URL);
+		return NULL;
+	}
+	if (http_target_nul(r)) {
+		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_target",
+		    "the request target has a NUL byte after \"%.40s\"", r->uri);
 		return NULL;
 	}
 	if ((np = http_params(r->query)) > LIMIT_PARAMS) {
@@ -848,6 +872,7 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 	if (!r->started) {
 		r->started = 1;
 		r->method = method;
+		r->version = version;
 		if (http_first(r) == NULL) {
 			r->started = 2;
 			/*

@@ -145,6 +145,8 @@ struct req {
 	struct MHD_Connection *conn;
 	char *uri;                    /* raw request target, copied (in the same allocation as the req) */
 	size_t uri_len;
+	const char *uri_end;          /* in libmicrohttpd's request-line buffer: where the target's string ended */
+	const char *version;          /* libmicrohttpd's, from the same buffer */
 	char *path;                   /* the part before '?' (likewise) */
 	const char *query;            /* inside uri, after '?', or "" (libmicrohttpd is not given it: no GET args) */
 	const char *method;
