@@ -401,7 +401,8 @@ http_log_cb(void *arg, const char *fmt, va_list ap)
 		return;
 	}
 	http_kick = 1;
-	log_info("libmicrohttpd: %s", buf);
+	/* Some of its messages quote the request target as the client sent it (escapes, bare CRs, any byte). */
+	log_info("libmicrohttpd: %s", http_printable(buf));
 	if (sscanf(buf, "Error processing request (HTTP response code is %u", &status) == 1)
 		http_rejected(status, buf);
 }
