@@ -56,10 +56,21 @@ struct http_conn {
 	int fd;
 	struct req *req;              /* from its request line to its last callback, else NULL */
 	int shut;                     /* its socket is shut down: libmicrohttpd is closing it */
+	uint64_t due_us;              /* its request line is due from then (opened, or last answer), or its
+	                                 request whole from then (its request line) */
 	LIST_ENTRY(http_conn) entry;
 };
 static LIST_HEAD(, http_conn) http_conns = LIST_HEAD_INITIALIZER(http_conns);
 static struct event *http_grace_ev;
+/*
+ * libmicrohttpd's timeout counts from a connection's last byte, so a client
+ * trickling one byte at a time keeps a connection forever: every
+ * HTTP_DUE_SWEEP_MS, requests still arriving --connection-timeout after
+ * they were due are cut (see http_due_cb).
+ */
+#define HTTP_DUE_SWEEP_MS 250
+static struct event *http_due_ev;
+static struct log_limit http_due_ll;
 
 /*
  * libmicrohttpd keeps a request's target and header lines in its per-connection
@@ -461,6 +472,7 @@ http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 		if (hc->req != NULL)
 			http_req_free(hc->req);         /* the previous request was dropped by libmicrohttpd */
 		hc->req = r;
+		hc->due_us = r->arrival_us;
 	}
 	return r;
 }
@@ -942,9 +954,12 @@ http_completed_cb(void *arg, struct MHD_Connection *conn, void **con_cls, enum M
 	if (shutting_down && r->answered && toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
 		log_warnx("closing a connection whose client did not read its answer for %ds", SHUTDOWN_SEND_STALL_S);
 	http_req_free(r);
+	if ((info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT)) == NULL ||
+	    info->socket_context == NULL)
+		return;
+	((struct http_conn *)info->socket_context)->due_us = now_mono_us();
 	/* Its answer is in the socket's buffer now; a keep-alive connection must not start another request. */
-	if (shutting_down && (info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT)) != NULL &&
-	    info->socket_context != NULL)
+	if (shutting_down)
 		http_conn_shut(info->socket_context);
 }
 
@@ -965,6 +980,7 @@ http_connection_cb(void *arg, struct MHD_Connection *conn, void **socket_context
 		if ((hc = calloc(1, sizeof *hc)) == NULL)
 			return;
 		hc->conn = conn;
+		hc->due_us = now_mono_us();
 		info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 		hc->fd = info != NULL ? info->connect_fd : -1;
 		LIST_INSERT_HEAD(&http_conns, hc, entry);
@@ -978,6 +994,42 @@ http_connection_cb(void *arg, struct MHD_Connection *conn, void **socket_context
 	LIST_REMOVE(hc, entry);
 	free(hc);
 	*socket_context = NULL;
+}
+
+/*
+ * Cut the requests still arriving --connection-timeout after they were due:
+ * a request line that many seconds after its connection opened or its last
+ * answer was sent, or the rest of a request (headers, body) after its request
+ * line. One past its request line is answered 408; a connection idle that
+ * long, with no byte of a request, libmicrohttpd closes at the same time.
+ */
+static void
+http_due_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_conn *hc;
+	uint64_t now = now_mono_us(), limit = (uint64_t)cfg.connection_timeout_ms * 1000;
+	unsigned long skipped;
+	size_t n = 0;
+	char more[64] = "";
+
+	LIST_FOREACH(hc, &http_conns, entry) {
+		if (hc->shut || now - hc->due_us < limit)
+			continue;
+		if (hc->req == NULL)
+			http_conn_shut(hc);
+		else if (hc->req->started != 2 && !hc->req->answered) {
+			http_answer_raw(hc, hc->req, MHD_HTTP_REQUEST_TIMEOUT, "request_timeout",
+			    "the request did not arrive whole within the connection timeout");
+			n++;
+		}
+	}
+	if (n > 0 && log_limit_due(&http_due_ll, HTTP_ACCEPT_LOG_S, &skipped)) {
+		if (skipped > 0)
+			snprintf(more, sizeof more, " (%lu more since the last)", skipped);
+		log_info("closing %zu connection%s whose request did not arrive whole within %llums%s", n,
+		    n == 1 ? "" : "s", (unsigned long long)cfg.connection_timeout_ms, more);
+	}
+	http_run();
 }
 
 /* Start libmicrohttpd on the listening socket fd and hook it into the loop. */
@@ -1033,6 +1085,15 @@ http_start(const int *fds, size_t n)
 		http_nlisteners = i + 1;
 		if (http_start_one(&http_listeners[i], fds[i]) != 0)
 			return -1;
+	}
+	if (cfg.connection_timeout_ms > 0) {
+		struct timeval tv = { 0, HTTP_DUE_SWEEP_MS * 1000 };
+
+		if ((http_due_ev = event_new(ev_base, -1, EV_PERSIST, http_due_cb, NULL)) == NULL ||
+		    event_add(http_due_ev, &tv) != 0) {
+			log_warnx("cannot add the request timer to the loop");
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -1148,4 +1209,7 @@ http_stop(void)
 	if (http_grace_ev != NULL)
 		event_free(http_grace_ev);
 	http_grace_ev = NULL;
+	if (http_due_ev != NULL)
+		event_free(http_due_ev);
+	http_due_ev = NULL;
 }

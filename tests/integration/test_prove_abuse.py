@@ -58,3 +58,113 @@ def test_libmicrohttpd_messages_do_not_carry_raw_target_bytes(record_countd, aut
     reset_close(s)
     poll(lambda: b"Failed to send" in log_bytes(d), what="libmicrohttpd's message about the failed send")
     assert_clean_log(d)
+
+
+# ---------------------------------------------------------------- resources held under every limit
+
+def is_closed(s):
+    """Whether the peer has closed s (EOF or reset); consumes what was sent meanwhile."""
+    s.setblocking(False)
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        s.setblocking(True)
+
+
+TRICKLE = {
+    # what is sent at once, then what is trickled a byte at a time
+    "request-line": (b"", b"GET /stats?client=" + b"a" * 200 + b" HTTP/1.1\r\n"),
+    "headers": (b"GET /stats HTTP/1.1\r\n", b"Host: t\r\n" + b"X-Slow: 1\r\n" * 20),
+    "body": (b"POST /record-count HTTP/1.1\r\nHost: t\r\nContent-Length: 500\r\n\r\n", b" " * 500),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(TRICKLE))
+def test_trickled_request_is_cut_after_connection_timeout(record_countd, stage):
+    """A client sending one byte every 0.3 s is never idle for --connection-timeout 1s, so that alone would keep
+    its connection (and its --max-connections slot) forever: 16384 such connections at 60 s lock every other
+    client out for a few hundred bytes a second. A request must arrive whole within the timeout; one whose
+    request line arrived is answered 408 (request_timeout) and its connection closed, and nothing is recorded."""
+    d = record_countd("--latency", "0", "--connection-timeout", "1s")
+    first, slow = TRICKLE[stage]
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    try:
+        s.sendall(first)
+        got = b""
+        start = time.monotonic()
+        closed_at = None
+        for i, c in enumerate(slow):
+            if time.monotonic() - start > 4:
+                break
+            try:
+                s.sendall(bytes([c]))
+            except OSError:
+                closed_at = time.monotonic() - start
+                break
+            time.sleep(0.3)
+            s.setblocking(False)
+            try:
+                chunk = s.recv(65536)
+                got += chunk
+                if not chunk:
+                    closed_at = time.monotonic() - start
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed_at = time.monotonic() - start
+                break
+            finally:
+                s.setblocking(True)
+        assert closed_at is not None, "%s trickled a byte every 0.3 s: still open after %.1f s with " \
+            "--connection-timeout 1s" % (stage, time.monotonic() - start)
+        assert closed_at < 3.0, "%s: closed only after %.1f s" % (stage, closed_at)
+        if stage != "request-line":
+            assert got.startswith(b"HTTP/1.1 408 "), got
+            assert b'"error":"request_timeout"' in got, got
+    finally:
+        s.close()
+    assert d.get("/stats").json()["recorded"] == 0
+    assert_clean_log(d)
+
+
+def test_tricklers_at_max_connections_do_not_lock_others_out(record_countd):
+    """--max-connections 4 held by four tricklers: a legitimate client is served once they are cut, within a
+    few seconds of --connection-timeout 1s, though the tricklers never stop."""
+    d = record_countd("--latency", "0", "--connection-timeout", "1s", "--max-connections", "4")
+    socks = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(4)]
+    try:
+        for s in socks:
+            s.sendall(b"GET /stats HTTP/1.1\r\n")
+        start = time.monotonic()
+        served = None
+        legit = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        legit.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        legit.setblocking(False)
+        buf = b""
+        while time.monotonic() - start < 6 and served is None:
+            for s in socks:
+                try:
+                    s.send(b"X")
+                except OSError:
+                    pass
+            time.sleep(0.2)
+            try:
+                buf += legit.recv(65536)
+            except BlockingIOError:
+                pass
+            if b"\r\n\r\n" in buf:
+                served = time.monotonic() - start
+        legit.close()
+        assert served is not None, "with 4 tricklers at --max-connections 4, a client waited 6 s unserved"
+        assert buf.startswith(b"HTTP/1.1 200"), buf
+    finally:
+        for s in socks:
+            s.close()
