@@ -11,7 +11,7 @@ import time
 import pytest
 
 import harness
-from test_server_helpers import raw_request, read_response
+from test_server_helpers import raw_request
 
 
 def poll(pred, timeout=10.0, what="condition"):
@@ -168,3 +168,196 @@ def test_tricklers_at_max_connections_do_not_lock_others_out(record_countd):
     finally:
         for s in socks:
             s.close()
+
+
+# ---------------------------------------------------------------- what a client's bytes may do to outputs
+
+def post(body):
+    """A raw POST /record-count of body."""
+    return b"POST /record-count HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+NASTY = [
+    b"GET /st\x1b[31mats HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"G\x1bET /stats HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /stats\xff\xfe\r HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /record-count?value=1&client=a%0D%0Arecord-countd:%20forged HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /record-count?value=1&client=a%1B%5B2J HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /record-count?va%0Alue=1 HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /record-count?value=1%00 HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /record-count?value=1&client=%C3%28 HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /clients/a%0Ab HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /clients/%2F HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /stats HTTP/1.1\r\nHost: t\r\nExpect: \x1b[31m\xff\r\n\r\n",
+    b"GET /stats HTTP/1.1\r\nHost: t\r\nX-\x1b: y\r\n\r\n",
+    b"GET /stats HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: \x1b[2J\xc3\x28\r\n\r\n",
+    b"GET /stats HTTP/1.1\r\nHost: t\r\nContent-Length: 1\x1b\r\n\r\n",
+    b"GET http://\x1b[31m\xffhost/stats HTTP/1.1\r\nHost: t\r\n\r\n",
+    post(b"{\"cli\\u001b[2J\\n\":\"a\",\"values\":[1]}"),
+    post(b"{\"client\":\"a\xff\",\"values\":[1]}"),
+    post(b"{\"client\":\"a\\u0000\",\"values\":[1]}"),
+    post(b"[\x1b\n]\x00"),
+]
+
+
+def test_hostile_bytes_leave_answers_logs_and_metrics_well_formed(record_countd):
+    """Control characters, ANSI escapes, CR/LF (raw or %-encoded), NUL escapes and invalid UTF-8 in the target,
+    method, headers, client IDs and JSON bodies: each gets a JSON error that parses and is ASCII, nothing is
+    recorded, every access-log and warning line stays one printable line, and /metrics stays parseable with
+    only the route table's labels."""
+    import json
+    import re
+    d = record_countd("--latency", "0", "--access-log")
+    for req in NASTY:
+        status, headers, body = raw_request(d.port, req)
+        assert status is not None, (req, body)
+        # libmicrohttpd takes any byte but ':' in a header's name, and the authority of an absolute-form
+        # target is ignored: neither goes anywhere, so those two /stats are served
+        assert 400 <= status < 600 or b"/stats HTTP/1.1\r\nHost: t\r\n" in req, (req, status, body)
+        if status >= 400 and headers.get("content-type", "").startswith("application/json"):
+            doc = json.loads(body)
+            assert set(doc) == {"error", "message"}, (req, doc)
+            assert all(0x20 <= c < 0x7f for c in body.rstrip(b"\n")), (req, body)
+    assert d.get("/stats").json()["recorded"] == 0
+    assert_clean_log(d)
+    assert log_bytes(d).count(b" access method=") >= len(NASTY) - 1   # each answered one is one line
+    text = d.get("/metrics").body.decode("utf-8")
+    sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*",?)*\})? \S+$')
+    routes = {"/record-count", "/records", "/clients", "/stats", "/healthz", "/metrics", "other"}
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        assert sample.match(line), "malformed Prometheus line: %r" % line
+        for r in re.findall(r'route="([^"]*)"', line):
+            assert r in routes, line
+
+
+@pytest.mark.parametrize("target,status", [
+    ("/clients/a%253A", 400),         # decoded once: "a%3A" is no ID, not the client "a:"
+    ("/clients/a%3A", 200),
+    ("/clients/a%2Fb", 400),
+    ("/clients/a%00", 400),
+    ("/clients/a/b", 400),
+    ("/records?after=9223372036854775807&limit=1000", 200),
+    ("/records?after=9223372036854775808", 400),
+    ("/records?after=-1", 400),
+    ("/records?limit=0", 400),
+    ("/records?limit=1001", 400),
+    ("/records?limit=18446744073709551617", 400),
+    ("/record-count?value=9223372036854775808", 400),
+    ("/record-count?value=1&value=1", 400),
+])
+def test_encoding_and_paging_edges(record_countd, target, status):
+    """Percent-encoding is decoded once and never to NUL or '/'; paging and values at and past their limits."""
+    d = record_countd("--latency", "0")
+    r = d.get(target)
+    assert r.status == status, r
+    r.json()
+    assert d.get("/stats").json()["recorded"] == 0
+
+
+@pytest.mark.parametrize("name,body,code", [
+    ("deep-array", b"[" * 3000 + b"]" * 3000, "invalid_json"),
+    ("deep-values", b'{"client":"a","values":' + b"[" * 3000 + b"]" * 3000 + b"}", "invalid_json"),
+    ("duplicate-key", b'{"client":"a","values":[1],"values":[2]}', "invalid_json"),
+    ("nul-escape", b'{"client":"a\\u0000b","values":[1]}', "invalid_json"),
+    ("invalid-utf8", b'{"client":"a\xc0\xaf","values":[1]}', "invalid_json"),
+    ("lone-surrogate", b'{"client":"a\\ud800","values":[1]}', "invalid_json"),
+    ("huge-string", b'{"client":"' + b"a" * 65000 + b'","values":[1]}', "invalid_client"),
+    ("many-keys", b"{" + b",".join(b'"k%d":1' % i for i in range(6000)) + b"}", "unknown_field"),
+    ("float", b'{"client":"a","values":[1.0]}', "invalid_value"),
+    ("past-int64", b'{"client":"a","values":[9223372036854775808]}', "invalid_value"),
+    ("trailing-nul", b'{"client":"a","values":[1]}\x00', "invalid_json"),
+])
+def test_pathological_json_is_refused_cleanly(record_countd, name, body, code):
+    """Bodies under 64 KiB built to hurt a JSON parser: each is a 400 with the code that names it, at once,
+    and the daemon goes on serving."""
+    d = record_countd("--latency", "0")
+    assert len(body) <= 65536
+    t = time.monotonic()
+    r = d.post("/record-count", body)
+    assert r.status == 400 and r.json()["error"] == code, r
+    assert time.monotonic() - t < 2
+    assert d.get("/healthz").status == 200
+    assert d.get("/stats").json()["recorded"] == 0
+
+
+def test_stats_answer_per_client_is_as_documented(record_countd):
+    """record-countd(8): /stats is 82 bytes and the ID's length per client (small counters). Any client can
+    add clients, so this is what an operator sizes the answer by."""
+    d = record_countd("--latency", "0", "--durability", "normal")
+    n, idlen = 300, 128
+    with socket.create_connection(("127.0.0.1", d.port), timeout=30) as s:
+        s.sendall(b"".join(b"GET /record-count?value=1&client=%s HTTP/1.1\r\nHost: t\r\n\r\n"
+                           % (b"%d" % i).rjust(idlen, b"x") for i in range(n)))
+        pipelined_ok(s, n)
+    short = len(d.get("/stats").body)
+    with socket.create_connection(("127.0.0.1", d.port), timeout=30) as s:
+        s.sendall(b"".join(b"GET /record-count?value=1&client=y%d HTTP/1.1\r\nHost: t\r\n\r\n" % i
+                           for i in range(n)))
+        pipelined_ok(s, n)
+    per = (len(d.get("/stats").body) - short) / n
+    assert abs((short - 90) / n - (82 + idlen)) < 1, short / n
+    assert abs(per - (82 + len(b"y%d" % (n // 2)))) < 1, per
+
+
+def pipelined_ok(s, n):
+    """Read the answers to n pipelined requests on s; each must be a 200."""
+    buf = b""
+    while buf.count(b"HTTP/1.1 ") < n or not buf.endswith(b"}\n"):
+        chunk = s.recv(1 << 20)
+        assert chunk, "connection closed after %d answers" % buf.count(b"HTTP/1.1 ")
+        buf += chunk
+    assert buf.count(b"HTTP/1.1 200 ") == n, buf[:500]
+
+
+# ---------------------------------------------------------------- files
+
+def test_created_files_follow_the_umask(record_countd, tmp_path):
+    """The database, -wal and -shm files are created 0644 less the umask (so 0600 under umask 077), and the
+    -wal and -shm files of an existing database take its mode, as record-countd(8) says."""
+    old = os.umask(0o077)
+    try:
+        d = record_countd("--latency", "0")
+    finally:
+        os.umask(old)
+    assert d.get("/record-count?value=1").status == 200
+    for suffix in ("", "-wal", "-shm"):
+        mode = os.stat(d.db + suffix).st_mode & 0o777
+        assert mode == 0o600, "%s%s: mode %o under umask 077" % (d.db, suffix, mode)
+    d.stop()
+    db = str(tmp_path / "existing.db")
+    os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+    old = os.umask(0o022)
+    try:
+        e = record_countd("--latency", "0", db=db)
+    finally:
+        os.umask(old)
+    assert e.get("/record-count?value=1").status == 200
+    for suffix in ("", "-wal", "-shm"):
+        mode = os.stat(db + suffix).st_mode & 0o777
+        assert mode == 0o600, "%s%s: mode %o for a 0600 database under umask 022" % (db, suffix, mode)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "socket", "dangling-symlink-dir"])
+def test_db_of_the_wrong_type_is_refused_at_once(tmp_path, kind):
+    """--db naming a FIFO (which an open for reading would wait on forever), a directory, a socket, or a
+    symlink into a missing directory: exit status 1 at once, naming the path, and nothing is created."""
+    import subprocess
+    path = str(tmp_path / "bad.db")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        os.mkdir(path)
+    elif kind == "socket":
+        u = socket.socket(socket.AF_UNIX)
+        u.bind(path)
+        u.close()
+    else:
+        os.symlink(str(tmp_path / "missing" / "x.db"), path)
+    before = sorted(os.listdir(str(tmp_path)))
+    p = subprocess.run([harness.RECORD_COUNTD, "--listen", "127.0.0.1:0", "--db", path], capture_output=True,
+                       text=True, timeout=10, cwd=str(tmp_path))
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "bad.db" in p.stderr, p.stderr
+    assert sorted(os.listdir(str(tmp_path))) == before
