@@ -669,7 +669,21 @@ struct http_headers {
 	const char *coding;           /* the first Transfer-Encoding (the one libmicrohttpd reads), if any */
 	int codings;                  /* Transfer-Encoding fields */
 	const char *expect;           /* the first Expect other than 100-continue, if any */
+	const char *bad_name;         /* the first field name that is not a token, if any */
 };
+
+/* Whether s is an RFC 9110 token (a field name): no space, tab, control, separator or non-ASCII byte. */
+static int
+http_is_token(const char *s)
+{
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+		    strchr("!#$%&'*+-.^_`|~", *s) != NULL))
+			return 0;
+	return 1;
+}
 
 /* Add one header field or cookie to the request's struct http_headers. */
 static enum MHD_Result
@@ -683,6 +697,8 @@ http_header_size_cb(void *arg, enum MHD_ValueKind kind, const char *key, const c
 	}
 	h->bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
 	h->fields++;
+	if (h->bad_name == NULL && !http_is_token(key))
+		h->bad_name = key;
 	if (value == NULL)
 		return MHD_YES;
 	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
@@ -750,7 +766,7 @@ http_route(struct req *r)
 static const struct route_entry *
 http_first(struct req *r)
 {
-	struct http_headers h = { 0, 0, 0, NULL, 0, NULL, 0, NULL };
+	struct http_headers h = { 0, 0, 0, NULL, 0, NULL, 0, NULL, NULL };
 	const struct route_entry *e;
 	const char *cl;
 	size_t np, pool;
@@ -792,8 +808,16 @@ http_first(struct req *r)
 	/*
 	 * Where the body ends must be beyond doubt (RFC 9112 6.3), or a proxy in
 	 * front and this server could disagree on where the next request starts:
-	 * such a request is answered and its connection closed.
+	 * such a request is answered and its connection closed. libmicrohttpd
+	 * keeps "Content-Length :" as a field of another name, which a proxy may
+	 * have read as the length (RFC 9112 5.1: a server must answer 400).
 	 */
+	if (h.bad_name != NULL) {
+		http_error_raw(r, MHD_HTTP_BAD_REQUEST, "invalid_header",
+		    "header field name \"%.40s\" is not a token (no space or tab before its colon, no control or "
+		    "non-ASCII byte)", h.bad_name);
+		return NULL;
+	}
 	if (h.lengths_differ) {
 		http_error_raw(r, MHD_HTTP_BAD_REQUEST, "invalid_content_length",
 		    "the request has Content-Length headers that disagree");
