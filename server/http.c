@@ -389,12 +389,45 @@ http_accept_failed(struct http_listener *l, const char *why)
 		log_warnx("cannot accept connections: %s%s", why, more);
 }
 
+/*
+ * libmicrohttpd says something about most connections a client drops in the
+ * middle of a request, so a client could fill the log (and journald's rate
+ * limit, which would drop our own warnings): at most HTTP_MHD_LOG_BURST of
+ * its messages per HTTP_MHD_LOG_S seconds, the next saying how many were not.
+ */
+#define HTTP_MHD_LOG_BURST 20
+#define HTTP_MHD_LOG_S 10
+
+/* Whether the next libmicrohttpd message is logged; *dropped says how many were not since the last one. */
+static int
+http_mhd_log_due(unsigned long *dropped)
+{
+	static uint64_t window_us;
+	static unsigned int count;
+	static unsigned long skipped;
+	uint64_t now = now_mono_us();
+
+	if (window_us == 0 || now - window_us >= (uint64_t)HTTP_MHD_LOG_S * 1000000) {
+		window_us = now;
+		count = 0;
+	}
+	if (count >= HTTP_MHD_LOG_BURST) {
+		skipped++;
+		return 0;
+	}
+	count++;
+	*dropped = skipped;
+	skipped = 0;
+	return 1;
+}
+
 static void
 http_log_cb(void *arg, const char *fmt, va_list ap)
 {
 	struct http_listener *l = arg;
 	char buf[1024];
 	unsigned status;
+	unsigned long dropped;
 	size_t n;
 
 	vsnprintf(buf, sizeof buf, fmt, ap);
@@ -412,9 +445,17 @@ http_log_cb(void *arg, const char *fmt, va_list ap)
 		return;
 	}
 	http_kick = 1;
+	status = 0;
+	sscanf(buf, "Error processing request (HTTP response code is %u", &status);
 	/* Some of its messages quote the request target as the client sent it (escapes, bare CRs, any byte). */
-	log_info("libmicrohttpd: %s", http_printable(buf));
-	if (sscanf(buf, "Error processing request (HTTP response code is %u", &status) == 1)
+	if (http_mhd_log_due(&dropped)) {
+		if (dropped > 0)
+			log_info("libmicrohttpd: %s (and %lu more of its messages not logged)", http_printable(buf),
+			    dropped);
+		else
+			log_info("libmicrohttpd: %s", http_printable(buf));
+	}
+	if (status != 0)
 		http_rejected(status, buf);
 }
 
@@ -1033,15 +1074,16 @@ http_due_cb(evutil_socket_t fd, short what, void *arg)
 	struct http_conn *hc;
 	uint64_t now = now_mono_us(), limit = (uint64_t)cfg.connection_timeout_ms * 1000;
 	unsigned long skipped;
-	size_t n = 0;
+	size_t n = 0, idle = 0;
 	char more[64] = "";
 
 	LIST_FOREACH(hc, &http_conns, entry) {
 		if (hc->shut || now - hc->due_us < limit)
 			continue;
-		if (hc->req == NULL)
+		if (hc->req == NULL) {
 			http_conn_shut(hc);
-		else if (hc->req->started != 2 && !hc->req->answered) {
+			idle++;
+		} else if (hc->req->started != 2 && !hc->req->answered) {
 			http_answer_raw(hc, hc->req, MHD_HTTP_REQUEST_TIMEOUT, "request_timeout",
 			    "the request did not arrive whole within the connection timeout");
 			n++;
@@ -1053,7 +1095,8 @@ http_due_cb(evutil_socket_t fd, short what, void *arg)
 		log_info("closing %zu connection%s whose request did not arrive whole within %llums%s", n,
 		    n == 1 ? "" : "s", (unsigned long long)cfg.connection_timeout_ms, more);
 	}
-	http_run();
+	if (n + idle > 0)
+		http_run();     /* libmicrohttpd closes them once it runs */
 }
 
 /* Start libmicrohttpd on the listening socket fd and hook it into the loop. */

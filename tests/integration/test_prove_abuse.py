@@ -60,6 +60,26 @@ def test_libmicrohttpd_messages_do_not_carry_raw_target_bytes(record_countd, aut
     assert_clean_log(d)
 
 
+def test_libmicrohttpd_messages_cannot_flood_the_log(record_countd):
+    """Each connection a client closes in the middle of a request makes libmicrohttpd say so, at level info,
+    which is on by default: 300 of them (a fraction of a second's work for a client) must not make 300 log
+    lines: at most 20 of its messages go out per 10 s."""
+    d = record_countd("--latency", "0")
+    for i in range(300):
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        s.sendall(b"GET /stats HTTP/1.1\r\nHost")
+        if i % 2:
+            reset_close(s)
+        else:
+            s.close()
+    assert d.get("/healthz").status == 200
+    poll(lambda: log_bytes(d).count(b"libmicrohttpd:") >= 20, what="libmicrohttpd's messages")
+    time.sleep(0.5)     # the rest of the 300 would have come by now
+    lines = [l for l in log_bytes(d).split(b"\n") if b"libmicrohttpd:" in l]
+    assert len(lines) <= 21, "%d libmicrohttpd lines for 300 aborted requests:\n%s" % (
+        len(lines), b"\n".join(lines[:5]).decode())
+
+
 # ---------------------------------------------------------------- resources held under every limit
 
 def is_closed(s):
