@@ -56,10 +56,21 @@ struct http_conn {
 	int fd;
 	struct req *req;              /* from its request line to its last callback, else NULL */
 	int shut;                     /* its socket is shut down: libmicrohttpd is closing it */
+	uint64_t due_us;              /* its request line is due from then (opened, or last answer), or its
+	                                 request whole from then (its request line) */
 	LIST_ENTRY(http_conn) entry;
 };
 static LIST_HEAD(, http_conn) http_conns = LIST_HEAD_INITIALIZER(http_conns);
 static struct event *http_grace_ev;
+/*
+ * libmicrohttpd's timeout counts from a connection's last byte, so a client
+ * trickling one byte at a time keeps a connection forever: every
+ * HTTP_DUE_SWEEP_MS, requests still arriving --connection-timeout after
+ * they were due are cut (see http_due_cb).
+ */
+#define HTTP_DUE_SWEEP_MS 250
+static struct event *http_due_ev;
+static struct log_limit http_due_ll;
 
 /*
  * libmicrohttpd keeps a request's target and header lines in its per-connection
@@ -378,12 +389,45 @@ http_accept_failed(struct http_listener *l, const char *why)
 		log_warnx("cannot accept connections: %s%s", why, more);
 }
 
+/*
+ * libmicrohttpd says something about most connections a client drops in the
+ * middle of a request, so a client could fill the log (and journald's rate
+ * limit, which would drop our own warnings): at most HTTP_MHD_LOG_BURST of
+ * its messages per HTTP_MHD_LOG_S seconds, the next saying how many were not.
+ */
+#define HTTP_MHD_LOG_BURST 20
+#define HTTP_MHD_LOG_S 10
+
+/* Whether the next libmicrohttpd message is logged; *dropped says how many were not since the last one. */
+static int
+http_mhd_log_due(unsigned long *dropped)
+{
+	static uint64_t window_us;
+	static unsigned int count;
+	static unsigned long skipped;
+	uint64_t now = now_mono_us();
+
+	if (window_us == 0 || now - window_us >= (uint64_t)HTTP_MHD_LOG_S * 1000000) {
+		window_us = now;
+		count = 0;
+	}
+	if (count >= HTTP_MHD_LOG_BURST) {
+		skipped++;
+		return 0;
+	}
+	count++;
+	*dropped = skipped;
+	skipped = 0;
+	return 1;
+}
+
 static void
 http_log_cb(void *arg, const char *fmt, va_list ap)
 {
 	struct http_listener *l = arg;
 	char buf[1024];
 	unsigned status;
+	unsigned long dropped;
 	size_t n;
 
 	vsnprintf(buf, sizeof buf, fmt, ap);
@@ -401,8 +445,17 @@ http_log_cb(void *arg, const char *fmt, va_list ap)
 		return;
 	}
 	http_kick = 1;
-	log_info("libmicrohttpd: %s", buf);
-	if (sscanf(buf, "Error processing request (HTTP response code is %u", &status) == 1)
+	status = 0;
+	sscanf(buf, "Error processing request (HTTP response code is %u", &status);
+	/* Some of its messages quote the request target as the client sent it (escapes, bare CRs, any byte). */
+	if (http_mhd_log_due(&dropped)) {
+		if (dropped > 0)
+			log_info("libmicrohttpd: %s (and %lu more of its messages not logged)", http_printable(buf),
+			    dropped);
+		else
+			log_info("libmicrohttpd: %s", http_printable(buf));
+	}
+	if (status != 0)
 		http_rejected(status, buf);
 }
 
@@ -463,6 +516,7 @@ http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 		if (hc->req != NULL)
 			http_req_free(hc->req);         /* the previous request was dropped by libmicrohttpd */
 		hc->req = r;
+		hc->due_us = r->arrival_us;
 	}
 	return r;
 }
@@ -659,7 +713,21 @@ struct http_headers {
 	const char *coding;           /* the first Transfer-Encoding (the one libmicrohttpd reads), if any */
 	int codings;                  /* Transfer-Encoding fields */
 	const char *expect;           /* the first Expect other than 100-continue, if any */
+	const char *bad_name;         /* the first field name that is not a token, if any */
 };
+
+/* Whether s is an RFC 9110 token (a field name): no space, tab, control, separator or non-ASCII byte. */
+static int
+http_is_token(const char *s)
+{
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+		    strchr("!#$%&'*+-.^_`|~", *s) != NULL))
+			return 0;
+	return 1;
+}
 
 /* Add one header field or cookie to the request's struct http_headers. */
 static enum MHD_Result
@@ -673,6 +741,8 @@ http_header_size_cb(void *arg, enum MHD_ValueKind kind, const char *key, const c
 	}
 	h->bytes += strlen(key) + (value ? strlen(value) : 0) + 4;
 	h->fields++;
+	if (h->bad_name == NULL && !http_is_token(key))
+		h->bad_name = key;
 	if (value == NULL)
 		return MHD_YES;
 	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
@@ -756,7 +826,7 @@ http_target_nul(const struct req *r)
 static const struct route_entry *
 http_first(struct req *r)
 {
-	struct http_headers h = { 0, 0, 0, NULL, 0, NULL, 0, NULL };
+	struct http_headers h = { 0, 0, 0, NULL, 0, NULL, 0, NULL, NULL };
 	const struct route_entry *e;
 	const char *cl;
 	size_t np, pool;
@@ -803,8 +873,16 @@ http_first(struct req *r)
 	/*
 	 * Where the body ends must be beyond doubt (RFC 9112 6.3), or a proxy in
 	 * front and this server could disagree on where the next request starts:
-	 * such a request is answered and its connection closed.
+	 * such a request is answered and its connection closed. libmicrohttpd
+	 * keeps "Content-Length :" as a field of another name, which a proxy may
+	 * have read as the length (RFC 9112 5.1: a server must answer 400).
 	 */
+	if (h.bad_name != NULL) {
+		http_error_raw(r, MHD_HTTP_BAD_REQUEST, "invalid_header",
+		    "header field name \"%.40s\" is not a token (no space or tab before its colon, no control or "
+		    "non-ASCII byte)", h.bad_name);
+		return NULL;
+	}
 	if (h.lengths_differ) {
 		http_error_raw(r, MHD_HTTP_BAD_REQUEST, "invalid_content_length",
 		    "the request has Content-Length headers that disagree");
@@ -966,9 +1044,12 @@ http_completed_cb(void *arg, struct MHD_Connection *conn, void **con_cls, enum M
 	if (shutting_down && r->answered && toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
 		log_warnx("closing a connection whose client did not read its answer for %ds", SHUTDOWN_SEND_STALL_S);
 	http_req_free(r);
+	if ((info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT)) == NULL ||
+	    info->socket_context == NULL)
+		return;
+	((struct http_conn *)info->socket_context)->due_us = now_mono_us();
 	/* Its answer is in the socket's buffer now; a keep-alive connection must not start another request. */
-	if (shutting_down && (info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT)) != NULL &&
-	    info->socket_context != NULL)
+	if (shutting_down)
 		http_conn_shut(info->socket_context);
 }
 
@@ -989,6 +1070,7 @@ http_connection_cb(void *arg, struct MHD_Connection *conn, void **socket_context
 		if ((hc = calloc(1, sizeof *hc)) == NULL)
 			return;
 		hc->conn = conn;
+		hc->due_us = now_mono_us();
 		info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 		hc->fd = info != NULL ? info->connect_fd : -1;
 		LIST_INSERT_HEAD(&http_conns, hc, entry);
@@ -1002,6 +1084,44 @@ http_connection_cb(void *arg, struct MHD_Connection *conn, void **socket_context
 	LIST_REMOVE(hc, entry);
 	free(hc);
 	*socket_context = NULL;
+}
+
+/*
+ * Cut the requests still arriving --connection-timeout after they were due:
+ * a request line that many seconds after its connection opened or its last
+ * answer was sent, or the rest of a request (headers, body) after its request
+ * line. One past its request line is answered 408; a connection idle that
+ * long, with no byte of a request, libmicrohttpd closes at the same time.
+ */
+static void
+http_due_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_conn *hc;
+	uint64_t now = now_mono_us(), limit = (uint64_t)cfg.connection_timeout_ms * 1000;
+	unsigned long skipped;
+	size_t n = 0, idle = 0;
+	char more[64] = "";
+
+	LIST_FOREACH(hc, &http_conns, entry) {
+		if (hc->shut || now - hc->due_us < limit)
+			continue;
+		if (hc->req == NULL) {
+			http_conn_shut(hc);
+			idle++;
+		} else if (hc->req->started != 2 && !hc->req->answered) {
+			http_answer_raw(hc, hc->req, MHD_HTTP_REQUEST_TIMEOUT, "request_timeout",
+			    "the request did not arrive whole within the connection timeout");
+			n++;
+		}
+	}
+	if (n > 0 && log_limit_due(&http_due_ll, HTTP_ACCEPT_LOG_S, &skipped)) {
+		if (skipped > 0)
+			snprintf(more, sizeof more, " (%lu more since the last)", skipped);
+		log_info("closing %zu connection%s whose request did not arrive whole within %llums%s", n,
+		    n == 1 ? "" : "s", (unsigned long long)cfg.connection_timeout_ms, more);
+	}
+	if (n + idle > 0)
+		http_run();     /* libmicrohttpd closes them once it runs */
 }
 
 /* Start libmicrohttpd on the listening socket fd and hook it into the loop. */
@@ -1057,6 +1177,15 @@ http_start(const int *fds, size_t n)
 		http_nlisteners = i + 1;
 		if (http_start_one(&http_listeners[i], fds[i]) != 0)
 			return -1;
+	}
+	if (cfg.connection_timeout_ms > 0) {
+		struct timeval tv = { 0, HTTP_DUE_SWEEP_MS * 1000 };
+
+		if ((http_due_ev = event_new(ev_base, -1, EV_PERSIST, http_due_cb, NULL)) == NULL ||
+		    event_add(http_due_ev, &tv) != 0) {
+			log_warnx("cannot add the request timer to the loop");
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -1172,4 +1301,7 @@ http_stop(void)
 	if (http_grace_ev != NULL)
 		event_free(http_grace_ev);
 	http_grace_ev = NULL;
+	if (http_due_ev != NULL)
+		event_free(http_due_ev);
+	http_due_ev = NULL;
 }
