@@ -107,6 +107,22 @@ api_wants_close(struct evhttp_request *req)
 }
 
 /*
+ * Whether the request target is in absolute form ("http://host/path"): libevent
+ * takes it for a request to a proxy and closes the connection after the answer
+ * whatever the client asked (it would keep it only for a Proxy-Connection:
+ * keep-alive in the answer's headers as well as the request's), so the answer
+ * must say Connection: close.
+ */
+static int
+api_absolute(struct evhttp_request *req)
+{
+	const char *uri = evhttp_request_get_uri(req);
+
+	return uri != NULL && (strncasecmp(uri, "http://", 7) == 0 ||
+			       strncasecmp(uri, "https://", 8) == 0);
+}
+
+/*
  * Send b (NULL for none; drained, still the caller's) as the answer with
  * status. libevent leaves Content-Length out of an answer to HTTP/1.0
  * without keep-alive, sends the body of an answer to HEAD, and keeps the
@@ -124,7 +140,7 @@ api_send(struct evhttp_request *req, int status, struct evbuffer *b)
 		 b != NULL ? evbuffer_get_length(b) : 0);
 	evhttp_remove_header(out, "Content-Length");
 	evhttp_add_header(out, "Content-Length", len);
-	if ((api_closed || api_wants_close(req)) &&
+	if ((api_closed || api_wants_close(req) || api_absolute(req)) &&
 	    evhttp_find_header(out, "Connection") == NULL)
 		evhttp_add_header(out, "Connection", "close");
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)
@@ -623,9 +639,9 @@ api_metrics(struct evhttp_request *req, const char *name)
 	}
 	api_metric_head(b, "process_start_time_seconds", "gauge",
 			"Start time of the process since the Unix epoch.");
-	evbuffer_add_printf(b, "process_start_time_seconds %lld.%03ld\n",
+	evbuffer_add_printf(b, "process_start_time_seconds %lld.%09ld\n",
 			    (long long)api_started.tv_sec,
-			    api_started.tv_nsec / 1000000);
+			    (long)api_started.tv_nsec);
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 			  "Content-Type",
 			  "text/plain; version=0.0.4; charset=utf-8");
