@@ -111,7 +111,7 @@ api_wants_close(struct evhttp_request *req)
  * takes it for a request to a proxy and closes the connection after the answer
  * whatever the client asked (it would keep it only for a Proxy-Connection:
  * keep-alive in the answer's headers as well as the request's), so the answer
- * must say Connection: close.
+ * must say Connection: close (api_send).
  */
 static int
 api_absolute(struct evhttp_request *req)
@@ -140,6 +140,25 @@ api_send(struct evhttp_request *req, int status, struct evbuffer *b)
 		 b != NULL ? evbuffer_get_length(b) : 0);
 	evhttp_remove_header(out, "Content-Length");
 	evhttp_add_header(out, "Content-Length", len);
+	if (api_absolute(req)) {
+		struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+
+		/*
+		 * libevent removes the Connection header of an answer to a
+		 * proxy request unless the request has Proxy-Connection:
+		 * keep-alive, and adds Connection: keep-alive to an answer to
+		 * HTTP/1.0 that asked for it: with these request headers set
+		 * so, it keeps our Connection: close, and still closes (the
+		 * answer has no Proxy-Connection).
+		 */
+		while (evhttp_remove_header(in, "Connection") == 0)
+			;
+		while (evhttp_remove_header(in, "Proxy-Connection") == 0)
+			;
+		evhttp_add_header(in, "Proxy-Connection", "keep-alive");
+		evhttp_remove_header(out, "Proxy-Connection");
+		evhttp_remove_header(out, "Connection");
+	}
 	if ((api_closed || api_wants_close(req) || api_absolute(req)) &&
 	    evhttp_find_header(out, "Connection") == NULL)
 		evhttp_add_header(out, "Connection", "close");
