@@ -21,6 +21,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <event2/util.h>
@@ -743,6 +744,20 @@ api_request_cb(struct evhttp_request *req, void *arg)
 	size_t i;
 
 	api_requests++;
+	/*
+	 * libevent takes any HTTP/0.x or 1.x request and answers in its
+	 * version. A later 1.x is served as HTTP/1.1, with which it is
+	 * compatible (RFC 9110 2.5), and answered as 1.1; HTTP/0.x is no
+	 * HTTP/1: libevent's own 400, as for HTTP/2.0, closing the connection.
+	 */
+	if (req->major == 1 && req->minor > 1)
+		req->minor = 1;
+	else if (req->major != 1 || req->minor < 0) {
+		req->major = 1;
+		req->minor = 1;
+		evhttp_send_error(req, HTTP_BADREQUEST, NULL);
+		return;
+	}
 	if (api_closed) {
 		api_error(req, 503, "shutting_down",
 			  "counterd is shutting down");

@@ -525,11 +525,19 @@ def test_a_failed_recording_is_reused_by_locked_and_a_gap_for_stateless(record_c
     cd = counterd(rc.url, "--strategy", strategy, "--retries", "0", client_id=strategy)
     assert cd.next("f").json()["count"] == 1
     rc.kill()
-    r = cd.next("f")
-    assert r.status == 503 and r.json()["error"] == "server_unreachable", r
+    for _ in range(2):
+        r = cd.next("f")
+        assert r.status == 503 and r.json()["error"] == "server_unreachable", r
+    # "A record that failed after its retries is a warning: for locked one line per failed batch, for stateless
+    # and unsafe ... one line per 10 s at most".
+    lines = [x for x in cd.read_log().splitlines() if "counter f: recording" in x]
+    if strategy == "locked":
+        assert len(lines) == 2 and all("counter f: recording 1 value(s) failed: " in x for x in lines), lines
+    else:
+        assert len(lines) == 1 and "counter f: recording 2 failed: " in lines[0], lines
     rc.start()
     poll(lambda: cd.get("/healthz").status == 200)
-    want = 2 if strategy == "locked" else 3
+    want = 2 if strategy == "locked" else 4
     assert cd.next("f").json() == {"counter": "f", "count": want}
     assert server_records(rc, "%s:f" % strategy) == [1, want]
 
@@ -593,6 +601,85 @@ def test_absolute_form_answer_closes_and_says_so(record_countd, counterd):
     # The same target in origin form keeps the connection: both answers arrive, neither says close.
     got = raw_bytes(cd.socket, b"GET /counters HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10)
     assert got[0] == 200 and "connection" not in got[1], got
+
+
+def read_all(path, data, timeout=10):
+    """Send data on a fresh connection and read until counterd closes it (or timeout); returns the bytes read and
+    whether it closed."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    s.sendall(data)
+    buf, closed = b"", False
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                closed = True
+                break
+            buf += chunk
+    except socket.timeout:
+        pass
+    s.close()
+    return buf, closed
+
+
+def test_http_versions_other_than_1_0_and_1_1(record_countd, counterd):
+    """HTTP API: "an HTTP version other than 1.x, such as HTTP/0.9 or HTTP/2.0" gets libevent's own 400 in HTML and
+    the connection is closed; "A request in a later HTTP/1 version (HTTP/1.2) is served as HTTP/1.1, and its answer
+    says HTTP/1.1". counterd(8) said any version but 1.0 and 1.1 got the 400, but libevent served HTTP/0.9 and
+    HTTP/1.2, answering "HTTP/0.9 200 OK" and "HTTP/1.2 200 OK", versions counterd does not speak."""
+    text = flat(section(COUNTERD_MAN, "HTTP API"))
+    assert "an HTTP version other than 1.x, such as HTTP/0.9 or HTTP/2.0," in text, text
+    assert "A request in a later HTTP/1 version (HTTP/1.2) is served as HTTP/1.1, and its answer says HTTP/1.1." \
+        in text
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url)
+    follow = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    for version in (b"HTTP/0.9", b"HTTP/2.0", b"HTTP/1.-1", b"HTTP/3.0"):
+        buf, closed = read_all(cd.socket, b"POST /counters/v/next " + version + b"\r\nHost: x\r\n"
+                               b"Content-Length: 0\r\n\r\n" + follow)
+        assert closed and buf.startswith(b"HTTP/1.1 400 ") and b"<HTML>" in buf, (version, buf)
+        assert len(re.findall(rb"HTTP/1\.1 \d{3} ", buf)) == 1, (version, buf)
+    assert cd.get("/counters/v").status == 404, "no number was handed out"
+    # HTTP/1.2: served like 1.1, keep-alive included: both answers arrive on the connection, which stays open.
+    buf, closed = read_all(cd.socket, b"POST /counters/v/next HTTP/1.2\r\nHost: x\r\nContent-Length: 0\r\n\r\n" +
+                           follow, timeout=2)
+    assert not closed, buf
+    answers = re.findall(rb"(HTTP/\d\.\d+) (\d{3}) ", buf)
+    assert answers == [(b"HTTP/1.1", b"200"), (b"HTTP/1.1", b"200")], buf
+    assert b'{"counter":"v","count":1}' in buf
+    # HTTP/1.0 is still answered as 1.0.
+    buf, closed = read_all(cd.socket, b"GET /counters/v HTTP/1.0\r\n\r\n")
+    assert closed and buf.startswith(b"HTTP/1.0 200 "), buf
+
+
+def test_stale_socket_is_replaced_and_a_symbolic_link_left_alone(record_countd, counterd, tmp_path):
+    """--socket: "A stale socket file left by a crash (a socket nothing answers on) is replaced. If PATH exists and
+    is not a socket (a regular file, a directory, a symbolic link), it is left alone and counterd exits with
+    status 1 saying so." (The file and directory cases are in test_client_faults.py.)"""
+    rc = record_countd("--latency", "0")
+    cd = counterd(rc.url, client_id="stale")
+    assert cd.next("s").json()["count"] == 1
+    cd.kill()
+    assert os.path.exists(cd.socket), "SIGKILL leaves the socket file"
+    cd.start()
+    assert "removing stale socket %s" % cd.socket in cd.read_log(), cd.read_log()
+    assert cd.next("s").json()["count"] == 2
+    stale = str(tmp_path / "stale.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(stale)
+    s.close()
+    for target in (stale, str(tmp_path / "nothing-here"), cd.socket):
+        link = str(tmp_path / "link.sock")
+        os.symlink(target, link)
+        p = run([COUNTERD, "--server", rc.url, "--socket", link, "--client-id", "ln"])
+        assert p.returncode == 1, (target, p)
+        assert "counterd: --socket: %s exists and is not a socket; remove it or choose another path\n" % link \
+            == p.stderr, p.stderr
+        assert os.readlink(link) == target
+        os.unlink(link)
+    assert os.path.exists(stale) and cd.get("/healthz").status == 200
 
 
 def test_json_answers_have_the_documented_fields(record_countd, counterd):
