@@ -951,3 +951,74 @@ def test_counterctl_man_page_examples_do_what_they_say(tmp_path):
     finally:
         assert d.stop() == 0
         rc.stop()
+
+
+# --- durations, the default socket under /run ------------------------------------------------------------------
+
+def test_duration_syntax_is_as_documented(tmp_path):
+    """counterd(8): durations are "a number with ms, s or m (minutes), or a bare 0"; --help: "250ms, 1s, 1.5s,
+    2m"; counterctl(1) --timeout: "units ms, s and m ... a fraction of a millisecond is dropped" (its message says
+    the milliseconds it took)."""
+    assert "Durations: 250ms, 1s, 1.5s, 2m (ms, s or m; at most 86400s)." in counterd_help()
+    for ok in ("250ms", "1s", "1.5s", "2m", "0", "0ms", "0.5s", "86400s"):
+        p = run([COUNTERD, "--wait-timeout", ok, "--help"])
+        assert p.returncode == 0, (ok, p.stderr)
+        assert run([COUNTERCTL, "--timeout", ok, "--help"]).returncode == 0, ok
+    for bad in ("5", "1h", "1.5", "-1s", "+1s", " 1s", "1s ", "1 s", "1S", "1MS", ".5s", "1.s", "1e3ms", "0x10s",
+                "1sec", ""):
+        p = run([COUNTERD, "--wait-timeout", bad, "--help"])
+        assert p.returncode == 1 and p.stderr == 'counterd: --wait-timeout: "%s" is not a duration (e.g. 250ms, 1s, ' \
+            '1.5s)\n' % bad, (bad, p.stderr)
+        p = run([COUNTERCTL, "--timeout", bad, "--help"])
+        assert p.returncode == 2 and p.stderr.startswith('counterctl: --timeout: "%s" is not a duration' % bad), p
+    # A fraction of a millisecond dropped: a peer that accepts and never answers, given 2.9ms.
+    path = str(tmp_path / "mute.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(8)
+    try:
+        p = run([COUNTERCTL, "--socket", path, "--timeout", "2.9ms", "health"])
+        assert p.returncode == 3 and p.stderr == "counterctl: counterd at %s did not answer within 2 ms " \
+            "(--timeout)\n" % path, p
+    finally:
+        srv.close()
+
+
+def test_counterctl_looks_for_the_systemd_socket_after_the_current_directory(record_countd, tmp_path):
+    """counterctl(1) --socket: without it and the variables, "./counterd.sock if it exists, otherwise
+    /run/lockstep/counterd.sock (where the shipped systemd units put it) if it exists, otherwise ./counterd.sock".
+    Run in a mount namespace of its own with a fresh /run, so the machine's /run is not touched."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a private /run")
+    probe = run(["unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs none /run"])
+    if probe.returncode != 0:
+        pytest.skip("no private mount namespace here: %s" % probe.stderr.strip())
+    assert "otherwise /run/lockstep/counterd.sock (where the shipped systemd units put it) if it exists, " \
+           "otherwise ./counterd.sock." in tagged(COUNTERCTL_MAN, "OPTIONS")["-s, --socket PATH"]
+    rc = record_countd("--latency", "0")
+    empty, plain = tmp_path / "empty", tmp_path / "plain"
+    empty.mkdir()
+    plain.mkdir()
+    (plain / "counterd.sock").write_text("not a socket\n")
+    script = r'''
+set -u
+mount -t tmpfs none /run || exit 90
+cd "$EMPTY"
+"$COUNTERCTL" next; echo "rc=$?"                      # nothing anywhere: ./counterd.sock
+mkdir -p /run/lockstep
+"$COUNTERD" --server "$URL" --socket /run/lockstep/counterd.sock --client-id sys 2>"$LOG" & pid=$!
+for i in $(seq 400); do [ -S /run/lockstep/counterd.sock ] && break; sleep 0.05; done
+"$COUNTERCTL" next; echo "rc=$?"                      # /run/lockstep/counterd.sock
+cd "$PLAIN"
+"$COUNTERCTL" next; echo "rc=$?"                      # ./counterd.sock exists: it, though not a socket
+kill $pid; wait $pid; echo "counterd=$?"
+'''
+    p = run(["unshare", "-m", "--propagation", "private", "bash", "-c", script], timeout=60,
+            env=clean_env(EMPTY=str(empty), PLAIN=str(plain), COUNTERCTL=os.path.abspath(COUNTERCTL),
+                          COUNTERD=os.path.abspath(COUNTERD), URL=rc.url, LOG=str(tmp_path / "cd.log")))
+    assert p.stdout == "rc=3\n1\nrc=0\nrc=3\ncounterd=0\n", (p.stdout, p.stderr)
+    err = p.stderr.splitlines()
+    assert err[0] == "counterctl: cannot connect to ./counterd.sock: No such file or directory (is counterd " \
+                     "running?)", err
+    assert err[1] == "counterctl: cannot connect to ./counterd.sock: it is not a socket (is the path right?)", err
+    assert server_records(rc, "sys:default") == [1]
