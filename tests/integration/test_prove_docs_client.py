@@ -1022,3 +1022,26 @@ kill $pid; wait $pid; echo "counterd=$?"
                      "running?)", err
     assert err[1] == "counterctl: cannot connect to ./counterd.sock: it is not a socket (is the path right?)", err
     assert server_records(rc, "sys:default") == [1]
+
+
+def test_conflict_warnings_are_one_line_per_10s(record_countd, counterd):
+    """SHARING A CLIENT ID: conflicting calls fail 409 conflict, "a warning is logged (one line per 10 s at most),
+    the counter's conflicts in GET /stats and counterd_conflicts_total count them"."""
+    text = flat(section(COUNTERD_MAN, "SHARING A CLIENT ID"))
+    assert "a warning is logged (one line per 10 s at most)" in text, text
+    rc = record_countd("--latency", "0")
+    a = counterd(rc.url)
+    b = counterd(rc.url)
+    assert a.next("k").json()["count"] == 1
+    assert b.next("k").json()["count"] == 2
+    assert a.next("k").json()["error"] == "conflict"
+    assert a.next("k").json()["count"] == 3
+    assert b.next("k").json()["error"] == "conflict"
+    assert b.next("k").json()["count"] == 4
+    assert a.next("k").json()["error"] == "conflict"
+    assert a.next("k").json()["count"] == 5
+    lines = [x for x in a.read_log().splitlines() if "recorded by another writer" in x]
+    assert len(lines) == 1 and "(0 more conflicts since the last such line)" in lines[0], lines
+    assert a.get("/stats").json()["counters"]["k"]["conflicts"] == 2
+    assert 'counterd_conflicts_total{counter="k"} 2' in a.get("/metrics").body.decode()
+    assert server_records(rc, "test:k") == [1, 2, 3, 4, 5]
