@@ -18,13 +18,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
 import harness
 from harness import COUNTERCTL, COUNTERD, RECORD_COUNTD, TOP_SRCDIR, free_port, http_unix
-from test_client_helpers import dead_url, poll, raw_bytes, server_records
+from test_client_helpers import poll, raw_bytes, server_records
 
 CURL = os.environ.get("CURL") or shutil.which("curl") or "curl"
 COUNTERD_MAN = os.path.join(TOP_SRCDIR, "man", "counterd.8")
@@ -158,8 +157,8 @@ def counterd_man_options():
     return out
 
 
-def code_longopts(path, table=None):
-    """{--name: takes an argument} of the struct option tables in a C file."""
+def code_longopts(path):
+    """{--name: (takes an argument, its getopt letter)} of the struct option tables in a C file."""
     with open(path) as f:
         src = f.read()
     found = re.findall(r'\{\s*"([\w-]+)",\s*(required_argument|no_argument),\s*NULL,\s*\'(\w)\'\s*\}', src)
