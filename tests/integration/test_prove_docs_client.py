@@ -282,6 +282,27 @@ def test_default_client_id_is_the_host_name_at_record_countd(record_countd, tmp_
     assert server_records(rc, "%s:hn" % host) == [1]
 
 
+def test_routes_are_the_same_in_the_code_man_help_and_readme():
+    """The route table of client/api.c, counterd(8) HTTP API's entries, the API line of --help and README.md's
+    table name the same routes."""
+    with open(os.path.join(TOP_SRCDIR, "client", "api.c")) as f:
+        code = {(m, p.replace("*", "NAME")) for m, p in
+                re.findall(r'\{EVHTTP_REQ_\w+, "(\w+)", "(/[^"]*)", api_\w+\}', f.read())}
+    assert len(code) == 7, code
+    man = set()
+    for tag in tagged(COUNTERD_MAN, "HTTP API"):
+        man |= set(re.findall(r"(GET|POST) (/\S+?)(?:,|$)", tag))
+    hlp = counterd_help().split("API (")[1]
+    helped = set(re.findall(r"(GET|POST) (/[\w/]+)", hlp))
+    with open(README) as f:
+        readme = f.read()
+    table = readme[readme.index("## counterd and counterctl"):readme.index("Counter names are")]
+    listed = set(re.findall(r"`(GET|POST) (/[\w/]+)`", table))
+    assert man == code, "counterd(8) vs api.c: %s" % (man ^ code)
+    assert helped == code, "--help vs api.c: %s" % (helped ^ code)
+    assert listed == code, "README.md vs api.c: %s" % (listed ^ code)
+
+
 def test_readme_names_counterds_options_and_defaults():
     with open(README) as f:
         readme = f.read()
