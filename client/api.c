@@ -21,6 +21,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <event2/util.h>
@@ -107,6 +108,22 @@ api_wants_close(struct evhttp_request *req)
 }
 
 /*
+ * Whether the request target is in absolute form ("http://host/path"): libevent
+ * takes it for a request to a proxy and closes the connection after the answer
+ * whatever the client asked (it would keep it only for a Proxy-Connection:
+ * keep-alive in the answer's headers as well as the request's), so the answer
+ * must say Connection: close (api_send).
+ */
+static int
+api_absolute(struct evhttp_request *req)
+{
+	const char *uri = evhttp_request_get_uri(req);
+
+	return uri != NULL && (strncasecmp(uri, "http://", 7) == 0 ||
+			       strncasecmp(uri, "https://", 8) == 0);
+}
+
+/*
  * Send b (NULL for none; drained, still the caller's) as the answer with
  * status. libevent leaves Content-Length out of an answer to HTTP/1.0
  * without keep-alive, sends the body of an answer to HEAD, and keeps the
@@ -124,7 +141,26 @@ api_send(struct evhttp_request *req, int status, struct evbuffer *b)
 		 b != NULL ? evbuffer_get_length(b) : 0);
 	evhttp_remove_header(out, "Content-Length");
 	evhttp_add_header(out, "Content-Length", len);
-	if ((api_closed || api_wants_close(req)) &&
+	if (api_absolute(req)) {
+		struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+
+		/*
+		 * libevent removes the Connection header of an answer to a
+		 * proxy request unless the request has Proxy-Connection:
+		 * keep-alive, and adds Connection: keep-alive to an answer to
+		 * HTTP/1.0 that asked for it: with these request headers set
+		 * so, it keeps our Connection: close, and still closes (the
+		 * answer has no Proxy-Connection).
+		 */
+		while (evhttp_remove_header(in, "Connection") == 0)
+			;
+		while (evhttp_remove_header(in, "Proxy-Connection") == 0)
+			;
+		evhttp_add_header(in, "Proxy-Connection", "keep-alive");
+		evhttp_remove_header(out, "Proxy-Connection");
+		evhttp_remove_header(out, "Connection");
+	}
+	if ((api_closed || api_wants_close(req) || api_absolute(req)) &&
 	    evhttp_find_header(out, "Connection") == NULL)
 		evhttp_add_header(out, "Connection", "close");
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)
@@ -623,9 +659,9 @@ api_metrics(struct evhttp_request *req, const char *name)
 	}
 	api_metric_head(b, "process_start_time_seconds", "gauge",
 			"Start time of the process since the Unix epoch.");
-	evbuffer_add_printf(b, "process_start_time_seconds %lld.%03ld\n",
+	evbuffer_add_printf(b, "process_start_time_seconds %lld.%09ld\n",
 			    (long long)api_started.tv_sec,
-			    api_started.tv_nsec / 1000000);
+			    (long)api_started.tv_nsec);
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 			  "Content-Type",
 			  "text/plain; version=0.0.4; charset=utf-8");
@@ -708,6 +744,20 @@ api_request_cb(struct evhttp_request *req, void *arg)
 	size_t i;
 
 	api_requests++;
+	/*
+	 * libevent takes any HTTP/0.x or 1.x request and answers in its
+	 * version. A later 1.x is served as HTTP/1.1, with which it is
+	 * compatible (RFC 9110 2.5), and answered as 1.1; HTTP/0.x is no
+	 * HTTP/1: libevent's own 400, as for HTTP/2.0, closing the connection.
+	 */
+	if (req->major == 1 && req->minor > 1)
+		req->minor = 1;
+	else if (req->major != 1 || req->minor < 0) {
+		req->major = 1;
+		req->minor = 1;
+		evhttp_send_error(req, HTTP_BADREQUEST, NULL);
+		return;
+	}
 	if (api_closed) {
 		api_error(req, 503, "shutting_down",
 			  "counterd is shutting down");
