@@ -278,7 +278,7 @@ store_int(sqlite3 *db, const char *sql, int64_t *v)
 static int
 store_identify(sqlite3 *db, const char *dir, int *stamp, char *why)
 {
-	int64_t app, ver, tables, ours;
+	int64_t app = 0, ver = 0, tables = 0, ours = 0;	/* for clang --analyze: it thinks sqlite3_step may return OK */
 	int rc;
 
 	*stamp = 0;
