@@ -542,7 +542,7 @@ http_set(struct req *r, unsigned status, const char *type, char *text, size_t le
 void
 http_answer(struct req *r, unsigned status, json_t *body)
 {
-	char *text;
+	char *text, *grown;
 	size_t len;
 
 	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
@@ -552,8 +552,12 @@ http_answer(struct req *r, unsigned status, json_t *body)
 		return;
 	}
 	len = strlen(text);
-	if ((text = realloc(text, len + 2)) == NULL)
+	if ((grown = realloc(text, len + 2)) == NULL) {
+		free(text);
+		log_warnx("out of memory building a response");
 		return;
+	}
+	text = grown;
 	text[len++] = '\n';
 	text[len] = '\0';
 	http_set(r, status, "application/json", text, len);

@@ -262,6 +262,9 @@ input_body_shape(json_t *root, const char **client, json_t **values, struct inpu
 	const char *key;
 	char shown[44];
 
+	/* Set on every path: clang --analyze does not follow input_fail's -1. */
+	*client = "anonymous";
+	*values = NULL;
 	if (!json_is_object(root))
 		return input_fail(err, "invalid_json", "body: expected a JSON object {\"client\": ..., \"values\": [...]}");
 	json_object_foreach(root, key, item) {
@@ -269,7 +272,6 @@ input_body_shape(json_t *root, const char **client, json_t **values, struct inpu
 			return input_fail(err, "unknown_field", "body: unknown field \"%s\" (expected client, values)",
 			    input_shown(key, shown, sizeof shown));
 	}
-	*client = "anonymous";
 	if ((jc = json_object_get(root, "client")) != NULL) {
 		if (!json_is_string(jc) || strlen(json_string_value(jc)) != json_string_length(jc) ||
 		    input_client(json_string_value(jc)) != 0)

@@ -371,7 +371,7 @@ main_options(int argc, char **argv)
 static char *
 main_bound(int fd)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { 0 };	/* for clang --analyze: it misses getsockname() filling it */
 	socklen_t len = sizeof ss;
 	char host[NI_MAXHOST], port[NI_MAXSERV], *out;
 

@@ -278,7 +278,7 @@ store_int(sqlite3 *db, const char *sql, int64_t *v)
 static int
 store_identify(sqlite3 *db, const char *dir, int *stamp, char *why)
 {
-	int64_t app, ver, tables, ours;
+	int64_t app = 0, ver = 0, tables = 0, ours = 0;	/* for clang --analyze: it thinks sqlite3_step may return OK */
 	int rc;
 
 	*stamp = 0;
@@ -1067,7 +1067,7 @@ store_clients(struct store *st, store_client_cb cb, void *arg, char *why)
 	sqlite3_stmt *q = st->clients, *fix = st->client_fix;
 	const char *client;
 	uint64_t last, bad;
-	int rc, frc, inrange;
+	int rc, inrange;
 
 	/*
 	 * Plain max() and min() cost a fifth more than max() alone over a
@@ -1083,7 +1083,7 @@ store_clients(struct store *st, store_client_cb cb, void *arg, char *why)
 		bad = 0;
 		if (!inrange) {
 			sqlite3_bind_value(fix, 1, sqlite3_column_value(q, 0));
-			if ((frc = sqlite3_step(fix)) != SQLITE_ROW) {
+			if (sqlite3_step(fix) != SQLITE_ROW) {
 				snprintf(why, 256, "%s", sqlite3_errmsg(st->readers[0].db));
 				sqlite3_reset(fix);
 				break;
