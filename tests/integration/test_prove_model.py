@@ -53,6 +53,7 @@ class Req:
         self.t_send = self.t_recv = None
         self.seqs = self.dups = None     # per value, once answered
         self.failed = False              # no answer: it may or may not be recorded
+        self.hangup = False              # this client hung up before the answer
 
 
 class Model:
@@ -220,6 +221,21 @@ def worker(port, model, rng, wid, nops, owned, shared, stop, retries):
             with model.lock:
                 model.gen_rejected += 1
             continue
+        elif k < 0.90:
+            # a client that hangs up during the latency: a fresh value, recorded or not, never a duplicate
+            rq = Req(client, [rng.randrange(2 ** 62, INT64_MAX)], False, model.gen)
+            rq.t_send = time.monotonic()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    s.sendall(("GET /record-count?value=%d&client=%s HTTP/1.1\r\nHost: t\r\n\r\n"
+                               % (rq.values[0], q(client))).encode())
+                    time.sleep(rng.uniform(0, 0.04))
+            except OSError:
+                return
+            rq.failed = rq.hangup = True
+            rq.t_recv = float("inf")   # in flight at the server until it notices, for all the client knows
+            model.answered(rq)
+            continue
         elif k < 0.95:
             # /records of one client (or all) while writes go on: everything acknowledged before is there
             c = rng.choice([None, client])
@@ -279,7 +295,9 @@ def run_phase(port, model, rng, nops, retries=(), fault=None):
         t.join(120)
     if errors:
         raise errors[0]
-    return [rq for rq in model.reqs[n0:] if rq.failed]
+    if any(rq.hangup for rq in model.reqs[n0:]):
+        time.sleep(0.3)   # a request whose client hung up is still committed, or dropped, after its latency (<= 30ms)
+    return [rq for rq in model.reqs[n0:] if rq.failed and not rq.hangup]
 
 
 def max_overlap(intervals):
@@ -361,13 +379,14 @@ def check_idle(model, port, rng):
     assert r.status == 200, model.fail(repr(r))
     st = r.json()
     gen_reqs = [rq for rq in model.reqs if rq.gen == model.gen and not rq.failed]
+    gen_all = [rq for rq in model.reqs if rq.gen == model.gen and (not rq.failed or rq.hangup)]
     assert st["recorded"] == len(allrecs), model.fail("/stats recorded %d, table %d" % (st["recorded"], len(allrecs)))
     assert st["duplicates"] == model.gen_dups, model.fail("/stats duplicates %d, model %d"
                                                            % (st["duplicates"], model.gen_dups))
     assert st["rejected"] == model.gen_rejected, model.fail("/stats rejected %d, model %d"
                                                              % (st["rejected"], model.gen_rejected))
     assert st["in_flight"] == 0, model.fail("idle, in_flight %d" % st["in_flight"])
-    hi = max_overlap([(rq.t_send, rq.t_recv) for rq in gen_reqs])
+    hi = max_overlap([(rq.t_send, rq.t_recv) for rq in gen_all])
     assert (1 if gen_reqs else 0) <= st["max_in_flight"] <= hi, \
         model.fail("/stats max_in_flight %d, client side at most %d" % (st["max_in_flight"], hi))
     assert set(st["clients"]) == set(per), model.fail("/stats clients %r, table %r" % (sorted(st["clients"]),
@@ -383,13 +402,17 @@ def check_idle(model, port, rng):
                 ooo += 1
             else:
                 last = v
-        reqs = [(rq.t_send, rq.t_recv) for rq in gen_reqs if rq.client == c]
+        reqs = [(rq.t_send, rq.t_recv) for rq in gen_all if rq.client == c]
+        answered = any(rq.client == c for rq in gen_reqs)
         want = {"recorded": len(mine), "last_value": max(v for _, v in mine), "in_flight": 0, "out_of_order": ooo}
         assert {k: cs[k] for k in want} == want, model.fail("/stats clients.%s: %r, model %r" % (c, cs, want))
         hi = max_overlap(reqs)
-        assert (1 if reqs else 0) <= cs["max_in_flight"] <= hi, \
+        assert (1 if answered else 0) <= cs["max_in_flight"] <= hi, \
             model.fail("/stats clients.%s max_in_flight %d, client side %d..%d" % (c, cs["max_in_flight"],
-                                                                                  1 if reqs else 0, hi))
+                                                                                  1 if answered else 0, hi))
+        r = call(port, "GET", "/stats?client=" + q(c))
+        assert r.status == 200 and r.json()["clients"] == {c: cs}, model.fail("/stats?client=%s: %r, /stats %r"
+                                                                            % (c, r, cs))
     return allrecs
 
 
@@ -434,7 +457,10 @@ def test_record_countd_model(record_countd, seed):
             run_phase(port, model, rng, nops // 2, retries=failed)
         else:
             run_phase(port, model, rng, nops)
-        check_idle(model, port, rng)
+        allrecs = check_idle(model, port, rng)
+        print("seed %d round %d %s: %d requests (%d unanswered), %d records, %d duplicates this generation, "
+              "%d rejected" % (seed, rnd, kind, len(model.reqs), sum(rq.failed for rq in model.reqs), len(allrecs),
+                               model.gen_dups, model.gen_rejected))
         if kind == "idle-restart":
             assert rc.stop() == 0
             rc.start()
@@ -481,6 +507,8 @@ def test_counterd_model(record_countd, counterd, seed):
     names = ["c%d" % i for i in range(3)]
     handed = {(cid, n): [] for cid in daemons for n in names}   # every number answered 200
     lock = threading.Lock()
+    window = {cid: 0 for cid in daemons}   # odd while that counterd restarts
+    stats = {"calls": 0, "refused": 0}
 
     def fail(msg):
         return "seed %d (MODEL_SEED=%d to replay): %s" % (seed, seed, msg)
@@ -493,13 +521,25 @@ def test_counterd_model(record_countd, counterd, seed):
             if r.random() < 0.25:
                 got = cancel_next(sock, n, r.uniform(0.001, 0.03))
             else:
-                resp = harness.http_unix(sock, "POST", "/counters/%s/next" % n)
-                assert resp.status == 200, fail("%s %s -> %r" % (cid, n, resp))
+                epoch = window[cid]
+                try:
+                    resp = harness.http_unix(sock, "POST", "/counters/%s/next" % n)
+                except (OSError, harness.http.client.HTTPException) as e:
+                    resp = e
+                if not isinstance(resp, harness.Response) or resp.status != 200:
+                    # only while that counterd restarts: refused, or 503 shutting_down for a call still waiting
+                    assert window[cid] != epoch or window[cid] % 2 == 1, fail("%s %s -> %r" % (cid, n, resp))
+                    assert not isinstance(resp, harness.Response) or (
+                        resp.status == 503 and resp.json()["error"] == "shutting_down"), fail("%s -> %r" % (cid, resp))
+                    with lock:
+                        stats["refused"] += 1
+                    continue
                 got = resp.json()["count"]
                 assert resp.json()["counter"] == n
-            if got is not None:
-                with lock:
+            with lock:
+                if got is not None:
                     handed[(cid, n)].append(got)
+                stats["calls"] += 1
 
     for rnd in range(3):
         errors = []
@@ -512,6 +552,14 @@ def test_counterd_model(record_countd, counterd, seed):
         threads = [threading.Thread(target=run, args=(random.Random(rng.random()),)) for _ in range(12)]
         for t in threads:
             t.start()
+        if rnd == 1:
+            # a restart in the middle of the calls: those recording are answered, those waiting get 503
+            time.sleep(rng.uniform(0.05, 0.3))
+            cid = rng.choice(sorted(daemons))
+            window[cid] += 1
+            assert daemons[cid].stop() == 0, fail("counterd exit status\n" + daemons[cid].read_log()[-2000:])
+            daemons[cid].start()
+            window[cid] += 1
         for t in threads:
             t.join(120)
         assert not errors, errors[0]
@@ -543,6 +591,7 @@ def test_counterd_model(record_countd, counterd, seed):
             else:
                 assert len(recs) == len(set(recs)) and (count is None or max(recs) <= count), \
                     fail("stateless %s:%s records %r, count %r" % (cid, n, sorted(recs)[-5:], count))
+        print("seed %d round %d: %r, handed out %r" % (seed, rnd, stats, {k: len(v) for k, v in handed.items()}))
         # a counterd restart between rounds: numbers go on after what it handed out
         cid = rng.choice(sorted(daemons))
         daemons[cid].restart()
