@@ -67,6 +67,7 @@ class Model:
         self.reqs = []         # every Req (answered or failed), all generations
         self.unknown = set()   # (client, value) of requests that got no answer
         self.seen_pages = []   # (seq, client, value) read from /records while writes went on
+        self.at = {}           # seq -> at, as /records last said
         self.gen = 0
         self.gen_dups = 0      # duplicate answers this generation
         self.gen_rejected = 0  # 4xx answers this generation
@@ -110,6 +111,7 @@ def values_for(rng, model, client, n):
 
 
 def send_record(port, model, rq):
+    rq.w_send = time.time()
     rq.t_send = time.monotonic()
     try:
         if rq.post:
@@ -122,6 +124,7 @@ def send_record(port, model, rq):
         model.answered(rq)
         return False
     rq.t_recv = time.monotonic()
+    rq.w_recv = time.time()
     assert r.status == 200, model.fail("%s %s %r -> %r" % ("POST" if rq.post else "GET", rq.client, rq.values[:5], r))
     j = r.json()
     assert j["client"] == rq.client, model.fail(repr(j))
@@ -179,6 +182,7 @@ def page_all(port, model, client=None, limit=None, rng=None):
             assert client is None or x["client"] == client, model.fail("%s: %r" % (path, x))
             after = x["seq"]
             out.append((x["seq"], x["client"], x["value"]))
+            model.at[x["seq"]] = x["at"]
         if len(recs) < lim:
             assert j["next_after"] is None, model.fail("%s: page not full, next_after %r" % (path, j["next_after"]))
             return out
@@ -362,6 +366,13 @@ def check_idle(model, port, rng):
     extra = set(db) - set(model.acked)
     assert extra <= model.unknown, model.fail("records nobody asked for: %r" % sorted(extra - model.unknown)[:5])
     model.acked.update({cv: db[cv] for cv in extra})   # from now on they are known
+    for rq in model.reqs:
+        # at: when the request line was read, so between sending and the answer (same clock, 5 ms of rounding)
+        for s, d in zip(rq.seqs or [], rq.dups or []):
+            if not d:
+                assert rq.w_send - 0.005 <= model.at[s] <= rq.w_recv + 0.005, \
+                    model.fail("seq %d at %.6f, request sent %.6f, answered %.6f" % (s, model.at[s], rq.w_send,
+                                                                                   rq.w_recv))
     for s, c, v in model.seen_pages:
         assert db.get((c, v)) == s, model.fail("/records showed (%s, %d) seq %d, now %r" % (c, v, s, db.get((c, v))))
     model.seen_pages = []
@@ -508,6 +519,7 @@ def test_counterd_model(record_countd, counterd, seed):
     handed = {(cid, n): [] for cid in daemons for n in names}   # every number answered 200
     lock = threading.Lock()
     window = {cid: 0 for cid in daemons}   # odd while that counterd restarts
+    window["rc"] = 0                       # odd while record-countd restarts
     stats = {"calls": 0, "refused": 0}
 
     def fail(msg):
@@ -521,16 +533,22 @@ def test_counterd_model(record_countd, counterd, seed):
             if r.random() < 0.25:
                 got = cancel_next(sock, n, r.uniform(0.001, 0.03))
             else:
-                epoch = window[cid]
+                epoch, rc_epoch = window[cid], window["rc"]
                 try:
                     resp = harness.http_unix(sock, "POST", "/counters/%s/next" % n)
                 except (OSError, harness.http.client.HTTPException) as e:
                     resp = e
                 if not isinstance(resp, harness.Response) or resp.status != 200:
-                    # only while that counterd restarts: refused, or 503 shutting_down for a call still waiting
-                    assert window[cid] != epoch or window[cid] % 2 == 1, fail("%s %s -> %r" % (cid, n, resp))
-                    assert not isinstance(resp, harness.Response) or (
-                        resp.status == 503 and resp.json()["error"] == "shutting_down"), fail("%s -> %r" % (cid, resp))
+                    if window["rc"] != rc_epoch or window["rc"] % 2 == 1:
+                        # while record-countd restarts: 503 (unreachable after the retries) or 504
+                        assert isinstance(resp, harness.Response) and resp.status in (503, 504), \
+                            fail("%s %s during a record-countd restart -> %r" % (cid, n, resp))
+                    else:
+                        # only while that counterd restarts: refused, or 503 shutting_down for a call still waiting
+                        assert window[cid] != epoch or window[cid] % 2 == 1, fail("%s %s -> %r" % (cid, n, resp))
+                        assert not isinstance(resp, harness.Response) or (
+                            resp.status == 503 and resp.json()["error"] == "shutting_down"), \
+                            fail("%s -> %r" % (cid, resp))
                     with lock:
                         stats["refused"] += 1
                     continue
@@ -541,7 +559,7 @@ def test_counterd_model(record_countd, counterd, seed):
                     handed[(cid, n)].append(got)
                 stats["calls"] += 1
 
-    for rnd in range(3):
+    for rnd in range(4):
         errors = []
 
         def run(r):
@@ -560,6 +578,17 @@ def test_counterd_model(record_countd, counterd, seed):
             assert daemons[cid].stop() == 0, fail("counterd exit status\n" + daemons[cid].read_log()[-2000:])
             daemons[cid].start()
             window[cid] += 1
+        if rnd in (2, 3):
+            # record-countd killed (2) or stopped (3) in the middle: counterd retries, then fails the calls
+            time.sleep(rng.uniform(0.05, 0.3))
+            window["rc"] += 1
+            if rnd == 2:
+                rc.kill()
+            else:
+                assert rc.stop() == 0
+            time.sleep(rng.uniform(0.1, 0.8))   # past the retries (at most 0.35 s) now and then
+            rc.start()
+            window["rc"] += 1
         for t in threads:
             t.join(120)
         assert not errors, errors[0]
@@ -574,6 +603,11 @@ def test_counterd_model(record_countd, counterd, seed):
                     break
                 time.sleep(0.05)
             assert not busy, fail("%s still busy: %r" % (cid, busy))
+        # one more call per counter: a locked counter whose batch failed offers its numbers again
+        for (cid, n), got in handed.items():
+            resp = daemons[cid].next(n)
+            assert resp.status == 200, fail("%s %s once idle -> %r" % (cid, n, resp))
+            got.append(resp.json()["count"])
         for (cid, n), got in handed.items():
             assert len(got) == len(set(got)), fail("%s:%s handed out a number twice: %r" % (cid, n, sorted(got)))
             recs = server_records(rc, "%s:%s" % (cid, n))
@@ -587,9 +621,9 @@ def test_counterd_model(record_countd, counterd, seed):
                 assert recs == list(range(1, len(recs) + 1)), fail("locked %s:%s records not 1..M in order: %r"
                                                                    % (cid, n, recs[:50]))
                 if count is not None:
-                    assert count == len(recs), fail("locked %s:%s count %r, records %d" % (cid, n, count, len(recs)))
+                    assert count == len(recs) == max(got), fail("locked %s:%s count %r, records %d" % (cid, n, count, len(recs)))
             else:
-                assert len(recs) == len(set(recs)) and (count is None or max(recs) <= count), \
+                assert len(recs) == len(set(recs)) and (count is None or max(recs) <= count == max(got)), \
                     fail("stateless %s:%s records %r, count %r" % (cid, n, sorted(recs)[-5:], count))
         print("seed %d round %d: %r, handed out %r" % (seed, rnd, stats, {k: len(v) for k, v in handed.items()}))
         # a counterd restart between rounds: numbers go on after what it handed out
