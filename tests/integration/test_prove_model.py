@@ -23,7 +23,7 @@ import harness
 from test_client_helpers import server_records
 
 INT64_MAX = 9223372036854775807
-WORKERS = 8
+WORKERS = int(os.environ.get("MODEL_WORKERS", "8"))
 SEEDS = [int(os.environ["MODEL_SEED"])] if os.environ.get("MODEL_SEED") else [1, 2, 3]
 ROUNDS = int(os.environ.get("MODEL_ROUNDS", "4"))
 CD_SEEDS = [int(os.environ["MODEL_SEED"])] if os.environ.get("MODEL_SEED") else [11, 12]
@@ -447,7 +447,10 @@ def test_record_countd_model(record_countd, seed):
     rng = random.Random(seed)
     clients = ["w%d" % i for i in range(WORKERS)] + ["shared", "a.b:c-d_e", "Z" * 128, "n%d" % seed]
     model = Model(seed, clients)
-    rc = record_countd("--latency", "20ms", "--jitter", "10ms", "--log-level", "warn")
+    latency, jitter = [("20ms", "10ms"), ("5ms", "5ms"), ("1ms", "0")][seed % 3]
+    durability = ["full", "normal"][seed % 2]   # both survive a crash of the process
+    print("seed %d: --latency %s --jitter %s --durability %s" % (seed, latency, jitter, durability))
+    rc = record_countd("--latency", latency, "--jitter", jitter, "--durability", durability, "--log-level", "warn")
     port = rc.port
     kinds = ["plain", "term", "kill", "idle-restart", "plain", "kill"][:max(ROUNDS, 1)]
     for rnd, kind in enumerate(kinds):
