@@ -125,8 +125,15 @@ def send_record(port, model, rq):
         return False
     rq.t_recv = time.monotonic()
     rq.w_recv = time.time()
-    assert r.status == 200, model.fail("%s %s %r -> %r" % ("POST" if rq.post else "GET", rq.client, rq.values[:5], r))
-    j = r.json()
+    take_answer(model, rq, r.status, r.body)
+    return True
+
+
+def take_answer(model, rq, status, body):
+    """Check one /record-count answer against the request and put it in the model."""
+    assert status == 200, model.fail("%s %s %r -> %r %r" % ("POST" if rq.post else "GET", rq.client, rq.values[:5],
+                                                         status, body[:200]))
+    j = json.loads(body)
     assert j["client"] == rq.client, model.fail(repr(j))
     if rq.post:
         recs = j["records"]
@@ -148,6 +155,65 @@ def send_record(port, model, rq):
             assert s > last_new, model.fail("POST %s new seqs not in the given order: %r" % (rq.client, rq.seqs))
             last_new = s
     model.answered(rq)
+
+
+def read_answers(s, n):
+    """Read n HTTP/1.1 answers (Content-Length framed) from s, several perhaps in one recv; [(status, body)]."""
+    buf, out = b"", []
+    while len(out) < n:
+        head, sep, rest = buf.partition(b"\r\n\r\n")
+        if sep:
+            lines = head.decode("latin-1").split("\r\n")
+            length = [int(x.split(":", 1)[1]) for x in lines[1:] if x.lower().startswith("content-length:")][0]
+            if len(rest) >= length:
+                out.append((int(lines[0].split()[1]), rest[:length]))
+                buf = rest[length:]
+                yield out[-1]
+                continue
+        chunk = s.recv(65536)
+        if not chunk:
+            raise OSError("connection closed after %d answers" % len(out))
+        buf += chunk
+
+
+def send_raw(port, model, rng, reqs):
+    """Send several requests on one connection: pipelined GETs, or a POST whose body comes in two parts
+    (it arrives when its last byte is read, so t_send is then; at is its request line, so w_send is before)."""
+    answers = []
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            for rq in reqs:
+                rq.w_send = time.time()
+                rq.t_send = time.monotonic()
+            if len(reqs) == 1 and reqs[0].post:
+                rq = reqs[0]
+                body = json.dumps({"client": rq.client, "values": rq.values}).encode()
+                cut = rng.randint(1, len(body) - 1)
+                s.sendall(b"POST /record-count HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                          b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:cut])
+                time.sleep(rng.uniform(0.005, 0.03))
+                rq.t_send = time.monotonic()
+                s.sendall(body[cut:])
+            else:
+                s.sendall(b"".join(b"GET /record-count?value=%d&client=%s HTTP/1.1\r\nHost: t\r\n\r\n"
+                                   % (rq.values[0], q(rq.client).encode()) for rq in reqs))
+            for rq, (status, body) in zip(reqs, read_answers(s, len(reqs))):
+                rq.t_recv = time.monotonic()
+                rq.w_recv = time.time()
+                answers.append((rq, status, body))
+    except OSError:
+        for rq in reqs[len(answers):]:
+            rq.t_recv = time.monotonic()
+            rq.failed = True
+            model.answered(rq)
+        return False
+    finally:
+        for rq, status, body in answers:
+            take_answer(model, rq, status, body)
+    if len(reqs) > 1:
+        # pipelined: each is read after the one before it was answered, so in arrival order
+        news = [s for rq in reqs for s, d in zip(rq.seqs, rq.dups) if not d]
+        assert news == sorted(news), model.fail("pipelined GETs, new seqs %r not in order" % news)
     return True
 
 
@@ -205,6 +271,14 @@ def worker(port, model, rng, wid, nops, owned, shared, stop, retries):
         elif k < 0.75:
             n = rng.choice([1, 2, 5, 20, 100]) if rng.random() < 0.97 else 1000
             rq = Req(client, values_for(rng, model, client, n), True, model.gen)
+        elif k < 0.78:
+            if rng.random() < 0.5:
+                reqs = [Req(client, values_for(rng, model, client, 1), False, model.gen) for _ in range(rng.randint(2, 4))]
+            else:
+                reqs = [Req(client, values_for(rng, model, client, rng.choice([2, 20, 200])), True, model.gen)]
+            if not send_raw(port, model, rng, reqs):
+                return
+            continue
         elif k < 0.82:
             with model.lock:
                 mine = [x for x in model.reqs[-200:] if not x.failed and len(x.values) <= 100]
@@ -354,6 +428,9 @@ def check_history(model):
                                            "before it was sent" % (rq.client, v, s, top, by.client, by.values[:5]))
 
 
+rc_log_path = [None]
+
+
 def check_idle(model, port, rng):
     """Once idle: /records, /clients/ID and /stats say exactly what the model says."""
     check_history(model)
@@ -392,6 +469,12 @@ def check_idle(model, port, rng):
     gen_reqs = [rq for rq in model.reqs if rq.gen == model.gen and not rq.failed]
     gen_all = [rq for rq in model.reqs if rq.gen == model.gen and (not rq.failed or rq.hangup)]
     assert st["recorded"] == len(allrecs), model.fail("/stats recorded %d, table %d" % (st["recorded"], len(allrecs)))
+    if st["duplicates"] != model.gen_dups and os.environ.get("MODEL_DUMP"):
+        with open(os.environ["MODEL_DUMP"], "w") as f:
+            json.dump([dict(client=rq.client, values=rq.values, post=rq.post, gen=rq.gen, failed=rq.failed,
+                            hangup=rq.hangup, seqs=rq.seqs, dups=rq.dups, t_send=rq.t_send,
+                            t_recv=rq.t_recv if rq.t_recv != float("inf") else None) for rq in model.reqs], f)
+        import shutil; shutil.copy(rc_log_path[0], os.environ["MODEL_DUMP"] + ".log")
     assert st["duplicates"] == model.gen_dups, model.fail("/stats duplicates %d, model %d"
                                                            % (st["duplicates"], model.gen_dups))
     assert st["rejected"] == model.gen_rejected, model.fail("/stats rejected %d, model %d"
@@ -450,7 +533,9 @@ def test_record_countd_model(record_countd, seed):
     latency, jitter = [("20ms", "10ms"), ("5ms", "5ms"), ("1ms", "0")][seed % 3]
     durability = ["full", "normal"][seed % 2]   # both survive a crash of the process
     print("seed %d: --latency %s --jitter %s --durability %s" % (seed, latency, jitter, durability))
-    rc = record_countd("--latency", latency, "--jitter", jitter, "--durability", durability, "--log-level", "warn")
+    rc = record_countd("--latency", latency, "--jitter", jitter, "--durability", durability, "--log-level", "warn",
+                       *os.environ.get("MODEL_RC_ARGS", "").split())
+    rc_log_path[0] = rc.log_path
     port = rc.port
     kinds = ["plain", "term", "kill", "idle-restart", "plain", "kill"][:max(ROUNDS, 1)]
     for rnd, kind in enumerate(kinds):
