@@ -4,9 +4,14 @@ Many concurrent clients do a random mix of operations, drawn from a seeded RNG, 
 (and counterd in front of it); every answer is checked against a model of what record-countd(8) and counterd(8)
 promise, with restarts (SIGTERM) and crashes (kill -9) in the middle of a run.
 
-The seeds are parametrized; MODEL_SEED=N runs that one seed instead (MODEL_ROUNDS sets the rounds). The seed is
-in the test's id and in every assertion message, so a failure can be replayed. Timing varies from run to run,
-which the assertions allow for: each one holds whatever the interleaving.
+The seeds are parametrized; MODEL_SEED=N runs that one seed instead. The seed is in the test's id and in every
+assertion message, so a failure can be replayed. Timing varies from run to run, which the assertions allow for:
+each one holds whatever the interleaving. For a hunt: MODEL_ROUNDS (4, at most 6), MODEL_WORKERS (8),
+MODEL_RC_ARGS (more record-countd options, e.g. "--access-log --log-level info"), and MODEL_DUMP=FILE, which
+keeps the requests (FILE) and record-countd's log (FILE.log) when /stats disagrees.
+
+Within one POST a value given twice is recorded once and its repeats answer duplicate:true with its seq
+(record-countd(8) said nothing about it before this test).
 """
 import json
 import os
