@@ -16,6 +16,7 @@ import time
 import pytest
 
 import harness
+import roff
 from harness import RECORD_COUNTD, TOP_SRCDIR, free_port, http_tcp
 
 CURL = os.environ.get("CURL") or shutil.which("curl") or "curl"
@@ -26,70 +27,9 @@ MAIN_C = os.path.join(TOP_SRCDIR, "server", "record-countd.c")
 
 # --- reading the documents -------------------------------------------------------------------------------------
 
-def roff_unescape(s):
-    s = re.sub(r"\\f[BIRP]", "", s)
-    return (s.replace("\\-", "-").replace("\\(aq", "'").replace("\\(dq", '"').replace("\\e", "\\")
-            .replace("\\&", ""))
-
-
-def roff_args(rest):
-    """The arguments of a font macro line: words, or "quoted strings" (which may hold spaces)."""
-    return [a[1:-1] if a.startswith('"') else a for a in re.findall(r'"[^"]*"|\S+', rest)]
-
-
-def man_lines():
-    """The man page as (kind, text) items: ("SH", title), ("TP", tag) for each tag of a .TP/.TQ, ("nf", line) for
-    each line of a no-fill block, ("text", line) for running text."""
-    with open(MAN) as f:
-        src = f.read().splitlines()
-    out, tag_next, nofill = [], False, False
-    for line in src:
-        if line.startswith('.\\"'):
-            continue
-        if line.startswith("."):
-            macro, _, rest = line[1:].partition(" ")
-            if macro in ("TP", "TQ"):
-                tag_next = True
-                continue
-            if macro == "nf":
-                nofill = True
-                continue
-            if macro == "fi":
-                nofill = False
-                continue
-            if macro == "SH":
-                out.append(("SH", roff_unescape(" ".join(roff_args(rest)))))
-                continue
-            if macro in ("B", "I"):
-                text = " ".join(roff_args(rest))
-            elif macro in ("BR", "RB", "IR", "RI", "BI", "IB"):
-                text = "".join(roff_args(rest))
-            else:
-                continue                    # .PP, .RS, .RE, .TH: layout only
-        else:
-            text = line
-        text = roff_unescape(text)
-        if tag_next:
-            out.append(("TP", text))
-            tag_next = False
-        elif nofill:
-            out.append(("nf", text))
-        else:
-            out.append(("text", text))
-    return out
-
-
 def man_section(title):
-    """The items of one .SH section."""
-    items, inside = [], False
-    for kind, text in man_lines():
-        if kind == "SH":
-            inside = text == title
-            continue
-        if inside:
-            items.append((kind, text))
-    assert items, "record-countd(8) has no %s section" % title
-    return items
+    """The items of one .SH section of record-countd(8)."""
+    return roff.section(MAN, title)
 
 
 def man_options():
