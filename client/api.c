@@ -588,44 +588,53 @@ api_metrics(struct evhttp_request *req, const char *name)
 	    {"counterd_lock_hold_seconds_max", "gauge",
 	     "Longest hold of the lock.", 1},
 	};
+	enum { NM = sizeof m / sizeof m[0] };
 	struct evbuffer *b = evbuffer_new();
+	uint64_t(*vals)[NM] = calloc(counter_count() + 1, sizeof *vals);
 	struct recorder_stats rs;
 	struct counter *c;
-	size_t i;
+	size_t i, k;
 
-	if (b == NULL) {
+	if (b == NULL || vals == NULL) {
+		if (b != NULL)
+			evbuffer_free(b);
+		free(vals);
 		api_error(req, 500, "internal", "out of memory");
 		return;
 	}
-	for (i = 0; i < sizeof m / sizeof m[0]; i++) {
-		api_metric_head(b, m[i].name, m[i].type, m[i].help);
-		for (c = counter_first(); c != NULL; c = counter_after(c)) {
-			struct counter_stats st;
-			struct dfr_stats ls;
-			uint64_t v[sizeof m / sizeof m[0]];
+	/* Each counter's figures once, in the order of m. */
+	for (c = counter_first(), k = 0; c != NULL; c = counter_after(c), k++) {
+		struct counter_stats st;
+		struct dfr_stats ls;
+		uint64_t *v = vals[k];
 
-			counter_get_stats(c, &st);
-			counter_lock_stats(c, &ls);
-			v[0] = st.handed;
-			v[1] = st.errors;
-			v[2] = st.rejected;
-			v[3] = st.timeouts;
-			v[4] = st.cancelled;
-			v[5] = st.batches;
-			v[6] = st.conflicts;
-			v[7] = st.waiting;
-			v[8] = st.in_flight;
-			v[9] = (uint64_t)st.count;
-			v[10] = ls.acquisitions;
-			v[11] = ls.contended;
-			v[12] = ls.wait_total_ns;
-			v[13] = ls.wait_max_ns;
-			v[14] = ls.hold_total_ns;
-			v[15] = ls.hold_max_ns;
-			api_metric(b, m[i].name, counter_name(c), v[i],
-				   m[i].ns);
-		}
+		counter_get_stats(c, &st);
+		counter_lock_stats(c, &ls);
+		v[0] = st.handed;
+		v[1] = st.errors;
+		v[2] = st.rejected;
+		v[3] = st.timeouts;
+		v[4] = st.cancelled;
+		v[5] = st.batches;
+		v[6] = st.conflicts;
+		v[7] = st.waiting;
+		v[8] = st.in_flight;
+		v[9] = (uint64_t)st.count;
+		v[10] = ls.acquisitions;
+		v[11] = ls.contended;
+		v[12] = ls.wait_total_ns;
+		v[13] = ls.wait_max_ns;
+		v[14] = ls.hold_total_ns;
+		v[15] = ls.hold_max_ns;
 	}
+	for (i = 0; i < NM; i++) {
+		api_metric_head(b, m[i].name, m[i].type, m[i].help);
+		for (c = counter_first(), k = 0; c != NULL;
+		     c = counter_after(c), k++)
+			api_metric(b, m[i].name, counter_name(c), vals[k][i],
+				   m[i].ns);
+	}
+	free(vals);
 	recorder_get_stats(api_cf->recorder, &rs);
 	{
 		const struct {
