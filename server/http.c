@@ -397,29 +397,7 @@ http_accept_failed(struct http_listener *l, const char *why)
  */
 #define HTTP_MHD_LOG_BURST 20
 #define HTTP_MHD_LOG_S 10
-
-/* Whether the next libmicrohttpd message is logged; *dropped says how many were not since the last one. */
-static int
-http_mhd_log_due(unsigned long *dropped)
-{
-	static uint64_t window_us;
-	static unsigned int count;
-	static unsigned long skipped;
-	uint64_t now = now_mono_us();
-
-	if (window_us == 0 || now - window_us >= (uint64_t)HTTP_MHD_LOG_S * 1000000) {
-		window_us = now;
-		count = 0;
-	}
-	if (count >= HTTP_MHD_LOG_BURST) {
-		skipped++;
-		return 0;
-	}
-	count++;
-	*dropped = skipped;
-	skipped = 0;
-	return 1;
-}
+static struct log_limit http_mhd_ll;
 
 static void
 http_log_cb(void *arg, const char *fmt, va_list ap)
@@ -448,7 +426,7 @@ http_log_cb(void *arg, const char *fmt, va_list ap)
 	status = 0;
 	sscanf(buf, "Error processing request (HTTP response code is %u", &status);
 	/* Some of its messages quote the request target as the client sent it (escapes, bare CRs, any byte). */
-	if (http_mhd_log_due(&dropped)) {
+	if (log_limit_burst_due(&http_mhd_ll, HTTP_MHD_LOG_S, HTTP_MHD_LOG_BURST, &dropped)) {
 		if (dropped > 0)
 			log_info("libmicrohttpd: %s (and %lu more of its messages not logged)", http_printable(buf),
 			    dropped);

@@ -113,23 +113,34 @@ log_emit(enum log_level level, const char *suffix, const char *fmt, va_list ap)
 	fprintf(stderr, "%s%s\n", log_prio[level], p);
 }
 
-/* Is ll's message due (once per interval_s)? If so, *skipped says how many were suppressed since the last. */
+/* Whether a rate-limited line is due; see util.h. */
 int
-log_limit_due(struct log_limit *ll, double interval_s, unsigned long *skipped)
+log_limit_burst_due(struct log_limit *ll, double interval_s, unsigned int burst, unsigned long *skipped)
 {
 	struct timespec ts;
 	double now;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-	if (ll->ll_last != 0 && now - ll->ll_last < interval_s) {
+	if (ll->ll_last == 0 || now - ll->ll_last >= interval_s) {
+		ll->ll_last = now;
+		ll->ll_lines = 0;
+	}
+	if (ll->ll_lines >= burst) {
 		ll->ll_skipped++;
 		return 0;
 	}
+	ll->ll_lines++;
 	*skipped = ll->ll_skipped;
 	ll->ll_skipped = 0;
-	ll->ll_last = now;
 	return 1;
+}
+
+/* Whether a line limited to one per interval is due; see util.h. */
+int
+log_limit_due(struct log_limit *ll, double interval_s, unsigned long *skipped)
+{
+	return log_limit_burst_due(ll, interval_s, 1, skipped);
 }
 
 /* Log at level. */

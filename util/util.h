@@ -30,12 +30,16 @@ void log_vlog(enum log_level level, const char *fmt, va_list ap) __attribute__((
  * A message logged at most once per interval: log_limit_due() says whether
  * it is due now (first time, or interval_s seconds after the last), and
  * counts in *skipped the calls suppressed since the last one it let through.
+ * log_limit_burst_due() lets burst lines through per interval_s window
+ * instead of one.
  */
 struct log_limit {
-	double ll_last;               /* monotonic seconds of the last line, 0 never */
-	unsigned long ll_skipped;     /* suppressed since */
+	double ll_last;               /* monotonic seconds its window began, 0 never */
+	unsigned int ll_lines;        /* lines let through in that window */
+	unsigned long ll_skipped;     /* suppressed since the last line */
 };
 int log_limit_due(struct log_limit *ll, double interval_s, unsigned long *skipped);
+int log_limit_burst_due(struct log_limit *ll, double interval_s, unsigned int burst, unsigned long *skipped);
 /* Log an error (and go on: the caller decides how to exit). */
 void log_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Log an error with strerror(errno) appended, and exit 1. */
