@@ -249,6 +249,13 @@ counter_answer(struct dfr *d, int64_t v)
 		dfr_callback(d, p, free);
 }
 
+/* Whether the counter must read its last value from record-countd first. */
+static int
+counter_stale(const struct counter *c)
+{
+	return !c->c_resumed || c->c_refetch;
+}
+
 /* Take the last value record-countd reported: never go back. */
 static void
 counter_resume(struct counter *c, int64_t last)
@@ -462,7 +469,7 @@ batch_record_cb(struct dfr *d, void *arg)
 	int64_t *last = dfr_value(d);
 	struct dfr *rd;
 
-	if ((!c->c_resumed || c->c_refetch) && last != NULL)
+	if (counter_stale(c) && last != NULL)
 		counter_resume(c, *last);
 	if ((uint64_t)(INT64_MAX - c->c_last) < b->b_n)
 		batch_exhaust(b, (size_t)(INT64_MAX - c->c_last));
@@ -536,7 +543,7 @@ counter_batch_run(void *arg)
 		return dfr_succeed(NULL, NULL);
 	}
 	c->c_in_flight = b->b_n;
-	if (c->c_resumed && !c->c_refetch)
+	if (!counter_stale(c))
 		d = dfr_succeed(NULL, NULL);
 	else
 		d = recorder_last_value(c->c_cf->recorder, c->c_client);
@@ -648,7 +655,7 @@ counter_resumed_cb(struct dfr *d, void *arg)
 	struct counter *c = arg;
 	int64_t *last = dfr_value(d);
 
-	if ((!c->c_resumed || c->c_refetch) && last != NULL)
+	if (counter_stale(c) && last != NULL)
 		counter_resume(c, *last);
 }
 
@@ -659,7 +666,7 @@ counter_resume_run(void *arg)
 	struct counter *c = arg;
 	struct dfr *d;
 
-	if (c->c_resumed && !c->c_refetch)
+	if (!counter_stale(c))
 		return dfr_succeed(NULL, NULL);
 	if ((d = recorder_last_value(c->c_cf->recorder, c->c_client)) == NULL)
 		return NULL;
@@ -816,7 +823,7 @@ counter_next_solo(struct counter *c)
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return NULL;
 	s->s_c = c;
-	if (c->c_resumed && !c->c_refetch)
+	if (!counter_stale(c))
 		d = dfr_succeed(NULL, NULL);
 	else
 		d = dfr_lock_run(c->c_lock, counter_resume_run, c);
