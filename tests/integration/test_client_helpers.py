@@ -97,15 +97,15 @@ def server_client_stats(rc, client):
     return r.json()["clients"][client]
 
 
-def poll(fn, timeout=10.0, step=0.02):
-    """Call fn until it returns a true value; return it, or fail after timeout."""
+def poll(fn, timeout=10.0, step=0.02, what="condition"):
+    """Call fn until it returns a true value; return it, or fail after timeout saying what was awaited."""
     deadline = time.monotonic() + timeout
     while True:
         v = fn()
         if v:
             return v
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met within %.1fs" % timeout)
+            raise AssertionError("%s not met within %.1fs" % (what, timeout))
         time.sleep(step)
 
 

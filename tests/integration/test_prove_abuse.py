@@ -11,18 +11,8 @@ import time
 import pytest
 
 import harness
+from test_client_helpers import poll
 from test_server_helpers import raw_request
-
-
-def poll(pred, timeout=10.0, what="condition"):
-    """Poll pred() every 20 ms until it returns a true value (returned); fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 def log_bytes(d):

@@ -26,6 +26,7 @@ import pytest
 
 import harness
 from test_client_helpers import server_records
+from test_server_helpers import read_answers
 
 INT64_MAX = 9223372036854775807
 WORKERS = int(os.environ.get("MODEL_WORKERS", "8"))
@@ -162,25 +163,6 @@ def take_answer(model, rq, status, body):
     model.answered(rq)
 
 
-def read_answers(s, n):
-    """Read n HTTP/1.1 answers (Content-Length framed) from s, several perhaps in one recv; [(status, body)]."""
-    buf, out = b"", []
-    while len(out) < n:
-        head, sep, rest = buf.partition(b"\r\n\r\n")
-        if sep:
-            lines = head.decode("latin-1").split("\r\n")
-            length = [int(x.split(":", 1)[1]) for x in lines[1:] if x.lower().startswith("content-length:")][0]
-            if len(rest) >= length:
-                out.append((int(lines[0].split()[1]), rest[:length]))
-                buf = rest[length:]
-                yield out[-1]
-                continue
-        chunk = s.recv(65536)
-        if not chunk:
-            raise OSError("connection closed after %d answers" % len(out))
-        buf += chunk
-
-
 def send_raw(port, model, rng, reqs):
     """Send several requests on one connection: pipelined GETs, or a POST whose body comes in two parts
     (it arrives when its last byte is read, so t_send is then; at is its request line, so w_send is before)."""
@@ -202,10 +184,12 @@ def send_raw(port, model, rng, reqs):
             else:
                 s.sendall(b"".join(b"GET /record-count?value=%d&client=%s HTTP/1.1\r\nHost: t\r\n\r\n"
                                    % (rq.values[0], q(rq.client).encode()) for rq in reqs))
-            for rq, (status, body) in zip(reqs, read_answers(s, len(reqs))):
+            for rq, (status, _, body) in zip(reqs, read_answers(s, len(reqs))):
                 rq.t_recv = time.monotonic()
                 rq.w_recv = time.time()
                 answers.append((rq, status, body))
+            if len(answers) < len(reqs):
+                raise OSError("connection closed after %d answers" % len(answers))
     except OSError:
         for rq in reqs[len(answers):]:
             rq.t_recv = time.monotonic()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from test_server_helpers import INT64_MAX, RECORD_COUNTD
+from test_server_helpers import INT64_MAX, RECORD_COUNTD, read_answers
 
 
 def is_error(r, status, code):
@@ -427,26 +427,6 @@ def test_server_keeps_serving_after_errors(record_countd):
     assert d.get("/record-count?value=1").status == 200
 
 
-def read_pipelined(s, n):
-    """Read n Content-Length framed answers from socket s; returns [(status, headers)], stopping early at EOF."""
-    buf, out = b"", []
-    while len(out) < n:
-        head, sep, rest = buf.partition(b"\r\n\r\n")
-        if sep:
-            lines = head.decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-            length = int(headers.get("content-length", "0"))
-            if len(rest) >= length:
-                out.append((int(lines[0].split()[1]), headers))
-                buf = rest[length:]
-                continue
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    return out
-
-
 def test_keep_alive_survives_error_answers(record_countd):
     """404, 405 and 414 to requests without a body keep the connection: they used to close it (an answer queued
     before the end of the request), so pipelined requests behind them went unanswered."""
@@ -455,7 +435,7 @@ def test_keep_alive_survives_error_answers(record_countd):
             b"GET /record-count?value=7&client=ka"]
     with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
         s.sendall(b"".join(r + b" HTTP/1.1\r\nHost: t\r\n\r\n" for r in reqs))
-        answers = read_pipelined(s, len(reqs))
+        answers = [(st, h) for st, h, _ in read_answers(s, len(reqs))]
     assert [a[0] for a in answers] == [404, 405, 405, 414, 200], answers
     for status, headers in answers:
         assert headers.get("connection", "").lower() != "close", (status, headers)
@@ -472,7 +452,7 @@ def test_absolute_form_target(record_countd):
                            (b"http://h", 404), (b"http://h/nope?value=1", 404)):
         with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
             s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
-            answers = read_pipelined(s, 1)
+            answers = [(st, h) for st, h, _ in read_answers(s, 1)]
         assert answers and answers[0][0] == status, (target, answers)
     assert d.get("/clients/abs").json() == {"client": "abs", "last_value": 9, "recorded": 1}
 

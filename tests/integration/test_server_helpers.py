@@ -52,6 +52,27 @@ def read_response(s):
     return status, headers, body
 
 
+def read_answers(s, n):
+    """Yield up to n HTTP/1.1 answers (Content-Length framed) from socket s, several perhaps in one recv, as
+    (status, headers, body); stops early when the server closes the connection."""
+    buf = b""
+    for _ in range(n):
+        while True:
+            head, sep, rest = buf.partition(b"\r\n\r\n")
+            if sep:
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+                length = int(headers.get("content-length", "0"))
+                if len(rest) >= length:
+                    break
+            chunk = s.recv(65536)
+            if not chunk:
+                return
+            buf += chunk
+        buf = rest[length:]
+        yield int(lines[0].split()[1]), headers, rest[:length]
+
+
 def concurrent_gets(port, paths, timeout=30):
     """Open one connection per path at once, send all requests, then collect every answer.
 
