@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -41,7 +44,7 @@
 #define MAX_ANSWER (64 * 1024 * 1024)
 
 static const char *sock_path;
-static uint64_t timeout_ms = 120000;     /* per send or read; 0: none */
+static uint64_t timeout_ms = 120000;     /* per call (connect, send, answer); 0: none */
 
 /* An answer from counterd. */
 struct answer {
@@ -183,13 +186,48 @@ conn_close(struct conn *c)
 	c->have = 0;
 }
 
-/* Read more bytes into c->buf; 0 on EOF, -1 on error. */
+/* Milliseconds on the monotonic clock. */
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * Wait until c can be read (or written, with POLLOUT) or the call's deadline
+ * (0: none) passes; 0, or -1 with errno EAGAIN once it has passed.
+ */
+static int
+conn_wait(struct conn *c, short events, uint64_t deadline)
+{
+	struct pollfd pfd = {.fd = c->fd, .events = events};
+	uint64_t now;
+	int n;
+
+	if (deadline == 0)
+		return 0;
+	do {
+		if ((now = now_ms()) >= deadline) {
+			errno = EAGAIN;
+			return -1;
+		}
+		n = poll(&pfd, 1, deadline - now > INT_MAX ? INT_MAX : (int)(deadline - now));
+	} while (n == 0 || (n == -1 && errno == EINTR));
+	return n == -1 ? -1 : 0;
+}
+
+/* Read more bytes into c->buf before the deadline; 0 on EOF, -1 on error. */
 static ssize_t
-conn_fill(struct conn *c)
+conn_fill(struct conn *c, uint64_t deadline)
 {
 	ssize_t n;
 
 	if (c->have == sizeof c->buf)
+		return -1;
+	if (conn_wait(c, POLLIN, deadline) != 0)
 		return -1;
 	do
 		n = read(c->fd, c->buf + c->have, sizeof c->buf - c->have);
@@ -212,8 +250,9 @@ conn_lost(ssize_t n, const char *when)
 }
 
 /*
- * Send one request and read the answer. Returns 0, or -1 (message printed)
- * when counterd cannot be reached or does not speak HTTP.
+ * Send one request and read the answer, all within --timeout. Returns 0, or
+ * -1 (message printed) when counterd cannot be reached, does not answer in
+ * time or does not speak HTTP.
  */
 static int
 conn_call(struct conn *c, const char *method, const char *path,
@@ -222,6 +261,7 @@ conn_call(struct conn *c, const char *method, const char *path,
 	char req[1024], *end, *p;
 	size_t reqlen, hdrlen, clen = 0, off;
 	int retried = 0, close_after = 0;
+	uint64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
 	ssize_t n;
 
 	memset(a, 0, sizeof *a);
@@ -234,6 +274,11 @@ again:
 	    "application/json\r\n\r\n",
 	    method, path);
 	for (off = 0; off < reqlen; off += (size_t)n) {
+		if (conn_wait(c, POLLOUT, deadline) != 0) {
+			conn_lost(-1, "while it was sent a request");
+			conn_close(c);
+			return -1;
+		}
 		n = send(c->fd, req + off, reqlen - off, MSG_NOSIGNAL);
 		if (n == -1 && errno == EINTR) {
 			n = 0;
@@ -264,7 +309,7 @@ again:
 			conn_close(c);
 			return -1;
 		}
-		n = conn_fill(c);
+		n = conn_fill(c, deadline);
 		if (n <= 0) {
 			int fresh = c->have == 0 && n == 0, err = errno;
 
@@ -306,9 +351,11 @@ again:
 	memmove(c->buf, c->buf + hdrlen + off, c->have - hdrlen - off);
 	c->have -= hdrlen + off;
 	while (off < clen) {
-		do
-			n = read(c->fd, a->body + off, clen - off);
-		while (n == -1 && errno == EINTR);
+		n = -1;
+		if (conn_wait(c, POLLIN, deadline) == 0)
+			do
+				n = read(c->fd, a->body + off, clen - off);
+			while (n == -1 && errno == EINTR);
 		if (n <= 0) {
 			conn_lost(n, "mid-answer");
 			free(a->body);

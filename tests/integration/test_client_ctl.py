@@ -239,6 +239,47 @@ def test_timeout_bounds_a_counterd_that_never_answers(record_countd, counterd):
     assert p.returncode == 2 and '--timeout: "soon"' in p.stderr, p
 
 
+def test_timeout_bounds_the_whole_call_not_each_read(tmp_path):
+    # counterctl(1): --timeout bounds a call, so a counterd trickling its answer a byte every 0.2 s (each read in time,
+    # the whole answer 30 s) is given up on after the timeout, with status 3 and one line.
+    import socket
+    import threading
+    import time
+
+    sock = str(tmp_path / "slow.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock)
+    srv.listen(4)
+    stop = threading.Event()
+
+    def serve():
+        c, _ = srv.accept()
+        c.recv(65536)
+        answer = b'HTTP/1.1 200 OK\r\nContent-Length: 150\r\n\r\n{"counter":"x","count":7,"pad":"' + b"p" * 115 + b'"}'
+        try:
+            for i in range(len(answer)):
+                if stop.wait(0.2):
+                    break
+                c.sendall(answer[i:i + 1])
+        except OSError:
+            pass  # counterctl gave up
+        c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        p = run("--socket", sock, "--timeout", "1s", "get", "x", timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        t.join(30)
+        srv.close()
+    assert p.returncode == 3 and p.stdout == "", p
+    assert p.stderr == "counterctl: counterd at %s did not answer within 1000 ms (--timeout)\n" % sock, p
+    assert took < 10, took
+
+
 def test_options_take_every_getopt_spelling(record_countd, counterd):
     rc = record_countd("--latency", "0")
     cd = counterd(rc.url)
