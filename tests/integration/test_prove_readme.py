@@ -18,8 +18,6 @@ import glob
 import os
 import re
 import shlex
-import shutil
-import signal
 import subprocess
 import time
 
@@ -195,7 +193,7 @@ def pkg_config(*args):
     return p.stdout.split()
 
 
-def cc_command(readme_cmd, tmp_path, out):
+def cc_command(readme_cmd, out):
     """README's `cc ... $(pkg-config --cflags --libs libdfr libevent)` with this build's compiler, its sanitizer flags,
     -Wall -Werror, and libdfr taken from the build tree instead of an installed libdfr.pc."""
     m = re.match(r"^cc (.+?) \$\(pkg-config --cflags --libs libdfr libevent\)$", readme_cmd)
@@ -208,7 +206,7 @@ def cc_command(readme_cmd, tmp_path, out):
 
 
 def compile_and_run(readme_cmd, cwd, out, timeout=30):
-    p = subprocess.run(cc_command(readme_cmd, cwd, out), cwd=cwd, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(cc_command(readme_cmd, out), cwd=cwd, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, "`%s` does not build:\n%s" % (readme_cmd, p.stderr)
     libs = os.path.join(TOP_BUILDDIR, "common", ".libs")
     env = dict(os.environ, LD_LIBRARY_PATH=libs + (":" + os.environ["LD_LIBRARY_PATH"]
