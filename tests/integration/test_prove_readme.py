@@ -347,8 +347,6 @@ def test_quick_start_says_what_the_scripts_do():
     assert re.search(r'add_argument\("--svg", default="demo-timeline\.svg"', src("scripts", "demo.py"))
     # As a normal user, what needs root is skipped, not failed: each such test says so.
     assert 'skip_all "needs root' in src("tests", "systemd", "boot.sh")
-    if not IN_GIT:
-        return                                          # scripts/deps, build and test are not in a dist tarball
     assert re.search(r'^echo "\$p passed, \$f failed, \$s skipped"$', src("scripts", "test"), re.M)
     for script in ("demo", "test"):
         assert re.search(r'^(exec )?bash "\$top/scripts/deps"|^bash scripts/deps', src("scripts", script), re.M), script
@@ -361,16 +359,15 @@ def test_the_tests_section_is_what_scripts_test_runs():
     tests = flat(section("Tests"))
     assert "runs `make check` in three builds under `build/` (plain, ASan+UBSan, and TSan+UBSan," in tests
     assert "the library's unit tests under valgrind, the fuzz targets for a bounded time (two more builds)" in tests
-    if IN_GIT:                                          # scripts/test and .ci/run are not in a dist tarball
-        script = src("scripts", "test")
-        suites = re.findall(r'^step "make check \(([\w+]+)\)" suite (\w+)(.*)$', script, re.M)
-        assert [s[0] for s in suites] == ["release", "ASan+UBSan", "TSan+UBSan"], suites
-        assert "--enable-sanitizers=thread" in suites[2][2] and "--enable-sanitizers " in suites[1][2] + " "
-        soak = re.search(r'SOAK_SECONDS=\$\{SOAK_SECONDS:-(\d+)\}', script).group(1)
-        assert "a %s s soak" % soak in tests and "CI runs %s" % soak in tests
-        assert "check-valgrind" in script and "--enable-fuzzing" in script and "make -s analyze" in script
-        assert "distcheck" in script
-        assert re.search(r"^exec bash scripts/test$", src(".ci", "run"), re.M)
+    script = src("scripts", "test")
+    suites = re.findall(r'^step "make check \(([\w+]+)\)" suite (\w+)(.*)$', script, re.M)
+    assert [s[0] for s in suites] == ["release", "ASan+UBSan", "TSan+UBSan"], suites
+    assert "--enable-sanitizers=thread" in suites[2][2] and "--enable-sanitizers " in suites[1][2] + " "
+    soak = re.search(r'SOAK_SECONDS=\$\{SOAK_SECONDS:-(\d+)\}', script).group(1)
+    assert "a %s s soak" % soak in tests and "CI runs %s" % soak in tests
+    assert "check-valgrind" in script and "--enable-fuzzing" in script and "make -s analyze" in script
+    assert "distcheck" in script
+    assert re.search(r"^exec bash scripts/test$", src(".ci", "run"), re.M)
     # make analyze's known false positives.
     mk = src("Makefile.am")
     known = mk[mk.index("ANALYZE_KNOWN = \\"):mk.index("\nanalyze:")]
