@@ -4,7 +4,8 @@
  * When stderr is the journal's stream (JOURNAL_STREAM names its device and
  * inode), each line starts with its syslog priority ("<3>", see
  * sd-daemon(3)), so that "journalctl -p warning" finds the warnings; anywhere
- * else the lines are plain "name: message".
+ * else the lines are plain "name: message". Every message is one line: its
+ * control bytes are shown as '?'.
  */
 #include "config.h"
 
@@ -73,6 +74,13 @@ log_set_level_name(const char *word)
 	return -1;
 }
 
+/* The name of a level (error, warn, info, debug). */
+const char *
+log_level_name(enum log_level level)
+{
+	return log_words[level];
+}
+
 /* The current level. */
 enum log_level
 log_get_level(void)
@@ -81,9 +89,35 @@ log_get_level(void)
 }
 
 /*
+ * Make a message one line of printable text in place: each control byte
+ * (a newline, CR, escape, bell, ...) becomes '?', so that a value quoted from
+ * a request or a peer can neither start a line of its own nor drive the
+ * operator's terminal. Callers escape what they quote as well; this is the
+ * last guard.
+ */
+static void
+log_clean(char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s == 0x7f)
+			*s = '?';
+}
+
+/* Write the line "name: text" (with the priority first for the journal). */
+static void
+log_put(enum log_level level, const char *text, const char *suffix)
+{
+	const char *prio = log_journal ? log_prio[level] : "";
+
+	if (suffix != NULL)
+		fprintf(stderr, "%s%s: %s: %s\n", prio, log_name, text, suffix);
+	else
+		fprintf(stderr, "%s%s: %s\n", prio, log_name, text);
+}
+
+/*
  * Write one line: "name: message" with an optional strerror suffix, and for
- * the journal the priority before it and before any line the message
- * itself holds.
+ * the journal the priority before it.
  */
 static void log_emit(enum log_level, const char *, const char *, va_list)
     __attribute__((format(printf, 3, 0)));
@@ -91,26 +125,23 @@ static void log_emit(enum log_level, const char *, const char *, va_list)
 static void
 log_emit(enum log_level level, const char *suffix, const char *fmt, va_list ap)
 {
-	char buf[2048], line[2304];
-	const char *p, *nl;
+	char buf[2048];
 
 	if (level > log_level)
 		return;
 	vsnprintf(buf, sizeof buf, fmt, ap);
-	if (!log_journal) {
-		if (suffix != NULL)
-			fprintf(stderr, "%s: %s: %s\n", log_name, buf, suffix);
-		else
-			fprintf(stderr, "%s: %s\n", log_name, buf);
+	log_clean(buf);
+	log_put(level, buf, suffix);
+}
+
+/* Write text, of any length, as one line at level; see util.h. */
+void
+log_line(enum log_level level, char *text)
+{
+	if (level > log_level)
 		return;
-	}
-	if (suffix != NULL)
-		snprintf(line, sizeof line, "%s: %s: %s", log_name, buf, suffix);
-	else
-		snprintf(line, sizeof line, "%s: %s", log_name, buf);
-	for (p = line; (nl = strchr(p, '\n')) != NULL; p = nl + 1)
-		fprintf(stderr, "%s%.*s\n", log_prio[level], (int)(nl - p), p);
-	fprintf(stderr, "%s%s\n", log_prio[level], p);
+	log_clean(text);
+	log_put(level, text, NULL);
 }
 
 /* Whether a rate-limited line is due; see util.h. */

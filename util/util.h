@@ -19,6 +19,8 @@ void log_init(const char *name, enum log_level level);
 /* Set the level from a word (error, warn, info, debug); -1 if unknown. */
 int log_set_level_name(const char *word);
 enum log_level log_get_level(void);
+/* The word of a level, as log_set_level_name() takes it (static text). */
+const char *log_level_name(enum log_level level);
 /* Route libevent's own messages into this log. */
 void log_route_libevent(void);
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -26,6 +28,11 @@ void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_vlog(enum log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/*
+ * Log text at level as one line, however long (the functions above cut a
+ * message at 2 KB); its control bytes become '?' in place.
+ */
+void log_line(enum log_level level, char *text);
 /*
  * A message logged at most once per interval: log_limit_due() says whether
  * it is due now (first time, or interval_s seconds after the last), and
