@@ -198,6 +198,32 @@ api_read(struct req *r, const char *client, int64_t after, unsigned limit)
 	store_read(db, &ar->sr);
 }
 
+/*
+ * A read of the database failed and its request answers 503: say so (else
+ * only /metrics would show it), at most API_READ_LOG_BURST lines per
+ * API_READ_LOG_S seconds, since each is a client's request.
+ */
+#define API_READ_LOG_S 10
+#define API_READ_LOG_BURST 5
+static void
+api_read_failed(const struct api_read *ar)
+{
+	static struct log_limit ll;
+	unsigned long skipped;
+	char more[64] = "";
+
+	if (!log_limit_burst_due(&ll, API_READ_LOG_S, API_READ_LOG_BURST, &skipped))
+		return;
+	if (skipped > 0)
+		snprintf(more, sizeof more, " (%lu more since the last such line)", skipped);
+	if (ar->sr.limit == 0)
+		log_warnx("cannot read client %s from the database: %s; answered 503 storage_error%s", ar->client,
+		    ar->incomplete ? "out of memory" : ar->sr.error, more);
+	else
+		log_warnx("cannot read records from the database: %s; answered 503 storage_error%s",
+		    ar->incomplete ? "out of memory" : ar->sr.error, more);
+}
+
 /* The answer of r, whose read ar is back. */
 static void
 api_read_answer(struct req *r, struct api_read *ar)
@@ -205,6 +231,7 @@ api_read_answer(struct req *r, struct api_read *ar)
 	json_t *next;
 
 	if (!ar->sr.ok || ar->incomplete) {
+		api_read_failed(ar);
 		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error", "cannot read %s: %s",
 		    ar->sr.limit == 0 ? "client" : "records", ar->incomplete ? "out of memory" : ar->sr.error);
 		return;

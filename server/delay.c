@@ -91,28 +91,51 @@ delay_job_done(struct delay_job *dj, int ok, int full)
 	free(dj);
 }
 
+/*
+ * Failed commits are logged at most DELAY_FAIL_LOG_BURST per DELAY_FAIL_LOG_S
+ * seconds (disk full: one), the next line saying how many were not: after a
+ * failed sync, or once the database is gone from its path, every commit
+ * fails, and each is made by a client's request.
+ */
+#define DELAY_FAIL_LOG_S 10
+#define DELAY_FAIL_LOG_BURST 5
+
+/* Log the failed commit b, if a line is due. */
+static void
+delay_commit_failed(const struct store_batch *b)
+{
+	static struct log_limit full_ll, fail_ll;
+	unsigned long skipped;
+	char more[96] = "";
+
+	if (b->full ? !log_limit_due(&full_ll, DELAY_FAIL_LOG_S, &skipped) :
+	    !log_limit_burst_due(&fail_ll, DELAY_FAIL_LOG_S, DELAY_FAIL_LOG_BURST, &skipped))
+		return;
+	if (skipped > 0)
+		snprintf(more, sizeof more, " (%lu more commit%s failed since the last such line)", skipped,
+		    skipped == 1 ? "" : "s");
+	if (b->full)
+		log_warnx("commit of %zu record%s failed: %s (the disk holding the database is full); its "
+		    "requests answer 507 storage_full until space is freed%s", b->records, b->records == 1 ? "" : "s",
+		    b->error, more);
+	else
+		log_warnx("commit of %zu record%s failed: %s; its requests answer 503 storage_error%s", b->records,
+		    b->records == 1 ? "" : "s", b->error, more);
+}
+
 /* The writer thread committed (or rolled back) batches: release their requests. */
 static void
 delay_done_cb(evutil_socket_t fd, short what, void *arg)
 {
-	static struct log_limit delay_full_ll;
 	struct store_batch *b, *nb;
 	struct store_job *sj, *nj;
-	unsigned long skipped;
 
 	for (b = store_collect(db); b != NULL; b = nb) {
 		nb = b->next;
 		if (b->ok)
 			metrics_commit(b->seconds, b->added);
-		else if (b->full) {
-			/* Every commit fails while the disk is full: once per 10 s is enough. */
-			if (log_limit_due(&delay_full_ll, 10, &skipped))
-				log_warnx("commit of %zu record%s failed: %s (the disk holding the database is full; "
-				    "%lu more commit%s failed so since the last such line)", b->records,
-				    b->records == 1 ? "" : "s", b->error, skipped, skipped == 1 ? "" : "s");
-		} else
-			log_warnx("commit of %zu record%s failed: %s", b->records, b->records == 1 ? "" : "s",
-			    b->error);
+		else
+			delay_commit_failed(b);
 		for (sj = b->jobs; sj != NULL; sj = nj) {
 			nj = sj->next;
 			delay_job_done((struct delay_job *)sj, b->ok, b->full);

@@ -49,6 +49,8 @@ static struct http_listener *http_listeners;
 static size_t http_nlisteners;
 static int http_quiesced;
 static int http_kick;
+/* Since the signal to stop: answers queued, answers their clients did not read, bodies cut off. */
+static uint64_t http_stop_answered, http_unread, http_stop_cut;
 
 /* One connection (libmicrohttpd's socket context) and the request it is on. */
 struct http_conn {
@@ -299,6 +301,8 @@ http_answer_raw(struct http_conn *hc, struct req *r, unsigned status, const char
 	free(out);
 	http_conn_shut(hc);
 	r->answered = 1;
+	if (http_quiesced)
+		http_stop_answered++;
 	r->status = status;
 	if (status >= 400 && status < 500)
 		metrics_rejected();
@@ -596,8 +600,8 @@ http_access_log(struct req *r, double end)
 	if (r->nvalues == 0)
 		*p++ = '-';
 	snprintf(p, cap - (size_t)(p - line), " start=%.6f end=%.6f", r->arrival_wall, end);
-	/* Written directly: log.c's line buffer would cut a long list of values. */
-	fprintf(stderr, "record-countd: %s\n", line);
+	/* Not through log_info(): its buffer would cut a long list of values. */
+	log_line(LOG_LEVEL_INFO, line);
 	free(line);
 }
 
@@ -641,6 +645,8 @@ http_send(struct req *r)
 	MHD_destroy_response(r->resp);
 	r->resp = NULL;
 	r->answered = 1;
+	if (http_quiesced)
+		http_stop_answered++;
 	end = now_wall();
 	metrics_response(r->route, r->status, (double)(now_mono_us() - r->arrival_us) / 1e6);
 	http_leave(r);
@@ -1013,6 +1019,27 @@ http_req_free(struct req *r)
 		main_maybe_exit();
 }
 
+/*
+ * While shutting down, a connection whose client stopped reading its answer
+ * was closed: its client's doing, one line per HTTP_ACCEPT_LOG_S at most,
+ * and counted for the line http_stop() writes.
+ */
+static void
+http_unread_answer(void)
+{
+	static struct log_limit ll;
+	unsigned long skipped;
+	char more[64] = "";
+
+	http_unread++;
+	if (!log_limit_due(&ll, HTTP_ACCEPT_LOG_S, &skipped))
+		return;
+	if (skipped > 0)
+		snprintf(more, sizeof more, " (%lu more since the last)", skipped);
+	log_info("closing a connection whose client did not read its answer for %ds%s", SHUTDOWN_SEND_STALL_S,
+	    more);
+}
+
 /* The request is over (response sent, or the connection failed); when shutting down, so is its connection. */
 static void
 http_completed_cb(void *arg, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
@@ -1024,7 +1051,7 @@ http_completed_cb(void *arg, struct MHD_Connection *conn, void **con_cls, enum M
 		return;
 	*con_cls = NULL;
 	if (shutting_down && r->answered && toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
-		log_warnx("closing a connection whose client did not read its answer for %ds", SHUTDOWN_SEND_STALL_S);
+		http_unread_answer();
 	http_req_free(r);
 	if ((info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT)) == NULL ||
 	    info->socket_context == NULL)
@@ -1206,8 +1233,9 @@ http_grace_cb(evutil_socket_t fd, short what, void *arg)
 	size_t n, uploading;
 
 	if ((n = http_sweep(1, &uploading)) > 0)
-		log_info("closing %zu connections whose request body did not arrive within %dms", n,
-		    SHUTDOWN_UPLOAD_GRACE_MS);
+		log_info("closing %zu connection%s whose request body did not arrive within %dms: not answered", n,
+		    n == 1 ? "" : "s", SHUTDOWN_UPLOAD_GRACE_MS);
+	http_stop_cut += n;
 	http_run();
 }
 
@@ -1265,6 +1293,12 @@ http_stop(void)
 {
 	struct http_listener *l;
 	size_t i;
+
+	if (http_quiesced)
+		log_info("answered %llu request%s since the signal to stop; %llu answer%s not read by their "
+		    "clients and %llu request bod%s cut off (connections closed)", (unsigned long long)http_stop_answered,
+		    http_stop_answered == 1 ? "" : "s", (unsigned long long)http_unread, http_unread == 1 ? "" : "s",
+		    (unsigned long long)http_stop_cut, http_stop_cut == 1 ? "y" : "ies");
 
 	for (i = 0; i < http_nlisteners; i++) {
 		l = &http_listeners[i];

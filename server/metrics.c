@@ -64,7 +64,7 @@ metrics_grow(void)
 	size_t i, size = m.size ? m.size * 2 : 64, h;
 
 	if ((t = calloc(size, sizeof *t)) == NULL)
-		fatal("calloc");
+		fatal("out of memory for the statistics of %zu clients", m.count + 1);
 	for (i = 0; i < m.size; i++) {
 		for (cs = m.table[i]; cs != NULL; cs = next) {
 			next = cs->next;
@@ -104,7 +104,7 @@ metrics_client(const char *id)
 	if (m.count >= m.size / 2 * 1 + m.size / 4)
 		metrics_grow();
 	if ((cs = calloc(1, sizeof *cs)) == NULL || (cs->id = strdup(id)) == NULL)
-		fatal("calloc");
+		fatal("out of memory for the statistics of %zu clients", m.count + 1);
 	h = metrics_hash(id) & (m.size - 1);
 	cs->next = m.table[h];
 	m.table[h] = cs;
@@ -224,7 +224,7 @@ metrics_printf(struct metrics_buf *b, const char *fmt, ...)
 		}
 		b->cap = b->cap * 2 + (size_t)n + 64;
 		if ((b->s = realloc(b->s, b->cap)) == NULL)
-			fatal("realloc");
+			fatal("out of memory building /stats or /metrics (%zu bytes)", b->cap);
 	}
 }
 
@@ -235,7 +235,7 @@ metrics_put(struct metrics_buf *b, const char *p, size_t n)
 	if (b->cap - b->len <= n) {
 		b->cap = b->cap * 2 + n + 64;
 		if ((b->s = realloc(b->s, b->cap)) == NULL)
-			fatal("realloc");
+			fatal("out of memory building /stats or /metrics (%zu bytes)", b->cap);
 	}
 	memcpy(b->s + b->len, p, n);
 	b->len += n;
@@ -321,7 +321,7 @@ metrics_stats(const char *only, size_t *len)
 
 	b.cap = 256 + (only != NULL ? 0 : m.count * (48 + 5 * 20));
 	if ((b.s = malloc(b.cap)) == NULL)
-		fatal("malloc");
+		fatal("out of memory building /stats or /metrics (%zu bytes)", b.cap);
 	metrics_printf(&b, "{\"recorded\":%llu,\"duplicates\":%llu,\"rejected\":%llu,\"in_flight\":%llu,"
 	    "\"max_in_flight\":%llu,\"clients\":{", (unsigned long long)m.recorded, (unsigned long long)m.duplicates,
 	    (unsigned long long)m.rejected, (unsigned long long)m.in_flight, (unsigned long long)m.max_in_flight);
@@ -349,7 +349,7 @@ metrics_prometheus(size_t *len)
 
 	b.cap = 8192;
 	if ((b.s = malloc(b.cap)) == NULL)
-		fatal("malloc");
+		fatal("out of memory building /stats or /metrics (%zu bytes)", b.cap);
 	metrics_printf(&b, "# HELP record_countd_requests_total HTTP requests answered, by route and status.\n"
 	    "# TYPE record_countd_requests_total counter\n");
 	for (r = 0; r < ROUTE_COUNT; r++)
