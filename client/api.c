@@ -257,6 +257,59 @@ api_failure_status(int code, const char **word)
 	}
 }
 
+/*
+ * A next call refused for want of room: the backlog of a counter is full,
+ * a call waited past --wait-timeout, or there are too many counters. Each
+ * is a caller's request, so the operator gets one line per
+ * API_REFUSED_LOG_S seconds of each kind, saying how many more, and what
+ * to do; anything else a call fails with is record-countd's (counter.c logs
+ * it) or the caller's.
+ */
+#define API_REFUSED_LOG_S 10
+static void
+api_refused(int code, const char *name)
+{
+	static struct log_limit backlog_ll, wait_ll, many_ll;
+	struct log_limit *ll;
+	unsigned long skipped;
+	char more[64] = "";
+
+	switch (code) {
+	case CD_EBACKLOG:
+		ll = &backlog_ll;
+		break;
+	case CD_EWAIT:
+		ll = &wait_ll;
+		break;
+	case CD_ETOOMANY:
+		ll = &many_ll;
+		break;
+	default:
+		return;
+	}
+	if (!log_limit_due(ll, API_REFUSED_LOG_S, &skipped))
+		return;
+	if (skipped > 0)
+		snprintf(more, sizeof more, " (%lu more since the last such line)",
+			 skipped);
+	if (code == CD_EBACKLOG)
+		log_warnx("counter %s: %zu calls waiting, the --backlog "
+			  "limit: calls refused with 503 backlog_full%s; "
+			  "record-countd answers slower than calls arrive "
+			  "(raise --backlog, or look at its latency)",
+			  name, api_cf->counters->backlog, more);
+	else if (code == CD_EWAIT)
+		log_warnx("counter %s: a call waited longer than "
+			  "--wait-timeout (%" PRIu64 "ms) for its turn and "
+			  "failed with 503 wait_timeout%s",
+			  name, api_cf->counters->wait_timeout_ms, more);
+	else
+		log_warnx("too many counters (at most %d): a call to new "
+			  "counter %s refused with 503 too_many_counters%s; "
+			  "counters are kept until counterd restarts",
+			  10000, name, more);
+}
+
 /* The caller's connection closed while its next call waited. */
 static void
 api_close_cb(struct evhttp_connection *evcon, void *arg)
@@ -304,6 +357,7 @@ api_next_done_cb(struct dfr *d, void *arg)
 		const char *word;
 		int status = api_failure_status(f->code, &word);
 
+		api_refused(f->code, aw->aw_name);
 		api_error(req, status, word, "%s", f->message);
 		dfr_failure_free(f);
 	} else {
@@ -330,9 +384,11 @@ api_next(struct evhttp_request *req, const char *name)
 	if (name[0] == '\0')
 		name = "default";
 	if ((c = counter_get(api_cf->counters, name, 1)) == NULL) {
-		if (errno == ENOSPC)
+		if (errno == ENOSPC) {
+			api_refused(CD_ETOOMANY, name);
 			api_error(req, 503, "too_many_counters",
 				  "too many counters (at most 10000)");
+		}
 		else
 			api_error(req, 500, "internal", "out of memory");
 		return;

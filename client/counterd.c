@@ -51,6 +51,7 @@ static int last_reach = -1;
 static uint64_t last_outages;
 static time_t last_probe;
 static struct timespec stop_started;
+static size_t stop_pending; /* calls waiting for an answer at the signal */
 
 /* Seconds since start. */
 int
@@ -335,8 +336,9 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	clock_gettime(CLOCK_MONOTONIC, &stop_started);
 	sd_notify(0,
 		  "STOPPING=1\nSTATUS=stopping: finishing in-flight records");
+	stop_pending = api_pending();
 	log_info("%s: stopping (%zu call(s) pending)", strsignal((int)sig),
-		 api_pending());
+		 stop_pending);
 	api_stop_accepting();
 	socket_remove();
 	counter_shutdown_all();
@@ -447,7 +449,7 @@ main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	const char *server = "http://127.0.0.1:8080", *sock = NULL, *why = "";
-	char hostname[256], defsock[4096];
+	char hostname[256], defsock[4096], batch[32] = "";
 	uint64_t record_timeout = 5000, backoff = 50, retries = 3, pool = 0;
 	int batch_given = 0, ch, fd;
 	struct counter_config cc;
@@ -649,18 +651,36 @@ main(int argc, char **argv)
 			  "PURPOSE: concurrent "
 			  "calls may get the same number; never use it for "
 			  "real work");
-	log_info("serving on %s (strategy %s, batch-max %zu), recording to %s "
-		 "as %s:NAME",
+	/* The effective configuration, defaults included: what the operator
+	 * reads first when the daemon misbehaves. */
+	if (cc.strategy == STRATEGY_LOCKED)
+		snprintf(batch, sizeof batch, ", batch-max %zu", cc.batch_max);
+	log_info("serving on %s (strategy %s%s), recording to %s as %s:NAME; "
+		 "backlog %zu, wait-timeout %" PRIu64 "ms%s, record-timeout "
+		 "%" PRIu64 "ms, retries %" PRIu64 ", backoff %" PRIu64
+		 "ms, connections %" PRIu64 ", shutdown-grace %" PRIu64
+		 "ms, log-level %s",
 		 socket_path != NULL ? socket_path : "the systemd socket",
-		 strategy_name(cc.strategy), cc.batch_max, server,
-		 cc.client_id);
+		 strategy_name(cc.strategy), batch, server, cc.client_id,
+		 cc.backlog, cc.wait_timeout_ms,
+		 cc.wait_timeout_ms == 0 ? " (none)" : "", record_timeout,
+		 retries, backoff, pool, shutdown_grace_ms,
+		 log_level_name(log_get_level()));
 	sd_notifyf(0, "READY=1\nSTATUS=serving on %s, recording to %s",
 		   socket_path != NULL ? socket_path : "the systemd socket",
 		   server);
 
 	event_base_dispatch(base);
 
-	log_info("stopped");
+	if (counterd_stopping)
+		log_info("stopped: of the %zu call(s) pending at the signal, "
+			 "%zu answered and %zu left unanswered; exit status %d",
+			 stop_pending,
+			 stop_pending > api_pending() ? stop_pending - api_pending()
+						      : 0,
+			 api_pending(), exit_status);
+	else
+		log_info("stopped");
 	socket_remove();
 	/* Fail what is left (only if the loop ended early) while counters and calls still exist. */
 	recorder_abort(recorder, "counterd is exiting");

@@ -319,12 +319,30 @@ recorder_op_succeed(struct rec_op *op, void *value, dfr_free_cb free_cb)
 	recorder_op_free(op);
 }
 
+/*
+ * Make why printable in place: it may quote record-countd's answer (or what
+ * answers at --server), and goes to the log, to the callers' error
+ * messages and to systemd's STATUS=, where a control byte, a newline above
+ * all, must not pass. Each control or non-ASCII byte becomes '?'.
+ */
+static char *
+recorder_printable(char *why)
+{
+	char *p;
+
+	for (p = why; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
+	return why;
+}
+
 /* Finish op with its recorded failure. */
 static void
 recorder_op_fail(struct rec_op *op)
 {
 	struct recorder *r = op->ro_r;
 
+	recorder_printable(op->ro_why);
 	r->r_active--;
 	r->r_st.failed++;
 	snprintf(r->r_last_error, sizeof r->r_last_error, "%s", op->ro_why);
@@ -578,6 +596,7 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 			snprintf(op->ro_why, sizeof op->ro_why,
 				 "record-countd answered %d to %s: %.*s", code,
 				 op->ro_path, (int)len, body);
+		recorder_printable(op->ro_why);
 		recorder_unreachable(r, op->ro_why);
 		op->ro_last_code = CD_EUNAVAILABLE;
 		recorder_attempt_failed(op);
