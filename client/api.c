@@ -301,7 +301,10 @@ api_refused(int code, const char *name)
 	else if (code == CD_EWAIT)
 		log_warnx("counter %s: a call waited longer than "
 			  "--wait-timeout (%" PRIu64 "ms) for its turn and "
-			  "failed with 503 wait_timeout%s",
+			  "failed with 503 wait_timeout%s; record-countd "
+			  "answers slower than calls arrive (raise "
+			  "--wait-timeout or --batch-max, or look at its "
+			  "latency)",
 			  name, api_cf->counters->wait_timeout_ms, more);
 	else
 		log_warnx("too many counters (at most %d): a call to new "
