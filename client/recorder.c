@@ -109,7 +109,7 @@ recorder_new(struct event_base *base, const struct server_url *url,
 	struct recorder *r;
 
 	if ((r = calloc(1, sizeof *r)) == NULL) {
-		log_warn("recorder");
+		log_warn("cannot set up the connection to record-countd");
 		return NULL;
 	}
 	r->r_base = base;
