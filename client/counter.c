@@ -401,12 +401,18 @@ batch_fail_cb(struct dfr *d, void *arg)
 {
 	struct batch *b = arg;
 	struct counter *c = b->b_c;
+	static struct log_limit batch_ll;
 	struct dfr_failure *f = d != NULL ? dfr_take_failure(d) : NULL;
+	unsigned long skipped;
 	size_t i;
 
-	if (b->b_n > 0 && (f == NULL || f->code != CD_ECONFLICT))
-		log_warnx("counter %s: recording %zu value(s) failed: %s",
-			  c->c_name, b->b_n, f != NULL ? f->message : "?");
+	/* One line per 10 s at most: with the server down, every call can be a batch that fails at once. */
+	if (b->b_n > 0 && (f == NULL || f->code != CD_ECONFLICT) &&
+	    log_limit_due(&batch_ll, 10, &skipped))
+		log_warnx("counter %s: recording %zu value(s) failed: %s (%lu "
+			  "more batches failed since the last such line)",
+			  c->c_name, b->b_n, f != NULL ? f->message : "?",
+			  skipped);
 	c->c_in_flight = 0;
 	if (f != NULL && f->code == CD_ECONFLICT)
 		c->c_st.conflicts += b->b_n;

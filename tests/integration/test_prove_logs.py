@@ -268,6 +268,21 @@ def test_counterd_refused_calls_are_logged_once_per_window(counterd):
     assert_one_line_per_event(d, b"counterd")
 
 
+def test_counterd_failed_batches_cannot_flood_the_log(counterd):
+    """locked with record-countd down: every call is a batch that fails at once, and 40 of them make one line per
+    10 s, saying how many more failed since."""
+    d = counterd(dead_url(), "--retries", "0")
+    started = time.monotonic()
+    for _ in range(40):
+        r = d.next("down")
+        assert r.status == 503, r
+    assert d.stop() == 0
+    lines = [l for l in log_lines(d) if b"counter down: recording" in l]
+    assert 1 <= len(lines) <= bound(1, started) < 40, lines
+    assert b"counter down: recording 1 value(s) failed: " in lines[0], lines[0]
+    assert_one_line_per_event(d, b"counterd")
+
+
 def test_counterd_stopped_line_counts_the_calls_pending(record_countd, counterd):
     """SIGTERM while a call waits for record-countd: the last line says it was answered, and the exit status."""
     rc = record_countd("--latency", "1500ms")
