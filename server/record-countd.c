@@ -496,33 +496,80 @@ main_rlimit(void)
 		    (unsigned long long)rl.rlim_cur, (unsigned long long)cfg.max_connections);
 }
 
+/*
+ * Loading the clients' summaries at start reads the whole (client, value)
+ * index: about 0.1 s a million records with the file in the page cache,
+ * more from disk, so a database of some hundred million records takes
+ * longer than systemd's default start timeout (90 s). Once it has run a
+ * second, systemd is told every second how far it got and to wait this much
+ * longer (EXTEND_TIMEOUT_USEC): a scan that advances is never killed, one
+ * stuck is after this long. A short one says nothing (READY=1 comes first).
+ */
+#define MAIN_LOAD_EXTEND_USEC 30000000ULL
+
+/* What the start-up load has read so far, for the progress reports. */
+struct main_load {
+	uint64_t bad[2];              /* records with values the API never takes, and their clients */
+	uint64_t clients;
+	uint64_t records;
+	uint64_t began;               /* monotonic microseconds */
+	uint64_t reported;
+};
+
 /* Load one client's stored summary into the stats, counting records with values the API never takes. */
 static void
 main_load_cb(const char *client, uint64_t last_value, uint64_t recorded, uint64_t out_of_range, void *arg)
 {
-	uint64_t *bad = arg;
+	struct main_load *ld = arg;
 
 	metrics_loaded(client, last_value, recorded);
+	ld->clients++;
+	ld->records += recorded;
 	if (out_of_range != 0) {
-		bad[0] += out_of_range;
-		bad[1]++;
+		ld->bad[0] += out_of_range;
+		ld->bad[1]++;
 	}
+}
+
+/* Every few milliseconds of the start-up load: once a second, tell systemd how far it got and to wait on. */
+static void
+main_load_progress_cb(void *arg)
+{
+	struct main_load *ld = arg;
+	uint64_t now = now_mono_us();
+
+	if (now - ld->reported < 1000000)
+		return;
+	ld->reported = now;
+	sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu\nSTATUS=loading client summaries from %s: %llu clients, %llu records "
+	    "so far (%.0f s)", MAIN_LOAD_EXTEND_USEC, cfg.db, (unsigned long long)ld->clients,
+	    (unsigned long long)ld->records, (double)(now - ld->began) / 1e6);
 }
 
 /* Load per-client stats from the store. */
 static void
 main_load_stats(void)
 {
-	uint64_t bad[2] = { 0, 0 };   /* such records, and their clients */
+	struct main_load ld;
 	char why[256];
+	double took;
 
-	if (store_clients(db, main_load_cb, bad, why) != 0)
+	memset(&ld, 0, sizeof ld);
+	ld.began = ld.reported = now_mono_us();
+	if (store_clients(db, main_load_cb, main_load_progress_cb, &ld, why) != 0)
 		log_warnx("cannot read client summaries: %s", why);
-	if (bad[0] > 0)
+	if (ld.reported != ld.began) {
+		took = (double)(now_mono_us() - ld.began) / 1e6;
+		sd_notifyf(0, "STATUS=loaded the summaries of %llu clients, %llu records, in %.1f s",
+		    (unsigned long long)ld.clients, (unsigned long long)ld.records, took);
+		log_info("loaded the summaries of %llu clients, %llu records, in %.1f s", (unsigned long long)ld.clients,
+		    (unsigned long long)ld.records, took);
+	}
+	if (ld.bad[0] > 0)
 		log_warnx("%llu records of %llu clients have values outside 1..9223372036854775807, written by other "
 		    "means: /records lists them as stored, but none is a client's last_value (find them with "
 		    "SELECT * FROM records WHERE typeof(value) != 'integer' OR value < 1)",
-		    (unsigned long long)bad[0], (unsigned long long)bad[1]);
+		    (unsigned long long)ld.bad[0], (unsigned long long)ld.bad[1]);
 }
 
 /* Leave the loop once shutting down and nothing is in flight. */

@@ -121,13 +121,18 @@ struct store_read *store_read_collect(struct store *st);
 
 typedef void (*store_client_cb)(const char *client, uint64_t last_value, uint64_t recorded,
     uint64_t out_of_range, void *arg);
+typedef void (*store_progress_cb)(void *arg);
 /*
  * Call cb for every client in the store (used to rebuild stats at start,
  * before any store_read()) with its summary as a read's, and how many of its
  * records have a value outside 1..9223372036854775807 (counted in recorded,
- * never its last_value); 0, or -1 with the reason in why (256 bytes).
+ * never its last_value); 0, or -1 with the reason in why (256 bytes). It
+ * reads the whole (client, value) index, almost half the file; progress,
+ * if not NULL, is called on the calling thread every few milliseconds of
+ * that (also within one client's records), so that a caller can say it is
+ * still going. Both get arg.
  */
-int store_clients(struct store *st, store_client_cb cb, void *arg, char *why);
+int store_clients(struct store *st, store_client_cb cb, store_progress_cb progress, void *arg, char *why);
 
 /*
  * Has a sync failed, or has store_check() found the database gone? Then

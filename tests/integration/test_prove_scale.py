@@ -1,0 +1,191 @@
+"""record-countd when the data gets big, scaled down to run in seconds: paging a client with many records among
+others, and start-up on a database with many clients under systemd. The figures at full size (10 million records,
+100,000 clients) are in record-countd(8), LIMITS; these tests check behaviour, never a time."""
+import http.client
+import os
+import signal
+import socket
+import sqlite3
+import threading
+import time
+
+from test_server_helpers import RECORD_COUNTD
+
+
+def fill(path, sql, *args):
+    """Run one INSERT on the database at path, as a restore or another program would write it."""
+    con = sqlite3.connect(path)
+    try:
+        con.execute(sql, args)
+        con.commit()
+    finally:
+        con.close()
+
+
+def table(path, client):
+    """Every record of client as (seq, client, value, at), in seq order, read straight from the file."""
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT seq, client, value, at FROM records WHERE client = ? ORDER BY seq",
+                           (client,)).fetchall()
+    finally:
+        con.close()
+
+
+def page(d, client, after, limit):
+    """One page of /records as (records as tuples, next_after)."""
+    r = d.get("/records?client=%s&after=%d&limit=%d" % (client, after, limit))
+    assert r.status == 200, r
+    j = r.json()
+    return [(x["seq"], x["client"], x["value"], x["at"]) for x in j["records"]], j["next_after"]
+
+
+def walk(d, client, limit, after=0):
+    """Every page of client from after on, until one that is not full; the records of all of them."""
+    got = []
+    while True:
+        recs, nxt = page(d, client, after, limit)
+        got += recs
+        if nxt is None:
+            assert len(recs) < limit
+            return got
+        assert len(recs) == limit and nxt == recs[-1][0]
+        after = nxt
+
+
+# 200,000 records: seq 1..100,000 are 9 in 10 "big" (the other one of 500 small clients), with values counting down
+# in each run of 1,000 (so value order is not seq order); 100,001..150,000 hold none of "big";
+# 150,001..200,000 one in 100. A page of "big" is then found in seq order from the table (the dense part), partly
+# there and partly from the index (the pages around the gap), or from the index alone (a small client).
+LAYOUT = (
+    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 200000) "
+    "INSERT INTO records (client, value, at) SELECT "
+    " CASE WHEN (i <= 100000 AND i % 10 != 0) OR (i > 150000 AND i % 100 = 0) THEN 'big' "
+    " ELSE 'small' || (i % 500) END, "
+    " CASE WHEN i <= 100000 THEN (i / 1000) * 1000 + 1000 - i % 1000 ELSE 1000000 + i END, "
+    " 1764201600 + i / 1000.0 FROM c")
+
+
+def big_database(record_countd):
+    """A stopped record-countd whose database holds LAYOUT, and the path of that database."""
+    d = record_countd("--latency", "0")
+    assert d.stop() == 0
+    fill(d.db, LAYOUT)
+    return d.db
+
+
+def test_paging_a_big_client_gives_every_record_in_seq_order(record_countd):
+    """Pages of a client with many records among others, of every size and from every place, are the records with
+    seq above after in seq order, whichever way they are found (the dense part, the gap, the sparse end, the last
+    page, past the end), and one walk of them gives all of the client's records, each once."""
+    db = big_database(record_countd)
+    d = record_countd("--latency", "0", db=db)
+    want = table(db, "big")
+    assert len(want) == 90000 + 500
+    seqs = [r[0] for r in want]
+    for limit in (1, 7, 1000):
+        for after in (0, 1, 5, 99999, 100000, 100001, 120000, 149999, 150000, 150050, 199000, 199999, 200000,
+                      10 ** 12):
+            got, nxt = page(d, "big", after, limit)
+            expect = [r for r in want if r[0] > after][:limit]
+            assert got == expect, (limit, after)
+            assert nxt == (expect[-1][0] if len(expect) == limit else None), (limit, after)
+    assert walk(d, "big", 1000) == want
+    assert walk(d, "big", 333, after=seqs[89990]) == want[89991:]
+    small = table(db, "small7")
+    assert walk(d, "small7", 100) == small and len(small) == 200
+    assert page(d, "nobody", 0, 1000) == ([], None)
+    assert d.get("/clients/big").json() == {"client": "big", "last_value": 1200000, "recorded": 90500}
+
+
+def test_paging_a_big_client_while_it_records(record_countd):
+    """A walk through a big client's pages while it goes on recording (new records come after the walk's cursor)
+    misses none and repeats none: each page is read from one moment of the database, not half from one and half
+    from a later one."""
+    db = big_database(record_countd)
+    d = record_countd("--latency", "0", db=db)
+    failed = []
+
+    def writes():
+        # 40 batches of 500: bounded, so that a slow walk (a sanitizer build) ends too.
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+        for v in range(10 ** 7, 10 ** 7 + 40 * 500, 500):
+            body = '{"client": "big", "values": [%s]}' % ",".join(str(v + k) for k in range(500))
+            conn.request("POST", "/record-count", body, {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                failed.append(r.status)
+        conn.close()
+
+    t = threading.Thread(target=writes)
+    t.start()
+    try:
+        got = walk(d, "big", 1000)
+    finally:
+        t.join(60)
+    assert not failed, failed
+    got += walk(d, "big", 1000, after=got[-1][0])
+    assert got == table(db, "big") and len(got) == 90500 + 20000
+
+
+def notify_socket(tmp_path):
+    """A datagram socket standing in for systemd's notify socket, and its path."""
+    path = str(tmp_path / "notify.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(20)
+    return s, path
+
+
+def tasks(pid):
+    """How many threads process pid has (0 once it is gone)."""
+    try:
+        return len(os.listdir("/proc/%d/task" % pid))
+    except OSError:
+        return 0
+
+
+def test_slow_start_keeps_systemd_waiting_and_says_how_far_it_got(record_countd, tmp_path):
+    """A start whose loading of the clients' summaries takes over a second (a database of some hundred million
+    records) tells systemd to wait on (EXTEND_TIMEOUT_USEC, or the unit's start timeout kills it and Restart= starts
+    it over, for ever) and how far it got (STATUS=), then that it is done; a short one says nothing before READY=1.
+    The load is made slow here by stopping the daemon in the middle of it."""
+    d = record_countd("--latency", "0")
+    serving = tasks(d.proc.pid)     # its threads once serving (the sanitizers may add one)
+    assert d.stop() == 0
+    # 60,000 clients of 10 records each: a load long enough to stop the daemon in its middle.
+    fill(d.db, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 600000) "
+               "INSERT INTO records (client, value, at) SELECT 'host' || (i % 60000), i, 0 FROM c")
+    argv = [RECORD_COUNTD, "--listen", "127.0.0.1:%d" % d.port, "--db", d.db, "--latency", "0"]
+    s, path = notify_socket(tmp_path)
+    with s:
+        # The stop comes this long after every thread is up (store_open() is done): the load begins at once in a
+        # release build, later under TSan, and is over in a tenth of a second or so.
+        for delay in (0, 0.03, 0.06, 0.1, 0.15, 0.2, 0.01, 0.04, 0.08, 0.3):
+            d.spawn(argv, {"NOTIFY_SOCKET": path})
+            deadline = time.monotonic() + 20
+            while tasks(d.proc.pid) < serving:
+                assert d.proc.poll() is None and time.monotonic() < deadline, d.read_log()
+            time.sleep(delay)
+            d.proc.send_signal(signal.SIGSTOP)
+            time.sleep(1.2)
+            d.proc.send_signal(signal.SIGCONT)
+            got = []
+            while not got or "READY=1" not in got[-1]:
+                got.append(s.recv(4096).decode())
+            assert d.get("/stats?client=host7").json()["clients"]["host7"]["recorded"] == 10
+            assert d.stop() == 0, d.read_log()
+            while "STOPPING=1" not in s.recv(4096).decode():
+                pass    # its last messages, not the next one's
+            if len(got) > 1:
+                break   # stopped in the middle of the load
+            # Stopped after it: a short load says nothing before READY=1.
+            assert got[0].startswith("READY=1"), got
+        else:
+            raise AssertionError("never stopped during the load in 10 tries")
+    progress, done = got[0], got[-2]
+    assert progress.startswith("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=loading client summaries from %s: " % d.db), got
+    assert " records so far (" in progress, got
+    assert done.startswith("STATUS=loaded the summaries of 60000 clients, 600000 records, in "), got
+    assert "loaded the summaries of 60000 clients, 600000 records, in " in d.read_log()
