@@ -453,7 +453,7 @@ main_systemd_sockets(int **fds)
 	n = sd_listen_fds_with_names(1, &names);
 	if (n < 0) {
 		errno = -n;
-		log_warn("sd_listen_fds_with_names");
+		log_warn("cannot take the sockets systemd passed (LISTEN_FDS); listening on --listen instead");
 		return 0;
 	}
 	if (n == 0)
@@ -482,13 +482,16 @@ static void
 main_rlimit(void)
 {
 	struct rlimit rl;
+	rlim_t cur;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return;
 	if (rl.rlim_cur < rl.rlim_max) {
+		cur = rl.rlim_cur;
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-			log_warn("setrlimit(RLIMIT_NOFILE)");
+			log_warn("cannot raise the open files limit from %llu to its hard limit %llu",
+			    (unsigned long long)cur, (unsigned long long)rl.rlim_max);
 		getrlimit(RLIMIT_NOFILE, &rl);
 	}
 	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < cfg.max_connections + 64)
@@ -600,12 +603,12 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
  * A second signal while the store drains after the loop has ended: libevent
  * no longer dispatches, so it is handled here (async-signal-safe).
  */
+static char main_drain_msg[128];
+
 static void
 main_drain_signal(int sig)
 {
-	static const char msg[] = "record-countd: second signal: exiting now, while the store drains\n";
-
-	(void)!write(STDERR_FILENO, msg, sizeof msg - 1);
+	(void)!write(STDERR_FILENO, main_drain_msg, strlen(main_drain_msg));
 	_exit(1);
 }
 
@@ -720,15 +723,21 @@ main(int argc, char **argv)
 		tv.tv_usec = 0;
 		event_add(main_status_ev, &tv);
 	}
-	log_info("listening on %s, db %s (durability %s), latency %llums jitter %llums max-latency %llums%s",
+	log_info("listening on %s, db %s (durability %s), latency %llums jitter %llums max-latency %llums%s, "
+	    "max-connections %llu, connection-timeout %llums, access log %s, log level %s",
 	    main_where, cfg.db, cfg.durability_full ? "full" : "normal",
 	    (unsigned long long)cfg.latency_ms, (unsigned long long)cfg.jitter_ms,
-	    (unsigned long long)cfg.max_latency_ms, cfg.max_latency_ms ? "" : " (no cap)");
+	    (unsigned long long)cfg.max_latency_ms, cfg.max_latency_ms ? "" : " (no cap)",
+	    (unsigned long long)cfg.max_connections, (unsigned long long)cfg.connection_timeout_ms,
+	    cfg.access_log ? "on" : "off", log_level_name(log_get_level()));
 	sd_notifyf(0, "READY=1\nSTATUS=serving on %s, latency %llums", main_where,
 	    (unsigned long long)cfg.latency_ms);
 
 	event_base_dispatch(ev_base);
 
+	/* Written before the handler can run, with the journal's priority as log lines have it. */
+	snprintf(main_drain_msg, sizeof main_drain_msg, "%srecord-countd: second signal: exiting now, while the store "
+	    "drains\n", log_prefix(LOG_LEVEL_WARN));
 	signal(SIGTERM, main_drain_signal);
 	signal(SIGINT, main_drain_signal);
 	delay_drain();

@@ -81,6 +81,13 @@ log_level_name(enum log_level level)
 	return log_words[level];
 }
 
+/* What starts a line at level: its journal priority ("<4>"), or "" off the journal. */
+const char *
+log_prefix(enum log_level level)
+{
+	return log_journal ? log_prio[level] : "";
+}
+
 /* The current level. */
 enum log_level
 log_get_level(void)
@@ -107,7 +114,7 @@ log_clean(char *s)
 static void
 log_put(enum log_level level, const char *text, const char *suffix)
 {
-	const char *prio = log_journal ? log_prio[level] : "";
+	const char *prio = log_prefix(level);
 
 	if (suffix != NULL)
 		fprintf(stderr, "%s%s: %s: %s\n", prio, log_name, text, suffix);

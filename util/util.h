@@ -19,6 +19,8 @@ void log_init(const char *name, enum log_level level);
 /* Set the level from a word (error, warn, info, debug); -1 if unknown. */
 int log_set_level_name(const char *word);
 enum log_level log_get_level(void);
+/* What starts a line at level: the journal's priority ("<4>") or "" (static text); for lines written by hand. */
+const char *log_prefix(enum log_level level);
 /* The word of a level, as log_set_level_name() takes it (static text). */
 const char *log_level_name(enum log_level level);
 /* Route libevent's own messages into this log. */

@@ -102,7 +102,7 @@ def test_access_log_is_one_escaped_line_per_request(record_countd):
             pass
     assert d.get("/record-count?value=1&client=acc").status == 200
     assert d.stop() == 0
-    access = [l for l in log_lines(d) if b" access " in l and b"path=/healthz" not in l]
+    access = [l for l in log_lines(d) if b": access method=" in l and b"path=/healthz" not in l]
     assert len(access) == 2, access
     assert b"path=/no?[2Jwhere?" in access[0], access[0]
     assert b"client=acc values=1 " in access[1], access[1]
@@ -133,6 +133,18 @@ def test_journal_priorities_include_the_access_log(tmp_path):
     assert any(l.startswith(b"<6>record-countd: access method=GET ") for l in lines), lines
     assert any(l.startswith(b"<4>record-countd: the database ") for l in lines), lines
     assert any(l.startswith(b"<6>record-countd: listening on ") for l in lines), lines
+
+
+def test_record_countd_start_line_states_the_configuration(tmp_path):
+    """The start line holds every setting in effect, so the log alone says how the server ran."""
+    d = harness.RecordCountd(str(tmp_path), ["--latency", "0", "--max-connections", "321",
+                                              "--connection-timeout", "7s", "--access-log"])
+    d.start()
+    assert d.stop() == 0
+    line = [l for l in log_lines(d) if b"listening on " in l]
+    assert len(line) == 1, line
+    assert line[0].endswith(b"latency 0ms jitter 0ms max-latency 0ms (no cap), max-connections 321, "
+                            b"connection-timeout 7000ms, access log on, log level info"), line
 
 
 def test_record_countd_log_levels(tmp_path):
