@@ -123,6 +123,31 @@ fuzz_error_ok(const struct input_error *err)
 	FUZZ_CHECK(memchr(err->message, '\0', sizeof err->message) != NULL && err->message[0] != '\0');
 }
 
+/*
+ * A message quotes the refused text as is if it has at most 43 bytes (each
+ * control, quote, backslash or non-ASCII byte shown as '?'), else its first
+ * 40 and "...".
+ */
+static void
+fuzz_shown(const char *s, const char *message)
+{
+	char want[48];
+	size_t i, n;
+
+	if (s == NULL)
+		return;
+	n = strlen(s);
+	want[0] = '"';
+	for (i = 0; i < n && i < 43; i++)
+		want[i + 1] = (unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\' ||
+		    (unsigned char)s[i] >= 0x7f ? '?' : s[i];
+	if (n > 43)
+		memcpy(want + 41, "...", 3), i = 43;
+	want[i + 1] = '"';
+	want[i + 2] = '\0';
+	FUZZ_CHECK(strstr(message, want) != NULL);
+}
+
 /* GET /records?client=ID&after=SEQ&limit=L, parsed as api_records() does. */
 static void
 fuzz_records(const char *qs, size_t len)
@@ -183,9 +208,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(rc != 0);
 		fuzz_error_ok(&err);
 	}
-	input_query_free(&q);
 	if (rc != 0)
 		fuzz_error_ok(&err);
+	if (rc != 0 && err.code != NULL && strcmp(err.code, "invalid_value") == 0)
+		fuzz_shown(input_query_get(&q, "value"), err.message);
+	if (rc != 0 && err.code != NULL && strcmp(err.code, "invalid_client") == 0)
+		fuzz_shown(input_query_get(&q, "client"), err.message);
+	input_query_free(&q);
 
 	fuzz_records(qs, size);
 
