@@ -99,6 +99,24 @@ fuzz_query_roundtrip(const struct input_query *q, size_t size)
 	free(text);
 }
 
+/* Whether every key of q is in allowed, and none is given twice. */
+static int
+fuzz_keys_ok(const struct input_query *q, const char *const *allowed)
+{
+	size_t i, j, k;
+
+	for (i = 0; i < q->n; i++) {
+		for (k = 0; allowed[k] != NULL && strcmp(allowed[k], q->kv[i].key) != 0; k++)
+			;
+		if (allowed[k] == NULL)
+			return 0;
+		for (j = i + 1; j < q->n; j++)
+			if (strcmp(q->kv[i].key, q->kv[j].key) == 0)
+				return 0;
+	}
+	return 1;
+}
+
 /* The number of non-empty '&'-separated parameters of data. */
 static size_t
 fuzz_count_params(const char *data, size_t size)
@@ -195,6 +213,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (input_query_parse(qs, size, &q, &err) == 0) {
 		FUZZ_CHECK(q.n <= INPUT_MAX_KV && q.n == fuzz_count_params(qs, size));
 		fuzz_query_roundtrip(&q, size);
+		FUZZ_CHECK((input_query_check(&q, allowed, &err) == 0) == fuzz_keys_ok(&q, allowed));
 		if (rc == 0) {
 			FUZZ_CHECK(input_query_check(&q, allowed, &err) == 0);
 			v = input_query_get(&q, "value");
