@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FUZZ_CHECK(cond)                                                       \
 	do {                                                                   \
 		if (!(cond)) {                                                 \
-			fprintf(stderr, "fuzz-answer: %s:%d: %s\n", __FILE__, \
+			fprintf(stderr, "fuzz-answer: %s:%d: %s\n", __FILE__,  \
 				__LINE__, #cond);                              \
 			abort();                                               \
 		}                                                              \
@@ -43,7 +43,8 @@ fuzz_record_ok(json_t *doc, int64_t first, size_t n)
 	    strcmp(json_string_value(cl), "test:default") != 0 ||
 	    !json_is_array(recs) || json_array_size(recs) != n)
 		return 0;
-	json_array_foreach(recs, i, rec) {
+	json_array_foreach(recs, i, rec)
+	{
 		if (!json_is_integer(json_object_get(rec, "value")) ||
 		    json_integer_value(json_object_get(rec, "value")) !=
 			first + (int64_t)i ||
@@ -56,11 +57,11 @@ fuzz_record_ok(json_t *doc, int64_t first, size_t n)
 
 /*
  * Check answer_parse_record on data for values first..first+n-1 (which
- * counterd never lets pass INT64_MAX), against the document as jansson reads it.
+ * counterd never lets pass INT64_MAX), against the document as jansson reads
+ * it.
  */
 static void
-fuzz_record(const char *data, size_t size, json_t *doc, int64_t first,
-	    size_t n)
+fuzz_record(const char *data, size_t size, json_t *doc, int64_t first, size_t n)
 {
 	char why[256];
 	int64_t dup = -1, want = 0;
@@ -68,8 +69,8 @@ fuzz_record(const char *data, size_t size, json_t *doc, int64_t first,
 	size_t i;
 
 	why[0] = '\0';
-	if (answer_parse_record(data, size, "test:default", first, n, &dup,
-				why, sizeof why) != 0) {
+	if (answer_parse_record(data, size, "test:default", first, n, &dup, why,
+				sizeof why) != 0) {
 		FUZZ_CHECK(why[0] != '\0' && !fuzz_record_ok(doc, first, n));
 		return;
 	}
@@ -118,10 +119,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else {
 		v = json_object_get(doc, "last_value");
 		FUZZ_CHECK(why[0] != '\0');
-		FUZZ_CHECK(!json_is_string(json_object_get(doc, "client")) ||
-			   strcmp(json_string_value(json_object_get(doc, "client")),
-				  "test:default") != 0 ||
-			   !json_is_integer(v) || json_integer_value(v) < 0);
+		FUZZ_CHECK(
+		    !json_is_string(json_object_get(doc, "client")) ||
+		    strcmp(json_string_value(json_object_get(doc, "client")),
+			   "test:default") != 0 ||
+		    !json_is_integer(v) || json_integer_value(v) < 0);
 	}
 	json_decref(doc);
 	return 0;

@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FUZZ_CHECK(cond)                                                       \
 	do {                                                                   \
 		if (!(cond)) {                                                 \
-			fprintf(stderr, "fuzz-route: %s:%d: %s\n", __FILE__,  \
+			fprintf(stderr, "fuzz-route: %s:%d: %s\n", __FILE__,   \
 				__LINE__, #cond);                              \
 			abort();                                               \
 		}                                                              \
@@ -87,8 +87,9 @@ fuzz_url(const char *s)
 	FUZZ_CHECK(strncmp(s, "http://", 7) == 0 && u.port >= 1);
 	FUZZ_CHECK(u.host[0] != '\0' && strlen(u.host) < sizeof u.host);
 	FUZZ_CHECK(!u.ipv6 || u.numeric);
-	snprintf(again, sizeof again, u.ipv6 ? "http://[%s]:%u/" : "http://%s:%u/",
-		 u.host, (unsigned)u.port);
+	snprintf(again, sizeof again,
+		 u.ipv6 ? "http://[%s]:%u/" : "http://%s:%u/", u.host,
+		 (unsigned)u.port);
 	FUZZ_CHECK(server_url_parse(again, &u2, &why) == 0);
 	FUZZ_CHECK(strcmp(u.host, u2.host) == 0 && u.port == u2.port &&
 		   u.numeric == u2.numeric && u.ipv6 == u2.ipv6);

@@ -26,12 +26,14 @@ refused_value(size_t n, struct input_error *err)
 	memcpy(qs, "value=", 6);
 	memset(qs + 6, 'x', n);
 	qs[6 + n] = '\0';
-	assert_int_equal(input_record_query(qs, strlen(qs), client, &value, err), -1);
+	assert_int_equal(
+	    input_record_query(qs, strlen(qs), client, &value, err), -1);
 	assert_string_equal(err->code, "invalid_value");
 	return err->message;
 }
 
-/* A refused value of up to 43 bytes is quoted whole; a longer one is cut to 40 and "...". */
+/* A refused value of up to 43 bytes is quoted whole; a longer one is cut to 40
+ * and "...". */
 static void
 test_shown_value(void **state)
 {
@@ -39,12 +41,16 @@ test_shown_value(void **state)
 	char want[64];
 
 	(void)state;
-	snprintf(want, sizeof want, "\"%.42s\"", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+	snprintf(want, sizeof want, "\"%.42s\"",
+		 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
 	assert_non_null(strstr(refused_value(42, &err), want));
-	/* 43 bytes fit: found by fuzz-query, they were shown as 40 and "...". */
-	snprintf(want, sizeof want, "\"%.43s\"", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+	/* 43 bytes fit: found by fuzz-query, they were shown as 40 and "...".
+	 */
+	snprintf(want, sizeof want, "\"%.43s\"",
+		 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
 	assert_non_null(strstr(refused_value(43, &err), want));
-	snprintf(want, sizeof want, "\"%.40s...\"", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+	snprintf(want, sizeof want, "\"%.40s...\"",
+		 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
 	assert_non_null(strstr(refused_value(44, &err), want));
 	assert_non_null(strstr(refused_value(100, &err), want));
 }
@@ -58,18 +64,21 @@ test_shown_client(void **state)
 	uint64_t value;
 
 	(void)state;
-	snprintf(qs, sizeof qs, "value=1&client=%.42s%%40", "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopq");
-	assert_int_equal(input_record_query(qs, strlen(qs), client, &value, &err), -1);
+	snprintf(qs, sizeof qs, "value=1&client=%.42s%%40",
+		 "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopq");
+	assert_int_equal(
+	    input_record_query(qs, strlen(qs), client, &value, &err), -1);
 	assert_string_equal(err.code, "invalid_client");
-	assert_non_null(strstr(err.message, "\"abcdefghijklmnopqrstuvwxyzabcdefghijklmnop@\""));
+	assert_non_null(strstr(
+	    err.message, "\"abcdefghijklmnopqrstuvwxyzabcdefghijklmnop@\""));
 }
 
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_shown_value),
-		cmocka_unit_test(test_shown_client),
+	    cmocka_unit_test(test_shown_value),
+	    cmocka_unit_test(test_shown_client),
 	};
 
 	return cmocka_run_group_tests_name("input", tests, NULL, NULL);
