@@ -198,7 +198,7 @@ input_shown(const char *s, char *buf, size_t size)
 	for (i = 0; buf[i] != '\0'; i++)
 		if ((unsigned char)buf[i] < 0x20 || buf[i] == '"' || buf[i] == '\\' || (unsigned char)buf[i] >= 0x7f)
 			buf[i] = '?';
-	if (strlen(s) >= size - 1 && size > 4)
+	if (strlen(s) > size - 1 && size > 4)          /* cut by snprintf */
 		memcpy(buf + size - 4, "...", 4);
 	return buf;
 }

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Run every built libFuzzer target (server/fuzz-*, client/fuzz-* in the build tree) for a bounded time, one TAP line each.
-# Each starts from its checked-in seed corpus (server|client/fuzz-corpus/<target> in the source tree, read only); new
+# Run every built libFuzzer target (server/fuzz-*, client/fuzz-*, util/fuzz-* in the build tree) for a bounded time,
+# one TAP line each.
+# Each starts from its checked-in seed corpus (server|client|util/fuzz-corpus/<target> in the source tree, read only); new
 # inputs go to a temporary directory, crashes are kept in $TOP_BUILDDIR/tests/fuzz/artifacts/ and named in the output.
 #   FUZZ_SECONDS=20 (per target)   FUZZ_RSS_MB=2048
 top_build=${TOP_BUILDDIR:-.}
@@ -13,7 +14,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/lockstep-fuzz.XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT INT TERM
 
 targets=
-for f in "$top_build"/server/fuzz-* "$top_build"/client/fuzz-*; do
+for f in "$top_build"/server/fuzz-* "$top_build"/client/fuzz-* "$top_build"/util/fuzz-*; do
 	[ -f "$f" ] && [ -x "$f" ] || continue
 	case $f in *.o|*.lo|*.la|*.c|*.h|*.log|*.trs|*.dSYM) continue ;; esac
 	targets="$targets $f"
@@ -21,7 +22,7 @@ done
 
 if [ -z "$targets" ]; then
 	echo "1..1"
-	echo "not ok 1 - no fuzz target built (expected server/fuzz-* and client/fuzz-* under $top_build with --enable-fuzzing)"
+	echo "not ok 1 - no fuzz target built (expected server/fuzz-*, client/fuzz-* and util/fuzz-* under $top_build with --enable-fuzzing)"
 	exit 0
 fi
 
