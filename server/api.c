@@ -348,25 +348,16 @@ api_query(struct req *r, const char *const *allowed, struct input_query *q, cons
 static void
 api_records(struct req *r)
 {
-	static const char *const allowed[] = { "client", "after", "limit", NULL };
-	struct input_query q;
-	const char *client, *s, *why;
-	uint64_t after = 0, limit = DEFAULT_RECORDS_PAGE;
+	struct input_error err;
+	char client[LIMIT_CLIENT + 1];
+	uint64_t after;
+	unsigned limit;
 
-	if (api_query(r, allowed, &q, &client) != 0)
-		goto out;
-	if ((s = input_query_get(&q, "after")) != NULL && parse_uint(s, 0, INT64_MAX, &after, &why) != 0) {
-		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_after", "after: must be a seq, 0..9223372036854775807");
-		goto out;
+	if (input_records_query(r->query, strlen(r->query), client, &after, &limit, &err) != 0) {
+		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
+		return;
 	}
-	if ((s = input_query_get(&q, "limit")) != NULL &&
-	    parse_uint(s, 1, LIMIT_RECORDS_PAGE, &limit, &why) != 0) {
-		http_error(r, MHD_HTTP_BAD_REQUEST, "invalid_limit", "limit: must be 1..%d", LIMIT_RECORDS_PAGE);
-		goto out;
-	}
-	api_read(r, client, (int64_t)after, (unsigned)limit);
-out:
-	input_query_free(&q);
+	api_read(r, client[0] != '\0' ? client : NULL, (int64_t)after, limit);
 }
 
 /* GET /clients/ID */

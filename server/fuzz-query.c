@@ -166,31 +166,42 @@ fuzz_shown(const char *s, const char *message)
 	FUZZ_CHECK(strstr(message, want) != NULL);
 }
 
-/* GET /records?client=ID&after=SEQ&limit=L, parsed as api_records() does. */
+/* GET /records?client=ID&after=SEQ&limit=L, as api_records() takes it. */
 static void
 fuzz_records(const char *qs, size_t len)
 {
 	static const char *const allowed[] = { "client", "after", "limit", NULL };
 	struct input_query q;
 	struct input_error err;
-	const char *s, *why;
-	uint64_t after = 0, limit = 100;
-	char shown[24];
+	const char *s;
+	char client[LIMIT_CLIENT + 1], shown[24];
+	uint64_t after;
+	unsigned limit;
+	int rc;
 
 	memset(&err, 0, sizeof err);
-	if (input_query_parse(qs, len, &q, &err) == 0 && input_query_check(&q, allowed, &err) == 0) {
-		if ((s = input_query_get(&q, "client")) != NULL && input_client(s) == 0)
-			FUZZ_CHECK(fuzz_client_ok(s));
-		if ((s = input_query_get(&q, "after")) != NULL && parse_uint(s, 0, INT64_MAX, &after, &why) == 0) {
-			FUZZ_CHECK(after <= INT64_MAX);
-			snprintf(shown, sizeof shown, "%" PRIu64, after);
-			s += strspn(s, "0");            /* parse_uint allows leading zeros */
-			FUZZ_CHECK(strcmp(s[0] == '\0' ? "0" : s, shown) == 0);
-		}
-		if ((s = input_query_get(&q, "limit")) != NULL && parse_uint(s, 1, LIMIT_RECORDS_PAGE, &limit, &why) == 0)
-			FUZZ_CHECK(limit >= 1 && limit <= LIMIT_RECORDS_PAGE);
-	} else
+	rc = input_records_query(qs, len, client, &after, &limit, &err);
+	if (rc != 0) {
 		fuzz_error_ok(&err);
+		return;
+	}
+	/* Accepted: what it took is what the query says, by the documented rule. */
+	FUZZ_CHECK(input_query_parse(qs, len, &q, &err) == 0 && fuzz_keys_ok(&q, allowed));
+	s = input_query_get(&q, "client");
+	FUZZ_CHECK(s != NULL ? strcmp(client, s) == 0 && fuzz_client_ok(s) : client[0] == '\0');
+	FUZZ_CHECK(after <= INT64_MAX);
+	if ((s = input_query_get(&q, "after")) != NULL) {
+		snprintf(shown, sizeof shown, "%" PRIu64, after);
+		s += strspn(s, "0");            /* leading zeros are taken */
+		FUZZ_CHECK(strcmp(s[0] == '\0' ? "0" : s, shown) == 0);
+	} else
+		FUZZ_CHECK(after == 0);
+	if ((s = input_query_get(&q, "limit")) != NULL) {
+		snprintf(shown, sizeof shown, "%u", limit);
+		s += strspn(s, "0");
+		FUZZ_CHECK(limit >= 1 && limit <= LIMIT_RECORDS_PAGE && strcmp(s, shown) == 0);
+	} else
+		FUZZ_CHECK(limit == DEFAULT_RECORDS_PAGE);
 	input_query_free(&q);
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "server.h"
+#include "util.h"
 
 /* Fill err with code and a formatted message; returns -1. */
 static int __attribute__((format(printf, 3, 4)))
@@ -233,6 +234,46 @@ input_record_query(const char *qs, size_t len, char *client, uint64_t *value, st
 		goto out;
 	}
 	strcpy(client, c);
+	rc = 0;
+out:
+	input_query_free(&q);
+	return rc;
+}
+
+/* GET /records?client=ID&after=SEQ&limit=L */
+int
+input_records_query(const char *qs, size_t len, char *client, uint64_t *after, unsigned *limit,
+    struct input_error *err)
+{
+	static const char *const allowed[] = { "client", "after", "limit", NULL };
+	struct input_query q;
+	const char *s, *why;
+	uint64_t n;
+	int rc = -1;
+
+	*client = '\0';
+	*after = 0;
+	*limit = DEFAULT_RECORDS_PAGE;
+	if (input_query_parse(qs, len, &q, err) != 0 || input_query_check(&q, allowed, err) != 0)
+		goto out;
+	if ((s = input_query_get(&q, "client")) != NULL) {
+		if (input_client(s) != 0) {
+			input_fail(err, "invalid_client", "client: must be 1..128 characters of [A-Za-z0-9._:-]");
+			goto out;
+		}
+		strcpy(client, s);
+	}
+	if ((s = input_query_get(&q, "after")) != NULL && parse_uint(s, 0, INT64_MAX, after, &why) != 0) {
+		input_fail(err, "invalid_after", "after: must be a seq, 0..9223372036854775807");
+		goto out;
+	}
+	if ((s = input_query_get(&q, "limit")) != NULL) {
+		if (parse_uint(s, 1, LIMIT_RECORDS_PAGE, &n, &why) != 0) {
+			input_fail(err, "invalid_limit", "limit: must be 1..%d", LIMIT_RECORDS_PAGE);
+			goto out;
+		}
+		*limit = (unsigned)n;
+	}
 	rc = 0;
 out:
 	input_query_free(&q);

@@ -88,6 +88,12 @@ int input_client(const char *s);
 int input_path_client(const char *seg, char *id);
 /* GET /record-count's query: fills client (LIMIT_CLIENT + 1 bytes) and value. */
 int input_record_query(const char *qs, size_t len, char *client, uint64_t *value, struct input_error *err);
+/*
+ * GET /records' query: fills client (LIMIT_CLIENT + 1 bytes; "" for every
+ * client), after (default 0) and limit (default DEFAULT_RECORDS_PAGE).
+ */
+int input_records_query(const char *qs, size_t len, char *client, uint64_t *after, unsigned *limit,
+    struct input_error *err);
 /* POST /record-count's body; *values is malloc'd (caller frees) with *n entries. */
 int input_record_body(const char *body, size_t len, char *client, uint64_t **values, size_t *n,
     struct input_error *err);
