@@ -11,26 +11,7 @@
 #include <string.h>
 
 #include "server.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* Abort with the failed condition named: libFuzzer then keeps the input. */
-#define FUZZ_CHECK(cond) do {							\
-	if (!(cond)) {								\
-		fprintf(stderr, "fuzz-body: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-		abort();							\
-	}									\
-} while (0)
-
-/* The documented client id rule, written independently of input_client(). */
-static int
-fuzz_client_ok(const char *s)
-{
-	static const char set[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-";
-	size_t n = strlen(s);
-
-	return n >= 1 && n <= LIMIT_CLIENT && strspn(s, set) == n;
-}
+#include "fuzz.h"
 
 /* The client a parsed body names: its "client" member, or the default. */
 static const char *

@@ -13,26 +13,7 @@
 
 #include "server.h"
 #include "util.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* Abort with the failed condition named: libFuzzer then keeps the input. */
-#define FUZZ_CHECK(cond) do {							\
-	if (!(cond)) {								\
-		fprintf(stderr, "fuzz-query: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-		abort();							\
-	}									\
-} while (0)
-
-/* The documented client id rule, written independently of input_client(). */
-static int
-fuzz_client_ok(const char *s)
-{
-	static const char set[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-";
-	size_t n = strlen(s);
-
-	return n >= 1 && n <= LIMIT_CLIENT && strspn(s, set) == n;
-}
+#include "fuzz.h"
 
 /* The documented value rule: 1..9223372036854775807 in decimal, no sign, spaces or leading zeros. */
 static int

@@ -13,16 +13,7 @@
 #include <string.h>
 
 #include "util.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* Abort with the failed condition named: libFuzzer then keeps the input. */
-#define FUZZ_CHECK(cond) do {							\
-	if (!(cond)) {								\
-		fprintf(stderr, "fuzz-parse: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-		abort();							\
-	}									\
-} while (0)
+#include "fuzz.h"
 
 #define FUZZ_DAY_MS (24ULL * 3600 * 1000)
 
