@@ -604,11 +604,12 @@ main_signal_cb(evutil_socket_t sig, short what, void *arg)
  * no longer dispatches, so it is handled here (async-signal-safe).
  */
 static char main_drain_msg[128];
+static size_t main_drain_len;
 
 static void
 main_drain_signal(int sig)
 {
-	(void)!write(STDERR_FILENO, main_drain_msg, strlen(main_drain_msg));
+	(void)!write(STDERR_FILENO, main_drain_msg, main_drain_len);
 	_exit(1);
 }
 
@@ -738,6 +739,7 @@ main(int argc, char **argv)
 	/* Written before the handler can run, with the journal's priority as log lines have it. */
 	snprintf(main_drain_msg, sizeof main_drain_msg, "%srecord-countd: second signal: exiting now, while the store "
 	    "drains\n", log_prefix(LOG_LEVEL_WARN));
+	main_drain_len = strlen(main_drain_msg);
 	signal(SIGTERM, main_drain_signal);
 	signal(SIGINT, main_drain_signal);
 	delay_drain();
