@@ -374,20 +374,40 @@ api_clients(struct req *r)
 	api_read(r, id, 0, 0);
 }
 
-/* GET /stats[?client=ID] */
+/* The whole /stats document's source for http_answer_stream(). */
+static size_t
+api_stats_read(void *arg, char *buf, size_t max)
+{
+	return metrics_stats_read(arg, buf, max);
+}
+
+/* The whole /stats document is sent or dropped. */
+static void
+api_stats_done(void *arg)
+{
+	metrics_stats_close(arg);
+}
+
+/* GET /stats[?client=ID]: one client's entry built at once, every client's streamed. */
 static void
 api_stats(struct req *r)
 {
 	static const char *const allowed[] = { "client", NULL };
 	struct input_query q;
+	struct metrics_stream *s;
 	const char *client;
 	char *text;
 	size_t len;
 
 	if (api_query(r, allowed, &q, &client) != 0)
 		goto out;
-	text = metrics_stats(client, &len);
-	http_answer_text(r, MHD_HTTP_OK, "application/json", text, len);
+	if (client != NULL) {
+		text = metrics_stats(client, &len);
+		http_answer_text(r, MHD_HTTP_OK, "application/json", text, len);
+	} else if ((s = metrics_stats_open()) != NULL)
+		http_answer_stream(r, MHD_HTTP_OK, "application/json", api_stats_read, api_stats_done, s);
+	else
+		log_warnx("out of memory building a response");
 out:
 	input_query_free(&q);
 }

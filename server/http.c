@@ -81,6 +81,8 @@ static struct log_limit http_due_ll;
  */
 #define HTTP_POOL_RECORD 64
 #define HTTP_POOL_SPARE 512       /* left for the answer's head, with a margin */
+/* libmicrohttpd's buffer for a streamed answer's pieces. */
+#define HTTP_STREAM_BLOCK 4096
 
 /* Re-arm l's timer from libmicrohttpd's next timeout. */
 static void
@@ -558,6 +560,72 @@ http_error(struct req *r, unsigned status, const char *code, const char *fmt, ..
 	if (status >= 400 && status < 500)
 		metrics_rejected();
 	http_answer(r, status, json_pack("{ss ss}", "error", code, "message", http_printable(msg)));
+}
+
+/* A streamed answer's source (see http_answer_stream()). */
+struct http_stream {
+	size_t (*read)(void *, char *, size_t);
+	void (*done)(void *);
+	void *arg;
+};
+
+/* libmicrohttpd wants more of a streamed answer. */
+static ssize_t
+http_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct http_stream *hs = cls;
+	size_t n;
+
+	if ((n = hs->read(hs->arg, buf, max)) == 0)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	return (ssize_t)n;
+}
+
+/* A streamed answer is over, sent or not. */
+static void
+http_stream_free(void *cls)
+{
+	struct http_stream *hs = cls;
+
+	hs->done(hs->arg);
+	free(hs);
+}
+
+/*
+ * Prepare an answer of unknown length (chunked in HTTP/1.1), which read(arg,
+ * buf, max) writes piece by piece as the connection takes it, returning
+ * bytes written, never 0 before the end; done(arg) is called once it is over
+ * (sent, failed or never queued), and at once if out of memory.
+ */
+void
+http_answer_stream(struct req *r, unsigned status, const char *type, size_t (*read)(void *, char *, size_t),
+    void (*done)(void *), void *arg)
+{
+	struct http_stream *hs;
+
+	if (r->resp != NULL) {
+		MHD_destroy_response(r->resp);
+		r->resp = NULL;
+	}
+	if ((hs = malloc(sizeof *hs)) == NULL) {
+		done(arg);
+		log_warnx("out of memory building a response");
+		return;
+	}
+	hs->read = read;
+	hs->done = done;
+	hs->arg = arg;
+	r->resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK, http_stream_read, hs,
+	    http_stream_free);
+	if (r->resp == NULL) {
+		http_stream_free(hs);
+		log_warnx("out of memory building a response");
+		return;
+	}
+	MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	if (shutting_down)
+		MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	r->status = status;
 }
 
 /* Prepare a plain-text answer. */

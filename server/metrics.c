@@ -21,6 +21,8 @@ static struct {
 	struct client_stats **table;
 	size_t size;
 	size_t count;
+	struct client_stats **order;  /* every client in order of arrival, count of them; /stats walks it */
+	size_t order_cap;
 	uint64_t recorded;            /* records in the store */
 	uint64_t recorded_here;       /* stored by this process */
 	uint64_t duplicates;
@@ -103,8 +105,14 @@ metrics_client(const char *id)
 		return cs;
 	if (m.count >= m.size / 2 * 1 + m.size / 4)
 		metrics_grow();
+	if (m.count == m.order_cap) {
+		m.order_cap = m.order_cap ? m.order_cap * 2 : 64;
+		if ((m.order = realloc(m.order, m.order_cap * sizeof *m.order)) == NULL)
+			fatal("out of memory for the statistics of %zu clients", m.count + 1);
+	}
 	if ((cs = calloc(1, sizeof *cs)) == NULL || (cs->id = strdup(id)) == NULL)
 		fatal("out of memory for the statistics of %zu clients", m.count + 1);
+	m.order[m.count] = cs;
 	h = metrics_hash(id) & (m.size - 1);
 	cs->next = m.table[h];
 	m.table[h] = cs;
@@ -306,36 +314,105 @@ metrics_put_client(struct metrics_buf *b, const struct client_stats *cs, int fir
 	metrics_put(b, "}", 1);
 }
 
+/* The head of the /stats document, up to the first client's entry. */
+static void
+metrics_put_head(struct metrics_buf *b)
+{
+	metrics_printf(b, "{\"recorded\":%llu,\"duplicates\":%llu,\"rejected\":%llu,\"in_flight\":%llu,"
+	    "\"max_in_flight\":%llu,\"clients\":{", (unsigned long long)m.recorded, (unsigned long long)m.duplicates,
+	    (unsigned long long)m.rejected, (unsigned long long)m.in_flight, (unsigned long long)m.max_in_flight);
+}
+
 /*
- * The /stats document, written directly rather than built in jansson: with
- * a million clients that took four seconds of the loop and left 800 MB
- * behind. Only client only (if known) when only is not NULL.
+ * The /stats document of client only (its entry if known), written directly
+ * rather than built in jansson.
  */
 char *
 metrics_stats(const char *only, size_t *len)
 {
 	struct metrics_buf b = { NULL, 0, 0 };
 	struct client_stats *cs;
-	size_t i;
-	int first = 1;
 
-	b.cap = 256 + (only != NULL ? 0 : m.count * (48 + 5 * 20));
+	b.cap = 512;
 	if ((b.s = malloc(b.cap)) == NULL)
 		fatal("out of memory building /stats or /metrics (%zu bytes)", b.cap);
-	metrics_printf(&b, "{\"recorded\":%llu,\"duplicates\":%llu,\"rejected\":%llu,\"in_flight\":%llu,"
-	    "\"max_in_flight\":%llu,\"clients\":{", (unsigned long long)m.recorded, (unsigned long long)m.duplicates,
-	    (unsigned long long)m.rejected, (unsigned long long)m.in_flight, (unsigned long long)m.max_in_flight);
-	if (only != NULL) {
-		if ((cs = metrics_client_find(only)) != NULL)
-			metrics_put_client(&b, cs, 1);
-	} else {
-		for (i = 0; i < m.size; i++)
-			for (cs = m.table[i]; cs != NULL; cs = cs->next, first = 0)
-				metrics_put_client(&b, cs, first);
-	}
+	metrics_put_head(&b);
+	if ((cs = metrics_client_find(only)) != NULL)
+		metrics_put_client(&b, cs, 1);
 	metrics_put(&b, "}}\n", 3);
 	*len = b.len;
 	return b.s;
+}
+
+/*
+ * The whole /stats document, written a few clients at a time as its
+ * connection takes it, so that a million clients neither hold the loop for
+ * the whole document nor take its size in memory per request.
+ */
+struct metrics_stream {
+	struct metrics_buf b;         /* entries written and not yet taken */
+	size_t off;                   /* of b, bytes taken */
+	size_t next;                  /* the next client, an index in m.order */
+	size_t end;                   /* the clients known when the request came */
+	int tail;                     /* the closing braces are in b */
+};
+
+/* Bytes of entries written at a time. */
+#define METRICS_STREAM_PIECE 16384
+
+/* Start a /stats document of every client known now; NULL if out of memory. */
+struct metrics_stream *
+metrics_stats_open(void)
+{
+	struct metrics_stream *s;
+
+	if ((s = calloc(1, sizeof *s)) == NULL)
+		return NULL;
+	s->b.cap = METRICS_STREAM_PIECE + 1024;
+	if ((s->b.s = malloc(s->b.cap)) == NULL) {
+		free(s);
+		return NULL;
+	}
+	metrics_put_head(&s->b);
+	s->end = m.count;
+	return s;
+}
+
+/*
+ * Copy up to max bytes of the document to buf; 0 once it is all taken.
+ * Each client's figures are those of when its piece is written.
+ */
+size_t
+metrics_stats_read(struct metrics_stream *s, char *buf, size_t max)
+{
+	size_t n = 0, k;
+
+	while (n < max) {
+		if (s->off == s->b.len) {
+			if (s->tail)
+				break;
+			s->b.len = s->off = 0;
+			for (; s->next < s->end && s->b.len < METRICS_STREAM_PIECE; s->next++)
+				metrics_put_client(&s->b, m.order[s->next], s->next == 0);
+			if (s->next == s->end) {
+				metrics_put(&s->b, "}}\n", 3);
+				s->tail = 1;
+			}
+		}
+		k = s->b.len - s->off < max - n ? s->b.len - s->off : max - n;
+		memcpy(buf + n, s->b.s + s->off, k);
+		s->off += k;
+		n += k;
+	}
+	return n;
+}
+
+/* Free a /stats document, taken or not. */
+void
+metrics_stats_close(struct metrics_stream *s)
+{
+	free(s->b.s);
+	free(s);
 }
 
 /* The /metrics document in Prometheus text format 0.0.4. */
@@ -428,6 +505,8 @@ metrics_free(void)
 		}
 	}
 	free(m.table);
+	free(m.order);
 	m.table = NULL;
-	m.size = m.count = 0;
+	m.order = NULL;
+	m.size = m.count = m.order_cap = 0;
 }

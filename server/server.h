@@ -127,8 +127,17 @@ void metrics_rejected(void);
 /* One response queued: route index, status, seconds since arrival. */
 void metrics_response(int route, unsigned status, double seconds);
 void metrics_commit(double seconds, size_t records);
-/* The /stats JSON document (all clients, or only client only if known); malloc'd, caller frees. */
+/* The /stats JSON document of client only (its entry if known); malloc'd, caller frees. */
 char *metrics_stats(const char *only, size_t *len);
+/*
+ * The /stats document of every client, taken piece by piece: open it when
+ * the request comes (the clients known then are listed), read it as the
+ * connection takes it (0 at the end), close it; NULL if out of memory.
+ */
+struct metrics_stream;
+struct metrics_stream *metrics_stats_open(void);
+size_t metrics_stats_read(struct metrics_stream *s, char *buf, size_t max);
+void metrics_stats_close(struct metrics_stream *s);
 /* Prometheus text; malloc'd, caller frees. */
 char *metrics_prometheus(size_t *len);
 void metrics_free(void);
@@ -211,6 +220,9 @@ void http_error(struct req *r, unsigned status, const char *code, const char *fm
     __attribute__((format(printf, 4, 5)));
 /* Prepare a plain-text answer (Prometheus). */
 void http_answer_text(struct req *r, unsigned status, const char *type, char *text, size_t len);
+/* Prepare an answer of unknown length that read(arg, ...) writes as it is sent; done(arg) when over. */
+void http_answer_stream(struct req *r, unsigned status, const char *type, size_t (*read)(void *, char *, size_t),
+    void (*done)(void *), void *arg);
 /* Requests between arrival and their last callback. */
 extern uint64_t http_requests_open;
 

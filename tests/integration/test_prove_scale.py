@@ -2,6 +2,7 @@
 others, and start-up on a database with many clients under systemd. The figures at full size (10 million records,
 100,000 clients) are in record-countd(8), LIMITS; these tests check behaviour, never a time."""
 import http.client
+import json
 import os
 import signal
 import socket
@@ -189,3 +190,108 @@ def test_slow_start_keeps_systemd_waiting_and_says_how_far_it_got(record_countd,
     assert " records so far (" in progress, got
     assert done.startswith("STATUS=loaded the summaries of 60000 clients, 600000 records, in "), got
     assert "loaded the summaries of 60000 clients, 600000 records, in " in d.read_log()
+
+
+def many_clients(record_countd, n):
+    """The database of a stopped record-countd holding n clients, client-I with one record of value I each."""
+    d = record_countd("--latency", "0")
+    assert d.stop() == 0
+    fill(d.db, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) "
+         "INSERT INTO records (client, value, at) SELECT 'client-' || i, i, 1764201600 FROM c", n)
+    return d.db
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def ask_stats(port):
+    """A socket that has sent GET /stats with a small receive buffer, its answer not read yet."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    s.settimeout(60)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"GET /stats HTTP/1.1\r\nHost: t\r\n\r\n")
+    return s
+
+
+def read_stats(s):
+    """The rest of a /stats answer on s, parsed (any framing), as a dict."""
+    s.settimeout(60)
+    f = s.makefile("rb")
+    r = http.client.HTTPResponse(s)
+    r.fp = f
+    r.begin()
+    assert r.status == 200 and r.getheader("Content-Type") == "application/json"
+    return json.loads(r.read())
+
+
+def stats_answered(d, n):
+    """Wait until record-countd has answered n /stats requests (sent or not)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = d.get("/metrics").body.decode()
+        got = sum(float(line.split()[-1]) for line in text.splitlines()
+                  if line.startswith('record_countd_requests_total{route="/stats",status="200"}'))
+        if got >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError("record-countd did not answer %d /stats requests" % n)
+
+
+def test_unread_stats_answers_hold_no_copy_of_the_document(record_countd):
+    """Ten requests for /stats of 200,000 clients (19 MB of answer each) whose clients read nothing do not cost the
+    server ten copies of it: the document is written as the connection takes it. Each is still whole when read."""
+    db = many_clients(record_countd, 200000)
+    d = record_countd("--latency", "0", db=db)
+    before = rss_kb(d.proc.pid)
+    socks = [ask_stats(d.port) for _ in range(10)]
+    stats_answered(d, 10)
+    grown = rss_kb(d.proc.pid) - before
+    assert grown < 40 * 1024, "10 unread /stats answers took %d kB" % grown
+    assert d.get("/healthz").status == 200
+    for s in socks[:2]:
+        j = read_stats(s)
+        assert len(j["clients"]) == 200000 and j["recorded"] == 200000
+        assert j["clients"]["client-123456"] == {"recorded": 1, "last_value": 123456, "in_flight": 0,
+                                                 "max_in_flight": 0, "out_of_order": 0}
+    for s in socks:
+        s.close()
+
+
+def test_stats_lists_the_clients_known_when_asked_with_the_figures_when_sent(record_countd):
+    """/stats of every client lists those known when it was asked, each once, with its figures as its part is sent:
+    a record made while the document is on its way shows in its client's entry if that entry was not sent yet, and a
+    client new since then waits for the next /stats. The head's totals are those of when it was asked."""
+    db = many_clients(record_countd, 200000)
+    d = record_countd("--latency", "0", db=db)
+    s = ask_stats(d.port)
+    stats_answered(d, 1)
+    # client-99999 comes last (clients are listed in the order they were loaded, by id), and the answer is far
+    # larger than what the sockets' buffers hold, so its entry is not written yet.
+    assert d.get("/record-count?value=1000000&client=client-99999").status == 200
+    assert d.get("/record-count?value=1&client=late").status == 200
+    j = read_stats(s)
+    s.close()
+    assert j["recorded"] == 200000
+    assert len(j["clients"]) == 200000 and "late" not in j["clients"]
+    assert list(j["clients"])[-1] == "client-99999"
+    assert j["clients"]["client-99999"]["recorded"] == 2 and j["clients"]["client-99999"]["last_value"] == 1000000
+    j = d.get("/stats").json()
+    assert j["recorded"] == 200002 and j["clients"]["late"]["recorded"] == 1
+
+
+def test_stop_waits_for_a_stats_answer_being_read(record_countd):
+    """SIGTERM while a client is reading a long /stats: the client gets the whole document, then record-countd
+    exits 0."""
+    db = many_clients(record_countd, 100000)
+    d = record_countd("--latency", "0", db=db)
+    s = ask_stats(d.port)
+    stats_answered(d, 1)
+    d.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    j = read_stats(s)
+    s.close()
+    assert len(j["clients"]) == 100000
+    assert d.proc.wait(30) == 0
