@@ -374,6 +374,9 @@ api_clients(struct req *r)
 	api_read(r, id, 0, 0);
 }
 
+/* Clients up to which /stats is built whole (about 400 to 800 KB); above, it is streamed. */
+#define API_STATS_WHOLE 4096
+
 /* The whole /stats document's source for http_answer_stream(). */
 static size_t
 api_stats_read(void *arg, char *buf, size_t max)
@@ -388,7 +391,10 @@ api_stats_done(void *arg)
 	metrics_stats_close(arg);
 }
 
-/* GET /stats[?client=ID]: one client's entry built at once, every client's streamed. */
+/*
+ * GET /stats[?client=ID]: built whole (with a Content-Length) for one client
+ * or up to API_STATS_WHOLE of them, else written as the connection takes it.
+ */
 static void
 api_stats(struct req *r)
 {
@@ -401,7 +407,7 @@ api_stats(struct req *r)
 
 	if (api_query(r, allowed, &q, &client) != 0)
 		goto out;
-	if (client != NULL) {
+	if (client != NULL || metrics_clients() <= API_STATS_WHOLE) {
 		text = metrics_stats(client, &len);
 		http_answer_text(r, MHD_HTTP_OK, "application/json", text, len);
 	} else if ((s = metrics_stats_open()) != NULL)

@@ -625,6 +625,13 @@ http_answer_stream(struct req *r, unsigned status, const char *type, size_t (*re
 	MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
 	if (shutting_down)
 		MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	/*
+	 * libmicrohttpd 0.9.75 ends a chunked answer to HEAD with the last chunk
+	 * ("0" and a blank line), which the client would read as the start of
+	 * its next answer: HEAD gets one delimited by closing the connection.
+	 */
+	if (strcmp(r->method, MHD_HTTP_METHOD_HEAD) == 0)
+		MHD_set_response_options(r->resp, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END);
 	r->status = status;
 }
 

@@ -324,24 +324,38 @@ metrics_put_head(struct metrics_buf *b)
 }
 
 /*
- * The /stats document of client only (its entry if known), written directly
- * rather than built in jansson.
+ * The /stats document, written directly rather than built in jansson: of
+ * every client (for a few; see metrics_stats_open() for many), or only of
+ * client only (its entry if known) when only is not NULL.
  */
 char *
 metrics_stats(const char *only, size_t *len)
 {
 	struct metrics_buf b = { NULL, 0, 0 };
 	struct client_stats *cs;
+	size_t i;
 
-	b.cap = 512;
+	b.cap = 256 + (only != NULL ? 0 : m.count * (48 + 5 * 20));
 	if ((b.s = malloc(b.cap)) == NULL)
 		fatal("out of memory building /stats or /metrics (%zu bytes)", b.cap);
 	metrics_put_head(&b);
-	if ((cs = metrics_client_find(only)) != NULL)
-		metrics_put_client(&b, cs, 1);
+	if (only != NULL) {
+		if ((cs = metrics_client_find(only)) != NULL)
+			metrics_put_client(&b, cs, 1);
+	} else {
+		for (i = 0; i < m.count; i++)
+			metrics_put_client(&b, m.order[i], i == 0);
+	}
 	metrics_put(&b, "}}\n", 3);
 	*len = b.len;
 	return b.s;
+}
+
+/* Clients known. */
+size_t
+metrics_clients(void)
+{
+	return m.count;
 }
 
 /*

@@ -127,8 +127,9 @@ void metrics_rejected(void);
 /* One response queued: route index, status, seconds since arrival. */
 void metrics_response(int route, unsigned status, double seconds);
 void metrics_commit(double seconds, size_t records);
-/* The /stats JSON document of client only (its entry if known); malloc'd, caller frees. */
+/* The /stats JSON document (all clients, or only client only if known); malloc'd, caller frees. */
 char *metrics_stats(const char *only, size_t *len);
+size_t metrics_clients(void);
 /*
  * The /stats document of every client, taken piece by piece: open it when
  * the request comes (the clients known then are listed), read it as the
