@@ -50,8 +50,8 @@ oom_fail(void)
 	if (oom.fail_at == 0 || oom.calls < oom.fail_at ||
 	    (oom.calls > oom.fail_at && !oom.sticky))
 		return 0;
+	/* errno is left alone: libdfr must set ENOMEM itself. */
 	oom.failed++;
-	errno = ENOMEM;
 	return 1;
 }
 
@@ -857,6 +857,201 @@ test_lock_run(void **state)
 	sweep(scenario_lock_run);
 }
 
+/* fn's work comes with a callback of its own already. */
+static struct dfr *
+busy_work_fn(void *arg)
+{
+	struct dfr *w = work_fn(arg);
+
+	if (w != NULL)
+		ok(dfr_add_callback(w, log_cb, (void *)1));
+	return w;
+}
+
+/*
+ * A run whose work has a callback already, with no memory for the run's
+ * state: the caller may then get fn's own deferred (and only then may the
+ * lock be given back before the work is done); the result arrives.
+ */
+static void
+scenario_lock_run_busy(void)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r, *w;
+	int *v = value_new(6);
+
+	assert_non_null(l);
+	runs = 0;
+	work = NULL;
+	oom_arm();
+	errno = 0;
+	r = dfr_lock_run(l, busy_work_fn, NULL);
+	assert_int_equal(runs, 1);
+	if (work == NULL) {
+		if (got(r))
+			check_run(r, NULL);
+		dfr_unref(r);
+		assert_false(dfr_lock_locked(l));
+		oom_disarm();
+		value_free(v);
+		dfr_lock_free(l);
+		return;
+	}
+	assert_non_null(r);
+	if (r != work)
+		assert_true(dfr_lock_locked(l));
+	w = work;
+	work_fire(v, value_free);
+	oom_disarm();
+	assert_false(dfr_lock_locked(l));
+	assert_true(dfr_fired(r));
+	if (r == w)
+		dfr_take_value(r); /* both hold v: the run's result is v */
+	else
+		assert_ptr_equal(dfr_value(r), v);
+	dfr_unref(r);
+	if (r == w)
+		value_free(v);
+	assert_int_equal(values_freed, 1);
+	dfr_lock_free(l);
+}
+
+static void
+test_lock_run_busy(void **state)
+{
+	(void)state;
+	sweep(scenario_lock_run_busy);
+}
+
+/* Work that stops when cancelled: its canceller fires it. */
+static void
+stop_work(struct dfr *d, void *arg)
+{
+	(void)arg;
+	dfr_errback(d, DFR_ECANCELED, "stopped");
+}
+
+static struct dfr *
+stoppable_fn(void *arg)
+{
+	(void)arg;
+	runs++;
+	errno = 0;
+	if (!got(work = dfr_new(stop_work, NULL)))
+		return NULL;
+	return dfr_ref(work);
+}
+
+/*
+ * A run and an acquire with timeouts: the run's work is stopped and the
+ * lock released when it fires; the waiting acquire leaves the queue.
+ */
+static void
+scenario_lock_timeout(void)
+{
+	static const struct timeval tv_a = {0, 1000};
+	static const struct timeval tv_r = {0, 5000};
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r, *a;
+	int set_r = 0, set_a = 0;
+
+	assert_non_null(l);
+	base = event_base_new();
+	assert_non_null(base);
+	runs = 0;
+	work = NULL;
+	oom_arm();
+	errno = 0;
+	r = dfr_lock_run(l, stoppable_fn, NULL);
+	if (work == NULL) {
+		if (got(r))
+			check_run(r, NULL);
+		dfr_unref(r);
+		oom_disarm();
+		event_base_free(base);
+		dfr_lock_free(l);
+		return;
+	}
+	set_r = ok(dfr_set_timeout(r, base, &tv_r, NULL, NULL));
+	errno = 0;
+	if (got(a = dfr_lock_acquire(l)))
+		set_a = ok(dfr_set_timeout(a, base, &tv_a, NULL, NULL));
+	assert_int_equal(dfr_lock_waiting(l), a != NULL);
+	event_base_dispatch(base);
+	oom_disarm();
+	/* Timed out, or still waiting where the timeout could not be set. */
+	if (set_r) {
+		assert_true(dfr_fired(work)); /* stopped by its canceller */
+		assert_true(dfr_failed(r));
+		check_failure(dfr_failure(r), DFR_ETIMEDOUT, "timed out");
+		dfr_failure_free(dfr_take_failure(r));
+	} else {
+		assert_true(dfr_lock_locked(l));
+		dfr_cancel(r);
+		drop_failed(r, DFR_ECANCELED, "stopped"), r = NULL;
+	}
+	dfr_unref(r);
+	dfr_unref(work);
+	work = NULL;
+	if (a != NULL) {
+		/* Timed out waiting (first), or given the lock at r's end. */
+		if (set_a) {
+			drop_failed(a, DFR_ETIMEDOUT, "timed out");
+		} else {
+			assert_true(dfr_fired(a));
+			assert_int_equal(dfr_lock_release(l), 0);
+			dfr_unref(a);
+		}
+	}
+	assert_false(dfr_lock_locked(l));
+	assert_int_equal(dfr_lock_waiting(l), 0);
+	event_base_free(base);
+	dfr_lock_free(l);
+}
+
+static void
+test_lock_timeout(void **state)
+{
+	(void)state;
+	sweep(scenario_lock_timeout);
+}
+
+/* A closed semaphore, and a request it can never grant. */
+static void
+scenario_sem_refused(void)
+{
+	struct dfr_sem *s = dfr_sem_new(2);
+	struct dfr *d;
+
+	assert_non_null(s);
+	oom_arm();
+	errno = 0;
+	if (got(d = dfr_sem_acquire_many(s, 3))) {
+		assert_true(dfr_failed(d));
+		check_user_failure(dfr_failure(d), EINVAL,
+				   "cannot acquire 3 of 2 tokens");
+		dfr_failure_free(dfr_take_failure(d));
+		dfr_unref(d);
+	}
+	dfr_sem_close(s);
+	errno = 0;
+	if (got(d = dfr_sem_acquire(s)))
+		drop_failed(d, DFR_ECLOSED, "closed");
+	errno = 0;
+	if (got(d = dfr_sem_run(s, work_fn, NULL)))
+		drop_failed(d, DFR_ECLOSED, "closed");
+	oom_disarm();
+	assert_int_equal(dfr_sem_tokens(s), 2);
+	dfr_sem_free(s);
+}
+
+static void
+test_sem_refused(void **state)
+{
+	(void)state;
+	sweep(scenario_sem_refused);
+}
+
 /* A semaphore of 3: acquire_many, run, release_many. */
 static void
 scenario_sem(void)
@@ -1142,6 +1337,23 @@ scenario_gather_fail(void)
 	scenario_gather(1);
 }
 
+/* A gather of none: an empty result at once. */
+static void
+scenario_gather_empty(void)
+{
+	struct dfr *g;
+
+	oom_arm();
+	errno = 0;
+	if (got(g = dfr_gather(NULL, 0, 0))) {
+		assert_true(dfr_fired(g));
+		assert_int_equal(((struct dfr_gather_result *)dfr_value(g))->n,
+				 0);
+		dfr_unref(g);
+	}
+	oom_disarm();
+}
+
 /* Cancelling a gather cancels its members, memory or not. */
 static void
 scenario_gather_cancel(void)
@@ -1183,6 +1395,7 @@ static void
 test_gather(void **state)
 {
 	(void)state;
+	sweep(scenario_gather_empty);
 	sweep(scenario_gather_ok);
 	sweep(scenario_gather_fail);
 	sweep(scenario_gather_cancel);
@@ -1220,7 +1433,13 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_timeout, oom_setup, oom_teardown),
 	    cmocka_unit_test_setup_teardown(test_lock, oom_setup, oom_teardown),
 	    cmocka_unit_test_setup_teardown(test_lock_run, oom_setup, oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_lock_run_busy, oom_setup,
+					    oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_lock_timeout, oom_setup,
+					    oom_teardown),
 	    cmocka_unit_test_setup_teardown(test_sem, oom_setup, oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_sem_refused, oom_setup,
+					    oom_teardown),
 	    cmocka_unit_test_setup_teardown(test_queue, oom_setup, oom_teardown),
 	    cmocka_unit_test_setup_teardown(test_gather, oom_setup, oom_teardown),
 	};
