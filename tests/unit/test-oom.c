@@ -1074,6 +1074,7 @@ scenario_sem(void)
 		assert_int_equal(dfr_sem_waiting(s), 1);
 	else if (b != NULL)
 		held += 2;
+	assert_int_equal(dfr_sem_tokens(s), 3 - held);
 	errno = 0;
 	r = dfr_sem_run(s, work_fn, NULL);
 	if (work == NULL && r != NULL && !dfr_fired(r))
@@ -1260,8 +1261,8 @@ scenario_gather(int fail_one)
 	oom_arm();
 	for (i = 0; i < NMEMBERS; i++) {
 		errno = 0;
-		m[i] = i == 0 ? dfr_succeed(v0, value_free)
-			      : dfr_new(NULL, NULL);
+		m[i] =
+		    i == 0 ? dfr_succeed(v0, value_free) : dfr_new(NULL, NULL);
 		if (!got(m[i])) {
 			if (i == 0)
 				value_free(v0); /* the caller's still */
@@ -1303,8 +1304,7 @@ scenario_gather(int fail_one)
 			assert_true(fail_one);
 			if (f->index != -1) {
 				assert_int_equal(f->index, 2);
-				assert_string_equal(f->message,
-						    "member 2: io");
+				assert_string_equal(f->message, "member 2: io");
 			} else {
 				assert_true(oom.failed > 0);
 			}
@@ -1424,15 +1424,23 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_constructors, oom_setup, oom_teardown),
-	    cmocka_unit_test_setup_teardown(test_callbacks, oom_setup, oom_teardown),
-	    cmocka_unit_test_setup_teardown(test_errback, oom_setup, oom_teardown),
-	    cmocka_unit_test_setup_teardown(test_chain, oom_setup, oom_teardown),
-	    cmocka_unit_test_setup_teardown(test_chain_epipe, oom_setup, oom_teardown),
-	    cmocka_unit_test_setup_teardown(test_cancel, oom_setup, oom_teardown),
-	    cmocka_unit_test_setup_teardown(test_timeout, oom_setup, oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_constructors, oom_setup,
+					    oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_callbacks, oom_setup,
+					    oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_errback, oom_setup,
+					    oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_chain, oom_setup,
+					    oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_chain_epipe, oom_setup,
+					    oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel, oom_setup,
+					    oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_timeout, oom_setup,
+					    oom_teardown),
 	    cmocka_unit_test_setup_teardown(test_lock, oom_setup, oom_teardown),
-	    cmocka_unit_test_setup_teardown(test_lock_run, oom_setup, oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_lock_run, oom_setup,
+					    oom_teardown),
 	    cmocka_unit_test_setup_teardown(test_lock_run_busy, oom_setup,
 					    oom_teardown),
 	    cmocka_unit_test_setup_teardown(test_lock_timeout, oom_setup,
@@ -1440,8 +1448,10 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_sem, oom_setup, oom_teardown),
 	    cmocka_unit_test_setup_teardown(test_sem_refused, oom_setup,
 					    oom_teardown),
-	    cmocka_unit_test_setup_teardown(test_queue, oom_setup, oom_teardown),
-	    cmocka_unit_test_setup_teardown(test_gather, oom_setup, oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_queue, oom_setup,
+					    oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_gather, oom_setup,
+					    oom_teardown),
 	};
 
 	/* Every deferred from malloc, none from the cache: all can fail. */
