@@ -923,6 +923,48 @@ test_lock_run_busy(void **state)
 	sweep(scenario_lock_run_busy);
 }
 
+/*
+ * The lock freed while a run's work is pending: the work ends, its result
+ * arrives and the lock's memory goes then, whatever memory the run had.
+ */
+static void
+scenario_lock_run_freed(void)
+{
+	struct dfr_lock *l = dfr_lock_new();
+	struct dfr *r;
+	int *v = value_new(8);
+
+	assert_non_null(l);
+	runs = 0;
+	work = NULL;
+	oom_arm();
+	errno = 0;
+	r = dfr_lock_run(l, work_fn, NULL);
+	dfr_lock_free(l);
+	if (work == NULL) {
+		if (got(r))
+			check_run(r, NULL);
+		dfr_unref(r);
+		oom_disarm();
+		value_free(v);
+		return;
+	}
+	assert_non_null(r);
+	work_fire(v, value_free);
+	oom_disarm();
+	assert_true(dfr_fired(r));
+	assert_ptr_equal(dfr_value(r), v);
+	dfr_unref(r);
+	assert_int_equal(values_freed, 1);
+}
+
+static void
+test_lock_run_freed(void **state)
+{
+	(void)state;
+	sweep(scenario_lock_run_freed);
+}
+
 /* Work that stops when cancelled: its canceller fires it. */
 static void
 stop_work(struct dfr *d, void *arg)
@@ -1058,6 +1100,7 @@ scenario_sem(void)
 {
 	struct dfr_sem *s = dfr_sem_new(3);
 	struct dfr *a, *b, *c, *r;
+	struct dfr_stats st;
 	unsigned int held = 0;
 
 	assert_non_null(s);
@@ -1099,6 +1142,9 @@ scenario_sem(void)
 	oom_disarm();
 	assert_int_equal(dfr_sem_tokens(s), 3);
 	assert_int_equal(dfr_sem_waiting(s), 0);
+	dfr_sem_stats(s, &st);
+	assert_int_equal(st.held, 0);
+	assert_int_equal(st.waiting, 0);
 	if (r != NULL) {
 		assert_true(dfr_fired(r));
 		check_run(r, NULL);
@@ -1224,6 +1270,11 @@ scenario_queue(void)
 	}
 	assert_int_equal(expect, next);
 	assert_int_equal(dfr_queue_size(q), 0);
+	/* Each item counted once, as it was got. */
+	dfr_queue_stats(q, &st);
+	assert_int_equal(st.acquisitions, next - 1);
+	assert_int_equal(st.held, 0);
+	assert_int_equal(st.waiting, 0);
 	d = dfr_queue_get(q);
 	oom_arm();
 	dfr_queue_close(q);
@@ -1442,6 +1493,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_lock_run, oom_setup,
 					    oom_teardown),
 	    cmocka_unit_test_setup_teardown(test_lock_run_busy, oom_setup,
+					    oom_teardown),
+	    cmocka_unit_test_setup_teardown(test_lock_run_freed, oom_setup,
 					    oom_teardown),
 	    cmocka_unit_test_setup_teardown(test_lock_timeout, oom_setup,
 					    oom_teardown),
