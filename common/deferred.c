@@ -60,7 +60,6 @@ static struct dfr_failure static_failures[] = {
      (char *)"the deferred this chain waited for was freed before it fired",
      -1},
 };
-#define oom_failure (static_failures[0])
 #define NSTATIC (sizeof static_failures / sizeof static_failures[0])
 
 static void drain(void);
@@ -138,7 +137,7 @@ dfr__failure_static(int code)
 	for (i = 1; i < NSTATIC; i++)
 		if (static_failures[i].code == code)
 			return &static_failures[i];
-	return &oom_failure;
+	return &static_failures[0];
 }
 
 /* A new failure, or the shared one for code if there is no memory. */
@@ -643,7 +642,7 @@ dfr__fire_value(struct dfr *d, void *value, dfr_free_cb free_cb)
 static void
 fire_failure_obj(struct dfr *d, struct dfr_failure *f)
 {
-	d->r.failure = f != NULL ? f : &oom_failure;
+	d->r.failure = f != NULL ? f : &static_failures[0];
 	d->flags = (uint16_t)((d->flags & ~DFR_F_HANDLED) | DFR_F_FIRED |
 			      DFR_F_FAILED);
 	schedule(d);
@@ -978,7 +977,7 @@ dfr_set_failure_obj(struct dfr *d, struct dfr_failure *f)
 		return;
 	}
 	result_clear(d);
-	d->r.failure = f != NULL ? f : &oom_failure;
+	d->r.failure = f != NULL ? f : &static_failures[0];
 	d->flags |= DFR_F_FAILED;
 }
 

@@ -324,10 +324,11 @@ run_release(struct dfr *d, void *arg)
 static struct dfr *
 run_unfollowed(struct dfr_sem *s, struct dfr *work)
 {
-	if (dfr_add_both(work, run_release, s) == 0)
-		s->runs++;
-	else
+	s->runs++; /* run_release's hold, taken before it can run */
+	if (dfr_add_both(work, run_release, s) < 0) {
+		s->runs--;
 		dfr__sem_release_many(s, 1);
+	}
 	return work;
 }
 
