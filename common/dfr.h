@@ -415,8 +415,8 @@ int dfr_lock_release(struct dfr_lock *l);
  * waiter, whose fn runs after them).
  *
  * Out of memory: NULL and errno=ENOMEM before fn is called (fn is then never
- * called and nothing waits), or when fn returned NULL and no failed deferred
- * could be made. If memory runs out once fn's work is pending, the deferred
+ * called and nothing waits), or when fn's deferred was refused (NULL, or
+ * waited on already) and no failed deferred could be made. If memory runs out once fn's work is pending, the deferred
  * returned is fn's own: it carries fn's result and gives the lock back when
  * it fires, before the callbacks added to it after this call; dfr_cancel()
  * on it cancels fn's deferred itself. Only if that deferred's chain cannot
