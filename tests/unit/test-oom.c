@@ -245,6 +245,7 @@ sweep(void (*scenario)(void))
 
 	n = sweep_run(scenario, 0, 0);
 	assert_true(n > 0);
+	print_message("# %ld allocations, each failed alone and onwards\n", n);
 	for (sticky = 0; sticky <= 1; sticky++) {
 		for (k = 1; sweep_run(scenario, k, sticky) > 0; k++)
 			;
