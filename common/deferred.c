@@ -46,8 +46,21 @@ static dfr_unhandled_cb unhandled_cb;
 static void *unhandled_arg;
 static uint64_t unhandled_count;
 
-/* The failure used when there is no memory for a real one. */
-static struct dfr_failure oom_failure = {ENOMEM, (char *)"out of memory", -1};
+/*
+ * The failures used when there is no memory for a real one: the codes a
+ * user acts on (a cancel, a timeout, a close, a lost inner deferred) keep
+ * their meaning; any other becomes ENOMEM. Shared, never freed.
+ */
+static struct dfr_failure static_failures[] = {
+    {ENOMEM, (char *)"out of memory", -1},
+    {DFR_ECANCELED, (char *)"cancelled", -1},
+    {DFR_ETIMEDOUT, (char *)"timed out", -1},
+    {DFR_ECLOSED, (char *)"closed", -1},
+    {EPIPE,
+     (char *)"the deferred this chain waited for was freed before it fired",
+     -1},
+};
+#define NSTATIC (sizeof static_failures / sizeof static_failures[0])
 
 static void drain(void);
 static void schedule(struct dfr *d);
@@ -106,19 +119,37 @@ dfr_failure_new(int code, const char *fmt, ...)
 	return f;
 }
 
-/* Free a failure; the shared out-of-memory failure is never freed. */
+/* Free a failure; the shared static ones are never freed. */
 void
 dfr_failure_free(struct dfr_failure *f)
 {
-	if (f != NULL && f != &oom_failure)
+	if (f != NULL &&
+	    (f < static_failures || f >= static_failures + NSTATIC))
 		free(f);
 }
 
-/* The shared failure for when allocating one fails. */
+/* The shared failure for code when allocating one fails. */
 struct dfr_failure *
-dfr__failure_oom(void)
+dfr__failure_static(int code)
 {
-	return &oom_failure;
+	size_t i;
+
+	for (i = 1; i < NSTATIC; i++)
+		if (static_failures[i].code == code)
+			return &static_failures[i];
+	return &static_failures[0];
+}
+
+/* A new failure, or the shared one for code if there is no memory. */
+static struct dfr_failure *failure_vmake(int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static struct dfr_failure *
+failure_vmake(int code, const char *fmt, va_list ap)
+{
+	struct dfr_failure *f = failure_vnew(code, fmt, ap);
+
+	return f != NULL ? f : dfr__failure_static(code);
 }
 
 /* Install the unhandled-failure reporter (NULL: the default one). */
@@ -296,7 +327,6 @@ struct dfr *dfr_succeed(void *value, dfr_free_cb free_cb)
 struct dfr *
 dfr_fail(int code, const char *fmt, ...)
 {
-	struct dfr_failure *f;
 	struct dfr *d;
 	va_list ap;
 
@@ -304,9 +334,8 @@ dfr_fail(int code, const char *fmt, ...)
 	if (d == NULL)
 		return NULL;
 	va_start(ap, fmt);
-	f = failure_vnew(code, fmt, ap);
+	d->r.failure = failure_vmake(code, fmt, ap);
 	va_end(ap);
-	d->r.failure = f != NULL ? f : &oom_failure;
 	d->flags = DFR_F_FIRED | DFR_F_FAILED;
 	return d;
 }
@@ -365,7 +394,7 @@ destroy(struct dfr *d)
 		result_clear(o); /* anything set on o while it was paused */
 		d->outer = NULL;
 		o->inner = NULL;
-		o->r.failure = f != NULL ? f : &oom_failure;
+		o->r.failure = f != NULL ? f : dfr__failure_static(EPIPE);
 		o->flags =
 		    (uint16_t)((o->flags & ~DFR_F_HANDLED) | DFR_F_FAILED);
 		schedule(o);
@@ -613,7 +642,7 @@ dfr__fire_value(struct dfr *d, void *value, dfr_free_cb free_cb)
 static void
 fire_failure_obj(struct dfr *d, struct dfr_failure *f)
 {
-	d->r.failure = f != NULL ? f : &oom_failure;
+	d->r.failure = f != NULL ? f : &static_failures[0];
 	d->flags = (uint16_t)((d->flags & ~DFR_F_HANDLED) | DFR_F_FIRED |
 			      DFR_F_FAILED);
 	schedule(d);
@@ -627,7 +656,7 @@ dfr__fire_failure(struct dfr *d, int code, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	f = failure_vnew(code, fmt, ap);
+	f = failure_vmake(code, fmt, ap);
 	va_end(ap);
 	fire_failure_obj(d, f);
 }
@@ -673,7 +702,7 @@ dfr_errback(struct dfr *d, int code, const char *fmt, ...)
 	if (d->flags & DFR_F_FIRED)
 		return late_fire(d);
 	va_start(ap, fmt);
-	f = failure_vnew(code, fmt, ap);
+	f = failure_vmake(code, fmt, ap);
 	va_end(ap);
 	fire_failure_obj(d, f);
 	return 0;
@@ -948,7 +977,7 @@ dfr_set_failure_obj(struct dfr *d, struct dfr_failure *f)
 		return;
 	}
 	result_clear(d);
-	d->r.failure = f != NULL ? f : &oom_failure;
+	d->r.failure = f != NULL ? f : &static_failures[0];
 	d->flags |= DFR_F_FAILED;
 }
 
@@ -960,7 +989,7 @@ dfr_set_failure(struct dfr *d, int code, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	f = failure_vnew(code, fmt, ap);
+	f = failure_vmake(code, fmt, ap);
 	va_end(ap);
 	dfr_set_failure_obj(d, f);
 }

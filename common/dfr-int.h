@@ -185,7 +185,7 @@ void dfr__cancelq_clear(struct dfr *d);
 void *dfr__take_value(struct dfr *d, dfr_free_cb *free_cb);
 void dfr__set_handled(struct dfr *d);
 void dfr__cancel_later(struct dfr *d);
-struct dfr_failure *dfr__failure_oom(void);
+struct dfr_failure *dfr__failure_static(int code);
 
 /* sem.c: what lock.c calls (direct calls, no PLT). */
 struct dfr *dfr__sem_acquire_many(struct dfr_sem *s, unsigned int n);

@@ -12,6 +12,16 @@
  * NULL and set errno. The library never exits and never prints, except the
  * default unhandled-failure reporter (see dfr_set_unhandled_cb).
  *
+ * Out of memory: a call that cannot allocate returns NULL with errno ENOMEM
+ * or -ENOMEM and has no effect (a callback it was given is never called, an
+ * item stays the caller's, no lock or token is taken, nothing is left
+ * waiting), unless its comment says otherwise; once memory is back, every
+ * object works as before. A failure the library cannot allocate (to fail a
+ * deferred) is replaced by a shared static one, which dfr_failure_free()
+ * ignores and which must not be modified: DFR_ECANCELED, DFR_ETIMEDOUT,
+ * DFR_ECLOSED and EPIPE keep their code, with a fixed message; any other
+ * code becomes ENOMEM "out of memory".
+ *
  * When callbacks run (the "trampoline" rule): firing a deferred, or adding a
  * callback to one that has already fired, runs its chain synchronously inside
  * that call, unless a chain is already running on this thread (that is, the
@@ -58,7 +68,8 @@ typedef void (*dfr_free_cb)(void *value);
 /*
  * A failure: an error code (a positive errno value or the application's own)
  * and a human message. Owned by exactly one deferred at a time, or by
- * whoever took it with dfr_take_failure().
+ * whoever took it with dfr_take_failure(); one the library made without
+ * memory is shared and static (see "Out of memory" above).
  */
 struct dfr_failure {
 	int code;
@@ -119,10 +130,16 @@ typedef void (*dfr_canceller_cb)(struct dfr *d, void *arg);
  */
 struct dfr *dfr_new(dfr_canceller_cb canceller, void *arg);
 
-/* A deferred already fired with value (owned by it, released with free_cb). */
+/*
+ * A deferred already fired with value (owned by it, released with free_cb).
+ * NULL and errno=ENOMEM on failure: the caller keeps value.
+ */
 struct dfr *dfr_succeed(void *value, dfr_free_cb free_cb);
 
-/* A deferred already failed with code and a printf-style message. */
+/*
+ * A deferred already failed with code and a printf-style message (no memory
+ * for the failure: see "Out of memory" above). NULL and errno=ENOMEM.
+ */
 struct dfr *dfr_fail(int code, const char *fmt, ...) DFR_PRINTF(2, 3);
 
 /* Take another reference to d; returns d. */
@@ -155,12 +172,16 @@ void dfr_unref(struct dfr *d);
  */
 int dfr_callback(struct dfr *d, void *value, dfr_free_cb free_cb);
 
-/* Fail d with code and a printf-style message; returns as dfr_callback(). */
+/*
+ * Fail d with code and a printf-style message (no memory for the failure:
+ * see "Out of memory" above); returns as dfr_callback().
+ */
 int dfr_errback(struct dfr *d, int code, const char *fmt, ...) DFR_PRINTF(3, 4);
 
 /*
  * Fail d with failure f, which d takes in every case (on -EALREADY it is
- * freed). Returns as dfr_callback().
+ * freed). A NULL f (a dfr_failure_new() that had no memory) fails d with
+ * ENOMEM "out of memory". Returns as dfr_callback().
  */
 int dfr_errback_failure(struct dfr *d, struct dfr_failure *f);
 
@@ -206,8 +227,9 @@ void dfr_cancel(struct dfr *d);
  * the wait). The timer holds no reference to d (unlike Twisted's reactor):
  * if d's last reference goes first, d is freed with its timer and its
  * callbacks never run. Returns 0, -EALREADY if d has fired (and is not
- * paused), -EBUSY if d has a timeout already, -ENOMEM, or -EINVAL if
- * libevent refuses the timer (d is then never timed out).
+ * paused), -EBUSY if d has a timeout already, or -ENOMEM (also when libevent
+ * has no memory to add the timer); on error no timeout is set, and a later
+ * dfr_set_timeout() may try again.
  */
 int dfr_set_timeout(struct dfr *d, struct event_base *base,
 		    const struct timeval *tv, dfr_cb on_timeout, void *arg);
@@ -239,11 +261,17 @@ int dfr_failure_code(const struct dfr *d);
  */
 void dfr_set_value(struct dfr *d, void *value, dfr_free_cb free_cb);
 
-/* For callbacks: replace d's result with a new failure (ENOMEM-safe). */
+/*
+ * For callbacks: replace d's result with a new failure (no memory for it:
+ * see "Out of memory" above; it never fails).
+ */
 void dfr_set_failure(struct dfr *d, int code, const char *fmt, ...)
     DFR_PRINTF(3, 4);
 
-/* For callbacks: as dfr_set_failure() with a failure d takes over. */
+/*
+ * For callbacks: as dfr_set_failure() with a failure d takes over; NULL (a
+ * dfr_failure_new() that had no memory) sets ENOMEM "out of memory".
+ */
 void dfr_set_failure_obj(struct dfr *d, struct dfr_failure *f);
 
 /*
@@ -347,7 +375,8 @@ void dfr_lock_free(struct dfr_lock *l);
  * DFR_ECANCELED. The lock keeps a reference to a waiting acquire until it
  * fires: dropping the caller's reference does not cancel the wait (its
  * callbacks still run; use dfr_cancel()). After close, fails with
- * DFR_ECLOSED. NULL/ENOMEM.
+ * DFR_ECLOSED. NULL and errno=ENOMEM if there is no memory: the lock is then
+ * not taken and nothing waits.
  */
 struct dfr *dfr_lock_acquire(struct dfr_lock *l);
 
@@ -384,6 +413,14 @@ int dfr_lock_release(struct dfr_lock *l);
  * Work whose deferred has no canceller simply runs to its end. The caller's
  * callbacks run after the lock has been released (or handed to the next
  * waiter, whose fn runs after them).
+ *
+ * Out of memory: NULL and errno=ENOMEM before fn is called (fn is then never
+ * called and nothing waits), or when fn's deferred was refused (NULL, or
+ * waited on already) and no failed deferred could be made. If memory runs out once fn's work is pending, the deferred
+ * returned is fn's own: it carries fn's result and gives the lock back when
+ * it fires, before the callbacks added to it after this call; dfr_cancel()
+ * on it cancels fn's deferred itself. Only if that deferred's chain cannot
+ * grow (it had callbacks already) is the lock given back at once.
  */
 struct dfr *dfr_lock_run(struct dfr_lock *l, dfr_run_cb fn, void *arg);
 
@@ -474,7 +511,8 @@ int dfr_queue_put(struct dfr_queue *q, void *item, dfr_free_cb free_cb);
  * backlog is full it fails at once with DFR_EUNDERFLOW; after close (with
  * nothing stored) with DFR_ECLOSED. Cancelling a waiting get removes it in
  * O(1); an item is never lost to a cancelled get. As with locks, the queue
- * keeps a reference to a waiting get until it fires.
+ * keeps a reference to a waiting get until it fires. NULL and errno=ENOMEM if
+ * there is no memory: a stored item stays stored and nothing waits.
  */
 struct dfr *dfr_queue_get(struct dfr_queue *q);
 
@@ -534,6 +572,13 @@ struct dfr_gather_result {
  * your own to them and cancel those. If whoever holds the gather's deferred
  * fires it first, the members' later results are released with them and do not
  * fire it again.
+ *
+ * Out of memory: NULL and errno=ENOMEM, and the members' references are
+ * dropped all the same (keep references of your own to fire or cancel them).
+ * A member to which the gather cannot add its callback is dropped and counts
+ * as failed with ENOMEM ("member I: out of memory", index I). A gather
+ * failure that cannot be allocated is the shared one for the member's code
+ * (see "Out of memory" above), with index -1.
  */
 struct dfr *dfr_gather(struct dfr **ds, size_t n, int flags);
 

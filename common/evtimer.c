@@ -99,11 +99,17 @@ dfr_set_timeout(struct dfr *d, struct event_base *base,
 		free(t);
 		return rc;
 	}
-	d->flags |= DFR_F_TIMEOUT;
 	if (evtimer_add(t->ev, tv) < 0) {
-		/* Leave the pair in the chain (it frees t), but as a no-op
-		 * timer. */
-		return -EINVAL;
+		/*
+		 * libevent adds a timer to its heap, which fails only for want
+		 * of memory. The pair, just appended, has not run (d is unfired
+		 * or paused): take it off, so nothing is left behind.
+		 */
+		d->ncbs--;
+		event_free(t->ev);
+		free(t);
+		return -ENOMEM;
 	}
+	d->flags |= DFR_F_TIMEOUT;
 	return 0;
 }

@@ -118,6 +118,8 @@ gather_member_cb(struct dfr *d, void *arg)
 					    dfr_failure(d)->message);
 			if (f != NULL)
 				f->index = (long)m->index;
+			else
+				f = dfr__failure_static(dfr_failure(d)->code);
 			dfr_errback_failure(g->out, f);
 			gather_fire_done(g);
 		}

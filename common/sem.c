@@ -304,6 +304,34 @@ run_step(struct dfr *d, void *arg)
 	run_follow(d, r->fn(r->arg));
 }
 
+/* The work of a run() that had no memory of its own fired: give back. */
+static void
+run_release(struct dfr *d, void *arg)
+{
+	struct dfr_sem *s = arg;
+
+	(void)d;
+	dfr__sem_release_many(s, 1);
+	sem_unhold(s);
+}
+
+/*
+ * No memory for a run() whose fn has started work: the caller gets fn's own
+ * deferred, which gives the token back when it fires, so the token is not
+ * released while the work goes on. Only if even that pair does not fit (fn's
+ * deferred had a full chain already) is it given back now.
+ */
+static struct dfr *
+run_unfollowed(struct dfr_sem *s, struct dfr *work)
+{
+	s->runs++; /* run_release's hold, taken before it can run */
+	if (dfr_add_both(work, run_release, s) < 0) {
+		s->runs--;
+		dfr__sem_release_many(s, 1);
+	}
+	return work;
+}
+
 /*
  * run() that cannot finish at once: fn's work is still going on (work set,
  * token taken), or the token must be waited for (work NULL).
@@ -323,14 +351,9 @@ sem_run_later(struct dfr_sem *s, dfr_run_cb fn, void *arg, struct dfr *work,
 	d = r != NULL ? dfr__new(uncontended ? NULL : sem_cancel_run, r) : NULL;
 	if (d == NULL || dfr_add_both(d, run_step, r) < 0) {
 		free(r);
-		if (d != NULL)
-			dfr__unref(d);
-		if (work != NULL) {
-			/* Out of memory: nothing can follow the work; give back
-			 * the token. */
-			dfr__unref(work);
-			dfr__sem_release_many(s, 1);
-		}
+		dfr__unref(d);
+		if (work != NULL)
+			return run_unfollowed(s, work);
 		errno = ENOMEM;
 		return NULL;
 	}
