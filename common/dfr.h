@@ -416,11 +416,12 @@ int dfr_lock_release(struct dfr_lock *l);
  *
  * Out of memory: NULL and errno=ENOMEM before fn is called (fn is then never
  * called and nothing waits), or when fn's deferred was refused (NULL, or
- * waited on already) and no failed deferred could be made. If memory runs out once fn's work is pending, the deferred
- * returned is fn's own: it carries fn's result and gives the lock back when
- * it fires, before the callbacks added to it after this call; dfr_cancel()
- * on it cancels fn's deferred itself. Only if that deferred's chain cannot
- * grow (it had callbacks already) is the lock given back at once.
+ * waited on already) and no failed deferred could be made. If memory runs
+ * out once fn's work is pending, the deferred returned is fn's own: it
+ * carries fn's result and gives the lock back when it fires, before the
+ * callbacks added to it after this call; dfr_cancel() on it cancels fn's
+ * deferred itself. Only if that deferred's chain cannot grow (it had
+ * callbacks already) is the lock given back at once.
  */
 struct dfr *dfr_lock_run(struct dfr_lock *l, dfr_run_cb fn, void *arg);
 
