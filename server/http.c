@@ -45,6 +45,13 @@ struct http_listener {
 /* At most one log line per this many seconds about failing accepts. */
 #define HTTP_ACCEPT_LOG_S 10
 static struct log_limit http_accept_ll;
+/* An answer is ready to queue: built, or out of memory (the prebuilt 503 goes). */
+#define HTTP_PREPARED(r) ((r)->resp != NULL || (r)->nomem)
+/* The answer of a request whose own could not be built: made at start, so it needs no memory then. */
+static struct MHD_Response *http_nomem_resp;
+static const char http_nomem_body[] = "{\"error\":\"out_of_memory\",\"message\":\"record-countd is out of memory: "
+    "this answer could not be built. A record sent with the request may or may not be stored: retry it (if it was "
+    "stored, the answer says duplicate)\"}\n";
 static struct http_listener *http_listeners;
 static size_t http_nlisteners;
 static int http_quiesced;
@@ -276,29 +283,33 @@ http_printable(char *s)
 static void
 http_answer_raw(struct http_conn *hc, struct req *r, unsigned status, const char *code, const char *text)
 {
-	char date[64], msg[512], *body, *out;
+	char date[64], msg[512], out[4096], *body = NULL;
+	const char *text_out;
 	json_t *doc;
 	struct tm tm;
 	time_t now;
 	int len;
 
 	snprintf(msg, sizeof msg, "%s", text);
-	if ((doc = json_pack("{ss ss}", "error", code, "message", http_printable(msg))) == NULL)
-		return;
-	body = json_dumps(doc, JSON_COMPACT);
-	json_decref(doc);
-	if (body == NULL)
-		return;
+	if ((doc = json_pack("{ss ss}", "error", code, "message", http_printable(msg))) != NULL) {
+		body = jmem_dumps(doc, JSON_COMPACT);
+		json_decref(doc);
+	}
+	/* Out of memory: the prebuilt answer instead (the head is built on the stack). */
+	if (body == NULL) {
+		log_warnx("out of memory answering %u %s: answered 503 out_of_memory", status, code);
+		status = MHD_HTTP_SERVICE_UNAVAILABLE;
+	}
+	text_out = body != NULL ? body : http_nomem_body;
 	now = time(NULL);
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-	len = asprintf(&out, "HTTP/1.1 %u %s\r\nDate: %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
-	    "Content-Length: %zu\r\n\r\n%s\n", status, MHD_get_reason_phrase_for(status), date, strlen(body) + 1, body);
+	len = snprintf(out, sizeof out, "HTTP/1.1 %u %s\r\nDate: %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\n\r\n%s%s", status, MHD_get_reason_phrase_for(status), date,
+	    strlen(text_out) + (body != NULL), text_out, body != NULL ? "\n" : "");
 	free(body);
-	if (len < 0)
-		return;
-	send(hc->fd, out, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
-	free(out);
+	if (len > 0 && (size_t)len < sizeof out)
+		send(hc->fd, out, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	http_conn_shut(hc);
 	r->answered = 1;
 	if (http_quiesced)
@@ -503,20 +514,55 @@ http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 	return r;
 }
 
-/* Build a response from a malloc'd buffer with Content-Type. */
+/*
+ * Out of memory building answers: a line at most HTTP_NOMEM_LOG_BURST per
+ * HTTP_NOMEM_LOG_S seconds, the next saying how many were not logged.
+ */
+#define HTTP_NOMEM_LOG_S 10
+#define HTTP_NOMEM_LOG_BURST 3
+void
+http_nomem(struct req *r, const char *what)
+{
+	if (r->resp != NULL) {
+		MHD_destroy_response(r->resp);
+		r->resp = NULL;
+	}
+	r->nomem = 1;
+	http_nomem_log(what);
+}
+
+/* Log that memory ran out doing what, if a line is due. */
+void
+http_nomem_log(const char *what)
+{
+	static struct log_limit ll;
+	unsigned long skipped;
+	char more[64] = "";
+
+	if (!log_limit_burst_due(&ll, HTTP_NOMEM_LOG_S, HTTP_NOMEM_LOG_BURST, &skipped))
+		return;
+	if (skipped > 0)
+		snprintf(more, sizeof more, " (%lu more since the last such line)", skipped);
+	log_warnx("out of memory %s: answered 503 out_of_memory%s", what, more);
+}
+
+/* Build a response from a malloc'd buffer (NULL: out of memory) with Content-Type. */
 static void
 http_set(struct req *r, unsigned status, const char *type, char *text, size_t len)
 {
 	if (r->resp != NULL)
 		MHD_destroy_response(r->resp);
-	r->resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+	r->resp = text != NULL ? MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE) : NULL;
 	if (r->resp == NULL) {
 		free(text);
+		http_nomem(r, "building an answer");
 		return;
 	}
-	MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	if (shutting_down)
-		MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	if (MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, type) != MHD_YES ||
+	    (shutting_down && MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)) {
+		http_nomem(r, "building an answer");
+		return;
+	}
 	r->status = status;
 }
 
@@ -527,16 +573,16 @@ http_answer(struct req *r, unsigned status, json_t *body)
 	char *text, *grown;
 	size_t len;
 
-	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	text = body ? jmem_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
 	if (text == NULL) {
-		log_warnx("out of memory building a response");
+		http_nomem(r, "building an answer");
 		return;
 	}
 	len = strlen(text);
 	if ((grown = realloc(text, len + 2)) == NULL) {
 		free(text);
-		log_warnx("out of memory building a response");
+		http_nomem(r, "building an answer");
 		return;
 	}
 	text = grown;
@@ -560,7 +606,7 @@ http_error(struct req *r, unsigned status, const char *code, const char *fmt, ..
 	http_answer(r, status, json_pack("{ss ss}", "error", code, "message", http_printable(msg)));
 }
 
-/* Prepare a plain-text answer. */
+/* Prepare a plain-text answer; NULL text (out of memory) answers 503. */
 void
 http_answer_text(struct req *r, unsigned status, const char *type, char *text, size_t len)
 {
@@ -634,16 +680,21 @@ http_send(struct req *r)
 	enum MHD_Result ret;
 	double end;
 
-	if (r->resp == NULL) {
+	if (r->resp == NULL && r->nomem) {
+		/* Shared, made at start: queued, never destroyed here. */
+		r->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+		ret = MHD_queue_response(r->conn, r->status, http_nomem_resp);
+	} else if (r->resp == NULL) {
 		r->answered = 1;
 		http_leave(r);
 		return MHD_NO;
+	} else {
+		ret = MHD_queue_response(r->conn, r->status, r->resp);
+		MHD_destroy_response(r->resp);
+		r->resp = NULL;
 	}
-	ret = MHD_queue_response(r->conn, r->status, r->resp);
 	if (http_quiesced)
 		http_bound_send(r->conn);
-	MHD_destroy_response(r->resp);
-	r->resp = NULL;
 	r->answered = 1;
 	if (http_quiesced)
 		http_stop_answered++;
@@ -926,14 +977,22 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 {
 	struct req *r = *con_cls;
 	const struct route_entry *e;
+	char *grown;
 	size_t i;
 
-	if (r == NULL)
-		return MHD_NO;
+	/* No memory for its state (http_uri_cb): the prebuilt answer, the body dropped. */
+	if (r == NULL) {
+		if (MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS) == NULL) {
+			http_nomem_log("for a request's state");
+			MHD_queue_response(conn, MHD_HTTP_SERVICE_UNAVAILABLE, http_nomem_resp);
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
 	if (r->answered)
 		return MHD_NO;
 	/* Resumed, or answered before the body; resumed with no answer (out of memory), closed. */
-	if (r->started == 2 && (r->resp != NULL || r->handled))
+	if (r->started == 2 && (HTTP_PREPARED(r) || r->handled))
 		return http_send(r);
 	if (!r->started) {
 		r->started = 1;
@@ -946,7 +1005,7 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 			 * libmicrohttpd close the connection. With no body to come, the
 			 * end is next: the answer waits for it and keep-alive survives.
 			 */
-			if (r->resp != NULL && r->no_body)
+			if (HTTP_PREPARED(r) && r->no_body)
 				return MHD_YES;
 			return http_send(r);
 		}
@@ -954,7 +1013,7 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 	}
 	if (*upload_data_size != 0) {
 		if (r->body_len + *upload_data_size > LIMIT_BODY) {
-			if (r->resp == NULL)
+			if (!HTTP_PREPARED(r))
 				http_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large",
 				    "the request body is over the limit of %d bytes", LIMIT_BODY);
 			*upload_data_size = 0;
@@ -964,8 +1023,14 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 			r->body_cap = (r->body_len + *upload_data_size + 1) * 2;
 			if (r->body_cap > LIMIT_BODY + 1)
 				r->body_cap = LIMIT_BODY + 1;
-			if ((r->body = realloc(r->body, r->body_cap)) == NULL)
-				return MHD_NO;
+			if (HTTP_PREPARED(r) || (grown = realloc(r->body, r->body_cap)) == NULL) {
+				/* The rest of the body is read and dropped; the answer says why. */
+				if (!HTTP_PREPARED(r))
+					http_nomem(r, "reading a request body");
+				*upload_data_size = 0;
+				return MHD_YES;
+			}
+			r->body = grown;
 		}
 		memcpy(r->body + r->body_len, upload_data, *upload_data_size);
 		r->body_len += *upload_data_size;
@@ -974,8 +1039,8 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 		return MHD_YES;
 	}
 	r->started = 2;
-	if (r->resp != NULL)
-		return http_send(r);    /* the body was too large */
+	if (HTTP_PREPARED(r))
+		return http_send(r);    /* the body was too large, or memory short */
 	for (i = 0; i < api_nroutes; i++) {
 		e = &api_routes[i];
 		if (e->route == r->route && (strcmp(e->method, method) == 0 ||
@@ -986,7 +1051,7 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 		return MHD_NO;
 	r->handled = 1;
 	api_routes[i].handler(r);
-	if (r->resp != NULL)
+	if (HTTP_PREPARED(r))
 		return http_send(r);
 	return MHD_YES;             /* suspended until its latency passes and its records are committed */
 }
@@ -1178,7 +1243,10 @@ http_start(const int *fds, size_t n)
 {
 	size_t i;
 
-	if ((http_listeners = calloc(n, sizeof *http_listeners)) == NULL) {
+	if ((http_listeners = calloc(n, sizeof *http_listeners)) == NULL ||
+	    (http_nomem_resp = MHD_create_response_from_buffer(sizeof http_nomem_body - 1, (void *)http_nomem_body,
+	    MHD_RESPMEM_PERSISTENT)) == NULL ||
+	    MHD_add_response_header(http_nomem_resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES) {
 		log_warnx("out of memory");
 		return -1;
 	}
@@ -1320,4 +1388,7 @@ http_stop(void)
 	if (http_due_ev != NULL)
 		event_free(http_due_ev);
 	http_due_ev = NULL;
+	if (http_nomem_resp != NULL)
+		MHD_destroy_response(http_nomem_resp);
+	http_nomem_resp = NULL;
 }

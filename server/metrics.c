@@ -56,7 +56,7 @@ metrics_hash(const char *s)
 	return (size_t)h;
 }
 
-/* Double the table when it gets full. */
+/* Double the table when it gets full; out of memory, it stays as it is (longer chains). */
 static void
 metrics_grow(void)
 {
@@ -64,7 +64,7 @@ metrics_grow(void)
 	size_t i, size = m.size ? m.size * 2 : 64, h;
 
 	if ((t = calloc(size, sizeof *t)) == NULL)
-		fatal("out of memory for the statistics of %zu clients", m.count + 1);
+		return;
 	for (i = 0; i < m.size; i++) {
 		for (cs = m.table[i]; cs != NULL; cs = next) {
 			next = cs->next;
@@ -103,8 +103,12 @@ metrics_client(const char *id)
 		return cs;
 	if (m.count >= m.size / 2 * 1 + m.size / 4)
 		metrics_grow();
-	if ((cs = calloc(1, sizeof *cs)) == NULL || (cs->id = strdup(id)) == NULL)
-		fatal("out of memory for the statistics of %zu clients", m.count + 1);
+	if (m.size == 0)
+		return NULL;
+	if ((cs = calloc(1, sizeof *cs)) == NULL || (cs->id = strdup(id)) == NULL) {
+		free(cs);
+		return NULL;
+	}
 	h = metrics_hash(id) & (m.size - 1);
 	cs->next = m.table[h];
 	m.table[h] = cs;
@@ -143,15 +147,18 @@ metrics_recorded(struct client_stats *cs, uint64_t value)
 		cs->last_value = value;
 }
 
-/* A client's summary from the store. */
-void
+/* A client's summary from the store; -1 out of memory. */
+int
 metrics_loaded(const char *id, uint64_t last_value, uint64_t recorded)
 {
 	struct client_stats *cs = metrics_client(id);
 
+	if (cs == NULL)
+		return -1;
 	cs->last_value = last_value;
 	cs->recorded = recorded;
 	m.recorded += recorded;
+	return 0;
 }
 
 /* One duplicate record. */
@@ -201,11 +208,32 @@ metrics_commit(double seconds, size_t records)
 }
 
 /* A growing text buffer. */
+/* A document being written; s is NULL once memory ran out (then nothing more is written). */
 struct metrics_buf {
 	char *s;
 	size_t len;
 	size_t cap;
 };
+
+/* Make room for need more bytes and the NUL; 0, or -1 (b->s freed and NULL) out of memory. */
+static int
+metrics_room(struct metrics_buf *b, size_t need)
+{
+	char *s;
+
+	if (b->s == NULL)
+		return -1;
+	if (b->cap - b->len > need)
+		return 0;
+	b->cap = b->cap * 2 + need + 64;
+	if ((s = realloc(b->s, b->cap)) == NULL) {
+		free(b->s);
+		b->s = NULL;
+		return -1;
+	}
+	b->s = s;
+	return 0;
+}
 
 /* Append formatted text. */
 static void __attribute__((format(printf, 2, 3)))
@@ -214,7 +242,7 @@ metrics_printf(struct metrics_buf *b, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	for (;;) {
+	while (b->s != NULL) {
 		va_start(ap, fmt);
 		n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
 		va_end(ap);
@@ -222,9 +250,7 @@ metrics_printf(struct metrics_buf *b, const char *fmt, ...)
 			b->len += (size_t)n;
 			return;
 		}
-		b->cap = b->cap * 2 + (size_t)n + 64;
-		if ((b->s = realloc(b->s, b->cap)) == NULL)
-			fatal("out of memory building /stats or /metrics (%zu bytes)", b->cap);
+		metrics_room(b, (size_t)n);
 	}
 }
 
@@ -232,11 +258,8 @@ metrics_printf(struct metrics_buf *b, const char *fmt, ...)
 static void
 metrics_put(struct metrics_buf *b, const char *p, size_t n)
 {
-	if (b->cap - b->len <= n) {
-		b->cap = b->cap * 2 + n + 64;
-		if ((b->s = realloc(b->s, b->cap)) == NULL)
-			fatal("out of memory building /stats or /metrics (%zu bytes)", b->cap);
-	}
+	if (metrics_room(b, n) != 0)
+		return;
 	memcpy(b->s + b->len, p, n);
 	b->len += n;
 	b->s[b->len] = '\0';
@@ -321,7 +344,7 @@ metrics_stats(const char *only, size_t *len)
 
 	b.cap = 256 + (only != NULL ? 0 : m.count * (48 + 5 * 20));
 	if ((b.s = malloc(b.cap)) == NULL)
-		fatal("out of memory building /stats or /metrics (%zu bytes)", b.cap);
+		return NULL;
 	metrics_printf(&b, "{\"recorded\":%llu,\"duplicates\":%llu,\"rejected\":%llu,\"in_flight\":%llu,"
 	    "\"max_in_flight\":%llu,\"clients\":{", (unsigned long long)m.recorded, (unsigned long long)m.duplicates,
 	    (unsigned long long)m.rejected, (unsigned long long)m.in_flight, (unsigned long long)m.max_in_flight);
@@ -349,7 +372,7 @@ metrics_prometheus(size_t *len)
 
 	b.cap = 8192;
 	if ((b.s = malloc(b.cap)) == NULL)
-		fatal("out of memory building /stats or /metrics (%zu bytes)", b.cap);
+		return NULL;
 	metrics_printf(&b, "# HELP record_countd_requests_total HTTP requests answered, by route and status.\n"
 	    "# TYPE record_countd_requests_total counter\n");
 	for (r = 0; r < ROUTE_COUNT; r++)
