@@ -40,6 +40,8 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include <event2/event.h>
+
 #include "dfr.h"
 #include "util.h"
 #include "client.h"
@@ -54,6 +56,7 @@ struct counter {
 	struct dfr_lock *c_lock;
 	struct dfr_queue *c_queue; /* locked: waiting next calls */
 	int c_drain_pending;	   /* a batch run waits for the lock */
+	struct event *c_retry; /* locked: start a batch again (out of memory) */
 	int c_resumed;	/* the last value was read from record-countd */
 	int c_refetch;	/* read it again before the next value (conflict) */
 	int c_stopping;
@@ -107,6 +110,8 @@ static size_t ncounters;
 static int counters_stopping;
 
 static void counter_kick(struct counter *c);
+static void counter_retry_cb(evutil_socket_t fd, short what, void *arg);
+static void counter_retry(struct counter *c);
 
 /* The name of a strategy. */
 const char *
@@ -157,11 +162,18 @@ counter_get(const struct counter_config *cf, const char *name, int create)
 		return NULL;
 	c->c_lock = dfr_lock_new();
 	c->c_queue = dfr_queue_new(DFR_UNBOUNDED, 0);
-	if (c->c_lock == NULL || c->c_queue == NULL) {
+	/* Made now: when memory runs out, a batch that cannot start needs it. */
+	if (cf->strategy == STRATEGY_LOCKED && cf->base != NULL)
+		c->c_retry = evtimer_new(cf->base, counter_retry_cb, c);
+	if (c->c_lock == NULL || c->c_queue == NULL ||
+	    (c->c_retry == NULL && cf->strategy == STRATEGY_LOCKED &&
+	     cf->base != NULL)) {
 		if (c->c_lock != NULL)
 			dfr_lock_free(c->c_lock);
 		if (c->c_queue != NULL)
 			dfr_queue_free(c->c_queue);
+		if (c->c_retry != NULL)
+			event_free(c->c_retry);
 		free(c);
 		errno = ENOMEM;
 		return NULL;
@@ -577,8 +589,34 @@ counter_batch_done_cb(struct dfr *d, void *arg)
 			log_warnx("counter %s: batch: %s", c->c_name,
 				  f->message);
 		c->c_drain_pending = 0;
+		if (f->code == ENOMEM)
+			counter_retry(c);
 		dfr_failure_free(f);
 	}
+}
+
+/*
+ * No memory to start a batch: its calls stay queued, so try again in
+ * COUNTER_RETRY_MS (each call still ends at --wait-timeout).
+ */
+#define COUNTER_RETRY_MS 20
+static void
+counter_retry(struct counter *c)
+{
+	struct timeval tv = {0, COUNTER_RETRY_MS * 1000};
+
+	if (c->c_retry != NULL && c->c_waiting > 0 && !c->c_stopping)
+		evtimer_add(c->c_retry, &tv);
+}
+
+/* The retry timer: start the batch of the calls still waiting. */
+static void
+counter_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct counter *c = arg;
+
+	if (c->c_waiting > 0)
+		counter_kick(c);
 }
 
 /* Make sure a batch run is on its way to the lock. */
@@ -594,6 +632,7 @@ counter_kick(struct counter *c)
 	if (rd == NULL) {
 		c->c_drain_pending = 0;
 		log_warnx("counter %s: out of memory", c->c_name);
+		counter_retry(c);
 		return;
 	}
 	dfr_add_both(rd, counter_batch_done_cb, c);
@@ -898,6 +937,8 @@ counter_free_all(void)
 		TAILQ_REMOVE(&counters, c, c_entry);
 		dfr_queue_free(c->c_queue);
 		dfr_lock_free(c->c_lock);
+		if (c->c_retry != NULL)
+			event_free(c->c_retry);
 		free(c);
 	}
 	memset(buckets, 0, sizeof buckets);

@@ -19,6 +19,7 @@ import os
 import random
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -34,6 +35,7 @@ SEED = 20261130
 PPM = 30000                    # 3% of allocations fail while the trigger file exists
 THREADS = 4
 ROUNDS = 60                     # per thread; each round is a few requests
+HANG_S = 10                     # an answer later than this is a hang (they take milliseconds)
 
 
 def shim_env(tmp_path, **kw):
@@ -78,9 +80,12 @@ def crashed(code):
 
 
 def call(fn, *args, **kw):
-    """One request; ("dropped", error) when the connection closed or reset unanswered."""
+    """One request; ("dropped", error) when the connection closed or reset unanswered. No answer within
+    HANG_S fails the test: the daemon hung that request."""
     try:
-        return fn(*args, timeout=20, **kw)
+        return fn(*args, timeout=HANG_S, **kw)
+    except socket.timeout:
+        raise AssertionError("no answer within %ds: %r %r" % (HANG_S, fn, args))
     except (ConnectionError, http.client.HTTPException) as e:
         return ("dropped", repr(e))
 
@@ -132,13 +137,23 @@ def record_load(d, tid, out):
 
 
 def run_threads(target, *args):
+    """target(*args, i, out) on THREADS threads at once; their outcomes. A thread's exception fails the test."""
     outs = [[] for _ in range(THREADS)]
-    ts = [threading.Thread(target=target, args=args + (i, outs[i])) for i in range(THREADS)]
+    failures = []
+
+    def run(i):
+        try:
+            target(*args + (i, outs[i]))
+        except BaseException as e:      # noqa: B902 (reported below, on the test's thread)
+            failures.append(e)
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
     for t in ts:
         t.start()
     for t in ts:
         t.join(120)
         assert not t.is_alive(), "a request hung"
+    if failures:
+        raise failures[0]
     return [o for out in outs for o in out]
 
 
