@@ -297,7 +297,7 @@ http_answer_raw(struct http_conn *hc, struct req *r, unsigned status, const char
 	}
 	/* Out of memory: the prebuilt answer instead (the head is built on the stack). */
 	if (body == NULL) {
-		log_warnx("out of memory answering %u %s: answered 503 out_of_memory", status, code);
+		http_nomem_log("building an error answer");
 		status = MHD_HTTP_SERVICE_UNAVAILABLE;
 	}
 	text_out = body != NULL ? body : http_nomem_body;
