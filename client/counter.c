@@ -478,6 +478,22 @@ batch_exhaust(struct batch *b, size_t keep)
 	b->b_n = keep;
 }
 
+/* First in a batch's chain: read the last value from record-countd if the counter must resume. */
+static void
+batch_resume_cb(struct dfr *d, void *arg)
+{
+	struct batch *b = arg;
+	struct counter *c = b->b_c;
+	struct dfr *rd;
+
+	if (!counter_stale(c))
+		return;
+	if ((rd = recorder_last_value(c->c_cf->recorder, c->c_client)) == NULL)
+		dfr_set_failure(d, ENOMEM, "out of memory");
+	else
+		dfr_wait(d, rd);
+}
+
 /* Resumed (if needed): record the batch and wait for the answer. */
 static void
 batch_record_cb(struct dfr *d, void *arg)
@@ -561,19 +577,24 @@ counter_batch_run(void *arg)
 		return dfr_succeed(NULL, NULL);
 	}
 	c->c_in_flight = b->b_n;
-	if (!counter_stale(c))
-		d = dfr_succeed(NULL, NULL);
-	else
-		d = recorder_last_value(c->c_cf->recorder, c->c_client);
-	if (d == NULL) {
+	/*
+	 * The whole chain is built before it runs: adding a pair can fail
+	 * for want of memory, and a chain missing one would leave its calls
+	 * unanswered. An unfired deferred freed never runs its callbacks.
+	 */
+	if ((d = dfr_new(NULL, NULL)) == NULL ||
+	    dfr_add_callback(d, batch_resume_cb, b) != 0 ||
+	    dfr_add_callback(d, batch_record_cb, b) != 0 ||
+	    dfr_add_callback(d, batch_check_cb, b) != 0 ||
+	    dfr_add_callbacks(d, batch_ok_cb, batch_fail_cb, b) != 0 ||
+	    dfr_add_both(d, batch_free_cb, b) != 0) {
+		if (d != NULL)
+			dfr_unref(d);
 		batch_fail_cb(NULL, b);
 		batch_free_cb(NULL, b);
 		return dfr_fail(ENOMEM, "out of memory");
 	}
-	dfr_add_callback(d, batch_record_cb, b);
-	dfr_add_callback(d, batch_check_cb, b);
-	dfr_add_callbacks(d, batch_ok_cb, batch_fail_cb, b);
-	dfr_add_both(d, batch_free_cb, b);
+	dfr_callback(d, NULL, NULL);
 	return d;
 }
 
@@ -843,6 +864,22 @@ solo_fail_cb(struct dfr *d, void *arg)
 			  skipped);
 }
 
+/* stateless/unsafe: first in the chain, resume the counter under its lock if it must. */
+static void
+solo_resume_cb(struct dfr *d, void *arg)
+{
+	struct solo_req *s = arg;
+	struct dfr *rd;
+
+	if (!counter_stale(s->s_c))
+		return;
+	if ((rd = dfr_lock_run(s->s_c->c_lock, counter_resume_run, s->s_c)) ==
+	    NULL)
+		dfr_set_failure(d, ENOMEM, "out of memory");
+	else
+		dfr_wait(d, rd);
+}
+
 /* stateless/unsafe: free the call's state. */
 static void
 solo_free_cb(struct dfr *d, void *arg)
@@ -868,17 +905,18 @@ counter_next_solo(struct counter *c)
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return NULL;
 	s->s_c = c;
-	if (!counter_stale(c))
-		d = dfr_succeed(NULL, NULL);
-	else
-		d = dfr_lock_run(c->c_lock, counter_resume_run, c);
-	if (d == NULL) {
+	/* Built whole before it runs, as a batch's chain (see counter_batch_run()). */
+	if ((d = dfr_new(NULL, NULL)) == NULL ||
+	    dfr_add_callback(d, solo_resume_cb, s) != 0 ||
+	    dfr_add_callback(d, solo_go_cb, s) != 0 ||
+	    dfr_add_callbacks(d, solo_ok_cb, solo_fail_cb, s) != 0 ||
+	    dfr_add_both(d, solo_free_cb, s) != 0) {
+		if (d != NULL)
+			dfr_unref(d);
 		free(s);
 		return NULL;
 	}
-	dfr_add_callback(d, solo_go_cb, s);
-	dfr_add_callbacks(d, solo_ok_cb, solo_fail_cb, s);
-	dfr_add_both(d, solo_free_cb, s);
+	dfr_callback(d, NULL, NULL);
 	return d;
 }
 

@@ -18,6 +18,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -35,6 +36,7 @@ SEED = 20261130
 PPM = 30000                    # 3% of allocations fail while the trigger file exists
 THREADS = 4
 ROUNDS = 60                     # per thread; each round is a few requests
+START_PPM = 300                 # one allocation in 3300 fails: about one or two of a start-up's
 HANG_S = 10                     # an answer later than this is a hang (they take milliseconds)
 
 
@@ -187,7 +189,9 @@ def test_record_countd_under_oom_load(record_countd, tmp_path, spare):
     them fails it may close the connection, and logs "Error allocating memory"): then every request is answered.
     "with-libmicrohttpd": every allocation may fail; connections may close, nothing else changes."""
     trigger = str(tmp_path / "fail-now")
-    d = record_countd("--latency", "0", env=shim_env(tmp_path, file=trigger, ppm=PPM, spare=spare))
+    # A latency, so that each record request has a timer to allocate too.
+    d = record_countd("--latency", "2ms", "--jitter", "1ms",
+                      env=shim_env(tmp_path, file=trigger, ppm=PPM, spare=spare))
     open(trigger, "w").close()
     try:
         outcomes = run_threads(record_load, d)
@@ -337,14 +341,43 @@ def start_out_of_memory(make, name):
     assert failed > 0
 
 
-def test_record_countd_start_out_of_memory(tmp_path):
+def test_record_countd_start_out_of_memory(record_countd, tmp_path):
+    """Start-up loads the clients of an existing database too: each run starts on a copy of one."""
+    seed = record_countd("--latency", "0", db=str(tmp_path / "seed.db"))
+    for i in range(20):
+        assert seed.get("/record-count?value=%d&client=c%d" % (i + 1, i % 7)).status == 200
+    assert seed.stop() == 0
     n = [0]
 
     def make(**kw):
         n[0] += 1
-        return harness.RecordCountd(str(tmp_path), ["--latency", "0"], db=str(tmp_path / ("s%d.db" % n[0])),
-                                    env=shim_env(tmp_path, **kw))
+        db = str(tmp_path / ("s%d.db" % n[0]))
+        shutil.copyfile(seed.db, db)
+        return harness.RecordCountd(str(tmp_path), ["--latency", "0"], db=db, env=shim_env(tmp_path, **kw))
     start_out_of_memory(make, "record-countd")
+
+    # Some allocations failing all through start-up, none after: one that starts has every client's summary.
+    trigger = str(tmp_path / "fail-now")
+    started = 0
+    for k in range(1, 16):
+        open(trigger, "w").close()
+        d = make(file=trigger, ppm=START_PPM, seed=k)
+        try:
+            d.start()
+        except RuntimeError:
+            pass
+        finally:
+            os.unlink(trigger)
+        if d.proc.poll() is not None:
+            code, log = d.proc.wait(), d.read_log()
+            assert code == 1 and re.search(r"^record-countd: .*(memory|cannot)", log, re.M), (k, code, log)
+            continue
+        started += 1
+        poll(lambda: healthy(d), what="/healthz 200 once allocations succeed again")
+        stats = d.get("/stats").json()
+        assert d.stop() == 0
+        assert stats["recorded"] == 20 and len(stats["clients"]) == 7, (k, stats, d.read_log())
+    assert started > 0
 
 
 def test_counterd_start_out_of_memory(record_countd, tmp_path):
