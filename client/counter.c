@@ -864,22 +864,6 @@ solo_fail_cb(struct dfr *d, void *arg)
 			  skipped);
 }
 
-/* stateless/unsafe: first in the chain, resume the counter under its lock if it must. */
-static void
-solo_resume_cb(struct dfr *d, void *arg)
-{
-	struct solo_req *s = arg;
-	struct dfr *rd;
-
-	if (!counter_stale(s->s_c))
-		return;
-	if ((rd = dfr_lock_run(s->s_c->c_lock, counter_resume_run, s->s_c)) ==
-	    NULL)
-		dfr_set_failure(d, ENOMEM, "out of memory");
-	else
-		dfr_wait(d, rd);
-}
-
 /* stateless/unsafe: free the call's state. */
 static void
 solo_free_cb(struct dfr *d, void *arg)
@@ -893,6 +877,7 @@ counter_next_solo(struct counter *c)
 {
 	struct solo_req *s;
 	struct dfr *d;
+	int stale;
 
 	if (c->c_in_flight + dfr_lock_waiting(c->c_lock) >= c->c_cf->backlog) {
 		c->c_st.errors++;
@@ -905,18 +890,34 @@ counter_next_solo(struct counter *c)
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return NULL;
 	s->s_c = c;
-	/* Built whole before it runs, as a batch's chain (see counter_batch_run()). */
-	if ((d = dfr_new(NULL, NULL)) == NULL ||
-	    dfr_add_callback(d, solo_resume_cb, s) != 0 ||
-	    dfr_add_callback(d, solo_go_cb, s) != 0 ||
-	    dfr_add_callbacks(d, solo_ok_cb, solo_fail_cb, s) != 0 ||
-	    dfr_add_both(d, solo_free_cb, s) != 0) {
-		if (d != NULL)
-			dfr_unref(d);
+	/*
+	 * A chain missing a pair (none could be added for want of memory)
+	 * would leave the call unanswered: it is built whole before it runs,
+	 * on a deferred that has not fired (an unfired deferred freed never
+	 * runs its callbacks), or, on the resume's, cancelled if it cannot be
+	 * (solo_go_cb is a callback: it does not run then).
+	 */
+	if (!(stale = counter_stale(c)))
+		d = dfr_new(NULL, NULL);
+	else
+		d = dfr_lock_run(c->c_lock, counter_resume_run, c);
+	if (d == NULL) {
 		free(s);
 		return NULL;
 	}
-	dfr_callback(d, NULL, NULL);
+	if (dfr_add_callback(d, solo_go_cb, s) != 0 ||
+	    dfr_add_callbacks(d, solo_ok_cb, solo_fail_cb, s) != 0 ||
+	    dfr_add_both(d, solo_free_cb, s) != 0) {
+		if (stale) {
+			dfr_cancel(d);
+			dfr_failure_free(dfr_take_failure(d));
+		}
+		dfr_unref(d);
+		free(s);
+		return NULL;
+	}
+	if (!stale)
+		dfr_callback(d, NULL, NULL);
 	return d;
 }
 
