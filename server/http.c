@@ -49,6 +49,8 @@ static struct log_limit http_accept_ll;
 #define HTTP_PREPARED(r) ((r)->resp != NULL || (r)->nomem)
 /* The answer of a request whose own could not be built: made at start, so it needs no memory then. */
 static struct MHD_Response *http_nomem_resp;
+/* The state of every request that had no memory for its own (never written). */
+static struct req http_nomem_req;
 static const char http_nomem_body[] = "{\"error\":\"out_of_memory\",\"message\":\"record-countd is out of memory: "
     "this answer could not be built. A record sent with the request may or may not be stored: retry it (if it was "
     "stored, the answer says duplicate)\"}\n";
@@ -978,16 +980,24 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 	struct req *r = *con_cls;
 	const struct route_entry *e;
 	char *grown;
-	size_t i;
+	size_t i, cap;
 
-	/* No memory for its state (http_uri_cb): the prebuilt answer, the body dropped. */
+	/*
+	 * No memory for its state (http_uri_cb): the body is read and dropped
+	 * and the prebuilt answer goes at its end (one queued earlier makes
+	 * libmicrohttpd close the connection while the client still sends).
+	 */
 	if (r == NULL) {
-		if (MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS) == NULL) {
-			http_nomem_log("for a request's state");
-			MHD_queue_response(conn, MHD_HTTP_SERVICE_UNAVAILABLE, http_nomem_resp);
-		}
-		*upload_data_size = 0;
+		*con_cls = &http_nomem_req;
 		return MHD_YES;
+	}
+	if (r == &http_nomem_req) {
+		if (*upload_data_size != 0) {
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
+		http_nomem_log("for a request's state");
+		return MHD_queue_response(conn, MHD_HTTP_SERVICE_UNAVAILABLE, http_nomem_resp);
 	}
 	if (r->answered)
 		return MHD_NO;
@@ -1019,18 +1029,22 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 			*upload_data_size = 0;
 			return MHD_YES;
 		}
+		/* Out of memory for the body so far: the rest is read and dropped, the answer says why. */
+		if (r->nomem) {
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
 		if (r->body_len + *upload_data_size + 1 > r->body_cap) {
-			r->body_cap = (r->body_len + *upload_data_size + 1) * 2;
-			if (r->body_cap > LIMIT_BODY + 1)
-				r->body_cap = LIMIT_BODY + 1;
-			if (HTTP_PREPARED(r) || (grown = realloc(r->body, r->body_cap)) == NULL) {
-				/* The rest of the body is read and dropped; the answer says why. */
-				if (!HTTP_PREPARED(r))
-					http_nomem(r, "reading a request body");
+			cap = (r->body_len + *upload_data_size + 1) * 2;
+			if (cap > LIMIT_BODY + 1)
+				cap = LIMIT_BODY + 1;
+			if ((grown = realloc(r->body, cap)) == NULL) {
+				http_nomem(r, "reading a request body");
 				*upload_data_size = 0;
 				return MHD_YES;
 			}
 			r->body = grown;
+			r->body_cap = cap;
 		}
 		memcpy(r->body + r->body_len, upload_data, *upload_data_size);
 		r->body_len += *upload_data_size;
@@ -1112,9 +1126,9 @@ http_completed_cb(void *arg, struct MHD_Connection *conn, void **con_cls, enum M
 	const union MHD_ConnectionInfo *info;
 	struct req *r = *con_cls;
 
-	if (r == NULL)
-		return;
 	*con_cls = NULL;
+	if (r == NULL || r == &http_nomem_req)
+		return;
 	if (shutting_down && r->answered && toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
 		http_unread_answer();
 	http_req_free(r);

@@ -23,6 +23,7 @@ import socket
 import sqlite3
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -142,6 +143,24 @@ def db_records(path):
     return {(c, v): s for c, v, s in rows}
 
 
+def post_in_parts(d, path, body, parts=3, timeout=HANG_S):
+    """A POST whose body arrives in parts, a moment apart (each part is one more read, the body grows)."""
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=timeout)
+    try:
+        conn.putrequest("POST", path)
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        step = len(body) // parts + 1
+        for i in range(0, len(body), step):
+            conn.send(body[i:i + step])
+            time.sleep(0.002)
+        r = conn.getresponse()
+        return harness.Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
+
+
 def record_load(d, tid, out):
     """One thread's load on record-countd: GET and POST records, reads, stats; every outcome into out."""
     rnd = random.Random(SEED + tid)
@@ -153,7 +172,12 @@ def record_load(d, tid, out):
         out.append(("get", client, [value], r))
         vals = [value + k for k in range(1, rnd.randint(2, 6))]
         value = vals[-1]
-        r = call(d.post, "/record-count", {"client": client, "values": vals})
+        if i % 4 == 3:
+            # Padded, in parts: the body is read in several steps, each may need more memory.
+            body = ('{"client": "%s", %s"values": %s}' % (client, " " * 3000, json.dumps(vals))).encode()
+            r = call(post_in_parts, d, "/record-count", body)
+        else:
+            r = call(d.post, "/record-count", {"client": client, "values": vals})
         out.append(("post", client, vals, r))
         path = rnd.choice(["/stats", "/stats?client=%s" % client, "/records?client=%s&limit=50" % client,
                            "/records?limit=20", "/clients/%s" % client, "/metrics", "/healthz"])
