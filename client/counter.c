@@ -478,7 +478,7 @@ batch_exhaust(struct batch *b, size_t keep)
 	b->b_n = keep;
 }
 
-/* First in a batch's chain: read the last value from record-countd if the counter must resume. */
+/* First in a batch's chain when the counter must resume: read its last value from record-countd. */
 static void
 batch_resume_cb(struct dfr *d, void *arg)
 {
@@ -581,9 +581,12 @@ counter_batch_run(void *arg)
 	 * The whole chain is built before it runs: adding a pair can fail
 	 * for want of memory, and a chain missing one would leave its calls
 	 * unanswered. An unfired deferred freed never runs its callbacks.
+	 * (Four pairs take one allocation, as on the deferred of
+	 * dfr_succeed() before; the resume is a fifth only when needed.)
 	 */
 	if ((d = dfr_new(NULL, NULL)) == NULL ||
-	    dfr_add_callback(d, batch_resume_cb, b) != 0 ||
+	    (counter_stale(c) &&
+	     dfr_add_callback(d, batch_resume_cb, b) != 0) ||
 	    dfr_add_callback(d, batch_record_cb, b) != 0 ||
 	    dfr_add_callback(d, batch_check_cb, b) != 0 ||
 	    dfr_add_callbacks(d, batch_ok_cb, batch_fail_cb, b) != 0 ||
