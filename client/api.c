@@ -464,6 +464,8 @@ api_next(struct evhttp_request *req, const char *name)
 		api_npending--;
 		evhttp_connection_set_closecb(aw->aw_evcon, NULL, NULL);
 		dfr_cancel(d);
+		/* Handled here: not logged as an unhandled failure. */
+		dfr_failure_free(dfr_take_failure(d));
 		dfr_unref(d);
 		free(aw);
 		api_error(req, 503, "out_of_memory",
