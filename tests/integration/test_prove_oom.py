@@ -35,6 +35,7 @@ SEED = 20261130
 PPM = 30000                    # 3% of allocations fail while the trigger file exists
 THREADS = 4
 ROUNDS = 60                     # per thread; each round is a few requests
+LOAD_CLIENTS = 3000              # clients in the database a start-up loads
 START_PPM = 100                 # one allocation in 10000 fails: about every other start-up meets one
 HANG_S = 10                     # an answer later than this is a hang (they take milliseconds)
 
@@ -369,6 +370,12 @@ def test_record_countd_start_out_of_memory(record_countd, tmp_path):
     for i in range(20):
         assert seed.get("/record-count?value=%d&client=c%d" % (i + 1, i % 7)).status == 200
     assert seed.stop() == 0
+    # Many more clients, written straight into the file: loading them is a good part of a start-up's allocations.
+    db = sqlite3.connect(seed.db)
+    with db:
+        db.executemany("INSERT INTO records (client, value, at) VALUES (?, ?, 0)",
+                       [("m%d" % i, i + 1) for i in range(LOAD_CLIENTS)])
+    db.close()
     n = [0]
 
     def make(**kw):
@@ -398,7 +405,8 @@ def test_record_countd_start_out_of_memory(record_countd, tmp_path):
         poll(lambda: healthy(d), what="/healthz 200 once allocations succeed again")
         stats = d.get("/stats").json()
         assert d.stop() == 0
-        assert stats["recorded"] == 20 and len(stats["clients"]) == 7, (k, stats, d.read_log())
+        assert stats["recorded"] == 20 + LOAD_CLIENTS and len(stats["clients"]) == 7 + LOAD_CLIENTS, \
+            (k, stats["recorded"], len(stats["clients"]), d.read_log())
     assert started > 0
 
 
