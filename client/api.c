@@ -168,21 +168,30 @@ api_send(struct evhttp_request *req, int status, struct evbuffer *b)
 	evhttp_send_reply(req, status, NULL, b);
 }
 
-/* Send a JSON body (taken over) with status. */
+static void api_nomem(const char *what);
+
+/*
+ * Send a JSON body (taken over) with status; a NULL body (out of memory),
+ * or one that cannot be written out, answers 503 out_of_memory instead.
+ */
 static void
 api_reply_json(struct evhttp_request *req, int status, json_t *body)
 {
 	struct evbuffer *b = evbuffer_new();
-	char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+	char *text = body != NULL ? jmem_dumps(body, JSON_COMPACT) : NULL;
 
 	json_decref(body);
-	if (b != NULL) {
-		if (text != NULL)
-			evbuffer_add_printf(b, "%s\n", text);
-		else
+	if (text == NULL || b == NULL ||
+	    evbuffer_add_printf(b, "%s\n", text) < 0) {
+		status = 503;
+		api_nomem("building an answer");
+		if (b != NULL) {
+			evbuffer_drain(b, evbuffer_get_length(b));
 			evbuffer_add_printf(
-			    b, "{\"error\": \"internal\", \"message\": \"out "
-			       "of memory\"}\n");
+			    b, "{\"error\": \"out_of_memory\", \"message\": "
+			       "\"counterd is out of memory: this answer could "
+			       "not be built; retry later\"}\n");
+		}
 	}
 	free(text);
 	if (status >= 400 && status < 500)
@@ -192,6 +201,29 @@ api_reply_json(struct evhttp_request *req, int status, json_t *body)
 	api_send(req, status, b);
 	if (b != NULL)
 		evbuffer_free(b);
+}
+
+/*
+ * Memory ran out doing what, and a request answers 503 out_of_memory: a
+ * line at most API_NOMEM_LOG_BURST per API_NOMEM_LOG_S seconds.
+ */
+#define API_NOMEM_LOG_S 10
+#define API_NOMEM_LOG_BURST 3
+static void
+api_nomem(const char *what)
+{
+	static struct log_limit ll;
+	unsigned long skipped;
+	char more[64] = "";
+
+	if (!log_limit_burst_due(&ll, API_NOMEM_LOG_S, API_NOMEM_LOG_BURST,
+				 &skipped))
+		return;
+	if (skipped > 0)
+		snprintf(more, sizeof more,
+			 " (%lu more since the last such line)", skipped);
+	log_warnx("out of memory %s: answered 503 out_of_memory%s", what,
+		  more);
 }
 
 /* Send {"error": word, "message": ...} with status. */
@@ -250,6 +282,9 @@ api_failure_status(int code, const char **word)
 		return 409;
 	case DFR_ECANCELED:
 		*word = "cancelled";
+		return 503;
+	case ENOMEM:
+		*word = "out_of_memory";
 		return 503;
 	default:
 		*word = "internal";
@@ -393,13 +428,15 @@ api_next(struct evhttp_request *req, const char *name)
 				  "too many counters (at most 10000)");
 		}
 		else
-			api_error(req, 500, "internal", "out of memory");
+			api_error(req, 503, "out_of_memory",
+				  "counterd is out of memory; retry later");
 		return;
 	}
 	if ((aw = calloc(1, sizeof *aw)) == NULL ||
 	    (d = counter_next(c)) == NULL) {
 		free(aw);
-		api_error(req, 500, "internal", "out of memory");
+		api_error(req, 503, "out_of_memory",
+				  "counterd is out of memory; retry later");
 		return;
 	}
 	aw->aw_req = req;
@@ -427,9 +464,12 @@ api_next(struct evhttp_request *req, const char *name)
 		api_npending--;
 		evhttp_connection_set_closecb(aw->aw_evcon, NULL, NULL);
 		dfr_cancel(d);
+		/* Handled here: not logged as an unhandled failure. */
+		dfr_failure_free(dfr_take_failure(d));
 		dfr_unref(d);
 		free(aw);
-		api_error(req, 500, "internal", "out of memory");
+		api_error(req, 503, "out_of_memory",
+				  "counterd is out of memory; retry later");
 	}
 }
 
@@ -488,10 +528,15 @@ api_list(struct evhttp_request *req, const char *name)
 	json_t *arr = json_array();
 	struct counter *c;
 
-	for (c = counter_first(); c != NULL; c = counter_after(c))
-		if (api_counter_known(c))
-			json_array_append_new(arr, api_counter_json(c));
-	api_reply_json(req, 200, json_pack("{s:o}", "counters", arr));
+	/* Every counter or none: a list missing one would be wrong. */
+	for (c = counter_first(); arr != NULL && c != NULL; c = counter_after(c))
+		if (api_counter_known(c) &&
+		    json_array_append_new(arr, api_counter_json(c)) != 0) {
+			json_decref(arr);
+			arr = NULL;
+		}
+	api_reply_json(req, 200,
+		       arr != NULL ? json_pack("{s:o}", "counters", arr) : NULL);
 }
 
 /* Milliseconds from nanoseconds, as a JSON real. */
@@ -505,10 +550,13 @@ api_ms(uint64_t ns)
 static void
 api_stats(struct evhttp_request *req, const char *name)
 {
-	json_t *cs = json_object(), *root;
+	json_t *cs, *root;
 	struct recorder_stats rs;
 	struct counter *c;
 
+	/* A counter missing for want of memory would be wrong: 503 instead. */
+	jmem_clear();
+	cs = json_object();
 	for (c = counter_first(); c != NULL; c = counter_after(c)) {
 		struct counter_stats st;
 		struct dfr_stats ls;
@@ -556,6 +604,10 @@ api_stats(struct evhttp_request *req, const char *name)
 	    (json_int_t)rs.timeouts, "values", (json_int_t)rs.values,
 	    "connections", (json_int_t)rs.connections, "queued",
 	    (json_int_t)rs.queued, "active", (json_int_t)rs.active);
+	if (jmem_failed()) {
+		json_decref(root);
+		root = NULL;
+	}
 	api_reply_json(req, 200, root);
 }
 
@@ -658,7 +710,8 @@ api_metrics(struct evhttp_request *req, const char *name)
 		if (b != NULL)
 			evbuffer_free(b);
 		free(vals);
-		api_error(req, 500, "internal", "out of memory");
+		api_error(req, 503, "out_of_memory",
+				  "counterd is out of memory; retry later");
 		return;
 	}
 	/* Each counter's figures once, in the order of m. */

@@ -232,6 +232,14 @@ void api_stop_accepting(void);
 size_t api_pending(void);
 void api_free(void);
 
+/* reserve.c */
+/*
+ * Make libevent allocate through counterd's allocator, which draws on a
+ * reserve set aside now when malloc fails; before any other libevent call.
+ * 0, or -1 (out of memory).
+ */
+int reserve_init(void);
+
 /* counterd.c */
 extern volatile int counterd_stopping;
 /* Update the server health state shown by /healthz. */

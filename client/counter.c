@@ -40,6 +40,8 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include <event2/event.h>
+
 #include "dfr.h"
 #include "util.h"
 #include "client.h"
@@ -54,6 +56,7 @@ struct counter {
 	struct dfr_lock *c_lock;
 	struct dfr_queue *c_queue; /* locked: waiting next calls */
 	int c_drain_pending;	   /* a batch run waits for the lock */
+	struct event *c_retry; /* locked: start a batch again (out of memory) */
 	int c_resumed;	/* the last value was read from record-countd */
 	int c_refetch;	/* read it again before the next value (conflict) */
 	int c_stopping;
@@ -107,6 +110,8 @@ static size_t ncounters;
 static int counters_stopping;
 
 static void counter_kick(struct counter *c);
+static void counter_retry_cb(evutil_socket_t fd, short what, void *arg);
+static void counter_retry(struct counter *c);
 
 /* The name of a strategy. */
 const char *
@@ -157,11 +162,18 @@ counter_get(const struct counter_config *cf, const char *name, int create)
 		return NULL;
 	c->c_lock = dfr_lock_new();
 	c->c_queue = dfr_queue_new(DFR_UNBOUNDED, 0);
-	if (c->c_lock == NULL || c->c_queue == NULL) {
+	/* Made now: when memory runs out, a batch that cannot start needs it. */
+	if (cf->strategy == STRATEGY_LOCKED && cf->base != NULL)
+		c->c_retry = evtimer_new(cf->base, counter_retry_cb, c);
+	if (c->c_lock == NULL || c->c_queue == NULL ||
+	    (c->c_retry == NULL && cf->strategy == STRATEGY_LOCKED &&
+	     cf->base != NULL)) {
 		if (c->c_lock != NULL)
 			dfr_lock_free(c->c_lock);
 		if (c->c_queue != NULL)
 			dfr_queue_free(c->c_queue);
+		if (c->c_retry != NULL)
+			event_free(c->c_retry);
 		free(c);
 		errno = ENOMEM;
 		return NULL;
@@ -466,6 +478,22 @@ batch_exhaust(struct batch *b, size_t keep)
 	b->b_n = keep;
 }
 
+/* First in a batch's chain when the counter must resume: read its last value from record-countd. */
+static void
+batch_resume_cb(struct dfr *d, void *arg)
+{
+	struct batch *b = arg;
+	struct counter *c = b->b_c;
+	struct dfr *rd;
+
+	if (!counter_stale(c))
+		return;
+	if ((rd = recorder_last_value(c->c_cf->recorder, c->c_client)) == NULL)
+		dfr_set_failure(d, ENOMEM, "out of memory");
+	else
+		dfr_wait(d, rd);
+}
+
 /* Resumed (if needed): record the batch and wait for the answer. */
 static void
 batch_record_cb(struct dfr *d, void *arg)
@@ -549,19 +577,27 @@ counter_batch_run(void *arg)
 		return dfr_succeed(NULL, NULL);
 	}
 	c->c_in_flight = b->b_n;
-	if (!counter_stale(c))
-		d = dfr_succeed(NULL, NULL);
-	else
-		d = recorder_last_value(c->c_cf->recorder, c->c_client);
-	if (d == NULL) {
+	/*
+	 * The whole chain is built before it runs: adding a pair can fail
+	 * for want of memory, and a chain missing one would leave its calls
+	 * unanswered. An unfired deferred freed never runs its callbacks.
+	 * (Four pairs take one allocation, as on the deferred of
+	 * dfr_succeed() before; the resume is a fifth only when needed.)
+	 */
+	if ((d = dfr_new(NULL, NULL)) == NULL ||
+	    (counter_stale(c) &&
+	     dfr_add_callback(d, batch_resume_cb, b) != 0) ||
+	    dfr_add_callback(d, batch_record_cb, b) != 0 ||
+	    dfr_add_callback(d, batch_check_cb, b) != 0 ||
+	    dfr_add_callbacks(d, batch_ok_cb, batch_fail_cb, b) != 0 ||
+	    dfr_add_both(d, batch_free_cb, b) != 0) {
+		if (d != NULL)
+			dfr_unref(d);
 		batch_fail_cb(NULL, b);
 		batch_free_cb(NULL, b);
 		return dfr_fail(ENOMEM, "out of memory");
 	}
-	dfr_add_callback(d, batch_record_cb, b);
-	dfr_add_callback(d, batch_check_cb, b);
-	dfr_add_callbacks(d, batch_ok_cb, batch_fail_cb, b);
-	dfr_add_both(d, batch_free_cb, b);
+	dfr_callback(d, NULL, NULL);
 	return d;
 }
 
@@ -577,8 +613,34 @@ counter_batch_done_cb(struct dfr *d, void *arg)
 			log_warnx("counter %s: batch: %s", c->c_name,
 				  f->message);
 		c->c_drain_pending = 0;
+		if (f->code == ENOMEM)
+			counter_retry(c);
 		dfr_failure_free(f);
 	}
+}
+
+/*
+ * No memory to start a batch: its calls stay queued, so try again in
+ * COUNTER_RETRY_MS (each call still ends at --wait-timeout).
+ */
+#define COUNTER_RETRY_MS 20
+static void
+counter_retry(struct counter *c)
+{
+	struct timeval tv = {0, COUNTER_RETRY_MS * 1000};
+
+	if (c->c_retry != NULL && c->c_waiting > 0 && !c->c_stopping)
+		evtimer_add(c->c_retry, &tv);
+}
+
+/* The retry timer: start the batch of the calls still waiting. */
+static void
+counter_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct counter *c = arg;
+
+	if (c->c_waiting > 0)
+		counter_kick(c);
 }
 
 /* Make sure a batch run is on its way to the lock. */
@@ -594,6 +656,7 @@ counter_kick(struct counter *c)
 	if (rd == NULL) {
 		c->c_drain_pending = 0;
 		log_warnx("counter %s: out of memory", c->c_name);
+		counter_retry(c);
 		return;
 	}
 	dfr_add_both(rd, counter_batch_done_cb, c);
@@ -817,6 +880,7 @@ counter_next_solo(struct counter *c)
 {
 	struct solo_req *s;
 	struct dfr *d;
+	int stale;
 
 	if (c->c_in_flight + dfr_lock_waiting(c->c_lock) >= c->c_cf->backlog) {
 		c->c_st.errors++;
@@ -829,17 +893,34 @@ counter_next_solo(struct counter *c)
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return NULL;
 	s->s_c = c;
-	if (!counter_stale(c))
-		d = dfr_succeed(NULL, NULL);
+	/*
+	 * A chain missing a pair (none could be added for want of memory)
+	 * would leave the call unanswered: it is built whole before it runs,
+	 * on a deferred that has not fired (an unfired deferred freed never
+	 * runs its callbacks), or, on the resume's, cancelled if it cannot be
+	 * (solo_go_cb is a callback: it does not run then).
+	 */
+	if (!(stale = counter_stale(c)))
+		d = dfr_new(NULL, NULL);
 	else
 		d = dfr_lock_run(c->c_lock, counter_resume_run, c);
 	if (d == NULL) {
 		free(s);
 		return NULL;
 	}
-	dfr_add_callback(d, solo_go_cb, s);
-	dfr_add_callbacks(d, solo_ok_cb, solo_fail_cb, s);
-	dfr_add_both(d, solo_free_cb, s);
+	if (dfr_add_callback(d, solo_go_cb, s) != 0 ||
+	    dfr_add_callbacks(d, solo_ok_cb, solo_fail_cb, s) != 0 ||
+	    dfr_add_both(d, solo_free_cb, s) != 0) {
+		if (stale) {
+			dfr_cancel(d);
+			dfr_failure_free(dfr_take_failure(d));
+		}
+		dfr_unref(d);
+		free(s);
+		return NULL;
+	}
+	if (!stale)
+		dfr_callback(d, NULL, NULL);
 	return d;
 }
 
@@ -898,6 +979,8 @@ counter_free_all(void)
 		TAILQ_REMOVE(&counters, c, c_entry);
 		dfr_queue_free(c->c_queue);
 		dfr_lock_free(c->c_lock);
+		if (c->c_retry != NULL)
+			event_free(c->c_retry);
 		free(c);
 	}
 	memset(buckets, 0, sizeof buckets);

@@ -376,11 +376,18 @@ again:
 static void
 report_error(const char *what, const struct answer *a)
 {
-	json_t *j = json_loads(a->body, 0, NULL);
-	const char *word = json_string_value(json_object_get(j, "error"));
-	const char *msg = json_string_value(json_object_get(j, "message"));
+	json_t *j;
+	const char *word, *msg;
 
-	if (word != NULL)
+	jmem_clear();
+	j = json_loads(a->body, 0, NULL);
+	word = json_string_value(json_object_get(j, "error"));
+	msg = json_string_value(json_object_get(j, "message"));
+	if (word == NULL && jmem_failed())
+		warnmsg("%s: counterd answered %d (out of memory reading its "
+			"message)",
+			what, a->status);
+	else if (word != NULL)
 		warnmsg("%s: %d %s: %s", what, a->status, word,
 			msg != NULL ? msg : "");
 	else
@@ -407,7 +414,13 @@ call_json(const char *what, const char *method, const char *path, int *status)
 			exit(EX_FAILED);
 		}
 	}
-	if ((j = json_loads(a.body, 0, NULL)) == NULL) {
+	jmem_clear();
+	if ((j = json_loads(a.body, 0, NULL)) == NULL && jmem_failed()) {
+		warnmsg("%s: out of memory reading counterd's answer", what);
+		free(a.body);
+		exit(EX_FAILED);
+	}
+	if (j == NULL) {
 		warnmsg("%s: counterd's answer is not JSON", what);
 		free(a.body);
 		exit(EX_UNREACHABLE);
@@ -452,11 +465,18 @@ next_worker(void *arg)
 			pthread_mutex_unlock(&job->mu);
 			break;
 		}
+		jmem_clear();
 		j = a.status == 200 ? json_loads(a.body, 0, NULL) : NULL;
 		pthread_mutex_lock(&job->mu);
 		if (a.status != 200) {
 			if (!job->failed)
 				report_error("next", &a);
+			job->failed = 1;
+		} else if (j == NULL && jmem_failed()) {
+			if (!job->failed)
+				warnmsg("next: out of memory reading counterd's "
+					"answer (the number it handed out is "
+					"used up)");
 			job->failed = 1;
 		} else if (!json_is_integer(json_object_get(j, "count"))) {
 			warnmsg("next: counterd's answer lacks a count");
@@ -689,6 +709,7 @@ main(int argc, char **argv)
 	int ch, k, status;
 
 	signal(SIGPIPE, SIG_IGN);
+	jmem_init();
 	/* "+": the global options end at the command's name. */
 	while ((ch = getopt_long(argc, argv, "+:hVs:t:", longopts, NULL)) !=
 	       -1) {
@@ -781,11 +802,15 @@ main(int argc, char **argv)
 			return EX_USAGE;
 		}
 		j = call_json(argv[0], "GET", path, &status);
-		text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-		if (text != NULL)
-			printf("%s\n", text);
-		free(text);
+		text = jmem_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		json_decref(j);
+		if (text == NULL) {
+			warnmsg("%s: out of memory printing counterd's answer",
+				argv[0]);
+			return EX_FAILED;
+		}
+		printf("%s\n", text);
+		free(text);
 		if (!output_ok(argv[0]))
 			return EX_FAILED;
 		return status == 200 ? EX_OK : EX_FAILED;

@@ -581,6 +581,9 @@ main(int argc, char **argv)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+	jmem_init();
+	if (reserve_init() != 0)
+		fatalx("out of memory starting up");
 	log_route_libevent();
 	dfr_set_unhandled_cb(unhandled_cb, NULL);
 	if ((base = event_base_new()) == NULL)

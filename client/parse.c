@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "client.h"
+#include "util.h"
 
 /* Whether c may appear in a counter name. */
 static int
@@ -178,6 +179,25 @@ json_int(json_t *o, const char *key, json_int_t *v)
 	return 0;
 }
 
+/* Load an answer, noting whether jansson ran out of memory on the way. */
+static json_t *
+parse_json(const char *body, size_t len, json_error_t *err)
+{
+	jmem_clear();
+	return json_loadb(body, len, JSON_REJECT_DUPLICATES, err);
+}
+
+/* Why parse_json failed: not JSON, or no memory to read it (jansson may blame a token then). */
+static void
+parse_json_why(const json_error_t *err, char *why, size_t whylen)
+{
+	if (jmem_failed() ||
+	    json_error_code(err) == json_error_out_of_memory)
+		snprintf(why, whylen, "out of memory reading the answer");
+	else
+		snprintf(why, whylen, "invalid JSON: %s", err->text);
+}
+
 /* Check record-countd's answer to POST /record-count. */
 int
 answer_parse_record(const char *body, size_t len, const char *client,
@@ -189,9 +209,9 @@ answer_parse_record(const char *body, size_t len, const char *client,
 	size_t i;
 	int rc = -1;
 
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+	root = parse_json(body, len, &err);
 	if (root == NULL) {
-		snprintf(why, whylen, "invalid JSON: %s", err.text);
+		parse_json_why(&err, why, whylen);
 		return -1;
 	}
 	cl = json_object_get(root, "client");
@@ -243,9 +263,9 @@ answer_parse_client(const char *body, size_t len, const char *client,
 	json_int_t v;
 	int rc = -1;
 
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+	root = parse_json(body, len, &err);
 	if (root == NULL) {
-		snprintf(why, whylen, "invalid JSON: %s", err.text);
+		parse_json_why(&err, why, whylen);
 		return -1;
 	}
 	cl = json_object_get(root, "client");

@@ -33,6 +33,16 @@ static struct event *api_read_ev;
 static uint64_t api_reads_out;    /* handed to the store, not yet collected */
 uint64_t api_reads_waiting;
 
+/* Answer r's input error: 400, or 503 when memory ran out parsing it. */
+static void
+api_input_error(struct req *r, const struct input_error *err)
+{
+	if (strcmp(err->code, "out_of_memory") == 0)
+		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, err->code, "%s", err->message);
+	else
+		http_error(r, MHD_HTTP_BAD_REQUEST, err->code, "%s", err->message);
+}
+
 /* Start a /record-count request of r->client: count it in flight, then record and delay it. */
 static void
 api_record_start(struct req *r)
@@ -42,10 +52,13 @@ api_record_start(struct req *r)
 		r->dups = &r->dup1;
 	} else if ((r->seqs = calloc(r->nvalues, sizeof *r->seqs)) == NULL ||
 	    (r->dups = calloc(r->nvalues, sizeof *r->dups)) == NULL) {
-		http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+		http_nomem(r, "for a request's records (nothing was recorded)");
 		return;
 	}
-	r->cs = metrics_client(r->client);
+	if ((r->cs = metrics_client(r->client)) == NULL) {
+		http_nomem(r, "for a new client's statistics (nothing was recorded)");
+		return;
+	}
 	metrics_request_start(r->cs);
 	r->counted = 1;
 	delay_record(r);
@@ -60,7 +73,7 @@ api_record_get(struct req *r)
 
 	if (input_record_query(r->query, strlen(r->query), r->client, &value, &err) != 0) {
 		r->client[0] = '\0';
-		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
+		api_input_error(r, &err);
 		return;
 	}
 	r->value1 = value;
@@ -84,7 +97,7 @@ api_record_post(struct req *r)
 	if (input_record_body(r->body ? r->body : "", r->body_len, r->client, &r->values, &r->nvalues,
 	    &err) != 0) {
 		r->client[0] = '\0';
-		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
+		api_input_error(r, &err);
 		return;
 	}
 	api_record_start(r);
@@ -113,6 +126,11 @@ api_record_answer(struct req *r)
 		    "before are safe); retry once space is freed");
 		return;
 	}
+	if (r->failed && r->oom) {
+		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out_of_memory",
+		    "record-countd is out of memory: nothing of this request was recorded; retry later");
+		return;
+	}
 	if (r->failed) {
 		http_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "storage_error",
 		    "the record could not be stored; nothing was recorded, retry later");
@@ -124,7 +142,7 @@ api_record_answer(struct req *r)
 		 * is fixed and a client id needs no escaping ([A-Za-z0-9._:-]).
 		 */
 		if ((text = malloc(96 + LIMIT_CLIENT)) == NULL) {
-			log_warnx("out of memory building a response");
+			http_nomem(r, "building an answer");
 			return;
 		}
 		len = snprintf(text, 96 + LIMIT_CLIENT, "{\"value\":%llu,\"client\":\"%s\",\"seq\":%lld,\"duplicate\":%s}\n",
@@ -132,10 +150,18 @@ api_record_answer(struct req *r)
 		http_answer_text(r, MHD_HTTP_OK, "application/json", text, (size_t)len);
 		return;
 	}
-	recs = json_array();
+	/* Every record or none: an answer missing one would tell the client it was not stored. */
+	if ((recs = json_array()) == NULL) {
+		http_nomem(r, "building an answer");
+		return;
+	}
 	for (i = 0; i < r->nvalues; i++)
-		json_array_append_new(recs, json_pack("{sI sI sb}", "value", (json_int_t)r->values[i], "seq",
-		    (json_int_t)r->seqs[i], "duplicate", r->dups[i]));
+		if (json_array_append_new(recs, json_pack("{sI sI sb}", "value", (json_int_t)r->values[i], "seq",
+		    (json_int_t)r->seqs[i], "duplicate", r->dups[i])) != 0) {
+			json_decref(recs);
+			http_nomem(r, "building an answer");
+			return;
+		}
 	http_answer(r, MHD_HTTP_OK, json_pack("{ss so}", "client", r->client, "records", recs));
 }
 
@@ -179,7 +205,7 @@ api_read(struct req *r, const char *client, int64_t after, unsigned limit)
 
 	if ((ar = calloc(1, sizeof *ar)) == NULL || (limit != 0 && (ar->recs = json_array()) == NULL)) {
 		free(ar);
-		http_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+		http_nomem(r, "for a read");
 		return;
 	}
 	if (client != NULL) {
@@ -332,7 +358,7 @@ api_query(struct req *r, const char *const *allowed, struct input_query *q, cons
 
 	if (input_query_parse(r->query, strlen(r->query), q, &err) != 0 ||
 	    input_query_check(q, allowed, &err) != 0) {
-		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
+		api_input_error(r, &err);
 		return -1;
 	}
 	*client = input_query_get(q, "client");
@@ -354,7 +380,7 @@ api_records(struct req *r)
 	unsigned limit;
 
 	if (input_records_query(r->query, strlen(r->query), client, &after, &limit, &err) != 0) {
-		http_error(r, MHD_HTTP_BAD_REQUEST, err.code, "%s", err.message);
+		api_input_error(r, &err);
 		return;
 	}
 	api_read(r, client[0] != '\0' ? client : NULL, (int64_t)after, limit);
@@ -378,7 +404,7 @@ api_clients(struct req *r)
 #define API_STATS_WHOLE 4096
 
 /* The whole /stats document's source for http_answer_stream(). */
-static size_t
+static ssize_t
 api_stats_read(void *arg, char *buf, size_t max)
 {
 	return metrics_stats_read(arg, buf, max);
@@ -413,7 +439,7 @@ api_stats(struct req *r)
 	} else if ((s = metrics_stats_open()) != NULL)
 		http_answer_stream(r, MHD_HTTP_OK, "application/json", api_stats_read, api_stats_done, s);
 	else
-		log_warnx("out of memory building a response");
+		http_nomem(r, "building an answer");
 out:
 	input_query_free(&q);
 }

@@ -264,8 +264,9 @@ delay_submit(struct req *r)
 
 	/* The job and its values, seqs and dups in one allocation. */
 	if ((dj = malloc(sizeof *dj + n * (sizeof *sj->values + sizeof *sj->seqs + 1))) == NULL) {
-		log_warnx("out of memory for the records of %s", r->client);
 		r->failed = 1;
+		r->oom = 1;
+		http_nomem_log("for a request's records (nothing was recorded)");
 		r->committed = 1;
 		delay_check(r);
 		return;
@@ -297,17 +298,19 @@ delay_record(struct req *r)
 	struct timeval tv;
 	uint64_t lat, now, due;
 
-	MHD_suspend_connection(r->conn);
-	r->suspended = 1;
-	delay_suspended++;
 	lat = delay_latency();
 	now = now_mono_us();
 	due = r->due_us = r->arrival_us + lat * 1000;
+	if (due > now && (r->timer = evtimer_new(ev_base, delay_timer_cb, r)) == NULL) {
+		http_nomem(r, "for a request's timer (nothing was recorded)");
+		return;
+	}
+	MHD_suspend_connection(r->conn);
+	r->suspended = 1;
+	delay_suspended++;
 	if (due <= now)
 		r->due = 1;
 	else {
-		if ((r->timer = evtimer_new(ev_base, delay_timer_cb, r)) == NULL)
-			fatalx("out of memory for a timer");
 		/* libevent counts timers from its cached loop time: make that now, so they do not fire early. */
 		event_base_update_cache_time(ev_base);
 		tv.tv_sec = (time_t)((due - now) / 1000000);

@@ -45,6 +45,15 @@ struct http_listener {
 /* At most one log line per this many seconds about failing accepts. */
 #define HTTP_ACCEPT_LOG_S 10
 static struct log_limit http_accept_ll;
+/* An answer is ready to queue: built, or out of memory (the prebuilt 503 goes). */
+#define HTTP_PREPARED(r) ((r)->resp != NULL || (r)->nomem)
+/* The answer of a request whose own could not be built: made at start, so it needs no memory then. */
+static struct MHD_Response *http_nomem_resp;
+/* The state of every request that had no memory for its own (never written). */
+static struct req http_nomem_req;
+static const char http_nomem_body[] = "{\"error\":\"out_of_memory\",\"message\":\"record-countd is out of memory: "
+    "this answer could not be built. A record sent with the request may or may not be stored: retry it (if it was "
+    "stored, the answer says duplicate)\"}\n";
 static struct http_listener *http_listeners;
 static size_t http_nlisteners;
 static int http_quiesced;
@@ -278,29 +287,33 @@ http_printable(char *s)
 static void
 http_answer_raw(struct http_conn *hc, struct req *r, unsigned status, const char *code, const char *text)
 {
-	char date[64], msg[512], *body, *out;
+	char date[64], msg[512], out[4096], *body = NULL;
+	const char *text_out;
 	json_t *doc;
 	struct tm tm;
 	time_t now;
 	int len;
 
 	snprintf(msg, sizeof msg, "%s", text);
-	if ((doc = json_pack("{ss ss}", "error", code, "message", http_printable(msg))) == NULL)
-		return;
-	body = json_dumps(doc, JSON_COMPACT);
-	json_decref(doc);
-	if (body == NULL)
-		return;
+	if ((doc = json_pack("{ss ss}", "error", code, "message", http_printable(msg))) != NULL) {
+		body = jmem_dumps(doc, JSON_COMPACT);
+		json_decref(doc);
+	}
+	/* Out of memory: the prebuilt answer instead (the head is built on the stack). */
+	if (body == NULL) {
+		http_nomem_log("building an error answer");
+		status = MHD_HTTP_SERVICE_UNAVAILABLE;
+	}
+	text_out = body != NULL ? body : http_nomem_body;
 	now = time(NULL);
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-	len = asprintf(&out, "HTTP/1.1 %u %s\r\nDate: %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
-	    "Content-Length: %zu\r\n\r\n%s\n", status, MHD_get_reason_phrase_for(status), date, strlen(body) + 1, body);
+	len = snprintf(out, sizeof out, "HTTP/1.1 %u %s\r\nDate: %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\n\r\n%s%s", status, MHD_get_reason_phrase_for(status), date,
+	    strlen(text_out) + (body != NULL), text_out, body != NULL ? "\n" : "");
 	free(body);
-	if (len < 0)
-		return;
-	send(hc->fd, out, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
-	free(out);
+	if (len > 0 && (size_t)len < sizeof out)
+		send(hc->fd, out, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	http_conn_shut(hc);
 	r->answered = 1;
 	if (http_quiesced)
@@ -505,20 +518,55 @@ http_uri_cb(void *arg, const char *uri, struct MHD_Connection *conn)
 	return r;
 }
 
-/* Build a response from a malloc'd buffer with Content-Type. */
+/*
+ * Out of memory building answers: a line at most HTTP_NOMEM_LOG_BURST per
+ * HTTP_NOMEM_LOG_S seconds, the next saying how many were not logged.
+ */
+#define HTTP_NOMEM_LOG_S 10
+#define HTTP_NOMEM_LOG_BURST 3
+void
+http_nomem(struct req *r, const char *what)
+{
+	if (r->resp != NULL) {
+		MHD_destroy_response(r->resp);
+		r->resp = NULL;
+	}
+	r->nomem = 1;
+	http_nomem_log(what);
+}
+
+/* Log that memory ran out doing what, if a line is due. */
+void
+http_nomem_log(const char *what)
+{
+	static struct log_limit ll;
+	unsigned long skipped;
+	char more[64] = "";
+
+	if (!log_limit_burst_due(&ll, HTTP_NOMEM_LOG_S, HTTP_NOMEM_LOG_BURST, &skipped))
+		return;
+	if (skipped > 0)
+		snprintf(more, sizeof more, " (%lu more since the last such line)", skipped);
+	log_warnx("out of memory %s: answered 503 out_of_memory%s", what, more);
+}
+
+/* Build a response from a malloc'd buffer (NULL: out of memory) with Content-Type. */
 static void
 http_set(struct req *r, unsigned status, const char *type, char *text, size_t len)
 {
 	if (r->resp != NULL)
 		MHD_destroy_response(r->resp);
-	r->resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+	r->resp = text != NULL ? MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE) : NULL;
 	if (r->resp == NULL) {
 		free(text);
+		http_nomem(r, "building an answer");
 		return;
 	}
-	MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	if (shutting_down)
-		MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	if (MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, type) != MHD_YES ||
+	    (shutting_down && MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)) {
+		http_nomem(r, "building an answer");
+		return;
+	}
 	r->status = status;
 }
 
@@ -529,16 +577,16 @@ http_answer(struct req *r, unsigned status, json_t *body)
 	char *text, *grown;
 	size_t len;
 
-	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	text = body ? jmem_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
 	if (text == NULL) {
-		log_warnx("out of memory building a response");
+		http_nomem(r, "building an answer");
 		return;
 	}
 	len = strlen(text);
 	if ((grown = realloc(text, len + 2)) == NULL) {
 		free(text);
-		log_warnx("out of memory building a response");
+		http_nomem(r, "building an answer");
 		return;
 	}
 	text = grown;
@@ -564,7 +612,7 @@ http_error(struct req *r, unsigned status, const char *code, const char *fmt, ..
 
 /* A streamed answer's source (see http_answer_stream()). */
 struct http_stream {
-	size_t (*read)(void *, char *, size_t);
+	ssize_t (*read)(void *, char *, size_t);
 	void (*done)(void *);
 	void *arg;
 };
@@ -574,11 +622,15 @@ static ssize_t
 http_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct http_stream *hs = cls;
-	size_t n;
+	ssize_t n;
 
 	if ((n = hs->read(hs->arg, buf, max)) == 0)
 		return MHD_CONTENT_READER_END_OF_STREAM;
-	return (ssize_t)n;
+	if (n < 0) {
+		http_nomem_log("writing a streamed answer (its connection is closed, the answer cut short)");
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	}
+	return n;
 }
 
 /* A streamed answer is over, sent or not. */
@@ -594,11 +646,12 @@ http_stream_free(void *cls)
 /*
  * Prepare an answer of unknown length (chunked in HTTP/1.1), which read(arg,
  * buf, max) writes piece by piece as the connection takes it, returning
- * bytes written, never 0 before the end; done(arg) is called once it is over
- * (sent, failed or never queued), and at once if out of memory.
+ * bytes written, never 0 before the end, or -1 if it cannot go on (the
+ * connection is then closed); done(arg) is called once it is over (sent,
+ * failed or never queued), and at once if out of memory (a 503).
  */
 void
-http_answer_stream(struct req *r, unsigned status, const char *type, size_t (*read)(void *, char *, size_t),
+http_answer_stream(struct req *r, unsigned status, const char *type, ssize_t (*read)(void *, char *, size_t),
     void (*done)(void *), void *arg)
 {
 	struct http_stream *hs;
@@ -609,7 +662,7 @@ http_answer_stream(struct req *r, unsigned status, const char *type, size_t (*re
 	}
 	if ((hs = malloc(sizeof *hs)) == NULL) {
 		done(arg);
-		log_warnx("out of memory building a response");
+		http_nomem(r, "building an answer");
 		return;
 	}
 	hs->read = read;
@@ -619,12 +672,14 @@ http_answer_stream(struct req *r, unsigned status, const char *type, size_t (*re
 	    http_stream_free);
 	if (r->resp == NULL) {
 		http_stream_free(hs);
-		log_warnx("out of memory building a response");
+		http_nomem(r, "building an answer");
 		return;
 	}
-	MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	if (shutting_down)
-		MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	if (MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, type) != MHD_YES ||
+	    (shutting_down && MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)) {
+		http_nomem(r, "building an answer");
+		return;
+	}
 	/*
 	 * libmicrohttpd 0.9.75 ends a chunked answer to HEAD with the last chunk
 	 * ("0" and a blank line), which the client would read as the start of
@@ -635,7 +690,7 @@ http_answer_stream(struct req *r, unsigned status, const char *type, size_t (*re
 	r->status = status;
 }
 
-/* Prepare a plain-text answer. */
+/* Prepare a plain-text answer; NULL text (out of memory) answers 503. */
 void
 http_answer_text(struct req *r, unsigned status, const char *type, char *text, size_t len)
 {
@@ -709,16 +764,21 @@ http_send(struct req *r)
 	enum MHD_Result ret;
 	double end;
 
-	if (r->resp == NULL) {
+	if (r->resp == NULL && r->nomem) {
+		/* Shared, made at start: queued, never destroyed here. */
+		r->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+		ret = MHD_queue_response(r->conn, r->status, http_nomem_resp);
+	} else if (r->resp == NULL) {
 		r->answered = 1;
 		http_leave(r);
 		return MHD_NO;
+	} else {
+		ret = MHD_queue_response(r->conn, r->status, r->resp);
+		MHD_destroy_response(r->resp);
+		r->resp = NULL;
 	}
-	ret = MHD_queue_response(r->conn, r->status, r->resp);
 	if (http_quiesced)
 		http_bound_send(r->conn);
-	MHD_destroy_response(r->resp);
-	r->resp = NULL;
 	r->answered = 1;
 	if (http_quiesced)
 		http_stop_answered++;
@@ -1001,14 +1061,30 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 {
 	struct req *r = *con_cls;
 	const struct route_entry *e;
-	size_t i;
+	char *grown;
+	size_t i, cap;
 
-	if (r == NULL)
-		return MHD_NO;
+	/*
+	 * No memory for its state (http_uri_cb): the body is read and dropped
+	 * and the prebuilt answer goes at its end (one queued earlier makes
+	 * libmicrohttpd close the connection while the client still sends).
+	 */
+	if (r == NULL) {
+		*con_cls = &http_nomem_req;
+		return MHD_YES;
+	}
+	if (r == &http_nomem_req) {
+		if (*upload_data_size != 0) {
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
+		http_nomem_log("for a request's state");
+		return MHD_queue_response(conn, MHD_HTTP_SERVICE_UNAVAILABLE, http_nomem_resp);
+	}
 	if (r->answered)
 		return MHD_NO;
 	/* Resumed, or answered before the body; resumed with no answer (out of memory), closed. */
-	if (r->started == 2 && (r->resp != NULL || r->handled))
+	if (r->started == 2 && (HTTP_PREPARED(r) || r->handled))
 		return http_send(r);
 	if (!r->started) {
 		r->started = 1;
@@ -1021,7 +1097,7 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 			 * libmicrohttpd close the connection. With no body to come, the
 			 * end is next: the answer waits for it and keep-alive survives.
 			 */
-			if (r->resp != NULL && r->no_body)
+			if (HTTP_PREPARED(r) && r->no_body)
 				return MHD_YES;
 			return http_send(r);
 		}
@@ -1029,18 +1105,28 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 	}
 	if (*upload_data_size != 0) {
 		if (r->body_len + *upload_data_size > LIMIT_BODY) {
-			if (r->resp == NULL)
+			if (!HTTP_PREPARED(r))
 				http_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "body_too_large",
 				    "the request body is over the limit of %d bytes", LIMIT_BODY);
 			*upload_data_size = 0;
 			return MHD_YES;
 		}
+		/* Out of memory for the body so far: the rest is read and dropped, the answer says why. */
+		if (r->nomem) {
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
 		if (r->body_len + *upload_data_size + 1 > r->body_cap) {
-			r->body_cap = (r->body_len + *upload_data_size + 1) * 2;
-			if (r->body_cap > LIMIT_BODY + 1)
-				r->body_cap = LIMIT_BODY + 1;
-			if ((r->body = realloc(r->body, r->body_cap)) == NULL)
-				return MHD_NO;
+			cap = (r->body_len + *upload_data_size + 1) * 2;
+			if (cap > LIMIT_BODY + 1)
+				cap = LIMIT_BODY + 1;
+			if ((grown = realloc(r->body, cap)) == NULL) {
+				http_nomem(r, "reading a request body");
+				*upload_data_size = 0;
+				return MHD_YES;
+			}
+			r->body = grown;
+			r->body_cap = cap;
 		}
 		memcpy(r->body + r->body_len, upload_data, *upload_data_size);
 		r->body_len += *upload_data_size;
@@ -1049,8 +1135,8 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 		return MHD_YES;
 	}
 	r->started = 2;
-	if (r->resp != NULL)
-		return http_send(r);    /* the body was too large */
+	if (HTTP_PREPARED(r))
+		return http_send(r);    /* the body was too large, or memory short */
 	for (i = 0; i < api_nroutes; i++) {
 		e = &api_routes[i];
 		if (e->route == r->route && (strcmp(e->method, method) == 0 ||
@@ -1061,7 +1147,7 @@ http_access_cb(void *arg, struct MHD_Connection *conn, const char *url, const ch
 		return MHD_NO;
 	r->handled = 1;
 	api_routes[i].handler(r);
-	if (r->resp != NULL)
+	if (HTTP_PREPARED(r))
 		return http_send(r);
 	return MHD_YES;             /* suspended until its latency passes and its records are committed */
 }
@@ -1122,9 +1208,9 @@ http_completed_cb(void *arg, struct MHD_Connection *conn, void **con_cls, enum M
 	const union MHD_ConnectionInfo *info;
 	struct req *r = *con_cls;
 
-	if (r == NULL)
-		return;
 	*con_cls = NULL;
+	if (r == NULL || r == &http_nomem_req)
+		return;
 	if (shutting_down && r->answered && toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
 		http_unread_answer();
 	http_req_free(r);
@@ -1253,7 +1339,10 @@ http_start(const int *fds, size_t n)
 {
 	size_t i;
 
-	if ((http_listeners = calloc(n, sizeof *http_listeners)) == NULL) {
+	if ((http_listeners = calloc(n, sizeof *http_listeners)) == NULL ||
+	    (http_nomem_resp = MHD_create_response_from_buffer(sizeof http_nomem_body - 1, (void *)http_nomem_body,
+	    MHD_RESPMEM_PERSISTENT)) == NULL ||
+	    MHD_add_response_header(http_nomem_resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES) {
 		log_warnx("out of memory");
 		return -1;
 	}
@@ -1395,4 +1484,7 @@ http_stop(void)
 	if (http_due_ev != NULL)
 		event_free(http_due_ev);
 	http_due_ev = NULL;
+	if (http_nomem_resp != NULL)
+		MHD_destroy_response(http_nomem_resp);
+	http_nomem_resp = NULL;
 }

@@ -75,7 +75,7 @@ input_query_parse(const char *qs, size_t len, struct input_query *q, struct inpu
 
 	memset(q, 0, sizeof *q);
 	if ((q->buf = malloc(len + 2 * INPUT_MAX_KV + 2)) == NULL)
-		return input_fail(err, "internal", "out of memory");
+		return input_fail(err, "out_of_memory", "out of memory parsing the query; retry later");
 	out = q->buf;
 	while (p < end) {
 		amp = memchr(p, '&', (size_t)(end - p));
@@ -331,6 +331,17 @@ input_body_shape(json_t *root, const char **client, json_t **values, struct inpu
 	return 0;
 }
 
+/*
+ * Did json_loadb fail for want of memory? jansson may say so, say nothing,
+ * or blame the token it could not copy ("invalid token"): what tells is
+ * whether one of its allocations failed (see jmem.c).
+ */
+static int
+input_json_nomem(const json_error_t *jerr)
+{
+	return jmem_failed() || json_error_code(jerr) == json_error_out_of_memory;
+}
+
 /* Name the problem in a body jansson refused for an integer too big for it; always -1 via err. */
 static int
 input_body_too_big(const char *body, size_t len, struct input_error *err)
@@ -342,7 +353,10 @@ input_body_too_big(const char *body, size_t len, struct input_error *err)
 	double d;
 
 	/* Decoded again with every number as a double, the body's shape says which field holds it. */
+	jmem_clear();
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+	if (root == NULL && input_json_nomem(&jerr))
+		return input_fail(err, "out_of_memory", "out of memory parsing the body; nothing was recorded, retry later");
 	if (root == NULL)
 		return input_fail(err, "invalid_json", "body: not valid JSON at line %d column %d: %s", jerr.line,
 		    jerr.column, jerr.text);
@@ -378,8 +392,12 @@ input_record_body(const char *body, size_t len, char *client, uint64_t **values,
 
 	*values = NULL;
 	*n = 0;
+	jmem_clear();
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL) {
+		if (input_json_nomem(&jerr))
+			return input_fail(err, "out_of_memory",
+			    "out of memory parsing the body; nothing was recorded, retry later");
 		if (strstr(jerr.text, "too big") != NULL)
 			return input_body_too_big(body, len, err);
 		return input_fail(err, "invalid_json", "body: not valid JSON at line %d column %d: %s", jerr.line,
@@ -388,7 +406,7 @@ input_record_body(const char *body, size_t len, char *client, uint64_t **values,
 	if (input_body_shape(root, &c, &jv, err) != 0)
 		goto fail;
 	if ((*values = calloc(json_array_size(jv), sizeof **values)) == NULL) {
-		input_fail(err, "internal", "out of memory");
+		input_fail(err, "out_of_memory", "out of memory parsing the body; nothing was recorded, retry later");
 		goto fail;
 	}
 	json_array_foreach(jv, i, item) {

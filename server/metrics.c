@@ -58,7 +58,7 @@ metrics_hash(const char *s)
 	return (size_t)h;
 }
 
-/* Double the table when it gets full. */
+/* Double the table when it gets full; out of memory, it stays as it is (longer chains). */
 static void
 metrics_grow(void)
 {
@@ -66,7 +66,7 @@ metrics_grow(void)
 	size_t i, size = m.size ? m.size * 2 : 64, h;
 
 	if ((t = calloc(size, sizeof *t)) == NULL)
-		fatal("out of memory for the statistics of %zu clients", m.count + 1);
+		return;
 	for (i = 0; i < m.size; i++) {
 		for (cs = m.table[i]; cs != NULL; cs = next) {
 			next = cs->next;
@@ -98,20 +98,26 @@ metrics_client_find(const char *id)
 struct client_stats *
 metrics_client(const char *id)
 {
-	struct client_stats *cs;
+	struct client_stats *cs, **order;
 	size_t h;
 
 	if ((cs = metrics_client_find(id)) != NULL)
 		return cs;
 	if (m.count >= m.size / 2 * 1 + m.size / 4)
 		metrics_grow();
+	if (m.size == 0)
+		return NULL;
 	if (m.count == m.order_cap) {
+		order = realloc(m.order, (m.order_cap ? m.order_cap * 2 : 64) * sizeof *m.order);
+		if (order == NULL)
+			return NULL;
+		m.order = order;
 		m.order_cap = m.order_cap ? m.order_cap * 2 : 64;
-		if ((m.order = realloc(m.order, m.order_cap * sizeof *m.order)) == NULL)
-			fatal("out of memory for the statistics of %zu clients", m.count + 1);
 	}
-	if ((cs = calloc(1, sizeof *cs)) == NULL || (cs->id = strdup(id)) == NULL)
-		fatal("out of memory for the statistics of %zu clients", m.count + 1);
+	if ((cs = calloc(1, sizeof *cs)) == NULL || (cs->id = strdup(id)) == NULL) {
+		free(cs);
+		return NULL;
+	}
 	m.order[m.count] = cs;
 	h = metrics_hash(id) & (m.size - 1);
 	cs->next = m.table[h];
@@ -151,15 +157,18 @@ metrics_recorded(struct client_stats *cs, uint64_t value)
 		cs->last_value = value;
 }
 
-/* A client's summary from the store. */
-void
+/* A client's summary from the store; -1 out of memory. */
+int
 metrics_loaded(const char *id, uint64_t last_value, uint64_t recorded)
 {
 	struct client_stats *cs = metrics_client(id);
 
+	if (cs == NULL)
+		return -1;
 	cs->last_value = last_value;
 	cs->recorded = recorded;
 	m.recorded += recorded;
+	return 0;
 }
 
 /* One duplicate record. */
@@ -208,12 +217,32 @@ metrics_commit(double seconds, size_t records)
 	m.committed_records += records;
 }
 
-/* A growing text buffer. */
+/* A document being written; s is NULL once memory ran out (then nothing more is written). */
 struct metrics_buf {
 	char *s;
 	size_t len;
 	size_t cap;
 };
+
+/* Make room for need more bytes and the NUL; 0, or -1 (b->s freed and NULL) out of memory. */
+static int
+metrics_room(struct metrics_buf *b, size_t need)
+{
+	char *s;
+
+	if (b->s == NULL)
+		return -1;
+	if (b->cap - b->len > need)
+		return 0;
+	b->cap = b->cap * 2 + need + 64;
+	if ((s = realloc(b->s, b->cap)) == NULL) {
+		free(b->s);
+		b->s = NULL;
+		return -1;
+	}
+	b->s = s;
+	return 0;
+}
 
 /* Append formatted text. */
 static void __attribute__((format(printf, 2, 3)))
@@ -222,7 +251,7 @@ metrics_printf(struct metrics_buf *b, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	for (;;) {
+	while (b->s != NULL) {
 		va_start(ap, fmt);
 		n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
 		va_end(ap);
@@ -230,9 +259,7 @@ metrics_printf(struct metrics_buf *b, const char *fmt, ...)
 			b->len += (size_t)n;
 			return;
 		}
-		b->cap = b->cap * 2 + (size_t)n + 64;
-		if ((b->s = realloc(b->s, b->cap)) == NULL)
-			fatal("out of memory building /stats or /metrics (%zu bytes)", b->cap);
+		metrics_room(b, (size_t)n);
 	}
 }
 
@@ -240,11 +267,8 @@ metrics_printf(struct metrics_buf *b, const char *fmt, ...)
 static void
 metrics_put(struct metrics_buf *b, const char *p, size_t n)
 {
-	if (b->cap - b->len <= n) {
-		b->cap = b->cap * 2 + n + 64;
-		if ((b->s = realloc(b->s, b->cap)) == NULL)
-			fatal("out of memory building /stats or /metrics (%zu bytes)", b->cap);
-	}
+	if (metrics_room(b, n) != 0)
+		return;
 	memcpy(b->s + b->len, p, n);
 	b->len += n;
 	b->s[b->len] = '\0';
@@ -337,7 +361,7 @@ metrics_stats(const char *only, size_t *len)
 
 	b.cap = 256 + (only != NULL ? 0 : m.count * (48 + 5 * 20));
 	if ((b.s = malloc(b.cap)) == NULL)
-		fatal("out of memory building /stats or /metrics (%zu bytes)", b.cap);
+		return NULL;
 	metrics_put_head(&b);
 	if (only != NULL) {
 		if ((cs = metrics_client_find(only)) != NULL)
@@ -383,20 +407,22 @@ metrics_stats_open(void)
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return NULL;
 	s->b.cap = METRICS_STREAM_PIECE + 1024;
-	if ((s->b.s = malloc(s->b.cap)) == NULL) {
+	if ((s->b.s = malloc(s->b.cap)) != NULL)
+		metrics_put_head(&s->b);
+	if (s->b.s == NULL) {
 		free(s);
 		return NULL;
 	}
-	metrics_put_head(&s->b);
 	s->end = m.count;
 	return s;
 }
 
 /*
- * Copy up to max bytes of the document to buf; 0 once it is all taken.
+ * Copy up to max bytes of the document to buf: the number copied, 0 once it
+ * is all taken, -1 if memory ran out writing it (the rest cannot be sent).
  * Each client's figures are those of when its piece is written.
  */
-size_t
+ssize_t
 metrics_stats_read(struct metrics_stream *s, char *buf, size_t max)
 {
 	size_t n = 0, k;
@@ -412,13 +438,15 @@ metrics_stats_read(struct metrics_stream *s, char *buf, size_t max)
 				metrics_put(&s->b, "}}\n", 3);
 				s->tail = 1;
 			}
+			if (s->b.s == NULL)
+				return -1;
 		}
 		k = s->b.len - s->off < max - n ? s->b.len - s->off : max - n;
 		memcpy(buf + n, s->b.s + s->off, k);
 		s->off += k;
 		n += k;
 	}
-	return n;
+	return (ssize_t)n;
 }
 
 /* Free a /stats document, taken or not. */
@@ -440,7 +468,7 @@ metrics_prometheus(size_t *len)
 
 	b.cap = 8192;
 	if ((b.s = malloc(b.cap)) == NULL)
-		fatal("out of memory building /stats or /metrics (%zu bytes)", b.cap);
+		return NULL;
 	metrics_printf(&b, "# HELP record_countd_requests_total HTTP requests answered, by route and status.\n"
 	    "# TYPE record_countd_requests_total counter\n");
 	for (r = 0; r < ROUTE_COUNT; r++)

@@ -517,6 +517,7 @@ struct main_load {
 	uint64_t records;
 	uint64_t began;               /* monotonic microseconds */
 	uint64_t reported;
+	int nomem;                    /* a client's stats could not be made */
 };
 
 /* Load one client's stored summary into the stats, counting records with values the API never takes. */
@@ -525,7 +526,8 @@ main_load_cb(const char *client, uint64_t last_value, uint64_t recorded, uint64_
 {
 	struct main_load *ld = arg;
 
-	metrics_loaded(client, last_value, recorded);
+	if (metrics_loaded(client, last_value, recorded) != 0)
+		ld->nomem = 1;
 	ld->clients++;
 	ld->records += recorded;
 	if (out_of_range != 0) {
@@ -559,8 +561,11 @@ main_load_stats(void)
 
 	memset(&ld, 0, sizeof ld);
 	ld.began = ld.reported = now_mono_us();
+	/* Started without them, /stats would disagree with the database. */
 	if (store_clients(db, main_load_cb, main_load_progress_cb, &ld, why) != 0)
-		log_warnx("cannot read client summaries: %s", why);
+		fatalx("cannot read client summaries from %s: %s", cfg.db, why);
+	if (ld.nomem)
+		fatalx("out of memory loading the summaries of %llu clients", (unsigned long long)ld.clients);
 	if (ld.reported != ld.began) {
 		took = (double)(now_mono_us() - ld.began) / 1e6;
 		sd_notifyf(0, "STATUS=loaded the summaries of %llu clients, %llu records, in %.1f s",
@@ -658,6 +663,7 @@ main(int argc, char **argv)
 	int *fds = NULL, nfds;
 
 	metrics_init();
+	jmem_init();
 	log_init("record-countd", LOG_LEVEL_INFO);
 	main_options(argc, argv);
 	signal(SIGPIPE, SIG_IGN);
@@ -666,12 +672,12 @@ main(int argc, char **argv)
 
 	if ((nfds = main_systemd_sockets(&fds)) == 0) {
 		if ((fds = malloc(sizeof *fds)) == NULL)
-			fatal("malloc");
+			fatalx("out of memory starting up");
 		fds[0] = main_listen(cfg.listen);
 		nfds = 1;
 	} else {
 		if (asprintf(&main_where_buf, "%d socket%s from systemd", nfds, nfds == 1 ? "" : "s") < 0)
-			fatal("asprintf");
+			fatalx("out of memory starting up");
 		if (main_opt_find('l')->what != NULL)
 			log_info("%s %s not used: serving the sockets systemd passed", main_opt_what('l'), cfg.listen);
 	}

@@ -9,6 +9,7 @@
 #define SERVER_H
 
 #include <sys/queue.h>
+#include <sys/types.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -112,7 +113,7 @@ struct client_stats {
 	uint64_t out_of_order;
 	struct client_stats *next;    /* hash chain */
 };
-/* The stats of client id, created if new (never freed before exit). */
+/* The stats of client id, created if new (never freed before exit); NULL out of memory. */
 struct client_stats *metrics_client(const char *id);
 /* A client's stats if known, else NULL. */
 struct client_stats *metrics_client_find(const char *id);
@@ -120,26 +121,27 @@ void metrics_request_start(struct client_stats *cs);
 void metrics_request_end(struct client_stats *cs);
 /* One record was stored (not a duplicate). */
 void metrics_recorded(struct client_stats *cs, uint64_t value);
-/* A client's stored summary, loaded at start. */
-void metrics_loaded(const char *id, uint64_t last_value, uint64_t recorded);
+/* A client's stored summary, loaded at start; 0, or -1 out of memory. */
+int metrics_loaded(const char *id, uint64_t last_value, uint64_t recorded);
 void metrics_duplicate(void);
 void metrics_rejected(void);
 /* One response queued: route index, status, seconds since arrival. */
 void metrics_response(int route, unsigned status, double seconds);
 void metrics_commit(double seconds, size_t records);
-/* The /stats JSON document (all clients, or only client only if known); malloc'd, caller frees. */
+/* The /stats JSON document (all clients, or only client only if known); malloc'd, caller frees; NULL out of memory. */
 char *metrics_stats(const char *only, size_t *len);
 size_t metrics_clients(void);
 /*
  * The /stats document of every client, taken piece by piece: open it when
  * the request comes (the clients known then are listed), read it as the
- * connection takes it (0 at the end), close it; NULL if out of memory.
+ * connection takes it (0 at the end, -1 out of memory), close it; NULL if
+ * out of memory.
  */
 struct metrics_stream;
 struct metrics_stream *metrics_stats_open(void);
-size_t metrics_stats_read(struct metrics_stream *s, char *buf, size_t max);
+ssize_t metrics_stats_read(struct metrics_stream *s, char *buf, size_t max);
 void metrics_stats_close(struct metrics_stream *s);
-/* Prometheus text; malloc'd, caller frees. */
+/* Prometheus text; malloc'd, caller frees; NULL out of memory. */
 char *metrics_prometheus(size_t *len);
 void metrics_free(void);
 
@@ -200,6 +202,8 @@ struct req {
 	int committed;
 	int failed;
 	int full;                     /* failed: the disk is full */
+	int oom;                      /* failed: no memory for its job, nothing was stored */
+	int nomem;                    /* its answer could not be built: it gets the prebuilt 503 out_of_memory */
 	struct delay_job *job;        /* delay.c's, while the store has the values */
 	struct api_read *read;        /* api.c's, while the store runs the read */
 	TAILQ_ENTRY(req) ready_entry;
@@ -219,11 +223,19 @@ void http_answer(struct req *r, unsigned status, json_t *body);
 /* Prepare a JSON error answer {"error": code, "message": ...}. */
 void http_error(struct req *r, unsigned status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* Prepare a plain-text answer (Prometheus). */
+/* Prepare a plain-text answer (Prometheus); text is malloc'd and taken, NULL (out of memory) answers 503. */
 void http_answer_text(struct req *r, unsigned status, const char *type, char *text, size_t len);
 /* Prepare an answer of unknown length that read(arg, ...) writes as it is sent; done(arg) when over. */
-void http_answer_stream(struct req *r, unsigned status, const char *type, size_t (*read)(void *, char *, size_t),
+void http_answer_stream(struct req *r, unsigned status, const char *type, ssize_t (*read)(void *, char *, size_t),
     void (*done)(void *), void *arg);
+/*
+ * r's answer cannot be built for want of memory: it gets a 503
+ * out_of_memory made at start (no allocation), and a line is logged (a
+ * few per minute at most).
+ */
+void http_nomem(struct req *r, const char *what);
+/* Log that memory ran out doing what and a request answers 503 out_of_memory (limited likewise). */
+void http_nomem_log(const char *what);
 /* Requests between arrival and their last callback. */
 extern uint64_t http_requests_open;
 

@@ -354,10 +354,10 @@ store_connect(const char *path, sqlite3 **db, char *why)
 {
 	struct stat sb;
 	char *dir, *slash;
-	int e;
+	int e, rc;
 
-	if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-	    NULL) != SQLITE_OK) {
+	if ((rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+	    NULL)) != SQLITE_OK) {
 		/* SQLite's errno is that of its last try (a read-only open): say what stopped the first. */
 		if ((dir = malloc(strlen(path) + 2)) != NULL) {
 			strcpy(dir, path);
@@ -372,7 +372,7 @@ store_connect(const char *path, sqlite3 **db, char *why)
 		else if (*db != NULL && (e = sqlite3_system_errno(*db)) != 0)
 			snprintf(why, 256, "%s (%s)", sqlite3_errmsg(*db), strerror(e));
 		else
-			snprintf(why, 256, "%s", *db ? sqlite3_errmsg(*db) : "cannot open");
+			snprintf(why, 256, "%s", *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
 		free(dir);
 		return -1;
 	}
@@ -963,6 +963,7 @@ store_batch_free(struct store_batch *b)
 static int
 store_page(sqlite3_stmt *q, struct store_read *rd, int64_t after, unsigned limit, const char *client, int64_t end)
 {
+	const char *text;
 	int rc;
 
 	sqlite3_bind_int64(q, 1, after);
@@ -972,10 +973,14 @@ store_page(sqlite3_stmt *q, struct store_read *rd, int64_t after, unsigned limit
 	if (sqlite3_bind_parameter_count(q) >= 4)
 		sqlite3_bind_int64(q, 4, end);
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		/* A NULL id is out of memory unless the column holds NULL (written by other means). */
+		if ((text = (const char *)sqlite3_column_text(q, 1)) == NULL && sqlite3_column_type(q, 1) != SQLITE_NULL) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
 		rd->last_seq = sqlite3_column_int64(q, 0);
 		rd->rows++;
-		rd->cb(rd->last_seq, (const char *)sqlite3_column_text(q, 1), sqlite3_column_int64(q, 2),
-		    sqlite3_column_double(q, 3), rd->arg);
+		rd->cb(rd->last_seq, text, sqlite3_column_int64(q, 2), sqlite3_column_double(q, 3), rd->arg);
 	}
 	sqlite3_reset(q);
 	sqlite3_clear_bindings(q);
@@ -1228,7 +1233,14 @@ store_clients(struct store *st, store_client_cb cb, store_progress_cb progress, 
 		/* Types first: reading a value as another type converts it. */
 		inrange = sqlite3_column_type(q, 1) == SQLITE_INTEGER && sqlite3_column_type(q, 3) == SQLITE_INTEGER &&
 		    sqlite3_column_int64(q, 1) > 0 && sqlite3_column_int64(q, 3) > 0;
-		client = (const char *)sqlite3_column_text(q, 0);
+		/* NULL: out of memory, or a NULL id written by other means. */
+		if ((client = (const char *)sqlite3_column_text(q, 0)) == NULL &&
+		    sqlite3_column_type(q, 0) != SQLITE_NULL) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		if (client == NULL)
+			client = "";
 		last = (uint64_t)sqlite3_column_int64(q, 1);
 		bad = 0;
 		if (!inrange) {
@@ -1246,7 +1258,7 @@ store_clients(struct store *st, store_client_cb cb, store_progress_cb progress, 
 		cb(client, last, (uint64_t)sqlite3_column_int64(q, 2), bad, arg);
 	}
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-		snprintf(why, 256, "%s", sqlite3_errmsg(db));
+		snprintf(why, 256, "%s", rc == SQLITE_NOMEM ? sqlite3_errstr(rc) : sqlite3_errmsg(db));
 	sqlite3_reset(q);
 	store_exec(db, "PRAGMA mmap_size=0");
 	sqlite3_progress_handler(db, 0, NULL, NULL);

@@ -56,6 +56,23 @@ void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn))
 /* Log an error and exit 1. */
 void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
+/* jmem.c */
+/*
+ * Route jansson's allocations through jmem.c (first thing in main), so that
+ * a failed one is known: jansson does not always say so.
+ */
+void jmem_init(void);
+/* Forget, on this thread, that an allocation of jansson's failed. */
+void jmem_clear(void);
+/* Has one failed on this thread since jmem_clear()? */
+int jmem_failed(void);
+/*
+ * json_dumps, or NULL out of memory; where json_dumps would return a
+ * document missing what it had no memory for, too. The caller frees it.
+ */
+struct json_t;
+char *jmem_dumps(const struct json_t *json, size_t flags);
+
 /* parse.c */
 /*
  * Parse a duration such as "250ms", "1s", "1.5s", "2m" or "0" into
