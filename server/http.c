@@ -550,6 +550,18 @@ http_nomem_log(const char *what)
 	log_warnx("out of memory %s: answered 503 out_of_memory%s", what, more);
 }
 
+/* Give r's response its Content-Type (and Connection: close when stopping); 0, or -1 answering 503. */
+static int
+http_set_headers(struct req *r, const char *type)
+{
+	if (MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, type) != MHD_YES ||
+	    (shutting_down && MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)) {
+		http_nomem(r, "building an answer");
+		return -1;
+	}
+	return 0;
+}
+
 /* Build a response from a malloc'd buffer (NULL: out of memory) with Content-Type. */
 static void
 http_set(struct req *r, unsigned status, const char *type, char *text, size_t len)
@@ -562,11 +574,8 @@ http_set(struct req *r, unsigned status, const char *type, char *text, size_t le
 		http_nomem(r, "building an answer");
 		return;
 	}
-	if (MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, type) != MHD_YES ||
-	    (shutting_down && MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)) {
-		http_nomem(r, "building an answer");
+	if (http_set_headers(r, type) != 0)
 		return;
-	}
 	r->status = status;
 }
 
@@ -675,11 +684,8 @@ http_answer_stream(struct req *r, unsigned status, const char *type, ssize_t (*r
 		http_nomem(r, "building an answer");
 		return;
 	}
-	if (MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, type) != MHD_YES ||
-	    (shutting_down && MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)) {
-		http_nomem(r, "building an answer");
+	if (http_set_headers(r, type) != 0)
 		return;
-	}
 	/*
 	 * libmicrohttpd 0.9.75 ends a chunked answer to HEAD with the last chunk
 	 * ("0" and a blank line), which the client would read as the start of

@@ -8,23 +8,6 @@
 
 #include "unit.h"
 
-/* Callbacks that log their argument (an int) and the result they saw. */
-static struct unit_log lg;
-
-static void
-log_cb(struct dfr *d, void *arg)
-{
-	unit_log_add(&lg, (int)(intptr_t)arg);
-	(void)d;
-}
-
-static void
-log_eb(struct dfr *d, void *arg)
-{
-	unit_log_add(&lg, -(int)(intptr_t)arg);
-	(void)d;
-}
-
 static void
 add_one(struct dfr *d, void *arg)
 {
@@ -61,22 +44,22 @@ test_callbacks_in_order(void **state)
 	struct dfr *d = dfr_new(NULL, NULL);
 
 	(void)state;
-	lg.n = 0;
+	unit_lg.n = 0;
 	assert_false(dfr_fired(d));
 	assert_null(dfr_value(d));
 	assert_int_equal(dfr_add_callback(d, add_one, NULL), 0);
-	assert_int_equal(dfr_add_callback(d, log_cb, (void *)1), 0);
+	assert_int_equal(dfr_add_callback(d, unit_log_cb, (void *)1), 0);
 	assert_int_equal(dfr_add_callback(d, add_one, NULL), 0);
-	assert_int_equal(lg.n, 0); /* nothing runs before the fire */
+	assert_int_equal(unit_lg.n, 0); /* nothing runs before the fire */
 	assert_int_equal(dfr_callback(d, unit_int(40), unit_free_cb), 0);
-	assert_int_equal(lg.n, 1); /* ran synchronously inside dfr_callback */
+	assert_int_equal(unit_lg.n, 1); /* ran synchronously inside dfr_callback */
 	assert_true(dfr_fired(d));
 	assert_false(dfr_failed(d));
 	assert_int_equal(*(int *)dfr_value(d), 42);
 	/* Added after firing: runs at once. */
-	assert_int_equal(dfr_add_callback(d, log_cb, (void *)2), 0);
-	assert_int_equal(lg.n, 2);
-	assert_int_equal(lg.v[1], 2);
+	assert_int_equal(dfr_add_callback(d, unit_log_cb, (void *)2), 0);
+	assert_int_equal(unit_lg.n, 2);
+	assert_int_equal(unit_lg.v[1], 2);
 	dfr_unref(d);
 	assert_int_equal(unit_freed, 1);
 }
@@ -90,16 +73,16 @@ test_errback_alternation(void **state)
 	struct dfr *d = dfr_succeed(NULL, NULL);
 
 	(void)state;
-	lg.n = 0;
+	unit_lg.n = 0;
 	dfr_add_callbacks(d, fail_cb, NULL, NULL);
-	dfr_add_callbacks(d, log_cb, log_eb, (void *)1); /* errback: -1 */
-	dfr_add_callback(d, log_cb, (void *)2);		 /* skipped */
+	dfr_add_callbacks(d, unit_log_cb, unit_log_eb, (void *)1); /* errback: -1 */
+	dfr_add_callback(d, unit_log_cb, (void *)2);		 /* skipped */
 	dfr_add_errback(d, recover_eb, &recovered);
-	dfr_add_errback(d, log_eb, (void *)3); /* skipped */
-	dfr_add_both(d, log_cb, (void *)4);
-	assert_int_equal(lg.n, 2);
-	assert_int_equal(lg.v[0], -1);
-	assert_int_equal(lg.v[1], 4);
+	dfr_add_errback(d, unit_log_eb, (void *)3); /* skipped */
+	dfr_add_both(d, unit_log_cb, (void *)4);
+	assert_int_equal(unit_lg.n, 2);
+	assert_int_equal(unit_lg.v[0], -1);
+	assert_int_equal(unit_lg.v[1], 4);
 	assert_false(dfr_failed(d));
 	assert_ptr_equal(dfr_value(d), &recovered);
 	dfr_unref(d);
@@ -145,7 +128,7 @@ test_unhandled_reported(void **state)
 
 	/* An errback that passes the failure on does not handle it. */
 	d = dfr_new(NULL, NULL);
-	dfr_add_errback(d, log_eb, (void *)1);
+	dfr_add_errback(d, unit_log_eb, (void *)1);
 	dfr_errback(d, EIO, "late");
 	dfr_unref(d);
 	assert_int_equal(unit_unhandled, 2);
@@ -211,20 +194,20 @@ test_value_ownership(void **state)
 	assert_int_equal(unit_unhandled, 0);
 
 	/* A never fired deferred with callbacks, freed: they never run. */
-	lg.n = 0;
+	unit_lg.n = 0;
 	d = dfr_new(NULL, NULL);
-	dfr_add_both(d, log_cb, (void *)1);
+	dfr_add_both(d, unit_log_cb, (void *)1);
 	dfr_unref(d);
-	assert_int_equal(lg.n, 0);
+	assert_int_equal(unit_lg.n, 0);
 }
 
 /* A callback added from inside a running callback runs after it returns. */
 static void
 adds_more(struct dfr *d, void *arg)
 {
-	unit_log_add(&lg, 1);
-	dfr_add_callback(d, log_cb, (void *)3);
-	unit_log_add(&lg, 2); /* the added one has not run yet */
+	unit_log_add(&unit_lg, 1);
+	dfr_add_callback(d, unit_log_cb, (void *)3);
+	unit_log_add(&unit_lg, 2); /* the added one has not run yet */
 	(void)arg;
 }
 
@@ -234,15 +217,15 @@ test_add_from_callback(void **state)
 	struct dfr *d = dfr_new(NULL, NULL);
 
 	(void)state;
-	lg.n = 0;
+	unit_lg.n = 0;
 	dfr_add_callback(d, adds_more, NULL);
-	dfr_add_callback(d, log_cb, (void *)4);
+	dfr_add_callback(d, unit_log_cb, (void *)4);
 	dfr_callback(d, NULL, NULL);
-	assert_int_equal(lg.n, 4);
-	assert_int_equal(lg.v[0], 1);
-	assert_int_equal(lg.v[1], 2);
-	assert_int_equal(lg.v[2], 4); /* already in the chain before */
-	assert_int_equal(lg.v[3], 3); /* went to the end */
+	assert_int_equal(unit_lg.n, 4);
+	assert_int_equal(unit_lg.v[0], 1);
+	assert_int_equal(unit_lg.v[1], 2);
+	assert_int_equal(unit_lg.v[2], 4); /* already in the chain before */
+	assert_int_equal(unit_lg.v[3], 3); /* went to the end */
 	dfr_unref(d);
 }
 
@@ -252,9 +235,9 @@ static struct dfr *other;
 static void
 fires_other(struct dfr *d, void *arg)
 {
-	unit_log_add(&lg, 1);
+	unit_log_add(&unit_lg, 1);
 	dfr_callback(other, NULL, NULL);
-	unit_log_add(&lg, 2); /* other's chain has not run yet */
+	unit_log_add(&unit_lg, 2); /* other's chain has not run yet */
 	(void)d;
 	(void)arg;
 }
@@ -265,15 +248,15 @@ test_trampoline(void **state)
 	struct dfr *d = dfr_new(NULL, NULL);
 
 	(void)state;
-	lg.n = 0;
+	unit_lg.n = 0;
 	other = dfr_new(NULL, NULL);
-	dfr_add_callback(other, log_cb, (void *)3);
+	dfr_add_callback(other, unit_log_cb, (void *)3);
 	dfr_add_callback(d, fires_other, NULL);
 	dfr_callback(d, NULL, NULL);
 	/* ... but before the outermost call returned. */
-	assert_int_equal(lg.n, 3);
-	assert_int_equal(lg.v[1], 2);
-	assert_int_equal(lg.v[2], 3);
+	assert_int_equal(unit_lg.n, 3);
+	assert_int_equal(unit_lg.v[1], 2);
+	assert_int_equal(unit_lg.v[2], 3);
 	dfr_unref(d);
 	dfr_unref(other);
 }
@@ -294,11 +277,11 @@ test_free_in_own_callback(void **state)
 	struct dfr *d = dfr_new(NULL, NULL);
 
 	(void)state;
-	lg.n = 0;
+	unit_lg.n = 0;
 	dfr_add_callback(d, drops_self, NULL);
-	dfr_add_callback(d, log_cb, (void *)1); /* still runs */
+	dfr_add_callback(d, unit_log_cb, (void *)1); /* still runs */
 	dfr_callback(d, unit_int(9), unit_free_cb);
-	assert_int_equal(lg.n, 1);
+	assert_int_equal(unit_lg.n, 1);
 	assert_int_equal(unit_freed, 1); /* freed by the runner */
 	/* Also when the callbacks run at add time. */
 	d = dfr_succeed(unit_int(9), unit_free_cb);
@@ -313,14 +296,14 @@ test_cancel_no_canceller(void **state)
 	struct dfr *d = dfr_new(NULL, NULL);
 
 	(void)state;
-	lg.n = 0;
-	dfr_add_callbacks(d, log_cb, log_eb, (void *)1);
+	unit_lg.n = 0;
+	dfr_add_callbacks(d, unit_log_cb, unit_log_eb, (void *)1);
 	dfr_cancel(d);
-	assert_int_equal(lg.n, 1);
-	assert_int_equal(lg.v[0], -1);
+	assert_int_equal(unit_lg.n, 1);
+	assert_int_equal(unit_lg.v[0], -1);
 	assert_int_equal(dfr_failure_code(d), DFR_ECANCELED);
 	dfr_cancel(d); /* nothing more */
-	assert_int_equal(lg.n, 1);
+	assert_int_equal(unit_lg.n, 1);
 	/* One late fire is swallowed (and its value released), a second is an
 	 * error. */
 	assert_int_equal(dfr_callback(d, unit_int(1), unit_free_cb), 0);
@@ -436,7 +419,7 @@ static void
 cancels_other(struct dfr *d, void *arg)
 {
 	dfr_cancel(arg);
-	unit_log_add(&lg, 1); /* the cancelled one's callbacks wait for us */
+	unit_log_add(&unit_lg, 1); /* the cancelled one's callbacks wait for us */
 	(void)d;
 }
 
@@ -446,13 +429,13 @@ test_cancel_from_callback(void **state)
 	struct dfr *a = dfr_new(NULL, NULL), *b = dfr_new(NULL, NULL);
 
 	(void)state;
-	lg.n = 0;
+	unit_lg.n = 0;
 	dfr_add_callback(a, cancels_other, b);
-	dfr_add_errback(b, log_eb, (void *)2);
+	dfr_add_errback(b, unit_log_eb, (void *)2);
 	dfr_callback(a, NULL, NULL);
-	assert_int_equal(lg.n, 2);
-	assert_int_equal(lg.v[0], 1);
-	assert_int_equal(lg.v[1], -2);
+	assert_int_equal(unit_lg.n, 2);
+	assert_int_equal(unit_lg.v[0], 1);
+	assert_int_equal(unit_lg.v[1], -2);
 	dfr_failure_free(dfr_take_failure(b));
 	dfr_unref(a);
 	dfr_unref(b);
@@ -474,7 +457,7 @@ test_chaining(void **state)
 	struct dfr *d = dfr_new(NULL, NULL);
 
 	(void)state;
-	lg.n = 0;
+	unit_lg.n = 0;
 	inner = dfr_new(NULL, NULL);
 	dfr_add_callback(d, wait_inner, NULL);
 	dfr_callback(d, unit_int(1), unit_free_cb);
@@ -483,15 +466,15 @@ test_chaining(void **state)
 	assert_true(dfr_fired(d));
 	/* Added to the middle deferred after chaining: run after inner fires.
 	 */
-	dfr_add_callback(d, log_cb, (void *)1);
+	dfr_add_callback(d, unit_log_cb, (void *)1);
 	dfr_add_callback(d, add_one, NULL);
-	dfr_add_callback(d, log_cb, (void *)2);
-	assert_int_equal(lg.n, 0);
+	dfr_add_callback(d, unit_log_cb, (void *)2);
+	assert_int_equal(unit_lg.n, 0);
 	dfr_callback(inner, unit_int(10), unit_free_cb);
 	assert_false(dfr_paused(d));
-	assert_int_equal(lg.n, 2);
-	assert_int_equal(lg.v[0], 1);
-	assert_int_equal(lg.v[1], 2);
+	assert_int_equal(unit_lg.n, 2);
+	assert_int_equal(unit_lg.v[0], 1);
+	assert_int_equal(unit_lg.v[1], 2);
 	assert_int_equal(*(int *)dfr_value(d), 11);
 	assert_null(dfr_value(inner)); /* the value moved */
 	dfr_unref(inner);
@@ -519,7 +502,7 @@ log_value_cb(struct dfr *d, void *arg)
 	int *v = dfr_value(d);
 
 	(void)arg;
-	unit_log_add(&lg, v != NULL ? *v : -1);
+	unit_log_add(&unit_lg, v != NULL ? *v : -1);
 }
 
 /* A callback that replaces the value with a new int 99. */
@@ -535,8 +518,8 @@ static void
 add_log_4(struct dfr *d, void *arg)
 {
 	(void)arg;
-	unit_log_add(&lg, 1);
-	dfr_add_callback(d, log_cb, (void *)4);
+	unit_log_add(&unit_lg, 1);
+	dfr_add_callback(d, unit_log_cb, (void *)4);
 }
 
 /*
@@ -550,7 +533,7 @@ test_chaining_resume_point(void **state)
 	struct dfr *d = dfr_succeed(NULL, NULL), *x;
 
 	(void)state;
-	lg.n = 0;
+	unit_lg.n = 0;
 	inner = dfr_new(NULL, NULL);
 	dfr_add_callback(inner, add_one, NULL); /* before the wait */
 	dfr_add_callback(d, wait_inner, NULL);
@@ -561,9 +544,9 @@ test_chaining_resume_point(void **state)
 	dfr_callback(inner, unit_int(5), unit_free_cb);
 	assert_false(dfr_paused(d));
 	/* d went on first with 6, then inner's later pairs saw nothing. */
-	assert_int_equal(lg.n, 2);
-	assert_int_equal(lg.v[0], 6);
-	assert_int_equal(lg.v[1], -1);
+	assert_int_equal(unit_lg.n, 2);
+	assert_int_equal(unit_lg.v[0], 6);
+	assert_int_equal(unit_lg.v[1], -1);
 	assert_int_equal(*(int *)dfr_value(d), 6);
 	assert_int_equal(*(int *)dfr_value(inner), 99);
 	dfr_unref(inner);
@@ -574,7 +557,7 @@ test_chaining_resume_point(void **state)
 	 * The same when inner's own chain pauses first: d resumes where inner
 	 * stood at the wait, after inner's wait on x is over.
 	 */
-	lg.n = 0;
+	unit_lg.n = 0;
 	x = dfr_new(NULL, NULL);
 	inner = dfr_new(NULL, NULL);
 	dfr_add_callback(inner, wait_next, x);
@@ -587,9 +570,9 @@ test_chaining_resume_point(void **state)
 	dfr_add_callback(inner, log_value_cb, NULL);
 	dfr_callback(x, unit_int(3), unit_free_cb);
 	assert_false(dfr_paused(d));
-	assert_int_equal(lg.n, 2);
-	assert_int_equal(lg.v[0], 3);
-	assert_int_equal(lg.v[1], 99);
+	assert_int_equal(unit_lg.n, 2);
+	assert_int_equal(unit_lg.v[0], 3);
+	assert_int_equal(unit_lg.v[1], 99);
 	assert_int_equal(*(int *)dfr_value(d), 3);
 	dfr_unref(x);
 	dfr_unref(inner);
@@ -600,21 +583,21 @@ test_chaining_resume_point(void **state)
 	 * Depth first, as in Twisted: d resumes inner, inner's end resumes e,
 	 * and only then do the pairs added to x after inner began to wait run.
 	 */
-	lg.n = 0;
+	unit_lg.n = 0;
 	x = dfr_new(NULL, NULL);
 	inner = dfr_succeed(NULL, NULL);
 	dfr_add_callback(inner, wait_next, x);
-	dfr_add_callback(inner, log_cb, (void *)1);
-	dfr_add_callback(x, log_cb, (void *)3); /* after inner's wait */
+	dfr_add_callback(inner, unit_log_cb, (void *)1);
+	dfr_add_callback(x, unit_log_cb, (void *)3); /* after inner's wait */
 	d = dfr_new(NULL, NULL);
 	dfr_add_callback(d, wait_inner, NULL);
-	dfr_add_callback(d, log_cb, (void *)2);
+	dfr_add_callback(d, unit_log_cb, (void *)2);
 	dfr_callback(d, NULL, NULL);
 	dfr_callback(x, NULL, NULL);
-	assert_int_equal(lg.n, 3);
-	assert_int_equal(lg.v[0], 1);
-	assert_int_equal(lg.v[1], 2);
-	assert_int_equal(lg.v[2], 3);
+	assert_int_equal(unit_lg.n, 3);
+	assert_int_equal(unit_lg.v[0], 1);
+	assert_int_equal(unit_lg.v[1], 2);
+	assert_int_equal(unit_lg.v[2], 3);
 	dfr_unref(x);
 	dfr_unref(inner);
 	dfr_unref(d);
@@ -623,20 +606,20 @@ test_chaining_resume_point(void **state)
 	 * A pair that one of inner's own callbacks adds, before the resume
 	 * point is reached, still runs after d has gone on.
 	 */
-	lg.n = 0;
+	unit_lg.n = 0;
 	inner = dfr_new(NULL, NULL);
 	dfr_add_callback(inner, add_log_4, NULL); /* before the wait */
 	d = dfr_new(NULL, NULL);
 	dfr_add_callback(d, wait_inner, NULL);
-	dfr_add_callback(d, log_cb, (void *)2);
+	dfr_add_callback(d, unit_log_cb, (void *)2);
 	dfr_callback(d, NULL, NULL);
-	dfr_add_callback(inner, log_cb, (void *)3); /* after the wait */
+	dfr_add_callback(inner, unit_log_cb, (void *)3); /* after the wait */
 	dfr_callback(inner, NULL, NULL);
-	assert_int_equal(lg.n, 4);
-	assert_int_equal(lg.v[0], 1);
-	assert_int_equal(lg.v[1], 2);
-	assert_int_equal(lg.v[2], 3);
-	assert_int_equal(lg.v[3], 4);
+	assert_int_equal(unit_lg.n, 4);
+	assert_int_equal(unit_lg.v[0], 1);
+	assert_int_equal(unit_lg.v[1], 2);
+	assert_int_equal(unit_lg.v[2], 3);
+	assert_int_equal(unit_lg.v[3], 4);
 	dfr_unref(inner);
 	dfr_unref(d);
 	assert_int_equal(unit_unhandled, 0);
@@ -730,15 +713,15 @@ test_cycle(void **state)
 	dfr_unref(inner);
 
 	/* A paused deferred dropped by its caller: its chain still goes on. */
-	lg.n = 0;
+	unit_lg.n = 0;
 	inner = dfr_new(NULL, NULL);
 	d = dfr_succeed(NULL, NULL);
 	dfr_add_callback(d, wait_inner, NULL);
-	dfr_add_callback(d, log_cb, (void *)5);
+	dfr_add_callback(d, unit_log_cb, (void *)5);
 	dfr_unref(d);
-	assert_int_equal(lg.n, 0);
+	assert_int_equal(unit_lg.n, 0);
 	assert_int_equal(dfr_callback(inner, unit_int(1), unit_free_cb), 0);
-	assert_int_equal(lg.n, 1);
+	assert_int_equal(unit_lg.n, 1);
 	assert_int_equal(unit_freed, 1); /* moved into d, released with it */
 	dfr_unref(inner);
 
@@ -789,20 +772,20 @@ test_wait_while_paused(void **state)
 
 	(void)state;
 	for (same = 0; same < 2; same++) {
-		lg.n = 0;
+		unit_lg.n = 0;
 		inner = dfr_new(NULL, NULL);
 		inner2 = dfr_new(NULL, NULL);
 		d = dfr_new(NULL, NULL);
 		dfr_add_callback(d, wait_twice, same ? &same : NULL);
-		dfr_add_errback(d, log_eb, (void *)1);
+		dfr_add_errback(d, unit_log_eb, (void *)1);
 		assert_int_equal(dfr_callback(d, NULL, NULL), 0);
 		assert_false(twice_paused);
-		assert_int_equal(lg.n, 1);
+		assert_int_equal(unit_lg.n, 1);
 		assert_int_equal(dfr_failure_code(d), DFR_ECYCLE);
 		/* inner is free again: it fires on its own, d is untouched. */
 		assert_int_equal(dfr_callback(inner, unit_int(1), unit_free_cb),
 				 0);
-		assert_int_equal(lg.n, 1);
+		assert_int_equal(unit_lg.n, 1);
 		assert_int_equal(dfr_failure_code(d), DFR_ECYCLE);
 		assert_int_equal(*(int *)dfr_value(inner), 1);
 		dfr_unref(inner);
@@ -915,18 +898,18 @@ test_cancel_queued(void **state)
 	(void)state;
 	/* The chain pauses: the cancel reaches the inner deferred. */
 	cancels = 0;
-	lg.n = 0;
+	unit_lg.n = 0;
 	inner = dfr_new(canceller_nothing, NULL);
 	queued_d = dfr_new(NULL, NULL);
 	dfr_add_callback(queued_d, wait_inner, NULL);
-	dfr_add_errback(queued_d, log_eb, (void *)1);
+	dfr_add_errback(queued_d, unit_log_eb, (void *)1);
 	x = dfr_new(NULL, NULL);
 	dfr_add_callback(x, fire_then_cancel, &v);
 	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
 	assert_int_equal(cancels, 1);
 	assert_ptr_equal(cancelled_d, inner);
 	assert_false(dfr_paused(queued_d));
-	assert_int_equal(lg.n, 1);
+	assert_int_equal(unit_lg.n, 1);
 	assert_int_equal(dfr_failure_code(queued_d), DFR_ECANCELED);
 	dfr_failure_free(dfr_take_failure(queued_d));
 	dfr_unref(queued_d);
@@ -935,7 +918,7 @@ test_cancel_queued(void **state)
 
 	/* The chain ends: nothing; a wait added later is not cancelled. */
 	queued_d = dfr_new(NULL, NULL);
-	dfr_add_callback(queued_d, log_cb, (void *)2);
+	dfr_add_callback(queued_d, unit_log_cb, (void *)2);
 	x = dfr_new(NULL, NULL);
 	dfr_add_callback(x, fire_then_cancel, &v);
 	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
@@ -1150,8 +1133,8 @@ test_reuse_is_fresh(void **state)
 	(void)state;
 	for (i = 0; i < 200; i++) {
 		ds[i] = dfr_new(NULL, NULL);
-		dfr_add_callback(ds[i], log_cb, (void *)1);
-		dfr_add_callback(ds[i], log_cb, (void *)2); /* heap chain */
+		dfr_add_callback(ds[i], unit_log_cb, (void *)1);
+		dfr_add_callback(ds[i], unit_log_cb, (void *)2); /* heap chain */
 		if (i % 2)
 			dfr_errback(ds[i], EIO, "boom %zu", i);
 	}
@@ -1165,12 +1148,12 @@ test_reuse_is_fresh(void **state)
 		assert_false(dfr_failed(d));
 		assert_false(dfr_paused(d));
 		assert_ptr_equal(dfr_value(d), i % 2 ? NULL : &x);
-		lg.n = 0;
-		dfr_add_callback(d, log_cb, (void *)3);
+		unit_lg.n = 0;
+		dfr_add_callback(d, unit_log_cb, (void *)3);
 		if (i % 2)
 			dfr_callback(d, &x, NULL);
-		assert_int_equal(lg.n, 1);
-		assert_int_equal(lg.v[0], 3);
+		assert_int_equal(unit_lg.n, 1);
+		assert_int_equal(unit_lg.v[0], 3);
 		dfr_unref(d);
 	}
 	assert_int_equal(unit_unhandled, 0);

@@ -9,22 +9,6 @@
 
 #include "unit.h"
 
-static struct unit_log lg;
-
-static void
-log_cb(struct dfr *d, void *arg)
-{
-	unit_log_add(&lg, (int)(intptr_t)arg);
-	(void)d;
-}
-
-static void
-log_eb(struct dfr *d, void *arg)
-{
-	unit_log_add(&lg, -(int)(intptr_t)arg);
-	(void)d;
-}
-
 /* Acquiring a free lock fires at once; a second acquire waits. */
 static void
 test_acquire_release(void **state)
@@ -77,16 +61,16 @@ test_fifo(void **state)
 	int i;
 
 	(void)state;
-	lg.n = 0;
+	unit_lg.n = 0;
 	for (i = 0; i < 6; i++) {
 		ds[i] = dfr_lock_acquire(l);
-		dfr_add_callback(ds[i], log_cb, (void *)(intptr_t)i);
+		dfr_add_callback(ds[i], unit_log_cb, (void *)(intptr_t)i);
 	}
 	for (i = 0; i < 6; i++)
 		assert_int_equal(dfr_lock_release(l), 0);
-	assert_int_equal(lg.n, 6);
+	assert_int_equal(unit_lg.n, 6);
 	for (i = 0; i < 6; i++) {
-		assert_int_equal(lg.v[i], i);
+		assert_int_equal(unit_lg.v[i], i);
 		dfr_unref(ds[i]);
 	}
 	assert_false(dfr_lock_locked(l));
@@ -104,11 +88,11 @@ test_cancel_acquire(void **state)
 	struct dfr_stats st;
 
 	(void)state;
-	lg.n = 0;
-	dfr_add_callbacks(b, log_cb, log_eb, (void *)2);
+	unit_lg.n = 0;
+	dfr_add_callbacks(b, unit_log_cb, unit_log_eb, (void *)2);
 	dfr_cancel(b);
-	assert_int_equal(lg.n, 1);
-	assert_int_equal(lg.v[0], -2);
+	assert_int_equal(unit_lg.n, 1);
+	assert_int_equal(unit_lg.v[0], -2);
 	assert_int_equal(dfr_failure_code(b), DFR_ECANCELED);
 	assert_int_equal(dfr_lock_waiting(l), 1);
 	assert_true(dfr_lock_locked(l));
@@ -132,15 +116,15 @@ test_cancel_acquire(void **state)
 	dfr_unref(c);
 	/* A waiting acquire dropped by its caller stays queued; its callbacks
 	 * run. */
-	lg.n = 0;
+	unit_lg.n = 0;
 	a = dfr_lock_acquire(l);
 	b = dfr_lock_acquire(l);
-	dfr_add_callback(b, log_cb, (void *)3);
+	dfr_add_callback(b, unit_log_cb, (void *)3);
 	dfr_unref(b);
 	assert_int_equal(dfr_lock_waiting(l), 1);
 	assert_int_equal(dfr_lock_release(l), 0);
-	assert_int_equal(lg.n, 1);
-	assert_int_equal(lg.v[0], 3);
+	assert_int_equal(unit_lg.n, 1);
+	assert_int_equal(unit_lg.v[0], 3);
 	assert_true(dfr_lock_locked(l));
 	assert_int_equal(dfr_lock_release(l), 0);
 	assert_false(dfr_lock_locked(l));
@@ -156,11 +140,11 @@ static struct dfr *again;
 static void
 release_reacquire(struct dfr *d, void *arg)
 {
-	unit_log_add(&lg, (int)(intptr_t)arg);
+	unit_log_add(&unit_lg, (int)(intptr_t)arg);
 	assert_int_equal(dfr_lock_release(lk), 0);
 	if (again == NULL) {
 		again = dfr_lock_acquire(lk);
-		dfr_add_callback(again, log_cb, (void *)9);
+		dfr_add_callback(again, unit_log_cb, (void *)9);
 	}
 	(void)d;
 }
@@ -171,23 +155,23 @@ test_release_reacquire(void **state)
 	struct dfr *a, *b, *c;
 
 	(void)state;
-	lg.n = 0;
+	unit_lg.n = 0;
 	again = NULL;
 	lk = dfr_lock_new();
 	a = dfr_lock_acquire(lk);
 	b = dfr_lock_acquire(lk);
 	c = dfr_lock_acquire(lk);
 	dfr_add_callback(b, release_reacquire, (void *)1);
-	dfr_add_callback(c, log_cb, (void *)2);
+	dfr_add_callback(c, unit_log_cb, (void *)2);
 	assert_int_equal(dfr_lock_release(lk),
 			 0); /* to b, which releases to c */
-	assert_int_equal(lg.n, 2);
-	assert_int_equal(lg.v[0], 1);
-	assert_int_equal(lg.v[1], 2);
+	assert_int_equal(unit_lg.n, 2);
+	assert_int_equal(unit_lg.v[0], 1);
+	assert_int_equal(unit_lg.v[1], 2);
 	assert_false(dfr_fired(again)); /* behind c: no queue jumping */
 	assert_int_equal(dfr_lock_release(lk), 0);
-	assert_int_equal(lg.n, 3);
-	assert_int_equal(lg.v[2], 9);
+	assert_int_equal(unit_lg.n, 3);
+	assert_int_equal(unit_lg.v[2], 9);
 	assert_int_equal(dfr_lock_release(lk), 0);
 	assert_false(dfr_lock_locked(lk));
 	dfr_unref(a);
@@ -525,7 +509,7 @@ timer_work(void *arg)
 
 	calls++;
 	dropped_timer_ref = d; /* the "timer's" reference */
-	dfr_add_both(d, log_cb, arg);
+	dfr_add_both(d, unit_log_cb, arg);
 	return dfr_ref(d);
 }
 
@@ -536,21 +520,21 @@ test_run_cancel_work_dropped(void **state)
 	struct dfr *r, *next;
 
 	(void)state;
-	lg.n = 0;
+	unit_lg.n = 0;
 	calls = 0;
 	work_cancels = 0;
 	r = dfr_lock_run(l, timer_work, (void *)(intptr_t)1);
 	assert_int_equal(calls, 1);
-	dfr_add_both(r, log_cb, (void *)(intptr_t)2);
+	dfr_add_both(r, unit_log_cb, (void *)(intptr_t)2);
 	next = dfr_lock_acquire(l);
 	assert_false(dfr_fired(next));
 	dfr_cancel(r);
 	assert_int_equal(work_cancels, 1);
 	assert_null(dropped_timer_ref);
 	/* The work's own callback saw the cancel, then the run's. */
-	assert_int_equal(lg.n, 2);
-	assert_int_equal(lg.v[0], 1);
-	assert_int_equal(lg.v[1], 2);
+	assert_int_equal(unit_lg.n, 2);
+	assert_int_equal(unit_lg.v[0], 1);
+	assert_int_equal(unit_lg.v[1], 2);
 	assert_int_equal(dfr_failure_code(r), DFR_ECANCELED);
 	/* The work is over: the next one enters. */
 	assert_true(dfr_fired(next));
@@ -560,7 +544,7 @@ test_run_cancel_work_dropped(void **state)
 	assert_false(dfr_lock_locked(l));
 	dfr_unref(next);
 	dfr_lock_free(l);
-	/* The work's DFR_ECANCELED was left in place by log_cb. */
+	/* The work's DFR_ECANCELED was left in place by unit_log_cb. */
 	assert_int_equal(unit_unhandled, 0);
 }
 
@@ -605,7 +589,7 @@ static int ho_cancel;
 static struct dfr *
 logged_work(void *arg)
 {
-	unit_log_add(&lg, (int)(intptr_t)arg);
+	unit_log_add(&unit_lg, (int)(intptr_t)arg);
 	return dfr_ref(work);
 }
 
@@ -614,7 +598,7 @@ ho_first_cb(struct dfr *d, void *arg)
 {
 	(void)d;
 	(void)arg;
-	unit_log_add(&lg, 2);
+	unit_log_add(&unit_lg, 2);
 	if (ho_cancel)
 		dfr_cancel(ho_next);
 	assert_int_equal(dfr_callback(ho_other, NULL, NULL), 0);
@@ -625,7 +609,7 @@ ho_other_cb(struct dfr *d, void *arg)
 {
 	(void)d;
 	(void)arg;
-	unit_log_add(&lg, 4);
+	unit_log_add(&unit_lg, 4);
 }
 
 static void
@@ -636,7 +620,7 @@ test_run_handoff_order(void **state)
 
 	(void)state;
 	for (ho_cancel = 0; ho_cancel <= 1; ho_cancel++) {
-		lg.n = 0;
+		unit_lg.n = 0;
 		ho_other = dfr_new(NULL, NULL);
 		dfr_add_callback(ho_other, ho_other_cb, NULL);
 		work = first_work = dfr_new(NULL, NULL);
@@ -647,18 +631,18 @@ test_run_handoff_order(void **state)
 		assert_int_equal(dfr_callback(first_work, NULL, NULL), 0);
 		if (!ho_cancel) {
 			/* fn 1, first's callback, fn 3, the other chain. */
-			assert_int_equal(lg.n, 4);
-			assert_int_equal(lg.v[0], 1);
-			assert_int_equal(lg.v[1], 2);
-			assert_int_equal(lg.v[2], 3);
-			assert_int_equal(lg.v[3], 4);
+			assert_int_equal(unit_lg.n, 4);
+			assert_int_equal(unit_lg.v[0], 1);
+			assert_int_equal(unit_lg.v[1], 2);
+			assert_int_equal(unit_lg.v[2], 3);
+			assert_int_equal(unit_lg.v[3], 4);
 			assert_false(dfr_failed(ho_next));
 		} else {
 			/* Cancelled from first's callback: fn 3 never runs. */
-			assert_int_equal(lg.n, 3);
-			assert_int_equal(lg.v[0], 1);
-			assert_int_equal(lg.v[1], 2);
-			assert_int_equal(lg.v[2], 4);
+			assert_int_equal(unit_lg.n, 3);
+			assert_int_equal(unit_lg.v[0], 1);
+			assert_int_equal(unit_lg.v[1], 2);
+			assert_int_equal(unit_lg.v[2], 4);
 			assert_int_equal(dfr_failure_code(ho_next),
 					 DFR_ECANCELED);
 			dfr_failure_free(dfr_take_failure(ho_next));
@@ -714,19 +698,19 @@ test_run_cancel_granted(void **state)
 
 	(void)state;
 	calls = 0;
-	lg.n = 0;
+	unit_lg.n = 0;
 	rc_lock = dfr_lock_new();
 	h = dfr_lock_acquire(rc_lock);
 	rc_run = dfr_lock_run(rc_lock, done_work, NULL);
-	dfr_add_callbacks(rc_run, log_cb, log_eb, (void *)1);
+	dfr_add_callbacks(rc_run, unit_log_cb, unit_log_eb, (void *)1);
 	next = dfr_lock_acquire(rc_lock);
 	x = dfr_new(NULL, NULL);
 	dfr_add_callback(x, release_then_cancel, NULL);
 	assert_int_equal(dfr_callback(x, NULL, NULL), 0);
 	assert_int_equal(calls, 0);
 	assert_int_equal(dfr_failure_code(rc_run), DFR_ECANCELED);
-	assert_int_equal(lg.n, 1);
-	assert_int_equal(lg.v[0], -1);
+	assert_int_equal(unit_lg.n, 1);
+	assert_int_equal(unit_lg.v[0], -1);
 	assert_true(dfr_fired(next)); /* the lock went on */
 	assert_int_equal(dfr_lock_release(rc_lock), 0);
 	assert_false(dfr_lock_locked(rc_lock));
@@ -1285,7 +1269,7 @@ test_waiter_memory(void **state)
 
 	(void)state;
 	w = dfr_lock_acquire(l);
-	dfr_add_callback(w, log_cb, NULL); /* stored inline: no allocation */
+	dfr_add_callback(w, unit_log_cb, NULL); /* stored inline: no allocation */
 	bytes = malloc_usable_size(w);
 	print_message("# one waiting acquire: %zu bytes of heap\n", bytes);
 	assert_true(bytes <= 128);

@@ -182,20 +182,11 @@ value_free(void *p)
 	__real_free(p);
 }
 
-static struct unit_log lg;
-
-static void
-log_cb(struct dfr *d, void *arg)
-{
-	unit_log_add(&lg, (int)(intptr_t)arg);
-	(void)d;
-}
-
 /* An errback that handles the failure (takes and frees it). */
 static void
 handle_eb(struct dfr *d, void *arg)
 {
-	unit_log_add(&lg, -(int)(intptr_t)arg);
+	unit_log_add(&unit_lg, -(int)(intptr_t)arg);
 	dfr_failure_free(dfr_take_failure(d));
 }
 
@@ -228,7 +219,7 @@ sweep_run(void (*scenario)(void), long k, int sticky)
 	oom.calls = 0;
 	oom.failed = 0;
 	values_freed = 0;
-	lg.n = 0;
+	unit_lg.n = 0;
 	scenario();
 	oom_disarm();
 	if (oom.live != live)
@@ -340,20 +331,20 @@ scenario_callbacks(void)
 		return;
 	}
 	for (i = 0; i < 10; i++)
-		added[i] = ok(dfr_add_callback(d, log_cb, (void *)(intptr_t)i));
+		added[i] = ok(dfr_add_callback(d, unit_log_cb, (void *)(intptr_t)i));
 	assert_int_equal(dfr_callback(d, v, value_free), 0);
 	/* After it fired: runs inside the call, or not at all. */
-	added[10] = ok(dfr_add_callback(d, log_cb, (void *)(intptr_t)10));
+	added[10] = ok(dfr_add_callback(d, unit_log_cb, (void *)(intptr_t)10));
 	oom_disarm();
-	added[11] = ok(dfr_add_callback(d, log_cb, (void *)(intptr_t)11));
+	added[11] = ok(dfr_add_callback(d, unit_log_cb, (void *)(intptr_t)11));
 	assert_true(added[11]);
 	for (i = 0, j = 0; i < 12; i++)
 		if (added[i]) {
-			assert_true(j < lg.n);
-			assert_int_equal(lg.v[j], i);
+			assert_true(j < unit_lg.n);
+			assert_int_equal(unit_lg.v[j], i);
 			j++;
 		}
-	assert_int_equal(lg.n, j);
+	assert_int_equal(unit_lg.n, j);
 	assert_ptr_equal(dfr_value(d), v);
 	dfr_unref(d);
 	assert_int_equal(values_freed, 1);
@@ -441,7 +432,7 @@ scenario_chain(void)
 		return;
 	}
 	ok(dfr_add_callback(d, wait_cb, NULL));
-	after = ok(dfr_add_callbacks(d, log_cb, handle_eb, (void *)1));
+	after = ok(dfr_add_callbacks(d, unit_log_cb, handle_eb, (void *)1));
 	assert_int_equal(dfr_callback(d, NULL, NULL), 0);
 	if (inner_d == NULL) { /* wait_cb not added, or it failed */
 		assert_false(dfr_paused(d));
@@ -452,15 +443,15 @@ scenario_chain(void)
 	}
 	assert_true(dfr_paused(d));
 	/* Added to inner after the wait: runs after d took the result. */
-	added = ok(dfr_add_callback(inner_d, log_cb, (void *)2));
+	added = ok(dfr_add_callback(inner_d, unit_log_cb, (void *)2));
 	assert_int_equal(dfr_callback(inner_d, v, value_free), 0);
 	oom_disarm();
 	assert_false(dfr_paused(d));
 	if (after) {
-		assert_int_equal(lg.v[0], 1);
-		assert_int_equal(lg.n, 1 + added);
+		assert_int_equal(unit_lg.v[0], 1);
+		assert_int_equal(unit_lg.n, 1 + added);
 	} else {
-		assert_int_equal(lg.n, added);
+		assert_int_equal(unit_lg.n, added);
 	}
 	assert_ptr_equal(dfr_value(d), v);
 	assert_null(dfr_value(inner_d));
@@ -520,7 +511,7 @@ scenario_cancel(void)
 	oom_arm();
 	errno = 0;
 	if (got(d = dfr_new(NULL, NULL))) {
-		ok(dfr_add_errback(d, log_cb, (void *)1));
+		ok(dfr_add_errback(d, unit_log_cb, (void *)1));
 		dfr_cancel(d);
 		assert_true(dfr_failed(d));
 		check_failure(dfr_failure(d), DFR_ECANCELED, "cancelled");
@@ -663,7 +654,7 @@ scenario_lock(void)
 		errno = 0;
 		if (got(a[i] = dfr_lock_acquire(l))) {
 			n++;
-			ok(dfr_add_callback(a[i], log_cb, (void *)(intptr_t)i));
+			ok(dfr_add_callback(a[i], unit_log_cb, (void *)(intptr_t)i));
 		}
 		/* Held exactly when an acquire has succeeded. */
 		assert_int_equal(dfr_lock_locked(l), n > 0);
@@ -865,7 +856,7 @@ busy_work_fn(void *arg)
 	struct dfr *w = work_fn(arg);
 
 	if (w != NULL)
-		ok(dfr_add_callback(w, log_cb, (void *)1));
+		ok(dfr_add_callback(w, unit_log_cb, (void *)1));
 	return w;
 }
 
@@ -1182,7 +1173,7 @@ take_item_cb(struct dfr *d, void *arg)
 	int *p = dfr_take_value(d);
 
 	(void)arg;
-	unit_log_add(&lg, *p);
+	unit_log_add(&unit_lg, *p);
 	value_free(p);
 }
 
@@ -1244,8 +1235,8 @@ scenario_queue(void)
 		assert_int_equal(dfr_queue_waiting(q), getters);
 	}
 	/* The getters got the first items, in order. */
-	for (i = 0; i < lg.n; i++)
-		assert_int_equal(lg.v[i], expect++);
+	for (i = 0; i < unit_lg.n; i++)
+		assert_int_equal(unit_lg.v[i], expect++);
 	dfr_queue_stats(q, &st);
 	assert_int_equal(st.held, stored);
 	/* Gets of stored items: failed ones leave the item stored. */
@@ -1324,7 +1315,7 @@ scenario_gather(int fail_one)
 			return;
 		}
 		if (i >= 3)
-			ok(dfr_add_callback(m[i], log_cb, (void *)(intptr_t)i));
+			ok(dfr_add_callback(m[i], unit_log_cb, (void *)(intptr_t)i));
 	}
 	/* The gather takes the references it is given: keep ours. */
 	for (i = 0; i < NMEMBERS; i++)

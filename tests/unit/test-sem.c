@@ -9,15 +9,6 @@
 
 #include "unit.h"
 
-static struct unit_log lg;
-
-static void
-log_cb(struct dfr *d, void *arg)
-{
-	unit_log_add(&lg, (int)(intptr_t)arg);
-	(void)d;
-}
-
 /* Fewer than one token is an error. */
 static void
 test_new_invalid(void **state)
@@ -37,7 +28,7 @@ test_tokens(void **state)
 	int i;
 
 	(void)state;
-	lg.n = 0;
+	unit_lg.n = 0;
 	assert_int_equal(dfr_sem_limit(s), 3);
 	for (i = 0; i < 3; i++) {
 		ds[i] = dfr_sem_acquire(s);
@@ -47,7 +38,7 @@ test_tokens(void **state)
 	assert_int_equal(dfr_sem_tokens(s), 0);
 	for (i = 3; i < 6; i++) {
 		ds[i] = dfr_sem_acquire(s);
-		dfr_add_callback(ds[i], log_cb, (void *)(intptr_t)i);
+		dfr_add_callback(ds[i], unit_log_cb, (void *)(intptr_t)i);
 		assert_false(dfr_fired(ds[i]));
 	}
 	assert_int_equal(dfr_sem_waiting(s), 3);
@@ -55,11 +46,11 @@ test_tokens(void **state)
 	assert_int_equal(dfr_failure_code(ds[3]), DFR_ECANCELED);
 	assert_int_equal(dfr_sem_waiting(s), 2);
 	assert_int_equal(dfr_sem_release(s), 0); /* to ds[4], the oldest left */
-	assert_int_equal(lg.n, 1);
-	assert_int_equal(lg.v[0], 4);
+	assert_int_equal(unit_lg.n, 1);
+	assert_int_equal(unit_lg.v[0], 4);
 	assert_int_equal(dfr_sem_tokens(s), 0);
 	assert_int_equal(dfr_sem_release(s), 0);
-	assert_int_equal(lg.v[1], 5);
+	assert_int_equal(unit_lg.v[1], 5);
 	for (i = 0; i < 3; i++)
 		assert_int_equal(dfr_sem_release(s), 0);
 	assert_int_equal(dfr_sem_tokens(s), 3);

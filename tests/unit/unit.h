@@ -92,6 +92,25 @@ unit_log_add(struct unit_log *l, int v)
 	l->n++;
 }
 
+/* The log the callbacks below write to; each test empties it (unit_lg.n = 0) when it starts. */
+static struct unit_log unit_lg __attribute__((unused));
+
+/* A callback that logs its argument (an int). */
+static inline void
+unit_log_cb(struct dfr *d, void *arg)
+{
+	unit_log_add(&unit_lg, (int)(intptr_t)arg);
+	(void)d;
+}
+
+/* An errback that logs minus its argument, leaving the failure in place. */
+static inline void
+unit_log_eb(struct dfr *d, void *arg)
+{
+	unit_log_add(&unit_lg, -(int)(intptr_t)arg);
+	(void)d;
+}
+
 /* Lowest stack address seen by unit_stack_note() (stack grows down). */
 static __thread uintptr_t unit_stack_low;
 static void __attribute__((noinline, unused)) unit_stack_note(void)
