@@ -209,6 +209,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(fuzz_utf8_valid(full));
 		FUZZ_CHECK(!fuzz_utf8_valid(s) || strcmp(full, s) == 0);
 		FUZZ_CHECK(strcmp(parse_utf8_fix(full, again, 3 * len + 1), full) == 0);
+		FUZZ_CHECK(parse_utf8_fix(s, NULL, 0) == NULL);  /* no room, not even for the NUL: nothing written */
 		fuzz_utf8_fix(s, full, 1);
 		fuzz_utf8_fix(s, full, size > 0 ? (size_t)data[0] % 16 + 1 : 2);
 		fuzz_utf8_fix(s, full, len + 1);

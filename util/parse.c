@@ -126,6 +126,8 @@ parse_utf8_fix(const char *s, char *out, size_t len)
 	const unsigned char *p = (const unsigned char *)s;
 	size_t o = 0, n;
 
+	if (len == 0)
+		return out;
 	while (*p != '\0') {
 		n = *p < 0x80 ? 1 : parse_utf8_len(p);
 		if (o + (n ? n : 3) >= len)

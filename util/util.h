@@ -83,7 +83,10 @@ int parse_duration_ms(const char *s, uint64_t *ms, const char **why);
 int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out, const char **why);
 /* The length of the valid UTF-8 sequence of 2 to 4 bytes at p, or 0 if there is none. */
 size_t parse_utf8_len(const unsigned char *p);
-/* Copy s to out (len bytes) as valid UTF-8: each byte that is not part of a valid sequence becomes U+FFFD. */
+/*
+ * Copy s to out (len bytes, the NUL included; nothing if 0) as valid UTF-8:
+ * each byte that is not part of a valid sequence becomes U+FFFD.
+ */
 char *parse_utf8_fix(const char *s, char *out, size_t len);
 
 #endif /* UTIL_H */
