@@ -289,10 +289,14 @@ def counter_load(cd, tid, out):
                 ["/counters", "/counters/%s" % name, "/stats", "/metrics", "/healthz"]))))
 
 
-def test_counterd_under_oom_load(record_countd, counterd, tmp_path):
+@pytest.mark.parametrize("strategy", ["locked", "stateless", "unsafe"])
+def test_counterd_under_oom_load(record_countd, counterd, tmp_path, strategy):
+    """Each strategy under real load with 3% of allocations failing: every call answered (200 or a 5xx JSON
+    error), within HANG_S, no crash; every number handed out is recorded at record-countd, and (but for
+    unsafe, whose duplicates are its documented bug, see counterd(8)) handed out once."""
     rc = record_countd("--latency", "0")
     trigger = str(tmp_path / "fail-now")
-    cd = counterd(rc.url, env=shim_env(file=trigger, ppm=PPM))
+    cd = counterd(rc.url, "--strategy", strategy, env=shim_env(file=trigger, ppm=PPM))
     open(trigger, "w").close()
     try:
         outcomes = run_threads(counter_load, cd)
@@ -323,8 +327,9 @@ def test_counterd_under_oom_load(record_countd, counterd, tmp_path):
     assert (injected(cd.read_log()) or (0, 0))[0] > 0
     assert rc.stop() == 0
     rows = db_records(rc.db)
+    assert acked, "no call succeeded"
     for name, counts in acked.items():
-        assert len(set(counts)) == len(counts), "a number was handed out twice: %r" % counts
+        assert strategy == "unsafe" or len(set(counts)) == len(counts), "a number was handed out twice: %r" % counts
         missing = [c for c in counts if ("test:%s" % name, c) not in rows]
         assert not missing, "acknowledged numbers of %s not recorded: %r" % (name, missing)
 
