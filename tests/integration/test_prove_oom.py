@@ -2,16 +2,21 @@
 
 The daemons run under an LD_PRELOAD shim, tests/lib/failmalloc.c, that makes malloc and its kin fail: with a seeded
 probability while a trigger file exists (start-up completes, then failures start under real load over real HTTP
-into a real SQLite file), or every allocation after the first N (start-up at each point). What users rely on:
+into a real SQLite file), or every allocation after the first N (start-up at each point), or only those of at
+least a size (one buffer's growth, whatever the order of the allocations around it). What users rely on:
 
 - the daemon never crashes (no signal, a clean exit on SIGTERM) and never hangs (it answers /healthz once memory
   is back);
 - every request gets an answer: 200, or a 5xx with a JSON error body naming the problem (never a 4xx: the request
   was fine); a connection closed unanswered only when libmicrohttpd's own allocation failed, which it logs;
 - every record acknowledged with a 200 is in the database after a clean stop and after a restart; a POST answered
-  with an error is stored whole or not at all; /stats agrees with the database;
+  with an error is stored whole or not at all; /stats agrees with the database, and a streamed /stats (above 4096
+  clients) that runs out of memory once begun is cut short, its connection closed, never complete and wrong;
+- counterd, whatever its strategy, hands out only numbers recorded at record-countd, each once (but for unsafe's
+  documented race, see counterd(8));
 - the daemon logs a line saying memory ran out;
-- start-up with allocations failing ends with a clear error line and a non-zero exit, no crash; so does counterctl.
+- start-up with allocations failing ends with a clear error line and a non-zero exit, no crash (never serving a
+  /stats that lacks clients of its database); so does counterctl.
 """
 import http.client
 import json
