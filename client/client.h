@@ -75,12 +75,13 @@ int server_url_parse(const char *url, struct server_url *u, const char **why);
  * Check record-countd's answer to POST /record-count: it must name client
  * and acknowledge values first..first+n-1 in order, each saying whether it
  * was a duplicate. 0 with *max_dup set to the highest value acknowledged as
- * a duplicate (0 if none), or -1 with a reason written to why.
+ * a duplicate (0 if none), or -1 with a reason written to why (and errno
+ * ENOMEM if memory ran out reading it).
  */
 int answer_parse_record(const char *body, size_t len, const char *client,
 			int64_t first, size_t n, int64_t *max_dup, char *why,
 			size_t whylen);
-/* Read last_value from a GET /clients/ID answer; 0 or -1 (why set). */
+/* Read last_value from a GET /clients/ID answer; 0 or -1 (why and errno set, as above). */
 int answer_parse_client(const char *body, size_t len, const char *client,
 			int64_t *last, char *why, size_t whylen);
 
