@@ -188,12 +188,14 @@ parse_json(const char *body, size_t len, json_error_t *err)
 	return json_loadb(body, len, JSON_REJECT_DUPLICATES, err);
 }
 
-/* Why parse_json failed: not JSON, or no memory to read it (jansson may blame a token then; errno ENOMEM). */
+/*
+ * Why parse_json failed: not JSON, or no memory to read it (jansson may
+ * blame a token then); errno says which.
+ */
 static void
 parse_json_why(const json_error_t *err, char *why, size_t whylen)
 {
-	if (jmem_failed() ||
-	    json_error_code(err) == json_error_out_of_memory) {
+	if (jmem_failed() || json_error_code(err) == json_error_out_of_memory) {
 		snprintf(why, whylen, "out of memory reading the answer");
 		errno = ENOMEM;
 	} else {
