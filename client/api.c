@@ -396,6 +396,8 @@ api_next_done_cb(struct dfr *d, void *arg)
 		int status = api_failure_status(f->code, &word);
 
 		api_refused(f->code, aw->aw_name);
+		if (f->code == ENOMEM)
+			api_nomem("for a next call");
 		api_error(req, status, word, "%s", f->message);
 		dfr_failure_free(f);
 	} else {

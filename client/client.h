@@ -75,12 +75,13 @@ int server_url_parse(const char *url, struct server_url *u, const char **why);
  * Check record-countd's answer to POST /record-count: it must name client
  * and acknowledge values first..first+n-1 in order, each saying whether it
  * was a duplicate. 0 with *max_dup set to the highest value acknowledged as
- * a duplicate (0 if none), or -1 with a reason written to why.
+ * a duplicate (0 if none), or -1 with a reason written to why (and errno
+ * ENOMEM if memory ran out reading it).
  */
 int answer_parse_record(const char *body, size_t len, const char *client,
 			int64_t first, size_t n, int64_t *max_dup, char *why,
 			size_t whylen);
-/* Read last_value from a GET /clients/ID answer; 0 or -1 (why set). */
+/* Read last_value from a GET /clients/ID answer; 0 or -1 (why, errno set). */
 int answer_parse_client(const char *body, size_t len, const char *client,
 			int64_t *last, char *why, size_t whylen);
 
@@ -127,9 +128,10 @@ void recorder_abort(struct recorder *r, const char *why);
 /*
  * Record values first..first+n-1 for client in one POST /record-count.
  * Returns a deferred (caller's reference) that fires with a struct
- * record_ack (owned by the deferred) once record-countd acknowledged them all, or fails with CD_EUNAVAILABLE,
- * CD_ETIMEOUT or CD_EBADGATEWAY after the retries (CD_ESHUTDOWN after
- * recorder_abort). NULL on ENOMEM.
+ * record_ack (owned by the deferred) once record-countd acknowledged them all,
+ * or fails with CD_EUNAVAILABLE, CD_ETIMEOUT or CD_EBADGATEWAY after the
+ * retries, ENOMEM if there was no memory to read the answer (CD_ESHUTDOWN
+ * after recorder_abort). NULL on ENOMEM.
  */
 struct dfr *recorder_record(struct recorder *r, const char *client,
 			    int64_t first, size_t n);

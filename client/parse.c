@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,15 +188,20 @@ parse_json(const char *body, size_t len, json_error_t *err)
 	return json_loadb(body, len, JSON_REJECT_DUPLICATES, err);
 }
 
-/* Why parse_json failed: not JSON, or no memory to read it (jansson may blame a token then). */
+/*
+ * Why parse_json failed: not JSON, or no memory to read it (jansson may
+ * blame a token then); errno says which.
+ */
 static void
 parse_json_why(const json_error_t *err, char *why, size_t whylen)
 {
-	if (jmem_failed() ||
-	    json_error_code(err) == json_error_out_of_memory)
+	if (jmem_failed() || json_error_code(err) == json_error_out_of_memory) {
 		snprintf(why, whylen, "out of memory reading the answer");
-	else
+		errno = ENOMEM;
+	} else {
 		snprintf(why, whylen, "invalid JSON: %s", err->text);
+		errno = EINVAL;
+	}
 }
 
 /* Check record-countd's answer to POST /record-count. */

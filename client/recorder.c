@@ -427,24 +427,26 @@ recorder_error_name(int error)
 	}
 }
 
-/* Handle a 200 answer: check it and finish op. Returns 0, or -1 if bad. */
+/*
+ * Handle a 200 answer: check it and finish op. Returns 0, or -1 with
+ * ro_last_code set: ENOMEM if memory ran out reading it (counterd's
+ * trouble, not record-countd's), else CD_EBADGATEWAY.
+ */
 static int
 recorder_answer(struct rec_op *op, const char *body, size_t len)
 {
 	struct record_ack *ack;
 	int64_t last, dup, *lp;
 
+	errno = 0;
 	switch (op->ro_kind) {
 	case REC_RECORD:
 		if (answer_parse_record(body, len, op->ro_client, op->ro_first,
 					op->ro_n, &dup, op->ro_why,
 					sizeof op->ro_why) != 0)
-			return -1;
-		if ((ack = malloc(sizeof *ack)) == NULL) {
-			snprintf(op->ro_why, sizeof op->ro_why,
-				 "out of memory");
-			return -1;
-		}
+			goto bad;
+		if ((ack = malloc(sizeof *ack)) == NULL)
+			goto nomem;
 		ack->max_dup = dup;
 		ack->resent = op->ro_sent > 1;
 		recorder_op_succeed(op, ack, free);
@@ -452,12 +454,9 @@ recorder_answer(struct rec_op *op, const char *body, size_t len)
 	case REC_CLIENT:
 		if (answer_parse_client(body, len, op->ro_client, &last,
 					op->ro_why, sizeof op->ro_why) != 0)
-			return -1;
-		if ((lp = malloc(sizeof *lp)) == NULL) {
-			snprintf(op->ro_why, sizeof op->ro_why,
-				 "out of memory");
-			return -1;
-		}
+			goto bad;
+		if ((lp = malloc(sizeof *lp)) == NULL)
+			goto nomem;
 		*lp = last;
 		recorder_op_succeed(op, lp, free);
 		return 0;
@@ -465,6 +464,13 @@ recorder_answer(struct rec_op *op, const char *body, size_t len)
 		recorder_op_succeed(op, NULL, NULL);
 		return 0;
 	}
+	errno = EINVAL;
+bad:
+	op->ro_last_code = errno == ENOMEM ? ENOMEM : CD_EBADGATEWAY;
+	return -1;
+nomem:
+	snprintf(op->ro_why, sizeof op->ro_why, "out of memory");
+	op->ro_last_code = ENOMEM;
 	return -1;
 }
 
@@ -557,7 +563,7 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 
 		recorder_conn_release(conn);
 		if (big == NULL) {
-			op->ro_last_code = CD_EBADGATEWAY;
+			op->ro_last_code = ENOMEM;
 			snprintf(op->ro_why, sizeof op->ro_why,
 				 "out of memory reading a %zu-byte answer",
 				 len);
@@ -581,7 +587,7 @@ recorder_done_cb(struct evhttp_request *req, void *arg)
 			return;
 	}
 	if (code == 200) {
-		op->ro_last_code = CD_EBADGATEWAY;
+		/* recorder_answer() set ro_last_code. */
 		recorder_op_fail(op);
 		return;
 	}

@@ -535,9 +535,9 @@ http_nomem(struct req *r, const char *what)
 	http_nomem_log(what);
 }
 
-/* Log that memory ran out doing what, if a line is due. */
-void
-http_nomem_log(const char *what)
+/* Log that memory ran out doing what, and then what came of it, if a line is due. */
+static void
+http_nomem_say(const char *what, const char *then)
 {
 	static struct log_limit ll;
 	unsigned long skipped;
@@ -547,7 +547,14 @@ http_nomem_log(const char *what)
 		return;
 	if (skipped > 0)
 		snprintf(more, sizeof more, " (%lu more since the last such line)", skipped);
-	log_warnx("out of memory %s: answered 503 out_of_memory%s", what, more);
+	log_warnx("out of memory %s: %s%s", what, then, more);
+}
+
+/* Log that memory ran out doing what and a request answers 503, if a line is due. */
+void
+http_nomem_log(const char *what)
+{
+	http_nomem_say(what, "answered 503 out_of_memory");
 }
 
 /* Give r's response its Content-Type (and Connection: close when stopping); 0, or -1 answering 503. */
@@ -636,7 +643,8 @@ http_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 	if ((n = hs->read(hs->arg, buf, max)) == 0)
 		return MHD_CONTENT_READER_END_OF_STREAM;
 	if (n < 0) {
-		http_nomem_log("writing a streamed answer (its connection is closed, the answer cut short)");
+		/* The status and part of the body are sent: a 503 cannot be. */
+		http_nomem_say("writing a streamed answer", "its connection closed, the answer cut short");
 		return MHD_CONTENT_READER_END_WITH_ERROR;
 	}
 	return n;

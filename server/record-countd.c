@@ -526,7 +526,8 @@ main_load_cb(const char *client, uint64_t last_value, uint64_t recorded, uint64_
 {
 	struct main_load *ld = arg;
 
-	if (metrics_loaded(client, last_value, recorded) != 0)
+	/* Once one is lost, start-up fails: the others need no memory. */
+	if (ld->nomem || metrics_loaded(client, last_value, recorded) != 0)
 		ld->nomem = 1;
 	ld->clients++;
 	ld->records += recorded;

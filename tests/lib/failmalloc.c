@@ -13,6 +13,10 @@
  *                          milliseconds, not per allocation)
  *   FAILMALLOC_THREADS=W   "main" (the thread whose id is the process's) or
  *                          "others"; default every thread
+ *   FAILMALLOC_MIN_SIZE=B  fail only allocations of at least B bytes (default
+ *                          0: any): a buffer's growth, not the small
+ *                          allocations around it, so one path is reached
+ *                          whatever the order of the others
  *   FAILMALLOC_SPARE=NAME  never fail an allocation called from the code of a
  *                          library whose path contains NAME (e.g.
  *                          libmicrohttpd: its own failures are its own)
@@ -70,6 +74,7 @@ static int configured;
 static uint64_t fail_after;
 static uint64_t fail_ppm = 1000000;
 static uint64_t fail_seed = 1;
+static uint64_t fail_min_size;
 static const char *fail_file;
 static int fail_threads;        /* 0 every thread, 1 main only, 2 others only */
 static int fail_backtrace;
@@ -159,6 +164,7 @@ resolve(void)
 	fail_after = env_u64("FAILMALLOC_AFTER", 0);
 	fail_ppm = env_u64("FAILMALLOC_PPM", 1000000);
 	fail_seed = env_u64("FAILMALLOC_SEED", 1);
+	fail_min_size = env_u64("FAILMALLOC_MIN_SIZE", 0);
 	if ((s = getenv("FAILMALLOC_FILE")) != NULL && *s != '\0')
 		fail_file = s;
 	if ((s = getenv("FAILMALLOC_THREADS")) != NULL)
@@ -167,7 +173,8 @@ resolve(void)
 	fail_backtrace = env_u64("FAILMALLOC_BACKTRACE", 0) != 0;
 	if ((s = getenv("FAILMALLOC_SPARE")) != NULL && *s != '\0')
 		dl_iterate_phdr(spare_cb, (void *)s);
-	configured = getenv("FAILMALLOC_AFTER") != NULL || getenv("FAILMALLOC_PPM") != NULL || fail_file != NULL;
+	configured = getenv("FAILMALLOC_AFTER") != NULL || getenv("FAILMALLOC_PPM") != NULL || fail_file != NULL ||
+	    fail_min_size != 0;
 	__atomic_store_n(&resolving, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&state, 2, __ATOMIC_RELEASE);
 }
@@ -212,9 +219,9 @@ trace(void)
 	backtrace_symbols_fd(pc, n, 2);
 }
 
-/* Should this allocation, called from pc, fail? Counts it either way. */
+/* Should this allocation of n bytes, called from pc, fail? Counts it either way. */
 static int
-should_fail(void *pc)
+should_fail(void *pc, size_t n)
 {
 	uint64_t k;
 	int i;
@@ -222,7 +229,7 @@ should_fail(void *pc)
 	if (!configured)
 		return 0;
 	k = __atomic_fetch_add(&n_calls, 1, __ATOMIC_RELAXED);
-	if (k < fail_after)
+	if (k < fail_after || n < fail_min_size)
 		return 0;
 	if (fail_threads != 0) {
 		if (thread_kind == 0)
@@ -252,7 +259,7 @@ malloc(size_t n)
 	if (__atomic_load_n(&resolving, __ATOMIC_ACQUIRE))
 		return boot_alloc(n);
 	resolve();
-	if (should_fail(__builtin_return_address(0)))
+	if (should_fail(__builtin_return_address(0), n))
 		return NULL;
 	return real_malloc(n);
 }
@@ -270,7 +277,7 @@ calloc(size_t n, size_t size)
 		return p;
 	}
 	resolve();
-	if (should_fail(__builtin_return_address(0)))
+	if (should_fail(__builtin_return_address(0), size != 0 && n > SIZE_MAX / size ? SIZE_MAX : n * size))
 		return NULL;
 	return real_calloc(n, size);
 }
@@ -291,7 +298,7 @@ realloc(void *p, size_t n)
 	if (__atomic_load_n(&resolving, __ATOMIC_ACQUIRE))
 		return p == NULL ? boot_alloc(n) : NULL;
 	resolve();
-	if (n != 0 && should_fail(__builtin_return_address(0)))
+	if (n != 0 && should_fail(__builtin_return_address(0), n))
 		return NULL;
 	return real_realloc(p, n);
 }
@@ -319,7 +326,7 @@ int
 posix_memalign(void **out, size_t align, size_t n)
 {
 	resolve();
-	if (should_fail(__builtin_return_address(0)))
+	if (should_fail(__builtin_return_address(0), n))
 		return ENOMEM;
 	return real_posix_memalign(out, align, n);
 }
@@ -328,7 +335,7 @@ void *
 aligned_alloc(size_t align, size_t n)
 {
 	resolve();
-	if (should_fail(__builtin_return_address(0)))
+	if (should_fail(__builtin_return_address(0), n))
 		return NULL;
 	return real_aligned_alloc(align, n);
 }
@@ -337,7 +344,7 @@ void *
 memalign(size_t align, size_t n)
 {
 	resolve();
-	if (should_fail(__builtin_return_address(0)))
+	if (should_fail(__builtin_return_address(0), n))
 		return NULL;
 	return real_memalign(align, n);
 }
